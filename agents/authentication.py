@@ -1,0 +1,46 @@
+"""``Authorization: Bearer cs_<public id>_<secret>`` for agents."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from agents.keys import parse_key, secret_matches
+from agents.models import AgentKey
+
+# last_used_at is written at most this often per key, not on every request.
+LAST_USED_RESOLUTION = timedelta(seconds=30)
+
+
+def authenticate_agent_key(raw: str) -> AgentKey | None:
+    """The usable key for ``raw``, or None. Shared by DRF and the async wait view."""
+    parsed = parse_key(raw)
+    if parsed is None:
+        return None
+    key = AgentKey.objects.select_related("agent", "agent__owner").filter(public_id=parsed.public_id).first()
+    if key is None or not secret_matches(parsed.secret, key.secret_hash) or not key.is_usable():
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        AgentKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key
+
+
+class AgentKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        key = authenticate_agent_key(credentials.strip())
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid, revoked or expired agent key.")
+        return key.agent, key
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="countersign"'

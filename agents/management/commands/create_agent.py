@@ -1,0 +1,39 @@
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.models import Agent
+from agents.services import create_agent
+from approvals.action_types import registry
+from approvals.audit import Actor
+
+
+class Command(BaseCommand):
+    help = "Create an agent with its own identity; prints its key (shown once) alone on stdout."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+        parser.add_argument("--owner", required=True, help="username of the accountable human")
+        parser.add_argument(
+            "--allow",
+            action="append",
+            default=[],
+            metavar="ACTION_TYPE",
+            help="action type it may propose (repeatable)",
+        )
+        parser.add_argument("--description", default="")
+
+    def handle(self, name, owner, allow, description, **options):
+        User = get_user_model()
+        try:
+            owner_user = User.objects.get(username=owner)
+        except User.DoesNotExist:
+            raise CommandError(f"no user named {owner!r}") from None
+        if Agent.objects.filter(name=name).exists():
+            raise CommandError(f"an agent named {name!r} already exists")
+        unknown = [t for t in allow if registry.get(t) is None]
+        if unknown:
+            raise CommandError(f"unknown action type(s): {', '.join(unknown)}")
+        _, _, raw = create_agent(
+            name=name, owner=owner_user, actor=Actor("user", "cli", "cli"), allow=allow, description=description
+        )
+        self.stdout.write(raw)

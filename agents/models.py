@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+def _webhook_secret() -> str:
+    return secrets.token_hex(32)
+
+
+class Agent(models.Model):
+    """A service identity. It may only propose; its owner answers for it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_agents")
+    is_active = models.BooleanField(default=True)
+    webhook_secret = models.CharField(max_length=64, default=_webhook_secret, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    # An authenticated agent is DRF's request.user on agent endpoints.
+    is_authenticated = True
+    is_anonymous = False
+    is_staff = False
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AgentKeyQuerySet(models.QuerySet):
+    def usable(self) -> AgentKeyQuerySet:
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True, agent__is_active=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
+
+
+class AgentKey(models.Model):
+    """One credential of an agent. The secret itself is never stored."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="keys")
+    public_id = models.CharField(max_length=32, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = AgentKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"cs_{self.public_id}_…"
+
+    @property
+    def prefix(self) -> str:
+        return f"cs_{self.public_id}_"
+
+    def is_usable(self, at=None) -> bool:
+        at = at or timezone.now()
+        if self.revoked_at is not None or not self.agent.is_active:
+            return False
+        return self.expires_at is None or self.expires_at > at
+
+
+class Capability(models.Model):
+    """An action type an agent may propose, with optional parameter constraints."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="capabilities")
+    action_type = models.CharField(max_length=100)
+    constraints = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent", "action_type"], name="capability_unique_per_agent")]
+        ordering = ["action_type"]
+
+    def __str__(self) -> str:
+        return f"{self.agent.name}: {self.action_type}"

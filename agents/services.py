@@ -1,0 +1,73 @@
+"""Agent and key lifecycle; every change audited."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from agents.keys import new_key
+from agents.models import Agent, AgentKey, Capability
+from approvals.audit import Actor, record_event
+
+
+def _audit(actor: Actor, verb: str, agent: Agent, data: dict | None = None) -> None:
+    record_event(
+        actor=actor, verb=verb, object_type="agent", object_id=str(agent.id), agent_name=agent.name, data=data or {}
+    )
+
+
+def issue_key(*, agent: Agent, actor: Actor, expires_at: datetime | None = None) -> tuple[AgentKey, str]:
+    """A new key for ``agent``; the full key is returned once and never stored."""
+    with transaction.atomic():
+        raw, public_id, secret_hash = new_key()
+        key = AgentKey.objects.create(agent=agent, public_id=public_id, secret_hash=secret_hash, expires_at=expires_at)
+        _audit(
+            actor,
+            "agent_key.created",
+            agent,
+            {"key": key.prefix, "expires_at": expires_at.isoformat() if expires_at else None},
+        )
+    return key, raw
+
+
+def create_agent(
+    *, name: str, owner, actor: Actor, allow: Iterable[str] = (), description: str = ""
+) -> tuple[Agent, AgentKey, str]:
+    with transaction.atomic():
+        agent = Agent.objects.create(name=name, owner=owner, description=description)
+        _audit(actor, "agent.created", agent, {"owner": owner.get_username()})
+        for action_type in allow:
+            grant_capability(agent=agent, action_type=action_type, actor=actor)
+        key, raw = issue_key(agent=agent, actor=actor)
+    return agent, key, raw
+
+
+def grant_capability(*, agent: Agent, action_type: str, actor: Actor, constraints: dict | None = None) -> Capability:
+    with transaction.atomic():
+        capability, _ = Capability.objects.update_or_create(
+            agent=agent, action_type=action_type, defaults={"constraints": constraints or {}}
+        )
+        _audit(actor, "capability.granted", agent, {"action_type": action_type, "constraints": capability.constraints})
+    return capability
+
+
+def revoke_key(*, key: AgentKey, actor: Actor) -> AgentKey:
+    with transaction.atomic():
+        key = AgentKey.objects.select_for_update().select_related("agent").get(pk=key.pk)
+        if key.revoked_at is None:
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+            _audit(actor, "agent_key.revoked", key.agent, {"key": key.prefix})
+    return key
+
+
+def rotate_key(*, agent: Agent, actor: Actor) -> tuple[AgentKey, str]:
+    """Issue a new key and revoke every other key of the agent, atomically."""
+    with transaction.atomic():
+        new, raw = issue_key(agent=agent, actor=actor)
+        for old in AgentKey.objects.filter(agent=agent, revoked_at__isnull=True).exclude(pk=new.pk):
+            revoke_key(key=old, actor=actor)
+    return new, raw

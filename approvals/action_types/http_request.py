@@ -1,0 +1,205 @@
+"""``http.request``: one HTTP call to an internal API behind a stored credential."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
+from approvals.models.action import Risk
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+FORBIDDEN_HEADERS = {"authorization", "cookie", "host", "proxy-authorization", "x-api-key"}
+MAX_RESPONSE_CHARS = 64 * 1024
+
+
+def _base_url(scope: dict[str, Any]) -> httpx.URL:
+    return httpx.URL(str(scope.get("base_url", "")).rstrip("/") + "/")
+
+
+def target_url(base_url: str, path: str) -> httpx.URL:
+    """Join ``path`` under ``base_url``; raise ValueError if it would leave it."""
+    if not path.startswith("/") or path.startswith("//"):
+        raise ValueError("must start with a single '/'")
+    if any(ch in path for ch in ("\\", "#", "?", "@")) or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in path):
+        raise ValueError(
+            "must not contain '\\', '#', '?', '@', spaces or control characters (use `query` for a query string)"
+        )
+    segments = path.split("/")
+    if any(seg in (".", "..") or seg.lower() in ("%2e", "%2e%2e", ".%2e", "%2e.") for seg in segments):
+        raise ValueError("must not contain '.' or '..' segments")
+    base = httpx.URL(base_url.rstrip("/") + "/")
+    url = httpx.URL(base_url.rstrip("/") + path)
+    if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port) or not (url.path + "/").startswith(
+        base.path
+    ):
+        raise ValueError("leaves the credential's base URL")
+    return url
+
+
+class ScopedHttpClient:
+    """Performs exactly one approved method on one approved URL under the credential's base URL."""
+
+    def __init__(self, *, url: httpx.URL, method: str, auth_headers: dict[str, str], secret: str | None):
+        self._url = url
+        self._method = method
+        self._auth_headers = auth_headers
+        self._secret = secret
+
+    @property
+    def url(self) -> str:
+        return str(self._url)
+
+    @property
+    def method(self) -> str:
+        return self._method
+
+    def redact(self, text: str) -> str:
+        return text.replace(self._secret, "[redacted]") if self._secret else text
+
+    def _send(self, method: str, *, query=None, json_body=None, headers=None) -> httpx.Response:
+        with httpx.Client(
+            timeout=settings.COUNTERSIGN_HTTP_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
+        ) as c:
+            return c.request(
+                method,
+                self._url,
+                params=query or None,
+                json=json_body,
+                headers={**(headers or {}), **self._auth_headers},
+            )
+
+    def send(self, *, query=None, json_body=None, headers=None) -> httpx.Response:
+        return self._send(self._method, query=query, json_body=json_body, headers=headers)
+
+    def read_current(self, *, query=None) -> httpx.Response:
+        """GET the same resource, for previews (read access only)."""
+        return self._send("GET", query=query)
+
+
+def auth_headers(kind: str, secret: str | None, scope: dict[str, Any]) -> dict[str, str]:
+    if not secret:
+        return {}
+    if kind == "http_bearer":
+        return {"Authorization": f"Bearer {secret}"}
+    if kind == "http_basic":
+        import base64
+
+        return {"Authorization": "Basic " + base64.b64encode(secret.encode()).decode()}
+    if kind == "http_header":
+        return {str(scope.get("header", "X-Api-Key")): secret}
+    return {}
+
+
+class HttpRequest(ActionType):
+    name = "http.request"
+    title = "HTTP request"
+    description = (
+        "One HTTP call to an internal API. The base URL and the secret come from a credential stored in "
+        "Countersign; the agent names the credential and never sees the secret."
+    )
+    risk = Risk.MEDIUM
+    credential_kinds = ("http_bearer", "http_basic", "http_header")
+    params_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["credential", "method", "path"],
+        "properties": {
+            "credential": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "description": "Name of the stored credential.",
+            },
+            "method": {"type": "string", "enum": list(METHODS)},
+            "path": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 2048,
+                "description": "Path under the credential's base URL, starting with '/'.",
+            },
+            "query": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "maxLength": 2048},
+                "maxProperties": 50,
+            },
+            "headers": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "maxLength": 2048},
+                "maxProperties": 20,
+            },
+            "json": {"description": "JSON body to send."},
+        },
+    }
+
+    def check_params(self, params: dict[str, Any], credential) -> None:
+        errors: dict[str, list[str]] = {}
+        if credential is not None:
+            try:
+                target_url(str(credential.scope.get("base_url", "")), params["path"])
+            except ValueError as exc:
+                errors["path"] = [f"Path {exc}."]
+            allowed = credential.scope.get("methods")
+            if allowed and params["method"] not in allowed:
+                errors["method"] = [f"The credential allows only {', '.join(allowed)}."]
+        bad = sorted(h for h in params.get("headers", {}) if h.lower() in FORBIDDEN_HEADERS)
+        if bad:
+            errors["headers"] = [f"Header(s) {', '.join(bad)} are set by Countersign, not the agent."]
+        if errors:
+            raise ParamsRejected(errors)
+
+    def make_client(self, credential, params: dict[str, Any]) -> ScopedHttpClient:
+        if credential is None:
+            raise ExecutionError("no credential")
+        url = target_url(str(credential.scope.get("base_url", "")), params["path"])
+        secret = credential.reveal()
+        return ScopedHttpClient(
+            url=url,
+            method=params["method"],
+            auth_headers=auth_headers(credential.kind, secret, credential.scope),
+            secret=secret,
+        )
+
+    def execute(self, params: dict[str, Any], client: ScopedHttpClient) -> dict[str, Any]:
+        try:
+            response = client.send(
+                query=params.get("query"), json_body=params.get("json"), headers=params.get("headers")
+            )
+        except httpx.HTTPError as exc:
+            raise ExecutionError(f"request failed: {type(exc).__name__}", permanent=False) from None
+        body = _body(response, client)
+        if response.status_code >= 400:
+            raise ExecutionError(
+                f"{client.method} {client.url} answered {response.status_code}",
+                permanent=response.status_code < 500,
+                details={"status_code": response.status_code, "body": body},
+            )
+        return {"status_code": response.status_code, "body": body}
+
+    def preview(self, params: dict[str, Any], client: ScopedHttpClient) -> Preview:
+        if params["method"] not in ("PUT", "PATCH", "DELETE"):
+            return Preview(kind="none", title=f"{params['method']} {client.url}")
+        try:
+            current = client.read_current(query=params.get("query"))
+        except httpx.HTTPError as exc:
+            return Preview(kind="unavailable", error=f"could not read the current resource ({type(exc).__name__})")
+        if current.status_code >= 400:
+            return Preview(kind="unavailable", error=f"GET {client.url} answered {current.status_code}")
+        before = _body(current, client)
+        after = None if params["method"] == "DELETE" else params.get("json")
+        if params["method"] == "PATCH" and isinstance(before, dict) and isinstance(after, dict):
+            after = {**before, **after}
+        return Preview(kind="json", title=f"{params['method']} {client.url}", before=before, after=after)
+
+
+def _body(response: httpx.Response, client: ScopedHttpClient) -> Any:
+    text = client.redact(response.text[:MAX_RESPONSE_CHARS])
+    if "json" in response.headers.get("content-type", ""):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text

@@ -1,0 +1,38 @@
+"""Which action types exist. Built-ins plus ``COUNTERSIGN_ACTION_TYPES`` (dotted class paths)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from approvals.action_types.base import ActionType
+
+BUILTIN_TYPES = [
+    "approvals.action_types.http_request.HttpRequest",
+    "approvals.action_types.decision_only.DecisionOnly",
+]
+
+_registry: dict[str, ActionType] = {}
+
+
+def register(action_type: ActionType) -> None:
+    if action_type.name in _registry and type(_registry[action_type.name]) is not type(action_type):
+        raise ImproperlyConfigured(f"action type {action_type.name!r} registered twice")
+    _registry[action_type.name] = action_type
+
+
+def load_configured_types() -> None:
+    for path in [*BUILTIN_TYPES, *settings.COUNTERSIGN_ACTION_TYPES]:
+        cls = import_string(path)
+        if not (isinstance(cls, type) and issubclass(cls, ActionType)):
+            raise ImproperlyConfigured(f"{path} is not an ActionType subclass")
+        register(cls())
+
+
+def get(name: str) -> ActionType | None:
+    return _registry.get(name)
+
+
+def all_types() -> list[ActionType]:
+    return sorted(_registry.values(), key=lambda t: t.name)

@@ -1,0 +1,56 @@
+"""``Authorization: Token <token>`` for reviewers' personal tokens."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import timedelta
+
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions
+
+from approvals.models import ReviewerToken
+
+LAST_USED_RESOLUTION = timedelta(seconds=30)
+
+
+def authenticate_reviewer_token(raw: str):
+    """The active user owning ``raw``, or None."""
+    parts = raw.split("_", 2)
+    if len(parts) != 3 or parts[0] != "csr":
+        return None
+    token = ReviewerToken.objects.select_related("user").filter(prefix=parts[1], revoked_at__isnull=True).first()
+    if token is None or not hmac.compare_digest(token.token_hash, ReviewerToken.hash(raw)) or not token.user.is_active:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        ReviewerToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user, token
+
+
+class ReviewerTokenAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        scheme, _, raw = header.partition(" ")
+        if scheme.lower() != "token":
+            return None
+        found = authenticate_reviewer_token(raw.strip())
+        if found is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked reviewer token.")
+        return found
+
+
+class ReviewerTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "approvals.api.authentication.ReviewerTokenAuthentication"
+    name = "reviewerToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "header", "name": "Authorization", "description": "`Token <reviewer token>`"}
+
+
+class AgentKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "agents.authentication.AgentKeyAuthentication"
+    name = "agentKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "An agent key, `cs_<public id>_<secret>`."}

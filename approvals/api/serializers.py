@@ -1,0 +1,121 @@
+"""Input validation for the API, and the shapes the OpenAPI schema documents."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from approvals.canonical import canonical_json
+
+MAX_CONTEXT_BYTES = 64 * 1024
+
+
+class ProposalInput(serializers.Serializer):
+    action_type = serializers.CharField(max_length=100)
+    params = serializers.DictField(child=serializers.JSONField(), allow_empty=True)
+    summary = serializers.CharField(max_length=280, trim_whitespace=True)
+    context = serializers.DictField(child=serializers.JSONField(), required=False, default=dict)
+    on_behalf_of = serializers.CharField(max_length=254, required=False, allow_blank=True, default="")
+    idempotency_key = serializers.CharField(max_length=255, required=False, allow_blank=False)
+    callback_url = serializers.URLField(max_length=2048, required=False, allow_blank=True, default="")
+    expires_in = serializers.IntegerField(required=False, min_value=60)
+
+    def validate_context(self, value):
+        if len(canonical_json(value).encode()) > MAX_CONTEXT_BYTES:
+            raise serializers.ValidationError("The context is larger than 64 KiB.")
+        return value
+
+    def validate_callback_url(self, value):
+        if value and not value.lower().startswith(("http://", "https://")):
+            raise serializers.ValidationError("Only http and https callback URLs are accepted.")
+        return value
+
+    def validate_expires_in(self, value):
+        if value > settings.COUNTERSIGN_MAX_TTL_SECONDS:
+            raise serializers.ValidationError(f"At most {settings.COUNTERSIGN_MAX_TTL_SECONDS} seconds.")
+        return value
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class ApproveInput(serializers.Serializer):
+    comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    params = serializers.DictField(child=serializers.JSONField(), required=False)
+
+
+class RejectInput(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000)
+
+
+class ReviewOutput(serializers.Serializer):
+    reviewer = serializers.CharField()
+    verdict = serializers.ChoiceField(choices=["approve", "reject"])
+    via = serializers.ChoiceField(choices=["web", "slack", "api", "policy"])
+    comment = serializers.CharField()
+    at = serializers.DateTimeField()
+
+
+class DecisionOutput(serializers.Serializer):
+    outcome = serializers.ChoiceField(choices=["approved", "rejected"])
+    reviews = ReviewOutput(many=True)
+    edited_params = serializers.DictField(allow_null=True)
+    reason = serializers.CharField()
+
+
+class PolicyOutput(serializers.Serializer):
+    rule = serializers.CharField()
+    effect = serializers.ChoiceField(choices=["auto_approve", "deny", "require"])
+    explanation = serializers.CharField()
+
+
+class LinksOutput(serializers.Serializer):
+    self = serializers.CharField()
+    wait = serializers.CharField()
+    review = serializers.CharField()
+
+
+class ActionOutput(serializers.Serializer):
+    """Documentation of approvals.presenters.present_action, which produces it."""
+
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(
+        choices=["pending", "approved", "rejected", "expired", "cancelled", "executing", "succeeded", "failed"]
+    )
+    action_type = serializers.CharField()
+    params = serializers.DictField()
+    summary = serializers.CharField()
+    agent = serializers.CharField()
+    on_behalf_of = serializers.CharField()
+    risk = serializers.ChoiceField(choices=["low", "medium", "high", "critical"])
+    required_approvals = serializers.IntegerField()
+    approvals = serializers.IntegerField()
+    policy = PolicyOutput()
+    decision = DecisionOutput(allow_null=True)
+    result = serializers.JSONField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    decided_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    links = LinksOutput()
+
+
+class ActionTypeOutput(serializers.Serializer):
+    name = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    risk = serializers.ChoiceField(choices=["low", "medium", "high", "critical"])
+    modifies_access = serializers.BooleanField()
+    params_schema = serializers.DictField()
+
+
+class ProblemOutput(serializers.Serializer):
+    type = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)

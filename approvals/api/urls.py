@@ -1,0 +1,14 @@
+from django.urls import path
+
+from approvals.api import views
+from approvals.api.wait import wait_for_action
+
+urlpatterns = [
+    path("action-types", views.ActionTypesView.as_view(), name="api-action-types"),
+    path("actions", views.ActionsView.as_view(), name="api-actions"),
+    path("actions/<uuid:action_id>", views.ActionDetailView.as_view(), name="api-action"),
+    path("actions/<uuid:action_id>/wait", wait_for_action, name="api-action-wait"),
+    path("actions/<uuid:action_id>/cancel", views.CancelView.as_view(), name="api-action-cancel"),
+    path("actions/<uuid:action_id>/approve", views.ApproveView.as_view(), name="api-action-approve"),
+    path("actions/<uuid:action_id>/reject", views.RejectView.as_view(), name="api-action-reject"),
+]

@@ -1,0 +1,197 @@
+"""Thin API views: parse, call a service or selector, present."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status as http
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agents.capabilities import granted_types
+from agents.models import Agent, AgentKey
+from approvals import selectors, services
+from approvals.action_types import registry
+from approvals.api.serializers import (
+    ActionOutput,
+    ActionTypeOutput,
+    ApproveInput,
+    ProblemOutput,
+    ProposalInput,
+    RejectInput,
+)
+from approvals.models import ActionStatus, Review
+from approvals.presenters import present_action
+
+PROBLEMS = {
+    code: OpenApiResponse(ProblemOutput, description=desc)
+    for code, desc in [
+        (400, "Invalid input"),
+        (401, "Not authenticated"),
+        (403, "Not allowed"),
+        (404, "Not found"),
+        (409, "Conflict"),
+        (413, "Body too large"),
+        (415, "Unsupported media type"),
+    ]
+}
+
+
+def _problems(*codes: int) -> dict:
+    return {code: PROBLEMS[code] for code in codes}
+
+
+class IsAgent(BasePermission):
+    message = "This endpoint is for agents (Authorization: Bearer <agent key>)."
+
+    def has_permission(self, request, view):
+        return isinstance(request.auth, AgentKey) and isinstance(request.user, Agent)
+
+
+class IsReviewer(BasePermission):
+    message = "This endpoint is for reviewers; an agent key never authorizes it."
+
+    def has_permission(self, request, view):
+        user = request.user
+        return not isinstance(request.auth, AgentKey) and not isinstance(user, Agent) and user.is_active
+
+
+class IsAgentOrReviewer(BasePermission):
+    def has_permission(self, request, view):
+        return IsAgent().has_permission(request, view) or IsReviewer().has_permission(request, view)
+
+
+class NewestFirst(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 200
+
+
+class ActionTypesView(APIView):
+    permission_classes = [IsAgentOrReviewer]
+
+    @extend_schema(operation_id="list_action_types", responses={200: ActionTypeOutput(many=True), **_problems(401)})
+    def get(self, request):
+        types = registry.all_types()
+        if isinstance(request.user, Agent):
+            allowed = granted_types(request.user)
+            types = [t for t in types if t.name in allowed]
+        return Response([t.describe() for t in types])
+
+
+STATUS_FILTER = OpenApiParameter("status", str, enum=[s.value for s in ActionStatus], required=False)
+
+
+class ActionsView(APIView):
+    permission_classes = [IsAgentOrReviewer]
+
+    @extend_schema(
+        operation_id="list_actions",
+        parameters=[
+            STATUS_FILTER,
+            OpenApiParameter("cursor", str, required=False),
+            OpenApiParameter("limit", int, required=False),
+        ],
+        responses={200: ActionOutput(many=True), **_problems(400, 401)},
+    )
+    def get(self, request):
+        qs = selectors.actions_for(request.user)
+        wanted = request.query_params.get("status")
+        if wanted:
+            if wanted not in ActionStatus.values:
+                raise ValidationError({"status": [f"One of {', '.join(ActionStatus.values)}."]})
+            qs = qs.filter(status=wanted)
+        paginator = NewestFirst()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response([present_action(a) for a in page])
+
+    @extend_schema(
+        operation_id="propose_action",
+        request=ProposalInput,
+        responses={200: ActionOutput, 201: ActionOutput, **_problems(400, 401, 403, 409, 413, 415)},
+    )
+    def post(self, request):
+        if not IsAgent().has_permission(request, self):
+            self.permission_denied(request, message="Only agents propose actions.")
+        data = request.data
+        if not isinstance(data, dict):
+            raise ValidationError({"body": ["Expected a JSON object."]})
+        header_key = request.headers.get("Idempotency-Key")
+        if header_key and "idempotency_key" not in data:
+            data = {**data, "idempotency_key": header_key}
+        serializer = ProposalInput(data=data)
+        serializer.is_valid(raise_exception=True)
+        action, created = services.propose_action(
+            agent=request.user, proposal=services.Proposal(**serializer.validated_data)
+        )
+        action = selectors.get_action_for(request.user, action.id)
+        return Response(present_action(action), status=http.HTTP_201_CREATED if created else http.HTTP_200_OK)
+
+
+def _visible_action(request, action_id):
+    action = selectors.get_action_for(request.user, action_id)
+    if action is None:
+        raise NotFound("No such action.")
+    return action
+
+
+class ActionDetailView(APIView):
+    permission_classes = [IsAgentOrReviewer]
+
+    @extend_schema(operation_id="get_action", responses={200: ActionOutput, **_problems(401, 404)})
+    def get(self, request, action_id):
+        return Response(present_action(_visible_action(request, action_id)))
+
+
+class CancelView(APIView):
+    permission_classes = [IsAgent]
+
+    @extend_schema(
+        operation_id="cancel_action", request=None, responses={200: ActionOutput, **_problems(401, 403, 404, 409)}
+    )
+    def post(self, request, action_id):
+        services.cancel_action(action_id=action_id, agent=request.user)
+        return Response(present_action(_visible_action(request, action_id)))
+
+
+class ApproveView(APIView):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="approve_action",
+        request=ApproveInput,
+        responses={200: ActionOutput, **_problems(400, 401, 403, 404, 409)},
+    )
+    def post(self, request, action_id):
+        _visible_action(request, action_id)
+        serializer = ApproveInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.approve_action(
+            action_id=action_id,
+            reviewer=request.user,
+            via=Review.Via.API,
+            comment=serializer.validated_data["comment"],
+            edited_params=serializer.validated_data.get("params"),
+        )
+        return Response(present_action(_visible_action(request, action_id)))
+
+
+class RejectView(APIView):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="reject_action",
+        request=RejectInput,
+        responses={200: ActionOutput, **_problems(400, 401, 403, 404, 409)},
+    )
+    def post(self, request, action_id):
+        _visible_action(request, action_id)
+        serializer = RejectInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.reject_action(
+            action_id=action_id, reviewer=request.user, via=Review.Via.API, reason=serializer.validated_data["reason"]
+        )
+        return Response(present_action(_visible_action(request, action_id)))

@@ -1,0 +1,122 @@
+"""``GET /api/v1/actions/{id}/wait``: a long-poll that holds no thread and no database connection.
+
+It subscribes to the action's channel-layer group *before* reading the
+action, so an event between the read and the wait is not missed; database
+reads run in a thread that closes its connection straight after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import close_old_connections, connections
+from django.http import JsonResponse
+from django.views.decorators.http import require_GET
+
+from agents.authentication import authenticate_agent_key
+from approvals import outbox, selectors
+from approvals.api.authentication import authenticate_reviewer_token
+from approvals.api.problems import problem_response
+from approvals.events import action_group
+from approvals.models import ActionStatus
+from approvals.presenters import is_finished, present_action
+
+MAX_TIMEOUT = 60
+
+
+def _done(action, until: str) -> bool:
+    if until == "decision":
+        return action.status != ActionStatus.PENDING
+    return is_finished(action)
+
+
+def _authenticate(request):
+    """The agent, or the reviewer (session or token), asking; None if neither."""
+    try:
+        header = request.headers.get("Authorization", "")
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() == "bearer":
+            key = authenticate_agent_key(credentials.strip())
+            return key.agent if key else None
+        if scheme.lower() == "token":
+            found = authenticate_reviewer_token(credentials.strip())
+            return found[0] if found else None
+        user = request.user
+        return user if user.is_authenticated and user.is_active else None
+    finally:
+        connections.close_all()
+
+
+def _snapshot(principal, action_id):
+    try:
+        action = selectors.get_action_for(principal, action_id)
+        if action is None:
+            return None
+        return action, present_action(action)
+    finally:
+        connections.close_all()
+
+
+@require_GET
+async def wait_for_action(request, action_id):
+    try:
+        timeout = float(request.GET.get("timeout", "30"))
+    except ValueError:
+        return problem_response(
+            400,
+            "Invalid input",
+            "timeout must be a number of seconds.",
+            slug="invalid-input",
+            errors={"timeout": ["A number of seconds, 0 to 60."]},
+        )
+    if not 0 <= timeout <= MAX_TIMEOUT:
+        return problem_response(
+            400,
+            "Invalid input",
+            "timeout must be between 0 and 60.",
+            slug="invalid-input",
+            errors={"timeout": ["A number of seconds, 0 to 60."]},
+        )
+    until = request.GET.get("until", "completion")
+    if until not in ("decision", "completion"):
+        return problem_response(
+            400,
+            "Invalid input",
+            "until must be decision or completion.",
+            slug="invalid-input",
+            errors={"until": ["One of decision, completion."]},
+        )
+
+    principal = await sync_to_async(_authenticate, thread_sensitive=False)(request)
+    if principal is None:
+        response = problem_response(
+            401, "Not authenticated", "A valid agent key or reviewer credential is required.", slug="not-authenticated"
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="countersign"'
+        return response
+
+    outbox.ensure_embedded_relay()
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    group = action_group(action_id)
+    await layer.group_add(group, channel)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = await sync_to_async(_snapshot, thread_sensitive=False)(principal, action_id)
+            if snap is None:
+                return problem_response(404, "Not found", "No such action.", slug="not-found")
+            action, body = snap
+            remaining = deadline - time.monotonic()
+            if _done(action, until) or remaining <= 0:
+                return JsonResponse(body)
+            # On timeout, loop once more and answer with the current state.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(layer.receive(channel), timeout=remaining)
+    finally:
+        await layer.group_discard(group, channel)
+        close_old_connections()

@@ -1,0 +1,141 @@
+"""The one writer of audit events, and the chain verifier.
+
+``hash = SHA-256(prev_hash || canonical JSON of the event)``. Appends take a
+database-wide lock (a PostgreSQL transaction advisory lock; SQLite already
+serialises writers) so the chain stays linear under concurrent writers. The
+event is written in the caller's transaction: if it cannot be written, the
+change it records is rolled back with it (fail closed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from approvals.canonical import canonical_json
+from approvals.models import AuditEvent
+
+GENESIS_HASH = "0" * 64
+_CHAIN_LOCK_ID = 0x436F756E7465  # arbitrary constant: "Counte"
+
+
+@dataclass(frozen=True)
+class Actor:
+    type: str  # user | agent | system | policy
+    name: str
+    via: str = ""
+
+    @classmethod
+    def user(cls, user, via: str) -> Actor:
+        return cls("user", user.get_username(), via)
+
+    @classmethod
+    def agent(cls, agent, via: str = "api") -> Actor:
+        return cls("agent", agent.name, via)
+
+    @classmethod
+    def system(cls, via: str) -> Actor:
+        return cls("system", "countersign", via)
+
+
+def event_body(event: AuditEvent) -> dict[str, Any]:
+    """The hashed content of an event: every field except the hashes themselves."""
+    return {
+        "seq": event.seq,
+        "at": event.at.isoformat(),
+        "actor_type": event.actor_type,
+        "actor": event.actor,
+        "via": event.via,
+        "verb": event.verb,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "action_id": str(event.action_id) if event.action_id else None,
+        "agent_name": event.agent_name,
+        "data": event.data,
+    }
+
+
+def chain_hash(prev_hash: str, body: dict[str, Any]) -> str:
+    return hashlib.sha256((prev_hash + canonical_json(body)).encode()).hexdigest()
+
+
+def record_event(
+    *,
+    actor: Actor,
+    verb: str,
+    object_type: str,
+    object_id: str,
+    action_id=None,
+    agent_name: str = "",
+    data: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event to the chain, inside the caller's transaction."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("audit events are written inside the transaction of the change they record")
+    _lock_chain()
+    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
+    prev_seq, prev_hash = last if last else (0, GENESIS_HASH)
+    event = AuditEvent(
+        seq=prev_seq + 1,
+        at=timezone.now(),
+        actor_type=actor.type,
+        actor=actor.name[:150],
+        via=actor.via,
+        verb=verb,
+        object_type=object_type,
+        object_id=str(object_id),
+        action_id=action_id,
+        agent_name=agent_name,
+        data=data or {},
+        prev_hash=prev_hash,
+    )
+    event.hash = chain_hash(prev_hash, event_body(event))
+    event.save(force_insert=True)
+    return event
+
+
+def _lock_chain() -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_ID])
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    seq: int
+    reason: str
+
+
+def verify_chain(
+    events: Iterable[AuditEvent], *, start_seq: int = 1, start_hash: str = GENESIS_HASH
+) -> tuple[int, ChainBreak | None]:
+    """Walk events in seq order; return (events checked, first break or None)."""
+    expected_seq, prev_hash, checked = start_seq, start_hash, 0
+    for event in events:
+        if event.seq != expected_seq:
+            return checked, ChainBreak(
+                expected_seq, f"expected event #{expected_seq}, found #{event.seq} (removed or inserted rows)"
+            )
+        if event.prev_hash != prev_hash:
+            return checked, ChainBreak(event.seq, "prev_hash does not match the previous event's hash")
+        if chain_hash(prev_hash, event_body(event)) != event.hash:
+            return checked, ChainBreak(event.seq, "content does not match its hash (row changed)")
+        prev_hash = event.hash
+        expected_seq += 1
+        checked += 1
+    return checked, None
+
+
+def iter_events(batch: int = 5000) -> Iterator[AuditEvent]:
+    last = 0
+    while True:
+        rows = list(AuditEvent.objects.filter(seq__gt=last).order_by("seq")[:batch])
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq

@@ -1,0 +1,38 @@
+"""Errors the service layer raises; the API turns them into RFC 9457 problems."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+    def __init__(self, detail: str, *, errors: dict[str, list[str]] | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or {}
+
+
+class InvalidInput(ServiceError):
+    status, title, slug = 400, "Invalid input", "invalid-input"
+
+
+class NotAllowed(ServiceError):
+    status, title, slug = 403, "Not allowed", "not-allowed"
+
+
+class NotFound(ServiceError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class Conflict(ServiceError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class NotPending(Conflict):
+    title, slug = "Action is no longer pending", "not-pending"
+
+
+class IdempotencyConflict(Conflict):
+    title, slug = "Idempotency key reused with a different body", "idempotency-conflict"

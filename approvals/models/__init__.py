@@ -1,0 +1,17 @@
+from approvals.models.action import ActionRequest, ActionStatus, Review
+from approvals.models.audit import AuditEvent
+from approvals.models.credential import Credential
+from approvals.models.grant import ExecutionGrant
+from approvals.models.outbox import OutboxMessage
+from approvals.models.token import ReviewerToken
+
+__all__ = [
+    "ActionRequest",
+    "ActionStatus",
+    "AuditEvent",
+    "Credential",
+    "ExecutionGrant",
+    "OutboxMessage",
+    "Review",
+    "ReviewerToken",
+]

@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django.utils import timezone
+
+
+class ActionStatus(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    EXECUTING = "executing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+# The state machine. Only approvals.services moves an action along it, and
+# ActionRequest.move_to refuses any edge not listed here.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    ActionStatus.PENDING: frozenset(
+        {ActionStatus.APPROVED, ActionStatus.REJECTED, ActionStatus.EXPIRED, ActionStatus.CANCELLED}
+    ),
+    ActionStatus.APPROVED: frozenset({ActionStatus.EXECUTING, ActionStatus.FAILED}),
+    ActionStatus.EXECUTING: frozenset({ActionStatus.SUCCEEDED, ActionStatus.FAILED}),
+}
+DECIDED = frozenset(
+    {ActionStatus.APPROVED, ActionStatus.REJECTED, ActionStatus.EXECUTING, ActionStatus.SUCCEEDED, ActionStatus.FAILED}
+)
+TERMINAL = frozenset(
+    {ActionStatus.REJECTED, ActionStatus.EXPIRED, ActionStatus.CANCELLED, ActionStatus.SUCCEEDED, ActionStatus.FAILED}
+)
+
+
+class InvalidTransition(Exception):
+    pass
+
+
+class Risk(models.TextChoices):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+RISK_ORDER = {Risk.LOW: 0, Risk.MEDIUM: 1, Risk.HIGH: 2, Risk.CRITICAL: 3}
+
+
+class ActionRequest(models.Model):
+    """A proposal by an agent, and everything that happened to it since."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.ForeignKey("agents.Agent", on_delete=models.PROTECT, related_name="actions")
+    action_type = models.CharField(max_length=100)
+    params = models.JSONField()
+    edited_params = models.JSONField(null=True, blank=True)
+    summary = models.CharField(max_length=280)
+    context = models.JSONField(default=dict, blank=True)
+    on_behalf_of = models.CharField(max_length=254, blank=True)
+    # NULL, not "", so the unique constraint ignores proposals without a key.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    request_digest = models.CharField(max_length=64)
+    callback_url = models.URLField(max_length=2048, blank=True)
+
+    status = models.CharField(max_length=16, choices=ActionStatus.choices, default=ActionStatus.PENDING)
+    risk = models.CharField(max_length=16, choices=Risk.choices)
+    required_approvals = models.PositiveSmallIntegerField(default=1)
+    reviewer_group = models.ForeignKey(Group, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    policy_rule = models.CharField(max_length=100)
+    policy_effect = models.CharField(max_length=20)
+    policy_explanation = models.CharField(max_length=500)
+
+    decision_reason = models.TextField(blank=True)
+    result = models.JSONField(null=True, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    execution_started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="action_idempotency_per_agent",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=[s.value for s in ActionStatus]), name="action_status_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["agent", "-created_at"], name="action_agent_created"),
+            models.Index(fields=["status", "-created_at"], name="action_status_created"),
+            models.Index(fields=["status", "expires_at"], name="action_status_expires"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action_type} {self.id} ({self.status})"
+
+    @property
+    def effective_params(self) -> dict:
+        """The parameters that will run: the reviewer's edits if any."""
+        return self.edited_params if self.edited_params is not None else self.params
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status == ActionStatus.PENDING
+
+    def move_to(self, status: str, *, at=None) -> str:
+        """Change status in memory after checking the edge; returns the old status."""
+        allowed = TRANSITIONS.get(self.status, frozenset())
+        if status not in allowed:
+            raise InvalidTransition(f"{self.status} -> {status} is not a valid transition")
+        at = at or timezone.now()
+        before = self.status
+        self.status = status
+        self.updated_at = at
+        if before == ActionStatus.PENDING:
+            self.decided_at = at
+        if status == ActionStatus.EXECUTING:
+            self.execution_started_at = at
+        if status in TERMINAL:
+            self.finished_at = at
+        return before
+
+
+class Review(models.Model):
+    """One verdict on an action, by a human or by a policy."""
+
+    class Verdict(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+
+    class Via(models.TextChoices):
+        WEB = "web"
+        SLACK = "slack"
+        API = "api"
+        POLICY = "policy"
+
+    action = models.ForeignKey(ActionRequest, on_delete=models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True)
+    verdict = models.CharField(max_length=10, choices=Verdict.choices)
+    via = models.CharField(max_length=10, choices=Via.choices)
+    comment = models.TextField(blank=True)
+    edited_params = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            # The same human never counts twice toward one action.
+            models.UniqueConstraint(
+                fields=["action", "reviewer"],
+                condition=models.Q(reviewer__isnull=False),
+                name="review_once_per_reviewer",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.verdict} by {self.reviewer or 'policy'}"

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class AuditEvent(models.Model):
+    """One link of the append-only, hash-chained audit log.
+
+    Written only by approvals.audit.record_event; ``hash`` covers
+    ``prev_hash`` and the canonical JSON of every other field, so changing,
+    removing, inserting or reordering a row breaks the chain at that row.
+    """
+
+    seq = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField()
+    actor_type = models.CharField(max_length=16)  # user | agent | system | policy
+    actor = models.CharField(max_length=150)
+    via = models.CharField(max_length=16, blank=True)  # web | api | slack | policy | worker | cli | beat
+    verb = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=32)
+    object_id = models.CharField(max_length=64)
+    action_id = models.UUIDField(null=True, blank=True, db_index=True)
+    agent_name = models.CharField(max_length=64, blank=True)
+    data = models.JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["seq"]
+        indexes = [
+            models.Index(fields=["verb", "seq"], name="audit_verb_seq"),
+            models.Index(fields=["actor", "seq"], name="audit_actor_seq"),
+            models.Index(fields=["at"], name="audit_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.verb} {self.object_type}:{self.object_id}"

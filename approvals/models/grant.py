@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class ExecutionGrant(models.Model):
+    """Single-use permission to execute exactly the approved parameters once.
+
+    Minted in the approval transaction, redeemed atomically by the worker.
+    ``params_digest`` is SHA-256 of the canonical JSON of the approved
+    parameters: a change to the parameters after approval fails redemption.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    action = models.OneToOneField("approvals.ActionRequest", on_delete=models.CASCADE, related_name="grant")
+    credential = models.ForeignKey("approvals.Credential", on_delete=models.PROTECT, null=True, blank=True)
+    params_digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+    redeemed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"grant {self.id} for {self.action_id}"

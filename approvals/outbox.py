@@ -1,0 +1,192 @@
+"""The one place side effects are dispatched.
+
+``enqueue`` records a message in the caller's transaction and arranges for
+delivery right after commit; nothing is sent for a rolled-back transaction.
+A message is claimed with a conditional UPDATE (a lease), so two processes
+never deliver it at the same time; a failed delivery is retried with backoff
+by ``sweep``, which beat runs every few seconds.
+
+Embedded mode (no Redis): the channel layer lives inside the web process, so
+pushes written by the worker or beat are relayed by the web process
+(``run_embedded_relay``) instead of being sent where nobody listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from approvals.events import groups_for
+from approvals.models import OutboxMessage
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=60)
+MAX_BACKOFF_SECONDS = 300
+SWEEP_GRACE = timedelta(seconds=2)
+
+_serves_websockets = False
+_relay_task: asyncio.Task | None = None
+
+
+def mark_process_serves_websockets() -> None:
+    global _serves_websockets
+    _serves_websockets = True
+
+
+def can_deliver_push() -> bool:
+    return settings.COUNTERSIGN_SHARED_CHANNEL_LAYER or _serves_websockets
+
+
+def enqueue(kind: str, *, payload: dict, action_id=None) -> OutboxMessage:
+    conn = transaction.get_connection()
+    if not conn.in_atomic_block:
+        raise RuntimeError("outbox messages are enqueued inside the transaction that causes them")
+    message = OutboxMessage.objects.create(kind=kind, payload=payload, action_id=action_id)
+    transaction.on_commit(lambda: deliver_ids([message.id]))
+    return message
+
+
+def deliver_ids(ids: list[int]) -> None:
+    for message_id in ids:
+        try:
+            deliver(message_id)
+        except Exception:  # delivery must never break the request that committed
+            log.exception("outbox delivery of #%s failed; the sweep will retry", message_id)
+
+
+# Kinds whose delivery is slow network I/O: run by a worker, never inside
+# the web request that committed them or by beat.
+WORKER_KINDS = frozenset({OutboxMessage.Kind.WEBHOOK})
+
+
+def _claim(message_id: int, *, take_over: bool = False) -> OutboxMessage | None:
+    now = timezone.now()
+    qs = OutboxMessage.objects.filter(id=message_id, delivered_at__isnull=True)
+    if not take_over:
+        qs = qs.filter(next_attempt_at__lte=now).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    if qs.update(claimed_until=now + LEASE) != 1:
+        return None
+    return OutboxMessage.objects.get(id=message_id)
+
+
+def deliver(message_id: int, *, in_worker: bool = False) -> bool:
+    """Deliver one message if it is due and nobody else holds it; True when delivered.
+
+    ``in_worker`` is set by the worker task that was handed a worker-kind
+    message: it takes over the lease its dispatcher left.
+    """
+    message = _claim(message_id, take_over=in_worker)
+    if message is None:
+        return False
+    if message.kind == OutboxMessage.Kind.PUSH and not can_deliver_push():
+        # Leave it for the web process's relay; release the lease.
+        OutboxMessage.objects.filter(id=message.id).update(claimed_until=None)
+        return False
+    handler = _hand_to_worker if message.kind in WORKER_KINDS and not in_worker else _HANDLERS[message.kind]
+    try:
+        handler(message)
+    except Exception as exc:
+        attempts = message.attempts + 1
+        delay = min(MAX_BACKOFF_SECONDS, 2**attempts)
+        OutboxMessage.objects.filter(id=message.id).update(
+            attempts=attempts,
+            claimed_until=None,
+            next_attempt_at=timezone.now() + timedelta(seconds=delay),
+            last_error=f"{type(exc).__name__}: {exc}"[:2000],
+        )
+        log.warning("outbox %s #%s failed (attempt %s): %s", message.kind, message.id, attempts, type(exc).__name__)
+        return False
+    if handler is _hand_to_worker:
+        return False  # the lease stays until the worker delivers it, or expires and the sweep re-dispatches
+    OutboxMessage.objects.filter(id=message.id).update(
+        delivered_at=timezone.now(), attempts=message.attempts + 1, claimed_until=None, last_error=""
+    )
+    return True
+
+
+def _hand_to_worker(message: OutboxMessage) -> None:
+    from config.celery_app import app
+
+    app.send_task("approvals.deliver_outbox", args=[message.id])
+
+
+def _deliver_push(message: OutboxMessage) -> None:
+    layer = get_channel_layer()
+    event = {"type": "action.event", "event": {**message.payload, "seq": message.id}}
+    for group in groups_for(message.payload):
+        async_to_sync(layer.group_send)(group, event)
+
+
+def _deliver_execute(message: OutboxMessage) -> None:
+    from config.celery_app import app
+
+    app.send_task("approvals.execute_action", args=[str(message.action_id)])
+
+
+def _deliver_webhook(message: OutboxMessage) -> None:
+    from approvals.webhooks import post_webhook
+
+    post_webhook(message)
+
+
+_HANDLERS = {
+    OutboxMessage.Kind.PUSH: _deliver_push,
+    OutboxMessage.Kind.EXECUTE: _deliver_execute,
+    OutboxMessage.Kind.WEBHOOK: _deliver_webhook,
+}
+
+
+def sweep(limit: int = 500) -> int:
+    """Deliver what is due and was not delivered right after its commit."""
+    now = timezone.now()
+    pending = OutboxMessage.objects.filter(
+        delivered_at__isnull=True, next_attempt_at__lte=now, created_at__lte=now - SWEEP_GRACE
+    )
+    if not can_deliver_push():
+        pending = pending.exclude(kind=OutboxMessage.Kind.PUSH)
+    delivered = 0
+    for message_id in pending.order_by("id").values_list("id", flat=True)[:limit]:
+        if deliver(message_id):
+            delivered += 1
+    return delivered
+
+
+def _relay_pending_pushes() -> None:
+    try:
+        ids = list(
+            OutboxMessage.objects.filter(
+                kind=OutboxMessage.Kind.PUSH, delivered_at__isnull=True, next_attempt_at__lte=timezone.now()
+            )
+            .order_by("id")
+            .values_list("id", flat=True)[:200]
+        )
+        deliver_ids(ids)
+    finally:
+        close_old_connections()
+
+
+async def _relay_loop(interval: float) -> None:
+    while True:
+        try:
+            await sync_to_async(_relay_pending_pushes, thread_sensitive=False)()
+        except Exception:
+            log.exception("embedded event relay failed; retrying")
+        await asyncio.sleep(interval)
+
+
+def ensure_embedded_relay(interval: float = 0.2) -> None:
+    """Start the in-process relay once, when the channel layer is not shared."""
+    global _relay_task
+    if settings.COUNTERSIGN_SHARED_CHANNEL_LAYER:
+        return
+    if _relay_task is None or _relay_task.done():
+        _relay_task = asyncio.get_running_loop().create_task(_relay_loop(interval))

@@ -1,0 +1,65 @@
+"""The action as the API returns it (../shared/API.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from approvals.models import ActionRequest, ActionStatus, Review
+from approvals.models.action import DECIDED, TERMINAL
+
+
+def _iso(value) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def present_review(review: Review, policy_rule: str) -> dict[str, Any]:
+    return {
+        "reviewer": review.reviewer.get_username() if review.reviewer_id else f"policy:{policy_rule}",
+        "verdict": review.verdict,
+        "via": review.via,
+        "comment": review.comment,
+        "at": _iso(review.created_at),
+    }
+
+
+def is_finished(action: ActionRequest) -> bool:
+    """Nothing more will happen: terminal, or approved with nothing for Countersign to run."""
+    return action.status in TERMINAL or (action.status == ActionStatus.APPROVED and action.finished_at is not None)
+
+
+def present_action(action: ActionRequest) -> dict[str, Any]:
+    reviews = list(action.reviews.all())  # prefetched by selectors
+    approvals = sum(1 for r in reviews if r.verdict == Review.Verdict.APPROVE)
+    decision = None
+    if action.status in DECIDED:
+        decision = {
+            "outcome": "rejected" if action.status == ActionStatus.REJECTED else "approved",
+            "reviews": [present_review(r, action.policy_rule) for r in reviews],
+            "edited_params": action.edited_params,
+            "reason": action.decision_reason,
+        }
+    path = f"/api/v1/actions/{action.id}"
+    return {
+        "id": str(action.id),
+        "status": action.status,
+        "action_type": action.action_type,
+        "params": action.params,
+        "summary": action.summary,
+        "agent": action.agent.name,
+        "on_behalf_of": action.on_behalf_of,
+        "risk": action.risk,
+        "required_approvals": action.required_approvals,
+        "approvals": approvals,
+        "policy": {
+            "rule": action.policy_rule,
+            "effect": action.policy_effect,
+            "explanation": action.policy_explanation,
+        },
+        "decision": decision,
+        "result": action.result,
+        "created_at": _iso(action.created_at),
+        "expires_at": _iso(action.expires_at),
+        "decided_at": _iso(action.decided_at),
+        "finished_at": _iso(action.finished_at),
+        "links": {"self": path, "wait": f"{path}/wait", "review": f"/actions/{action.id}"},
+    }

@@ -1,0 +1,30 @@
+"""Reads, always scoped to who is asking."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+
+from agents.models import Agent
+from approvals.models import ActionRequest, Review
+from approvals.permissions import user_group_ids
+
+
+def _with_related(qs: QuerySet) -> QuerySet:
+    return qs.select_related("agent", "agent__owner", "reviewer_group").prefetch_related(
+        Prefetch("reviews", queryset=Review.objects.select_related("reviewer").order_by("created_at", "id"))
+    )
+
+
+def actions_for(principal) -> QuerySet:
+    """Actions ``principal`` may read: an agent its own; a reviewer those routed to their groups; staff all."""
+    if isinstance(principal, Agent):
+        return _with_related(ActionRequest.objects.filter(agent=principal))
+    if not getattr(principal, "is_authenticated", False) or not principal.is_active:
+        return ActionRequest.objects.none()
+    if principal.is_staff:
+        return _with_related(ActionRequest.objects.all())
+    return _with_related(ActionRequest.objects.filter(reviewer_group_id__in=user_group_ids(principal)))
+
+
+def get_action_for(principal, action_id) -> ActionRequest | None:
+    return actions_for(principal).filter(id=action_id).first()

@@ -1,0 +1,21 @@
+"""The only code that changes an action's state.
+
+Every function here locks the action row, checks its state, writes the
+change, its audit event and its side effects (through the outbox) in one
+transaction. Views, consumers, Slack handlers and tasks all call these.
+"""
+
+from approvals.services.execution import execute_action, fail_stuck_executions
+from approvals.services.proposals import Proposal, propose_action
+from approvals.services.reviews import approve_action, cancel_action, expire_due_actions, reject_action
+
+__all__ = [
+    "Proposal",
+    "approve_action",
+    "cancel_action",
+    "execute_action",
+    "expire_due_actions",
+    "fail_stuck_executions",
+    "propose_action",
+    "reject_action",
+]

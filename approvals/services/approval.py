@@ -1,0 +1,46 @@
+"""What happens when an action has all the approvals it needs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from approvals import outbox
+from approvals.action_types.base import ActionType
+from approvals.audit import Actor
+from approvals.canonical import digest
+from approvals.models import ActionRequest, ActionStatus, ExecutionGrant, OutboxMessage
+from approvals.services.transitions import audit_action, transition
+
+
+def complete_approval(action: ActionRequest, *, actor: Actor, action_type: ActionType) -> None:
+    """Approve (caller holds the lock); mint the grant and enqueue execution."""
+    if not action_type.executes:
+        # decision.only: the agent acts itself, so approval is the end.
+        action.finished_at = timezone.now()
+    transition(action, ActionStatus.APPROVED, actor=actor, verb="action.approved")
+    if not action_type.executes:
+        return
+    from approvals.services.proposals import resolve_credential
+
+    credential = resolve_credential(action_type, action.effective_params)
+    grant = ExecutionGrant.objects.create(
+        action=action,
+        credential=credential,
+        params_digest=digest(action.effective_params),
+        expires_at=timezone.now() + timedelta(seconds=settings.COUNTERSIGN_GRANT_TTL_SECONDS),
+    )
+    audit_action(
+        action,
+        actor=Actor.system("policy" if actor.type == "policy" else actor.via),
+        verb="grant.minted",
+        data={
+            "grant": str(grant.id),
+            "credential": credential.name if credential else None,
+            "params_digest": grant.params_digest,
+            "expires_at": grant.expires_at.isoformat(),
+        },
+    )
+    outbox.enqueue(OutboxMessage.Kind.EXECUTE, payload={"grant": str(grant.id)}, action_id=action.id)

@@ -1,0 +1,163 @@
+"""Running approved actions, at most once.
+
+1. Redeem the grant and move to ``executing`` in one committed transaction,
+   before any side effect: a redelivered task finds ``executing`` and stops.
+2. Run the executor outside any transaction, with a client narrowed to the
+   approved parameters.
+3. Record the outcome.
+
+A worker killed between 1 and 3 leaves the action ``executing``; the sweep
+``fail_stuck_executions`` marks it failed (interrupted) rather than run it
+blindly again.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from approvals.action_types import registry
+from approvals.action_types.base import ExecutionError
+from approvals.audit import Actor
+from approvals.canonical import digest
+from approvals.crypto import CredentialDecryptError, decrypt_secret
+from approvals.models import ActionRequest, ActionStatus, ExecutionGrant
+from approvals.services.transitions import audit_action, lock_action, transition
+
+log = logging.getLogger(__name__)
+WORKER = Actor.system("worker")
+
+
+def execute_action(action_id) -> str:
+    """Run one approved action; returns the status it ended in (or found)."""
+    plan = _redeem(action_id)
+    if plan is None:
+        return ActionRequest.objects.values_list("status", flat=True).get(id=action_id)
+    action, params, credential = plan
+    action_type = registry.get(action.action_type)
+    try:
+        secret = decrypt_secret(credential.secret_encrypted) if credential else None
+        client = action_type.make_client(credential_view(credential, secret), params)
+        result = action_type.execute(params, client)
+        outcome, payload = ActionStatus.SUCCEEDED, result
+    except ExecutionError as exc:
+        outcome, payload = ActionStatus.FAILED, {"error": exc.message, **exc.details}
+    except CredentialDecryptError as exc:
+        outcome, payload = ActionStatus.FAILED, {"error": str(exc)}
+    except Exception as exc:
+        # The message could echo anything; report the type, log the trace.
+        log.exception("executor for %s crashed", action.action_type)
+        outcome, payload = ActionStatus.FAILED, {"error": f"executor crashed ({type(exc).__name__})"}
+    return _finish(action_id, outcome, payload)
+
+
+class CredentialView:
+    """What an action type's ``make_client`` sees of a credential: never the model."""
+
+    __slots__ = ("_secret", "kind", "name", "scope")
+
+    def __init__(self, name: str, kind: str, scope: dict[str, Any], secret: str | None):
+        self.name, self.kind, self.scope, self._secret = name, kind, scope, secret
+
+    def reveal(self) -> str | None:
+        return self._secret
+
+    def __repr__(self) -> str:
+        return f"<CredentialView {self.name} kind={self.kind}>"
+
+
+def credential_view(credential, secret: str | None) -> CredentialView | None:
+    if credential is None:
+        return None
+    return CredentialView(credential.name, credential.kind, dict(credential.scope or {}), secret)
+
+
+def _redeem(action_id):
+    with transaction.atomic():
+        try:
+            action = lock_action(action_id)
+        except ActionRequest.DoesNotExist:
+            log.warning("execute_action: no action %s", action_id)
+            return None
+        if action.status != ActionStatus.APPROVED:
+            return None  # already executing, finished, or never approved
+        grant = ExecutionGrant.objects.select_for_update().select_related("credential").filter(action=action).first()
+        action_type = registry.get(action.action_type)
+        params = action.effective_params
+        refusal = _grant_refusal(grant, action, action_type, params)
+        if refusal:
+            audit_action(action, actor=WORKER, verb="grant.refused", data={"reason": refusal})
+            action.result = {"error": f"execution refused: {refusal}"}
+            transition(
+                action,
+                ActionStatus.FAILED,
+                actor=WORKER,
+                verb="execution.failed",
+                data={"error": action.result["error"]},
+            )
+            return None
+        grant.redeemed_at = timezone.now()
+        grant.save(update_fields=["redeemed_at"])
+        audit_action(action, actor=WORKER, verb="grant.redeemed", data={"grant": str(grant.id)})
+        transition(action, ActionStatus.EXECUTING, actor=WORKER, verb="execution.started")
+        return action, params, grant.credential
+
+
+def _grant_refusal(grant: ExecutionGrant | None, action: ActionRequest, action_type, params) -> str | None:
+    if action_type is None:
+        return f"action type {action.action_type} is not installed"
+    if grant is None:
+        return "no execution grant"
+    if grant.redeemed_at is not None:
+        return "grant already redeemed"
+    if grant.expires_at <= timezone.now():
+        return "grant expired"
+    if grant.params_digest != digest(params):
+        return "parameters changed after approval"
+    expected_credential = action_type.credential_name(params)
+    actual = grant.credential.name if grant.credential else None
+    if expected_credential != actual:
+        return "credential does not match the approved one"
+    return None
+
+
+def _finish(action_id, outcome: str, payload: dict[str, Any]) -> str:
+    with transaction.atomic():
+        action = lock_action(action_id)
+        if action.status != ActionStatus.EXECUTING:
+            return action.status  # the stuck sweep got there first
+        action.result = payload
+        verb = "execution.succeeded" if outcome == ActionStatus.SUCCEEDED else "execution.failed"
+        transition(action, outcome, actor=WORKER, verb=verb, data={"result": _audit_excerpt(payload)})
+        return outcome
+
+
+def _audit_excerpt(payload: dict[str, Any]) -> dict[str, Any]:
+    keep = {k: payload[k] for k in ("status_code", "error") if k in payload}
+    keep["result_digest"] = digest(payload)
+    return keep
+
+
+def fail_stuck_executions() -> int:
+    """Mark executions interrupted by a crash as failed; never re-run them blindly."""
+    cutoff = timezone.now() - timedelta(seconds=settings.COUNTERSIGN_STUCK_EXECUTION_SECONDS)
+    stuck = list(
+        ActionRequest.objects.filter(status=ActionStatus.EXECUTING, execution_started_at__lte=cutoff).values_list(
+            "id", flat=True
+        )[:500]
+    )
+    failed = 0
+    for action_id in stuck:
+        with transaction.atomic():
+            action = lock_action(action_id)
+            if action.status != ActionStatus.EXECUTING or action.execution_started_at > cutoff:
+                continue
+            action.result = {"error": "execution interrupted (worker stopped mid-execution); not retried"}
+            transition(action, ActionStatus.FAILED, actor=Actor.system("beat"), verb="execution.interrupted", data={})
+            failed += 1
+    return failed

@@ -1,0 +1,183 @@
+"""Proposing an action: validate, decide by policy, record, publish."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents.capabilities import capability_refusal
+from agents.models import Agent
+from approvals import policies
+from approvals.action_types import registry
+from approvals.action_types.base import ActionType, ParamsRejected
+from approvals.audit import Actor, record_event
+from approvals.canonical import digest
+from approvals.errors import IdempotencyConflict, InvalidInput, NotAllowed
+from approvals.models import ActionRequest, ActionStatus, Credential, Review
+from approvals.services.approval import complete_approval
+from approvals.services.transitions import audit_action, publish, transition
+from approvals.validation import schema_errors
+
+
+@dataclass(frozen=True)
+class Proposal:
+    action_type: str
+    params: dict[str, Any]
+    summary: str
+    context: dict[str, Any] = field(default_factory=dict)
+    on_behalf_of: str = ""
+    idempotency_key: str | None = None
+    callback_url: str = ""
+    expires_in: int | None = None
+
+    def digest(self) -> str:
+        return digest(
+            {
+                "action_type": self.action_type,
+                "params": self.params,
+                "summary": self.summary,
+                "context": self.context,
+                "on_behalf_of": self.on_behalf_of,
+                "callback_url": self.callback_url,
+                "expires_in": self.expires_in,
+            }
+        )
+
+
+def resolve_credential(action_type: ActionType, params: dict[str, Any]) -> Credential | None:
+    name = action_type.credential_name(params)
+    if not action_type.credential_kinds:
+        return None
+    credential = Credential.objects.filter(name=name, kind__in=action_type.credential_kinds).first() if name else None
+    if credential is None:
+        kinds = ", ".join(action_type.credential_kinds)
+        raise InvalidInput(
+            "Unknown credential.", errors={"params.credential": [f"No credential named {name!r} of kind {kinds}."]}
+        )
+    return credential
+
+
+def validate_params(action_type: ActionType, params: dict[str, Any], prefix: str = "params") -> Credential | None:
+    errors = schema_errors(action_type.params_schema, params, prefix)
+    if errors:
+        raise InvalidInput("Parameters do not match the action type's schema.", errors=errors)
+    credential = resolve_credential(action_type, params)
+    try:
+        action_type.check_params(params, credential)
+    except ParamsRejected as exc:
+        raise InvalidInput(
+            "Parameters were rejected.", errors={f"{prefix}.{k}": v for k, v in exc.errors.items()}
+        ) from None
+    return credential
+
+
+def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, bool]:
+    """Record a proposal; returns (action, created). A repeated idempotency key returns the original."""
+    action_type = registry.get(proposal.action_type)
+    if action_type is None:
+        raise InvalidInput(
+            "Unknown action type.", errors={"action_type": [f"No action type named {proposal.action_type!r}."]}
+        )
+
+    request_digest = proposal.digest()
+    if proposal.idempotency_key:
+        existing = _existing_for_key(agent, proposal.idempotency_key, request_digest)
+        if existing is not None:
+            return existing, False
+
+    refusal = capability_refusal(agent, action_type.name, proposal.params)
+    if refusal:
+        with transaction.atomic():
+            record_event(
+                actor=Actor.agent(agent),
+                verb="action.refused",
+                object_type="agent",
+                object_id=str(agent.id),
+                agent_name=agent.name,
+                data={"action_type": action_type.name, "reason": refusal},
+            )
+        raise NotAllowed(refusal)
+
+    validate_params(action_type, proposal.params)
+    decision = policies.decide(
+        agent_name=agent.name,
+        action_type=action_type.name,
+        risk=str(action_type.risk),
+        modifies_access=action_type.modifies_access,
+        params=proposal.params,
+    )
+    try:
+        with transaction.atomic():
+            action = _create(agent, proposal, action_type, decision, request_digest)
+    except IntegrityError:
+        # Lost a race with the same idempotency key.
+        existing = _existing_for_key(agent, proposal.idempotency_key or "", request_digest)
+        if existing is None:
+            raise
+        return existing, False
+    return action, True
+
+
+def _existing_for_key(agent: Agent, key: str, request_digest: str) -> ActionRequest | None:
+    existing = ActionRequest.objects.filter(agent=agent, idempotency_key=key).first()
+    if existing is not None and existing.request_digest != request_digest:
+        raise IdempotencyConflict(f"The idempotency key {key!r} was already used with a different request body.")
+    return existing
+
+
+def _create(agent: Agent, proposal: Proposal, action_type: ActionType, decision, request_digest: str) -> ActionRequest:
+    now = timezone.now()
+    ttl = min(proposal.expires_in or decision.ttl_seconds, settings.COUNTERSIGN_MAX_TTL_SECONDS)
+    group = Group.objects.get_or_create(name=decision.reviewer_group)[0] if decision.reviewer_group else None
+    action = ActionRequest.objects.create(
+        agent=agent,
+        action_type=action_type.name,
+        params=proposal.params,
+        summary=proposal.summary,
+        context=proposal.context,
+        on_behalf_of=proposal.on_behalf_of,
+        idempotency_key=proposal.idempotency_key or None,
+        request_digest=request_digest,
+        callback_url=proposal.callback_url,
+        risk=str(action_type.risk),
+        required_approvals=decision.required_approvals,
+        reviewer_group=group,
+        policy_rule=decision.rule,
+        policy_effect=decision.effect,
+        policy_explanation=decision.explanation,
+        created_at=now,
+        updated_at=now,
+        expires_at=now + timedelta(seconds=ttl),
+    )
+    action.agent = agent
+    audit_action(
+        action,
+        actor=Actor.agent(agent),
+        verb="action.proposed",
+        data={
+            "action_type": action.action_type,
+            "summary": action.summary,
+            "risk": action.risk,
+            "on_behalf_of": action.on_behalf_of,
+            "params_digest": digest(action.params),
+            "policy": decision.as_dict(),
+        },
+    )
+    policy_actor = Actor("policy", decision.rule, "policy")
+    if decision.effect == policies.DENY:
+        action.decision_reason = decision.reason
+        transition(
+            action, ActionStatus.REJECTED, actor=policy_actor, verb="action.rejected", data={"reason": decision.reason}
+        )
+    elif decision.effect == policies.AUTO_APPROVE:
+        Review.objects.create(action=action, reviewer=None, verdict=Review.Verdict.APPROVE, via=Review.Via.POLICY)
+        complete_approval(action, actor=policy_actor, action_type=action_type)
+    else:
+        publish(action, approvals=0)
+    return action

@@ -1,0 +1,72 @@
+"""Moving an action along its state machine: the one place that does it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Q
+
+from approvals import outbox
+from approvals.audit import Actor, record_event
+from approvals.events import ActionEvent
+from approvals.models import ActionRequest, OutboxMessage, Review
+
+
+def lock_action(action_id, *, agent=None) -> ActionRequest:
+    """Re-read the action under a row lock. Raises ActionRequest.DoesNotExist."""
+    qs = ActionRequest.objects.select_for_update(of=("self",)).select_related("agent", "reviewer_group")
+    if agent is not None:
+        qs = qs.filter(agent=agent)
+    return qs.get(id=action_id)
+
+
+def approval_count(action: ActionRequest) -> int:
+    return action.reviews.filter(verdict=Review.Verdict.APPROVE).count()
+
+
+def transition(action: ActionRequest, to: str, *, actor: Actor, verb: str, data: dict[str, Any] | None = None) -> None:
+    """Change status, audit it and publish it. The caller holds the row lock."""
+    before = action.move_to(to)
+    action.save()
+    audit_action(action, actor=actor, verb=verb, data={"from": before, "to": to, **(data or {})})
+    publish(action)
+
+
+def audit_action(action: ActionRequest, *, actor: Actor, verb: str, data: dict[str, Any] | None = None) -> None:
+    record_event(
+        actor=actor,
+        verb=verb,
+        object_type="action",
+        object_id=str(action.id),
+        action_id=action.id,
+        agent_name=action.agent.name,
+        data=data or {},
+    )
+
+
+def publish(action: ActionRequest, *, approvals: int | None = None) -> None:
+    """Tell live pages and the agent that the action changed (after commit)."""
+    if approvals is None:
+        approvals = approval_count(action)
+    event: ActionEvent = {
+        "action_id": str(action.id),
+        "status": action.status,
+        "approvals": approvals,
+        "required_approvals": action.required_approvals,
+        "reviewer_group_id": action.reviewer_group_id,
+    }
+    outbox.enqueue(OutboxMessage.Kind.PUSH, payload=dict(event), action_id=action.id)
+    if action.callback_url:
+        from approvals.presenters import present_action
+
+        # A snapshot: the agent learns each status in order, even if the action moved on before delivery.
+        outbox.enqueue(OutboxMessage.Kind.WEBHOOK, payload={"action": present_action(action)}, action_id=action.id)
+
+
+def approvals_by_action(ids) -> dict:
+    rows = (
+        Review.objects.filter(action_id__in=list(ids))
+        .values("action_id")
+        .annotate(n=Count("id", filter=Q(verdict=Review.Verdict.APPROVE)))
+    )
+    return {row["action_id"]: row["n"] for row in rows}

@@ -1,0 +1,32 @@
+"""Thin Celery tasks: take ids, call a service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from approvals import outbox, services
+
+
+@shared_task(name="approvals.execute_action")
+def execute_action(action_id: str) -> str:
+    return services.execute_action(action_id)
+
+
+@shared_task(name="approvals.expire_due_actions")
+def expire_due_actions() -> int:
+    return services.expire_due_actions()
+
+
+@shared_task(name="approvals.fail_stuck_executions")
+def fail_stuck_executions() -> int:
+    return services.fail_stuck_executions()
+
+
+@shared_task(name="approvals.sweep_outbox")
+def sweep_outbox() -> int:
+    return outbox.sweep()
+
+
+@shared_task(name="approvals.deliver_outbox")
+def deliver_outbox(message_id: int) -> bool:
+    return outbox.deliver(message_id, in_worker=True)

@@ -1,0 +1,15 @@
+from django.urls import path
+
+from approvals.web import views
+
+app_name = "approvals"
+
+urlpatterns = [
+    path("", views.queue, name="queue"),
+    path("history", views.history, name="history"),
+    path("actions/<uuid:action_id>", views.detail, name="detail"),
+    path("actions/<uuid:action_id>/row", views.queue_row, name="queue-row"),
+    path("actions/<uuid:action_id>/live", views.detail_live, name="detail-live"),
+    path("actions/<uuid:action_id>/approve", views.approve, name="approve"),
+    path("actions/<uuid:action_id>/reject", views.reject, name="reject"),
+]
