@@ -1,10 +1,69 @@
-from django.contrib import admin
+"""Staff manage agents, their keys and capabilities here; every change goes through agents.services (audited)."""
 
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+
+from agents.capabilities import validate_constraints
 from agents.models import Agent, AgentKey, Capability
+from agents.services import (
+    create_agent,
+    grant_capability,
+    revoke_capability,
+    revoke_key,
+    rotate_key,
+    set_key_expiry,
+    update_agent,
+)
+from approvals.action_types import registry
+from approvals.audit import Actor
+
+
+def admin_actor(request) -> Actor:
+    return Actor.user(request.user, "admin")
+
+
+def key_issued_response(request, agent: Agent, raw_key: str) -> TemplateResponse:
+    """The only time a key is shown: rendered straight into the response, never stored in a message or session."""
+    response = TemplateResponse(
+        request,
+        "admin/agents/key_issued.html",
+        {**admin.site.each_context(request), "title": f"New key for {agent.name}", "agent": agent, "key": raw_key},
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class CapabilityForm(forms.ModelForm):
+    action_type = forms.ChoiceField(choices=())
+    constraints = forms.JSONField(
+        required=False,
+        initial=dict,
+        help_text='Parameter → allowed patterns, e.g. {"method": ["GET"], "path": ["/tickets/*"]}. Empty: any.',
+    )
+
+    class Meta:
+        model = Capability
+        fields = ("action_type", "constraints")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["action_type"].choices = [(t.name, f"{t.name} — {t.title}") for t in registry.all_types()]
+
+    def clean_constraints(self):
+        value = self.cleaned_data.get("constraints") or {}
+        if isinstance(value, str):
+            value = json.loads(value)
+        return validate_constraints(value)
 
 
 class CapabilityInline(admin.TabularInline):
     model = Capability
+    form = CapabilityForm
     extra = 0
 
 
@@ -12,15 +71,134 @@ class AgentKeyInline(admin.TabularInline):
     model = AgentKey
     extra = 0
     fields = ("prefix", "created_at", "expires_at", "revoked_at", "last_used_at")
-    readonly_fields = ("prefix", "created_at", "last_used_at")
+    readonly_fields = fields
     can_delete = False
+    show_change_link = True
 
     def has_add_permission(self, request, obj=None):
-        return False  # keys are issued by rotate_agent_key, which shows the secret once
+        return False  # a key is issued by the "rotate key" action, which shows it once
 
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "is_active", "created_at")
-    search_fields = ("name", "description")
+    list_display = ("name", "owner", "is_active", "capability_list", "last_used", "created_at")
+    list_filter = ("is_active",)
+    search_fields = ("name", "description", "owner__username")
     inlines = [CapabilityInline, AgentKeyInline]
+    actions = ["rotate_keys", "revoke_all_keys"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("name",) if obj else ()
+
+    @admin.display(description="capabilities")
+    def capability_list(self, obj):
+        return ", ".join(c.action_type for c in obj.capabilities.all()) or "—"
+
+    @admin.display(description="key last used")
+    def last_used(self, obj):
+        times = [k.last_used_at for k in obj.keys.all() if k.last_used_at]
+        return max(times) if times else "never"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("owner").prefetch_related("capabilities", "keys")
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the audit trail names agents; deactivate instead
+
+    def save_model(self, request, obj, form, change):
+        actor = admin_actor(request)
+        if change:
+            fields = {f: form.cleaned_data[f] for f in ("owner", "description", "is_active") if f in form.changed_data}
+            update_agent(agent=obj, actor=actor, **fields)
+            obj.refresh_from_db()
+            return
+        agent, _, raw = create_agent(name=obj.name, owner=obj.owner, description=obj.description, actor=actor, allow=())
+        if not obj.is_active:
+            update_agent(agent=agent, actor=actor, is_active=False)
+        obj.pk = agent.pk
+        obj._state.adding = False
+        request._countersign_new_key = raw
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not Capability:
+            return super().save_formset(request, form, formset, change)
+        actor = admin_actor(request)
+        agent = form.instance
+        # Read by the admin's change message.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for inline_form in formset.forms:
+            if not inline_form.has_changed() and not formset._should_delete_form(inline_form):
+                continue
+            old_type = inline_form.initial.get("action_type") if inline_form.instance.pk else None
+            if formset._should_delete_form(inline_form):
+                if old_type:
+                    revoke_capability(agent=agent, action_type=old_type, actor=actor)
+                    formset.deleted_objects.append(inline_form.instance)
+                continue
+            data = inline_form.cleaned_data
+            if old_type and old_type != data["action_type"]:
+                revoke_capability(agent=agent, action_type=old_type, actor=actor)
+            capability = grant_capability(
+                agent=agent, action_type=data["action_type"], constraints=data.get("constraints") or {}, actor=actor
+            )
+            if old_type:
+                formset.changed_objects.append((capability, inline_form.changed_data))
+            else:
+                formset.new_objects.append(capability)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        raw = getattr(request, "_countersign_new_key", None)
+        if raw:
+            return key_issued_response(request, obj, raw)
+        return super().response_add(request, obj, post_url_continue)
+
+    @admin.action(description="Rotate key (issue a new one, shown once; revoke the old)")
+    def rotate_keys(self, request, queryset):
+        agents = list(queryset)
+        if len(agents) != 1:
+            self.message_user(request, "Rotate one agent at a time: its new key is shown once.", messages.ERROR)
+            return None
+        agent = agents[0]
+        _, raw = rotate_key(agent=agent, actor=admin_actor(request))
+        return key_issued_response(request, agent, raw)
+
+    @admin.action(description="Revoke all keys")
+    def revoke_all_keys(self, request, queryset):
+        count = 0
+        for key in AgentKey.objects.filter(agent__in=queryset, revoked_at__isnull=True):
+            revoke_key(key=key, actor=admin_actor(request))
+            count += 1
+        self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+
+
+class AgentKeyForm(forms.ModelForm):
+    class Meta:
+        model = AgentKey
+        fields = ("expires_at",)
+
+
+@admin.register(AgentKey)
+class AgentKeyAdmin(admin.ModelAdmin):
+    form = AgentKeyForm
+    list_display = ("__str__", "agent", "created_at", "expires_at", "revoked_at", "last_used_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("public_id", "agent__name")
+    readonly_fields = ("prefix", "agent", "created_at", "revoked_at", "last_used_at")
+    fields = ("prefix", "agent", "created_at", "expires_at", "revoked_at", "last_used_at")
+    actions = ["revoke_selected"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if "expires_at" in form.changed_data:
+            set_key_expiry(key=obj, expires_at=form.cleaned_data["expires_at"], actor=admin_actor(request))
+
+    @admin.action(description="Revoke selected keys")
+    def revoke_selected(self, request, queryset):
+        for key in queryset.filter(revoked_at__isnull=True):
+            revoke_key(key=key, actor=admin_actor(request))
+        self.message_user(request, "Revoked.", messages.SUCCESS)

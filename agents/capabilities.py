@@ -1,10 +1,75 @@
-"""What an agent may propose: the action types it was granted."""
+"""What an agent may propose: the action types it was granted, within their constraints.
+
+A capability's ``constraints`` map a parameter name to the patterns its value
+must match, for example::
+
+    {"credential": ["ticket-api"], "method": ["GET", "POST"], "path": ["/tickets/*"]}
+    {"channel": ["#infra-help", "#deploys"]}
+    {"group": ["engineering-*"]}
+
+Patterns are shell-style (``fnmatch``, case-sensitive; ``*`` also crosses
+``/``). A constrained parameter must be present, and every value of it (each
+item, when it is a list) must match one pattern. Nothing else is implied: a
+capability without constraints allows any parameters the action type's schema
+accepts.
+"""
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any
 
+from django.core.exceptions import ValidationError
+
 from agents.models import Agent, Capability
+
+MAX_PATTERNS = 100
+
+
+def validate_constraints(constraints: Any) -> dict[str, list[str]]:
+    """The constraints, checked for shape; raises ValidationError naming what is wrong."""
+    if constraints in (None, ""):
+        return {}
+    if not isinstance(constraints, dict):
+        raise ValidationError("Constraints are an object mapping a parameter name to a list of patterns.")
+    for name, patterns in constraints.items():
+        if not isinstance(name, str) or not name:
+            raise ValidationError("Constraint names are parameter names.")
+        if (
+            not isinstance(patterns, list)
+            or not patterns
+            or len(patterns) > MAX_PATTERNS
+            or not all(isinstance(p, str) and p for p in patterns)
+        ):
+            raise ValidationError(f"Constraint {name!r} needs a list of 1 to {MAX_PATTERNS} non-empty patterns.")
+    return constraints
+
+
+def _values(value: Any) -> list[str] | None:
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, (str, int, float, bool)) for item in items):
+        return None  # objects are never matched by a pattern
+    return [str(item) for item in items]
+
+
+def constraint_violation(agent_name: str, capability: Capability, params: dict[str, Any]) -> str | None:
+    for name, patterns in (capability.constraints or {}).items():
+        allowed = ", ".join(patterns)
+        if name not in params:
+            return (
+                f"agent {agent_name} may use {capability.action_type} only with {name} in [{allowed}], "
+                f"and the proposal sets no {name}"
+            )
+        values = _values(params[name])
+        bad = (
+            [repr(params[name])]
+            if values is None
+            else [repr(v) for v in values if not any(fnmatchcase(v, p) for p in patterns)]
+        )
+        if bad or not values:
+            got = ", ".join(bad) or "nothing"
+            return f"agent {agent_name} may use {capability.action_type} only with {name} in [{allowed}], not {got}"
+    return None
 
 
 def capability_refusal(agent: Agent, action_type: str, params: dict[str, Any]) -> str | None:
@@ -12,7 +77,7 @@ def capability_refusal(agent: Agent, action_type: str, params: dict[str, Any]) -
     capability = Capability.objects.filter(agent=agent, action_type=action_type).first()
     if capability is None:
         return f"agent {agent.name} is not granted the capability {action_type}"
-    return None
+    return constraint_violation(agent.name, capability, params)
 
 
 def granted_types(agent: Agent) -> set[str]:

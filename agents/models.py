@@ -4,6 +4,7 @@ import secrets
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -87,3 +88,14 @@ class Capability(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent.name}: {self.action_type}"
+
+    def clean(self) -> None:
+        from agents.capabilities import validate_constraints
+        from approvals.action_types import registry
+
+        if registry.get(self.action_type) is None:
+            raise ValidationError({"action_type": f"No action type named {self.action_type!r}."})
+        try:
+            validate_constraints(self.constraints)
+        except ValidationError as exc:
+            raise ValidationError({"constraints": exc.messages}) from None

@@ -37,7 +37,9 @@ def create_agent(
     *, name: str, owner, actor: Actor, allow: Iterable[str] = (), description: str = ""
 ) -> tuple[Agent, AgentKey, str]:
     with transaction.atomic():
-        agent = Agent.objects.create(name=name, owner=owner, description=description)
+        agent = Agent(name=name, owner=owner, description=description)
+        agent.full_clean()  # the name is a slug: it appears in URLs, audit events and Slack messages
+        agent.save()
         _audit(actor, "agent.created", agent, {"owner": owner.get_username()})
         for action_type in allow:
             grant_capability(agent=agent, action_type=action_type, actor=actor)
@@ -47,11 +49,22 @@ def create_agent(
 
 def grant_capability(*, agent: Agent, action_type: str, actor: Actor, constraints: dict | None = None) -> Capability:
     with transaction.atomic():
-        capability, _ = Capability.objects.update_or_create(
-            agent=agent, action_type=action_type, defaults={"constraints": constraints or {}}
+        capability = Capability.objects.filter(agent=agent, action_type=action_type).first() or Capability(
+            agent=agent, action_type=action_type
         )
+        capability.constraints = constraints or {}
+        capability.full_clean(exclude=["agent"])
+        capability.save()
         _audit(actor, "capability.granted", agent, {"action_type": action_type, "constraints": capability.constraints})
     return capability
+
+
+def revoke_capability(*, agent: Agent, action_type: str, actor: Actor) -> bool:
+    with transaction.atomic():
+        deleted, _ = Capability.objects.filter(agent=agent, action_type=action_type).delete()
+        if deleted:
+            _audit(actor, "capability.revoked", agent, {"action_type": action_type})
+    return bool(deleted)
 
 
 def revoke_key(*, key: AgentKey, actor: Actor) -> AgentKey:
@@ -71,3 +84,48 @@ def rotate_key(*, agent: Agent, actor: Actor) -> tuple[AgentKey, str]:
         for old in AgentKey.objects.filter(agent=agent, revoked_at__isnull=True).exclude(pk=new.pk):
             revoke_key(key=old, actor=actor)
     return new, raw
+
+
+def update_agent(*, agent: Agent, actor: Actor, **changes) -> Agent:
+    """Change an agent's owner, description or active flag; audited with before and after."""
+    allowed = {"owner", "description", "is_active"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        diff = {}
+        for field, value in changes.items():
+            before = getattr(agent, field)
+            if before != value:
+                show = (lambda u: u.get_username()) if field == "owner" else (lambda v: v)
+                diff[field] = {"before": show(before), "after": show(value)}
+                setattr(agent, field, value)
+        if diff:
+            agent.full_clean()
+            agent.save()
+            verb = "agent.updated"
+            if set(diff) == {"is_active"}:
+                verb = "agent.activated" if agent.is_active else "agent.deactivated"
+            _audit(actor, verb, agent, diff)
+    return agent
+
+
+def set_key_expiry(*, key: AgentKey, expires_at: datetime | None, actor: Actor) -> AgentKey:
+    with transaction.atomic():
+        key = AgentKey.objects.select_for_update().select_related("agent").get(pk=key.pk)
+        if key.expires_at != expires_at:
+            before = key.expires_at
+            key.expires_at = expires_at
+            key.save(update_fields=["expires_at"])
+            _audit(
+                actor,
+                "agent_key.expiry_changed",
+                key.agent,
+                {
+                    "key": key.prefix,
+                    "before": before.isoformat() if before else None,
+                    "after": expires_at.isoformat() if expires_at else None,
+                },
+            )
+    return key

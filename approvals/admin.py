@@ -1,6 +1,11 @@
+from django import forms
 from django.contrib import admin
 
-from approvals.models import ActionRequest, AuditEvent, Credential, OutboxMessage, Review
+from approvals.audit import Actor
+from approvals.credentials import create_credential, set_secret, update_scope
+from approvals.models import ActionRequest, AuditEvent, Credential, OutboxMessage, PolicyRule, PolicyVersion, Review
+from approvals.policies import PolicyError
+from approvals.policy_store import FIELDS, delete_rule, rule_from_row, save_rule
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -44,7 +49,106 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     list_filter = ("kind",)
 
 
+class CredentialForm(forms.ModelForm):
+    """The secret is write-only: it is never rendered back, not even masked characters of it."""
+
+    secret = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only. Leave empty to keep the stored secret.",
+    )
+    scope = forms.JSONField(help_text='For HTTP kinds: {"base_url": "https://…", "methods": ["GET"]}.')
+
+    class Meta:
+        model = Credential
+        fields = ("name", "kind", "scope")
+
+    def clean(self):
+        data = super().clean()
+        if not self.instance.pk and data.get("kind") != Credential.Kind.NONE and not data.get("secret"):
+            self.add_error("secret", "A new credential needs its secret.")
+        return data
+
+
 @admin.register(Credential)
-class CredentialAdmin(ReadOnlyAdmin):
-    list_display = ("name", "kind", "scope", "updated_at")
-    exclude = ("secret_encrypted",)
+class CredentialAdmin(admin.ModelAdmin):
+    form = CredentialForm
+    list_display = ("name", "kind", "scope", "stored_secret", "updated_at")
+    readonly_fields = ("stored_secret", "created_at", "updated_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        # Renaming or re-kinding would silently retarget approved actions' grants.
+        return (*self.readonly_fields, "name", "kind") if obj else self.readonly_fields
+
+    def get_fields(self, request, obj=None):
+        editable = ("scope", "secret") if obj else ("name", "kind", "scope", "secret")
+        return (*editable, "stored_secret", "created_at", "updated_at") if obj else editable
+
+    @admin.display(description="secret")
+    def stored_secret(self, obj):
+        return "•••••••• (stored encrypted)" if obj and obj.secret_encrypted else "—"
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # grants and audit events refer to it; change its secret or scope instead
+
+    def save_model(self, request, obj, form, change):
+        actor = Actor.user(request.user, "admin")
+        secret = form.cleaned_data.get("secret") or ""
+        if not change:
+            created = create_credential(
+                name=obj.name, kind=obj.kind, secret=secret, scope=form.cleaned_data["scope"], actor=actor
+            )
+            obj.pk = created.pk
+            obj._state.adding = False
+            return
+        if "scope" in form.changed_data:
+            update_scope(credential=obj, scope=form.cleaned_data["scope"], actor=actor)
+        if secret:
+            set_secret(credential=obj, secret=secret, actor=actor)
+
+
+class PolicyRuleForm(forms.ModelForm):
+    class Meta:
+        model = PolicyRule
+        fields = FIELDS
+
+    def clean(self):
+        data = super().clean()
+        try:
+            rule_from_row({f: data.get(f) for f in FIELDS})
+        except (PolicyError, TypeError, KeyError) as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return data
+
+
+@admin.register(PolicyRule)
+class PolicyRuleAdmin(admin.ModelAdmin):
+    """Staff edit rules here; each save is a new, audited policy version (approvals.policy_store)."""
+
+    form = PolicyRuleForm
+    list_display = ("position", "name", "enabled", "agent", "action_type", "effect", "required_approvals", "updated_at")
+    list_display_links = ("name",)
+    list_filter = ("enabled", "effect")
+    ordering = ("position", "name")
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("name",) if obj else ()
+
+    def save_model(self, request, obj, form, change):
+        data = {f: form.cleaned_data.get(f, getattr(obj, f)) for f in FIELDS}
+        saved = save_rule(data, actor=Actor.user(request.user, "admin"))
+        obj.pk = saved.pk
+        obj._state.adding = False
+
+    def delete_model(self, request, obj):
+        delete_rule(obj.name, actor=Actor.user(request.user, "admin"))
+
+    def delete_queryset(self, request, queryset):
+        for rule in queryset:
+            delete_rule(rule.name, actor=Actor.user(request.user, "admin"))
+
+
+@admin.register(PolicyVersion)
+class PolicyVersionAdmin(ReadOnlyAdmin):
+    list_display = ("number", "created_at", "author", "comment")

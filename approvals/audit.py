@@ -131,8 +131,8 @@ def verify_chain(
     return checked, None
 
 
-def iter_events(batch: int = 5000) -> Iterator[AuditEvent]:
-    last = 0
+def iter_events(batch: int = 5000, *, after: int = 0) -> Iterator[AuditEvent]:
+    last = after
     while True:
         rows = list(AuditEvent.objects.filter(seq__gt=last).order_by("seq")[:batch])
         if not rows:

@@ -22,9 +22,9 @@ def _audit(actor: Actor, verb: str, credential: Credential, data: dict | None = 
 
 def create_credential(*, name: str, kind: str, secret: str, scope: dict, actor: Actor) -> Credential:
     with transaction.atomic():
-        credential = Credential.objects.create(
-            name=name, kind=kind, secret_encrypted=encrypt_secret(secret), scope=scope
-        )
+        credential = Credential(name=name, kind=kind, secret_encrypted=encrypt_secret(secret), scope=scope)
+        credential.full_clean(exclude=["secret_encrypted"])
+        credential.save()
         _audit(actor, "credential.created", credential)
     return credential
 
@@ -35,6 +35,19 @@ def set_secret(*, credential: Credential, secret: str, actor: Actor) -> Credenti
         credential.updated_at = timezone.now()
         credential.save(update_fields=["secret_encrypted", "updated_at"])
         _audit(actor, "credential.secret_changed", credential)
+    return credential
+
+
+def update_scope(*, credential: Credential, scope: dict, actor: Actor) -> Credential:
+    with transaction.atomic():
+        credential = Credential.objects.select_for_update().get(pk=credential.pk)
+        before = credential.scope
+        if before != scope:
+            credential.scope = scope
+            credential.full_clean(exclude=["secret_encrypted"])
+            credential.updated_at = timezone.now()
+            credential.save(update_fields=["scope", "updated_at"])
+            _audit(actor, "credential.scope_changed", credential, {"before": before})
     return credential
 
 

@@ -8,10 +8,12 @@ class ServiceError(Exception):
     title = "Bad request"
     slug = "bad-request"
 
-    def __init__(self, detail: str, *, errors: dict[str, list[str]] | None = None):
+    def __init__(self, detail: str, *, errors: dict[str, list[str]] | None = None, extra: dict | None = None):
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or {}
+        # RFC 9457 extension members, added to the problem body.
+        self.extra = extra or {}
 
 
 class InvalidInput(ServiceError):
@@ -36,3 +38,7 @@ class NotPending(Conflict):
 
 class IdempotencyConflict(Conflict):
     title, slug = "Idempotency key reused with a different body", "idempotency-conflict"
+
+
+class TargetChanged(Conflict):
+    title, slug = "The target changed since you reviewed it", "target-changed"

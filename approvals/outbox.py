@@ -65,7 +65,7 @@ def deliver_ids(ids: list[int]) -> None:
 
 # Kinds whose delivery is slow network I/O: run by a worker, never inside
 # the web request that committed them or by beat.
-WORKER_KINDS = frozenset({OutboxMessage.Kind.WEBHOOK})
+WORKER_KINDS = frozenset({OutboxMessage.Kind.WEBHOOK, OutboxMessage.Kind.NOTIFY})
 
 
 def _claim(message_id: int, *, take_over: bool = False) -> OutboxMessage | None:
@@ -138,10 +138,17 @@ def _deliver_webhook(message: OutboxMessage) -> None:
     post_webhook(message)
 
 
+def _deliver_notification(message: OutboxMessage) -> None:
+    from approvals.notifications import deliver as deliver_notification
+
+    deliver_notification(message)
+
+
 _HANDLERS = {
     OutboxMessage.Kind.PUSH: _deliver_push,
     OutboxMessage.Kind.EXECUTE: _deliver_execute,
     OutboxMessage.Kind.WEBHOOK: _deliver_webhook,
+    OutboxMessage.Kind.NOTIFY: _deliver_notification,
 }
 
 

@@ -33,3 +33,11 @@ def review_refusal(user, action: ActionRequest) -> str | None:
         if action.agent.owner_id == user.pk:
             return "you own the agent that proposed this action; someone else must decide it"
     return None
+
+
+def eligible_reviewers(action: ActionRequest, *, exclude: set[int] = frozenset(), limit: int = 50) -> list:
+    """Who could still approve ``action``: its group's active members whom no rule refuses."""
+    if action.reviewer_group_id is None:
+        return []
+    members = action.reviewer_group.user_set.filter(is_active=True).exclude(pk__in=exclude).order_by("username")
+    return [user for user in members[:limit] if review_refusal(user, action) is None]

@@ -2,14 +2,16 @@
 
 Rules are matched in order and the first match wins; when none matches the
 default rule requires one approval from the default reviewers. Floors are
-applied after matching and no rule can lower them.
+applied after matching and no rule can lower them. The rules themselves are
+stored, versioned and loaded by approvals.policy_store.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -18,8 +20,148 @@ AUTO_APPROVE = "auto_approve"
 DENY = "deny"
 REQUIRE = "require"
 EFFECTS = (AUTO_APPROVE, DENY, REQUIRE)
+RISKS = ("low", "medium", "high", "critical")
 
 MIN_APPROVALS_FOR_ACCESS = 2
+
+OPERATORS = ("equals", "not_equals", "in", "not_in", "matches", "regex", "lt", "lte", "gt", "gte", "exists", "contains")
+_PATH_TOKEN = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]")
+_MISSING = object()
+
+
+class PolicyError(ValueError):
+    """A rule (or a question about one) that can't be used as written; ``field`` names the culprit."""
+
+    def __init__(self, message: str, *, field: str = "rule"):
+        super().__init__(message)
+        self.field = field
+
+
+# --- conditions ------------------------------------------------------------------------------
+
+
+def parse_path(path: str) -> list[str | int]:
+    """``params.json.groups[0]`` -> ["params", "json", "groups", 0]."""
+    if not isinstance(path, str) or not path:
+        raise PolicyError("a condition needs a path such as params.channel")
+    parts: list[str | int] = []
+    pos = 0
+    while pos < len(path):
+        match = _PATH_TOKEN.match(path, pos)
+        if not match or (pos == 0 and path.startswith(".")):
+            raise PolicyError(f"path {path!r} is not like params.channel or params.items[0].name")
+        parts.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
+        pos = match.end()
+    if parts[0] not in ("params", "agent", "action_type", "risk", "on_behalf_of"):
+        raise PolicyError(f"path {path!r} must start with params, agent, action_type, risk or on_behalf_of")
+    return parts
+
+
+def resolve(document: dict[str, Any], parts: list[str | int]) -> Any:
+    value: Any = document
+    for part in parts:
+        if (isinstance(part, int) and isinstance(value, list) and part < len(value)) or (
+            isinstance(part, str) and isinstance(value, dict) and part in value
+        ):
+            value = value[part]
+        else:
+            return _MISSING
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Condition:
+    path: str
+    op: str
+    value: Any = None
+
+    def __post_init__(self) -> None:
+        parse_path(self.path)
+        if self.op not in OPERATORS:
+            raise PolicyError(f"unknown operator {self.op!r}; use one of {', '.join(OPERATORS)}")
+        if self.op in ("in", "not_in") and not isinstance(self.value, list):
+            raise PolicyError(f"{self.op} takes a list of values")
+        if self.op in ("lt", "lte", "gt", "gte") and _number(self.value) is None:
+            raise PolicyError(f"{self.op} takes a number")
+        if self.op == "matches" and not (
+            isinstance(self.value, str)
+            or (isinstance(self.value, list) and all(isinstance(v, str) for v in self.value))
+        ):
+            raise PolicyError("matches takes a shell-style pattern or a list of them")
+        if self.op == "regex":
+            if not isinstance(self.value, str) or len(self.value) > 500:
+                raise PolicyError("regex takes a regular expression (at most 500 characters)")
+            try:
+                re.compile(self.value)
+            except re.error as exc:
+                raise PolicyError(f"regex {self.value!r} does not compile: {exc}") from None
+        if self.op == "exists" and not isinstance(self.value, bool):
+            raise PolicyError("exists takes true or false")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Condition:
+        if not isinstance(data, dict) or set(data) - {"path", "op", "value"} or "path" not in data or "op" not in data:
+            raise PolicyError('a condition is {"path": ..., "op": ..., "value": ...}')
+        return cls(data["path"], data["op"], data.get("value"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "op": self.op, "value": self.value}
+
+    def holds(self, document: dict[str, Any]) -> bool:
+        found = resolve(document, parse_path(self.path))
+        op, want = self.op, self.value
+        if op == "exists":
+            return (found is not _MISSING) == want
+        if found is _MISSING:
+            return op in ("not_equals", "not_in")
+        if op == "equals":
+            return found == want
+        if op == "not_equals":
+            return found != want
+        if op == "in":
+            return found in want
+        if op == "not_in":
+            return found not in want
+        if op == "contains":
+            return isinstance(found, (list, str)) and want in found
+        if op == "matches":
+            patterns = [want] if isinstance(want, str) else want
+            return isinstance(found, str) and any(fnmatch.fnmatchcase(found, p) for p in patterns)
+        if op == "regex":
+            return isinstance(found, str) and re.search(want, found) is not None
+        number, limit = _number(found), _number(want)
+        if number is None or limit is None:
+            return False
+        return {"lt": number < limit, "lte": number <= limit, "gt": number > limit, "gte": number >= limit}[op]
+
+    def describe(self) -> str:
+        subject = self.path.removeprefix("params.")
+        words = {
+            "equals": "is",
+            "not_equals": "is not",
+            "in": "in",
+            "not_in": "not in",
+            "matches": "matches",
+            "regex": "matches /",
+            "lt": "<",
+            "lte": "≤",
+            "gt": ">",
+            "gte": "≥",
+            "contains": "contains",
+        }
+        if self.op == "exists":
+            return f"{subject} {'is set' if self.value else 'is not set'}"
+        value = ", ".join(map(str, self.value)) if isinstance(self.value, list) else str(self.value)
+        return f"{subject} {words[self.op]} {value}{'/' if self.op == 'regex' else ''}"
+
+
+# --- rules -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -29,17 +171,52 @@ class Rule:
     agent: str = "*"
     action_type: str = "*"
     risk: Sequence[str] = ()
+    conditions: Sequence[Condition] = ()
     required_approvals: int = 1
     reviewer_group: str = ""
     ttl_seconds: int | None = None
+    notify: Sequence[str] = ()
+    reminder_after_seconds: int | None = None
+    escalate_to: Sequence[str] = ()
     reason: str = ""
+    description: str = ""
 
-    def matches(self, *, agent_name: str, action_type: str, risk: str, params: dict[str, Any]) -> bool:
-        if not fnmatch.fnmatchcase(agent_name, self.agent):
+    def __post_init__(self) -> None:
+        if self.effect not in EFFECTS:
+            raise PolicyError(f"effect must be one of {', '.join(EFFECTS)}")
+        unknown = set(self.risk) - set(RISKS)
+        if unknown:
+            raise PolicyError(f"unknown risk {', '.join(sorted(unknown))}")
+        if not 1 <= self.required_approvals <= 10:
+            raise PolicyError("required_approvals is between 1 and 10")
+        for channel in (*self.notify, *self.escalate_to):
+            validate_channel(channel)
+
+    def matches(self, document: dict[str, Any]) -> bool:
+        if not fnmatch.fnmatchcase(document["agent"], self.agent):
             return False
-        if not fnmatch.fnmatchcase(action_type, self.action_type):
+        if not fnmatch.fnmatchcase(document["action_type"], self.action_type):
             return False
-        return not self.risk or risk in self.risk
+        if self.risk and document["risk"] not in self.risk:
+            return False
+        return all(condition.holds(document) for condition in self.conditions)
+
+    def what(self, action_type: str) -> str:
+        """The subject of the explanation: what this rule is about."""
+        if self.description:
+            return self.description
+        if self.conditions:
+            return " and ".join(c.describe() for c in self.conditions)
+        return action_type
+
+
+def validate_channel(channel: str) -> None:
+    kind, _, target = str(channel).partition(":")
+    if kind == "slack" and re.fullmatch(r"#[a-z0-9][a-z0-9._-]{0,79}|[CG][A-Z0-9]{6,}", target):
+        return
+    if kind == "email" and re.fullmatch(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+", target):
+        return
+    raise PolicyError(f"channel {channel!r} is not like slack:#channel or email:someone@example.com")
 
 
 @dataclass(frozen=True)
@@ -51,6 +228,10 @@ class PolicyDecision:
     ttl_seconds: int
     explanation: str
     reason: str = ""
+    notify: tuple[str, ...] = ()
+    reminder_after_seconds: int | None = None
+    escalate_to: tuple[str, ...] = ()
+    floors: tuple[str, ...] = field(default=())
 
     def as_dict(self) -> dict[str, Any]:
         return {"rule": self.rule, "effect": self.effect, "explanation": self.explanation}
@@ -62,6 +243,7 @@ def default_rule() -> Rule:
         effect=REQUIRE,
         required_approvals=1,
         reviewer_group=settings.COUNTERSIGN_DEFAULT_REVIEWER_GROUP,
+        notify=tuple(settings.COUNTERSIGN_DEFAULT_NOTIFY),
     )
 
 
@@ -76,32 +258,44 @@ def decide(
     risk: str,
     modifies_access: bool,
     params: dict[str, Any],
+    on_behalf_of: str = "",
     rules: Sequence[Rule] = (),
 ) -> PolicyDecision:
-    rule = (
-        next(
-            (r for r in rules if r.matches(agent_name=agent_name, action_type=action_type, risk=risk, params=params)),
-            None,
-        )
-        or default_rule()
-    )
+    document = {
+        "agent": agent_name,
+        "action_type": action_type,
+        "risk": risk,
+        "on_behalf_of": on_behalf_of,
+        "params": params,
+    }
+    rule = next((r for r in rules if r.matches(document)), None) or default_rule()
     group = rule.reviewer_group or settings.COUNTERSIGN_DEFAULT_REVIEWER_GROUP
     ttl = rule.ttl_seconds or settings.COUNTERSIGN_DEFAULT_TTL_SECONDS
+    common = {
+        "notify": tuple(rule.notify),
+        "reminder_after_seconds": rule.reminder_after_seconds,
+        "escalate_to": tuple(rule.escalate_to),
+    }
+    what = rule.what(action_type)
     if rule.effect == DENY:
         reason = rule.reason or "denied by policy"
-        return PolicyDecision(rule.name, DENY, 0, "", ttl, f"rule `{rule.name}`: denied ({reason})", reason)
+        return PolicyDecision(rule.name, DENY, 0, "", ttl, f"rule `{rule.name}`: {what} is denied ({reason})", reason)
     if rule.effect == AUTO_APPROVE:
-        decision = PolicyDecision(rule.name, AUTO_APPROVE, 0, group, ttl, f"rule `{rule.name}`: auto-approved")
-    else:
-        n = max(1, rule.required_approvals)
         decision = PolicyDecision(
-            rule.name, REQUIRE, n, group, ttl, f"rule `{rule.name}`: {action_type} {_approvals_phrase(n, group)}"
+            rule.name, AUTO_APPROVE, 0, group, ttl, f"rule `{rule.name}`: {what} is auto-approved"
         )
-    return apply_floors(decision, modifies_access=modifies_access, action_type=action_type)
+    else:
+        n = rule.required_approvals
+        decision = PolicyDecision(
+            rule.name, REQUIRE, n, group, ttl, f"rule `{rule.name}`: {what} {_approvals_phrase(n, group)}", **common
+        )
+    return apply_floors(decision, modifies_access=modifies_access, action_type=action_type, common=common)
 
 
-def apply_floors(decision: PolicyDecision, *, modifies_access: bool, action_type: str) -> PolicyDecision:
-    """Access changes need two humans, whatever a rule says."""
+def apply_floors(
+    decision: PolicyDecision, *, modifies_access: bool, action_type: str, common: dict[str, Any] | None = None
+) -> PolicyDecision:
+    """Access changes need two humans and are never auto-approved, whatever a rule says."""
     if not modifies_access or decision.effect == DENY:
         return decision
     if decision.effect == REQUIRE and decision.required_approvals >= MIN_APPROVALS_FOR_ACCESS:
@@ -115,4 +309,6 @@ def apply_floors(decision: PolicyDecision, *, modifies_access: bool, action_type
             f"rule `{decision.rule}`: {action_type} changes access, "
             f"so it {_approvals_phrase(n, decision.reviewer_group)} (floor)"
         ),
+        floors=(*decision.floors, "access-needs-two-humans"),
+        **(common or {}),
     )

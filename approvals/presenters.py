@@ -50,6 +50,7 @@ def present_action(action: ActionRequest) -> dict[str, Any]:
         "risk": action.risk,
         "required_approvals": action.required_approvals,
         "approvals": approvals,
+        "approved_by": [present_review(r, action.policy_rule)["reviewer"] for r in reviews if r.verdict == "approve"],
         "policy": {
             "rule": action.policy_rule,
             "effect": action.policy_effect,

@@ -30,3 +30,8 @@ def sweep_outbox() -> int:
 @shared_task(name="approvals.deliver_outbox")
 def deliver_outbox(message_id: int) -> bool:
     return outbox.deliver(message_id, in_worker=True)
+
+
+@shared_task(name="approvals.send_due_reminders")
+def send_due_reminders() -> int:
+    return services.send_due_reminders()

@@ -53,7 +53,7 @@ class ActionType:
     credential_kinds: ClassVar[tuple[str, ...]] = ()
     # Whether approval leads to execution by Countersign (False: the agent acts).
     executes: ClassVar[bool] = True
-    # An idempotent type may be retried after a crash mid-execution.
+    # An idempotent type may be retried after a crash mid-execution (see is_idempotent).
     idempotent: ClassVar[bool] = False
 
     def credential_name(self, params: dict[str, Any]) -> str | None:
@@ -66,8 +66,20 @@ class ActionType:
     def preview(self, params: dict[str, Any], client) -> Preview:
         return Preview(kind="none")
 
-    def make_client(self, credential, params: dict[str, Any]):
-        """A client narrowed to exactly what ``params`` need; never the credential itself."""
+    def is_idempotent(self, params: dict[str, Any]) -> bool:
+        """Whether running these params twice has the effect of running them once.
+
+        Only then does the stuck-execution sweep retry after a crash, and it
+        retries with the same idempotency key (the action id).
+        """
+        return self.idempotent
+
+    def make_client(self, credential, params: dict[str, Any], *, idempotency_key: str):
+        """A client narrowed to exactly what ``params`` need; never the credential itself.
+
+        ``idempotency_key`` is the action id, the same on every attempt, for
+        targets that de-duplicate requests.
+        """
         return None
 
     def execute(self, params: dict[str, Any], client) -> dict[str, Any]:

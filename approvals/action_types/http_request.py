@@ -12,7 +12,8 @@ from approvals.action_types.base import ActionType, ExecutionError, ParamsReject
 from approvals.models.action import Risk
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-FORBIDDEN_HEADERS = {"authorization", "cookie", "host", "proxy-authorization", "x-api-key"}
+IDEMPOTENT_METHODS = ("GET", "PUT", "DELETE")  # RFC 9110, 9.2.2
+FORBIDDEN_HEADERS = {"authorization", "cookie", "host", "idempotency-key", "proxy-authorization", "x-api-key"}
 MAX_RESPONSE_CHARS = 64 * 1024
 
 
@@ -43,11 +44,20 @@ def target_url(base_url: str, path: str) -> httpx.URL:
 class ScopedHttpClient:
     """Performs exactly one approved method on one approved URL under the credential's base URL."""
 
-    def __init__(self, *, url: httpx.URL, method: str, auth_headers: dict[str, str], secret: str | None):
+    def __init__(
+        self,
+        *,
+        url: httpx.URL,
+        method: str,
+        auth_headers: dict[str, str],
+        secret: str | None,
+        idempotency_key: str = "",
+    ):
         self._url = url
         self._method = method
         self._auth_headers = auth_headers
         self._secret = secret
+        self._fixed_headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
 
     @property
     def url(self) -> str:
@@ -69,7 +79,7 @@ class ScopedHttpClient:
                 self._url,
                 params=query or None,
                 json=json_body,
-                headers={**(headers or {}), **self._auth_headers},
+                headers={**(headers or {}), **self._fixed_headers, **self._auth_headers},
             )
 
     def send(self, *, query=None, json_body=None, headers=None) -> httpx.Response:
@@ -151,7 +161,10 @@ class HttpRequest(ActionType):
         if errors:
             raise ParamsRejected(errors)
 
-    def make_client(self, credential, params: dict[str, Any]) -> ScopedHttpClient:
+    def is_idempotent(self, params: dict[str, Any]) -> bool:
+        return params.get("method") in IDEMPOTENT_METHODS
+
+    def make_client(self, credential, params: dict[str, Any], *, idempotency_key: str) -> ScopedHttpClient:
         if credential is None:
             raise ExecutionError("no credential")
         url = target_url(str(credential.scope.get("base_url", "")), params["path"])
@@ -161,6 +174,7 @@ class HttpRequest(ActionType):
             method=params["method"],
             auth_headers=auth_headers(credential.kind, secret, credential.scope),
             secret=secret,
+            idempotency_key=idempotency_key,
         )
 
     def execute(self, params: dict[str, Any], client: ScopedHttpClient) -> dict[str, Any]:

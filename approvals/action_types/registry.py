@@ -11,6 +11,10 @@ from approvals.action_types.base import ActionType
 BUILTIN_TYPES = [
     "approvals.action_types.http_request.HttpRequest",
     "approvals.action_types.decision_only.DecisionOnly",
+    "approvals.action_types.scim_membership.ScimGroupMembership",
+    "approvals.action_types.email_send.EmailSend",
+    "approvals.action_types.slack_post.SlackPostMessage",
+    "approvals.action_types.file_write.FileWrite",
 ]
 
 _registry: dict[str, ActionType] = {}

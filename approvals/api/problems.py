@@ -69,7 +69,7 @@ _TITLES = {
 
 def problem_exception_handler(exc, context):
     if isinstance(exc, ServiceError):
-        body = problem(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors)
+        body = {**exc.extra, **problem(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors)}
         return Response(body, status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_wait_endpoint(result, generator, request, public):
-    result.setdefault("paths", {})["/api/v1/actions/{id}/wait"] = {
+    result.setdefault("paths", {})["/api/v1/actions/{action_id}/wait"] = {
         "get": {
             "operationId": "wait_for_action",
             "summary": "Long-poll until the action is decided or finished",
@@ -12,9 +12,9 @@ def add_wait_endpoint(result, generator, request, public):
                 "Returns as soon as the action is decided (`until=decision`) or finished (`until=completion`, "
                 "the default), or after `timeout` seconds (at most 60) with its current state."
             ),
-            "tags": ["api"],
+            "tags": ["actions"],
             "parameters": [
-                {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}},
+                {"name": "action_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}},
                 {
                     "name": "timeout",
                     "in": "query",

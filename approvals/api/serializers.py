@@ -46,6 +46,22 @@ class ProposalInput(serializers.Serializer):
 class ApproveInput(serializers.Serializer):
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
     params = serializers.DictField(child=serializers.JSONField(), required=False)
+    preview_fingerprint = serializers.CharField(
+        max_length=64,
+        required=False,
+        help_text="The `fingerprint` of the preview you reviewed; if the target changed since, the approval "
+        "is refused (409) with the fresh preview.",
+    )
+
+
+class PreviewOutput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["text", "json", "message", "none", "unavailable"])
+    title = serializers.CharField()
+    before = serializers.JSONField(allow_null=True)
+    after = serializers.JSONField(allow_null=True)
+    notes = serializers.ListField(child=serializers.CharField())
+    error = serializers.CharField()
+    fingerprint = serializers.CharField()
 
 
 class RejectInput(serializers.Serializer):
@@ -94,6 +110,7 @@ class ActionOutput(serializers.Serializer):
     risk = serializers.ChoiceField(choices=["low", "medium", "high", "critical"])
     required_approvals = serializers.IntegerField()
     approvals = serializers.IntegerField()
+    approved_by = serializers.ListField(child=serializers.CharField(), help_text="Who approved so far.")
     policy = PolicyOutput()
     decision = DecisionOutput(allow_null=True)
     result = serializers.JSONField(allow_null=True)
@@ -119,3 +136,28 @@ class ProblemOutput(serializers.Serializer):
     status = serializers.IntegerField()
     detail = serializers.CharField()
     errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+
+
+class SimulateInput(serializers.Serializer):
+    agent = serializers.CharField(max_length=64)
+    action_type = serializers.CharField(max_length=100)
+    params = serializers.DictField(child=serializers.JSONField(), required=False, default=dict)
+    on_behalf_of = serializers.CharField(max_length=254, required=False, allow_blank=True, default="")
+
+
+class SimulationOutput(serializers.Serializer):
+    policy_version = serializers.IntegerField()
+    rule = serializers.CharField()
+    effect = serializers.ChoiceField(choices=["auto_approve", "deny", "require"])
+    required_approvals = serializers.IntegerField()
+    reviewer_group = serializers.CharField()
+    ttl_seconds = serializers.IntegerField()
+    notify = serializers.ListField(child=serializers.CharField())
+    reminder_after_seconds = serializers.IntegerField(allow_null=True)
+    escalate_to = serializers.ListField(child=serializers.CharField())
+    floors = serializers.ListField(child=serializers.CharField())
+    explanation = serializers.CharField()
+    reason = serializers.CharField()
+    agent_may_propose = serializers.BooleanField()
+    capability_refusal = serializers.CharField()
+    params_errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))

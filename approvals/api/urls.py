@@ -9,6 +9,8 @@ urlpatterns = [
     path("actions/<uuid:action_id>", views.ActionDetailView.as_view(), name="api-action"),
     path("actions/<uuid:action_id>/wait", wait_for_action, name="api-action-wait"),
     path("actions/<uuid:action_id>/cancel", views.CancelView.as_view(), name="api-action-cancel"),
+    path("actions/<uuid:action_id>/preview", views.PreviewView.as_view(), name="api-action-preview"),
     path("actions/<uuid:action_id>/approve", views.ApproveView.as_view(), name="api-action-approve"),
+    path("policies/simulate", views.SimulateView.as_view(), name="api-policy-simulate"),
     path("actions/<uuid:action_id>/reject", views.RejectView.as_view(), name="api-action-reject"),
 ]

@@ -12,18 +12,23 @@ from rest_framework.views import APIView
 
 from agents.capabilities import granted_types
 from agents.models import Agent, AgentKey
-from approvals import selectors, services
+from approvals import policy_store, selectors, services
 from approvals.action_types import registry
 from approvals.api.serializers import (
     ActionOutput,
     ActionTypeOutput,
     ApproveInput,
+    PreviewOutput,
     ProblemOutput,
     ProposalInput,
     RejectInput,
+    SimulateInput,
+    SimulationOutput,
 )
 from approvals.models import ActionStatus, Review
+from approvals.policies import PolicyError
 from approvals.presenters import present_action
+from approvals.previews import compute_preview, preview_as_dict
 
 PROBLEMS = {
     code: OpenApiResponse(ProblemOutput, description=desc)
@@ -87,6 +92,7 @@ STATUS_FILTER = OpenApiParameter("status", str, enum=[s.value for s in ActionSta
 
 class ActionsView(APIView):
     permission_classes = [IsAgentOrReviewer]
+    agent_rate_scopes = {"POST": "proposals"}
 
     @extend_schema(
         operation_id="list_actions",
@@ -166,7 +172,7 @@ class ApproveView(APIView):
         responses={200: ActionOutput, **_problems(400, 401, 403, 404, 409)},
     )
     def post(self, request, action_id):
-        _visible_action(request, action_id)
+        # No visibility pre-check: a reviewer outside the action's group gets the service's 403, as API.md says.
         serializer = ApproveInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         services.approve_action(
@@ -175,6 +181,7 @@ class ApproveView(APIView):
             via=Review.Via.API,
             comment=serializer.validated_data["comment"],
             edited_params=serializer.validated_data.get("params"),
+            preview_fingerprint=serializer.validated_data.get("preview_fingerprint"),
         )
         return Response(present_action(_visible_action(request, action_id)))
 
@@ -188,10 +195,44 @@ class RejectView(APIView):
         responses={200: ActionOutput, **_problems(400, 401, 403, 404, 409)},
     )
     def post(self, request, action_id):
-        _visible_action(request, action_id)
         serializer = RejectInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         services.reject_action(
             action_id=action_id, reviewer=request.user, via=Review.Via.API, reason=serializer.validated_data["reason"]
         )
         return Response(present_action(_visible_action(request, action_id)))
+
+
+class PreviewView(APIView):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(operation_id="preview_action", responses={200: PreviewOutput, **_problems(401, 403, 404)})
+    def get(self, request, action_id):
+        """What the action would change, read from the live target now (reviewers only)."""
+        action = _visible_action(request, action_id)
+        return Response(preview_as_dict(compute_preview(action.action_type, action.params)))
+
+
+class SimulateView(APIView):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="simulate_policy",
+        request=SimulateInput,
+        responses={200: SimulationOutput, **_problems(400, 401, 403)},
+    )
+    def post(self, request):
+        """What would happen if an agent proposed this action: rule, effect, approvers. Creates nothing."""
+        serializer = SimulateInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            result = policy_store.simulate(
+                agent_name=data["agent"],
+                action_type=data["action_type"],
+                params=data["params"],
+                on_behalf_of=data["on_behalf_of"],
+            )
+        except PolicyError as exc:
+            raise ValidationError({exc.field: [str(exc)]}) from None
+        return Response(result)

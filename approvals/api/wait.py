@@ -18,6 +18,7 @@ from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
 from agents.authentication import authenticate_agent_key
+from agents.ratelimit import hit
 from approvals import outbox, selectors
 from approvals.api.authentication import authenticate_reviewer_token
 from approvals.api.problems import problem_response
@@ -35,18 +36,20 @@ def _done(action, until: str) -> bool:
 
 
 def _authenticate(request):
-    """The agent, or the reviewer (session or token), asking; None if neither."""
+    """(the agent or reviewer asking, or None; seconds to wait when an agent key is over its rate)."""
     try:
         header = request.headers.get("Authorization", "")
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() == "bearer":
             key = authenticate_agent_key(credentials.strip())
-            return key.agent if key else None
+            if key is None:
+                return None, None
+            return key.agent, hit(key.public_id, "requests")
         if scheme.lower() == "token":
             found = authenticate_reviewer_token(credentials.strip())
-            return found[0] if found else None
+            return (found[0] if found else None), None
         user = request.user
-        return user if user.is_authenticated and user.is_active else None
+        return (user if user.is_authenticated and user.is_active else None), None
     finally:
         connections.close_all()
 
@@ -91,7 +94,13 @@ async def wait_for_action(request, action_id):
             errors={"until": ["One of decision, completion."]},
         )
 
-    principal = await sync_to_async(_authenticate, thread_sensitive=False)(request)
+    principal, retry_after = await sync_to_async(_authenticate, thread_sensitive=False)(request)
+    if retry_after is not None:
+        response = problem_response(
+            429, "Too many requests", "This agent key is over its request rate.", slug="rate-limited"
+        )
+        response["Retry-After"] = str(int(retry_after))
+        return response
     if principal is None:
         response = problem_response(
             401, "Not authenticated", "A valid agent key or reviewer credential is required.", slug="not-authenticated"

@@ -2,7 +2,9 @@ from approvals.models.action import ActionRequest, ActionStatus, Review
 from approvals.models.audit import AuditEvent
 from approvals.models.credential import Credential
 from approvals.models.grant import ExecutionGrant
+from approvals.models.notification import Notification
 from approvals.models.outbox import OutboxMessage
+from approvals.models.policy import PolicyRule, PolicyVersion
 from approvals.models.token import ReviewerToken
 
 __all__ = [
@@ -11,7 +13,10 @@ __all__ = [
     "AuditEvent",
     "Credential",
     "ExecutionGrant",
+    "Notification",
     "OutboxMessage",
+    "PolicyRule",
+    "PolicyVersion",
     "Review",
     "ReviewerToken",
 ]

@@ -26,7 +26,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
         {ActionStatus.APPROVED, ActionStatus.REJECTED, ActionStatus.EXPIRED, ActionStatus.CANCELLED}
     ),
     ActionStatus.APPROVED: frozenset({ActionStatus.EXECUTING, ActionStatus.FAILED}),
-    ActionStatus.EXECUTING: frozenset({ActionStatus.SUCCEEDED, ActionStatus.FAILED}),
+    # executing -> approved: only the stuck sweep, re-queueing an idempotent action after a crash.
+    ActionStatus.EXECUTING: frozenset({ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.APPROVED}),
 }
 DECIDED = frozenset(
     {ActionStatus.APPROVED, ActionStatus.REJECTED, ActionStatus.EXECUTING, ActionStatus.SUCCEEDED, ActionStatus.FAILED}
@@ -73,6 +74,12 @@ class ActionRequest(models.Model):
     policy_rule = models.CharField(max_length=100)
     policy_effect = models.CharField(max_length=20)
     policy_explanation = models.CharField(max_length=500)
+    policy_version = models.PositiveIntegerField(null=True, blank=True)
+    # Where the policy said to notify, and when to remind (and whom to escalate to) while pending.
+    notify_channels = models.JSONField(default=list, blank=True)
+    escalate_channels = models.JSONField(default=list, blank=True)
+    remind_at = models.DateTimeField(null=True, blank=True)
+    reminded_at = models.DateTimeField(null=True, blank=True)
 
     decision_reason = models.TextField(blank=True)
     result = models.JSONField(null=True, blank=True)
@@ -81,6 +88,7 @@ class ActionRequest(models.Model):
     expires_at = models.DateTimeField()
     decided_at = models.DateTimeField(null=True, blank=True)
     execution_started_at = models.DateTimeField(null=True, blank=True)
+    execution_attempts = models.PositiveSmallIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -127,6 +135,7 @@ class ActionRequest(models.Model):
             self.decided_at = at
         if status == ActionStatus.EXECUTING:
             self.execution_started_at = at
+            self.execution_attempts += 1
         if status in TERMINAL:
             self.finished_at = at
         return before

@@ -15,12 +15,16 @@ class ExecutionGrant(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    action = models.OneToOneField("approvals.ActionRequest", on_delete=models.CASCADE, related_name="grant")
+    # Normally one per action; an idempotent action retried after a crash gets a fresh one per attempt.
+    action = models.ForeignKey("approvals.ActionRequest", on_delete=models.CASCADE, related_name="grants")
     credential = models.ForeignKey("approvals.Credential", on_delete=models.PROTECT, null=True, blank=True)
     params_digest = models.CharField(max_length=64)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField()
     redeemed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
 
     def __str__(self) -> str:
         return f"grant {self.id} for {self.action_id}"

@@ -17,6 +17,7 @@ class OutboxMessage(models.Model):
         PUSH = "push"
         EXECUTE = "execute"
         WEBHOOK = "webhook"
+        NOTIFY = "notify"
 
     id = models.BigAutoField(primary_key=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)

@@ -7,7 +7,13 @@ transaction. Views, consumers, Slack handlers and tasks all call these.
 
 from approvals.services.execution import execute_action, fail_stuck_executions
 from approvals.services.proposals import Proposal, propose_action
-from approvals.services.reviews import approve_action, cancel_action, expire_due_actions, reject_action
+from approvals.services.reviews import (
+    approve_action,
+    cancel_action,
+    expire_due_actions,
+    reject_action,
+    send_due_reminders,
+)
 
 __all__ = [
     "Proposal",
@@ -18,4 +24,5 @@ __all__ = [
     "fail_stuck_executions",
     "propose_action",
     "reject_action",
+    "send_due_reminders",
 ]

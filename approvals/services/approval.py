@@ -23,6 +23,11 @@ def complete_approval(action: ActionRequest, *, actor: Actor, action_type: Actio
     transition(action, ActionStatus.APPROVED, actor=actor, verb="action.approved")
     if not action_type.executes:
         return
+    mint_grant_and_enqueue(action, action_type=action_type, actor=actor)
+
+
+def mint_grant_and_enqueue(action: ActionRequest, *, action_type: ActionType, actor: Actor) -> ExecutionGrant:
+    """A single-use grant bound to the action, its credential and its approved params; then queue the run."""
     from approvals.services.proposals import resolve_credential
 
     credential = resolve_credential(action_type, action.effective_params)
@@ -44,3 +49,4 @@ def complete_approval(action: ActionRequest, *, actor: Actor, action_type: Actio
         },
     )
     outbox.enqueue(OutboxMessage.Kind.EXECUTE, payload={"grant": str(grant.id)}, action_id=action.id)
+    return grant

@@ -13,7 +13,9 @@ blindly again.
 
 from __future__ import annotations
 
+import json
 import logging
+import traceback
 from datetime import timedelta
 from typing import Any
 
@@ -24,9 +26,10 @@ from django.utils import timezone
 from approvals.action_types import registry
 from approvals.action_types.base import ExecutionError
 from approvals.audit import Actor
-from approvals.canonical import digest
+from approvals.canonical import canonical_json, digest
 from approvals.crypto import CredentialDecryptError, decrypt_secret
 from approvals.models import ActionRequest, ActionStatus, ExecutionGrant
+from approvals.services.approval import mint_grant_and_enqueue
 from approvals.services.transitions import audit_action, lock_action, transition
 
 log = logging.getLogger(__name__)
@@ -40,9 +43,10 @@ def execute_action(action_id) -> str:
         return ActionRequest.objects.values_list("status", flat=True).get(id=action_id)
     action, params, credential = plan
     action_type = registry.get(action.action_type)
+    secret = None
     try:
         secret = decrypt_secret(credential.secret_encrypted) if credential else None
-        client = action_type.make_client(credential_view(credential, secret), params)
+        client = action_type.make_client(credential_view(credential, secret), params, idempotency_key=str(action.id))
         result = action_type.execute(params, client)
         outcome, payload = ActionStatus.SUCCEEDED, result
     except ExecutionError as exc:
@@ -50,10 +54,24 @@ def execute_action(action_id) -> str:
     except CredentialDecryptError as exc:
         outcome, payload = ActionStatus.FAILED, {"error": str(exc)}
     except Exception as exc:
-        # The message could echo anything; report the type, log the trace.
-        log.exception("executor for %s crashed", action.action_type)
+        # The message could echo anything, the secret included: report the type, log a redacted trace.
+        log.error("executor for %s crashed:\n%s", action.action_type, _redact(traceback.format_exc(), secret))
         outcome, payload = ActionStatus.FAILED, {"error": f"executor crashed ({type(exc).__name__})"}
-    return _finish(action_id, outcome, payload)
+    return _finish(action_id, outcome, _redact_json(payload, secret))
+
+
+def _redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "[redacted]") if secret else text
+
+
+def _redact_json(payload: dict[str, Any], secret: str | None) -> dict[str, Any]:
+    """The stored result never holds the secret, whatever the target or executor echoed."""
+    if not secret:
+        return payload
+    encoded = canonical_json(payload)
+    if secret not in encoded and json.dumps(secret)[1:-1] not in encoded:
+        return payload
+    return json.loads(encoded.replace(json.dumps(secret)[1:-1], "[redacted]"))
 
 
 class CredentialView:
@@ -84,10 +102,16 @@ def _redeem(action_id):
         except ActionRequest.DoesNotExist:
             log.warning("execute_action: no action %s", action_id)
             return None
-        if action.status != ActionStatus.APPROVED:
-            return None  # already executing, finished, or never approved
-        grant = ExecutionGrant.objects.select_for_update().select_related("credential").filter(action=action).first()
         action_type = registry.get(action.action_type)
+        if action.status != ActionStatus.APPROVED or (action_type is not None and not action_type.executes):
+            return None  # already executing, finished, never approved, or nothing for Countersign to run
+        # of=self: the credential join is nullable, and PostgreSQL refuses FOR UPDATE on it.
+        grant = (
+            ExecutionGrant.objects.select_for_update(of=("self",))
+            .select_related("credential")
+            .filter(action=action)
+            .order_by("-created_at")
+        ).first()
         params = action.effective_params
         refusal = _grant_refusal(grant, action, action_type, params)
         if refusal:
@@ -144,20 +168,48 @@ def _audit_excerpt(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def fail_stuck_executions() -> int:
-    """Mark executions interrupted by a crash as failed; never re-run them blindly."""
+    """Settle executions a crash left in ``executing``: retry the idempotent, fail the rest.
+
+    Never re-run blindly: only an action type that says these params are
+    idempotent is re-queued (with a fresh grant, the same idempotency key),
+    at most ``COUNTERSIGN_MAX_EXECUTION_ATTEMPTS`` times in all.
+    """
     cutoff = timezone.now() - timedelta(seconds=settings.COUNTERSIGN_STUCK_EXECUTION_SECONDS)
     stuck = list(
         ActionRequest.objects.filter(status=ActionStatus.EXECUTING, execution_started_at__lte=cutoff).values_list(
             "id", flat=True
         )[:500]
     )
-    failed = 0
+    settled = 0
+    beat = Actor.system("beat")
     for action_id in stuck:
         with transaction.atomic():
             action = lock_action(action_id)
             if action.status != ActionStatus.EXECUTING or action.execution_started_at > cutoff:
                 continue
-            action.result = {"error": "execution interrupted (worker stopped mid-execution); not retried"}
-            transition(action, ActionStatus.FAILED, actor=Actor.system("beat"), verb="execution.interrupted", data={})
-            failed += 1
-    return failed
+            action_type = registry.get(action.action_type)
+            idempotent = action_type is not None and action_type.is_idempotent(action.effective_params)
+            if idempotent and action.execution_attempts < settings.COUNTERSIGN_MAX_EXECUTION_ATTEMPTS:
+                transition(
+                    action,
+                    ActionStatus.APPROVED,
+                    actor=beat,
+                    verb="execution.retrying",
+                    data={"attempts": action.execution_attempts, "reason": "interrupted; idempotent"},
+                )
+                mint_grant_and_enqueue(action, action_type=action_type, actor=beat)
+            else:
+                why = "attempts exhausted" if idempotent else "not idempotent"
+                action.result = {
+                    "error": f"execution interrupted (worker stopped mid-execution) after "
+                    f"{action.execution_attempts} attempt(s); not retried ({why})"
+                }
+                transition(
+                    action,
+                    ActionStatus.FAILED,
+                    actor=beat,
+                    verb="execution.interrupted",
+                    data={"attempts": action.execution_attempts},
+                )
+            settled += 1
+    return settled

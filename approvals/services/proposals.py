@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from agents.capabilities import capability_refusal
 from agents.models import Agent
-from approvals import policies
+from approvals import policies, policy_store
 from approvals.action_types import registry
 from approvals.action_types.base import ActionType, ParamsRejected
 from approvals.audit import Actor, record_event
@@ -105,16 +105,19 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
         raise NotAllowed(refusal)
 
     validate_params(action_type, proposal.params)
+    policy_version, rules = policy_store.active_rules()
     decision = policies.decide(
         agent_name=agent.name,
         action_type=action_type.name,
         risk=str(action_type.risk),
         modifies_access=action_type.modifies_access,
         params=proposal.params,
+        on_behalf_of=proposal.on_behalf_of,
+        rules=rules,
     )
     try:
         with transaction.atomic():
-            action = _create(agent, proposal, action_type, decision, request_digest)
+            action = _create(agent, proposal, action_type, decision, request_digest, policy_version)
     except IntegrityError:
         # Lost a race with the same idempotency key.
         existing = _existing_for_key(agent, proposal.idempotency_key or "", request_digest)
@@ -131,7 +134,14 @@ def _existing_for_key(agent: Agent, key: str, request_digest: str) -> ActionRequ
     return existing
 
 
-def _create(agent: Agent, proposal: Proposal, action_type: ActionType, decision, request_digest: str) -> ActionRequest:
+def _create(
+    agent: Agent,
+    proposal: Proposal,
+    action_type: ActionType,
+    decision: policies.PolicyDecision,
+    request_digest: str,
+    policy_version: int,
+) -> ActionRequest:
     now = timezone.now()
     ttl = min(proposal.expires_in or decision.ttl_seconds, settings.COUNTERSIGN_MAX_TTL_SECONDS)
     group = Group.objects.get_or_create(name=decision.reviewer_group)[0] if decision.reviewer_group else None
@@ -151,6 +161,10 @@ def _create(agent: Agent, proposal: Proposal, action_type: ActionType, decision,
         policy_rule=decision.rule,
         policy_effect=decision.effect,
         policy_explanation=decision.explanation,
+        policy_version=policy_version or None,
+        notify_channels=list(decision.notify),
+        escalate_channels=list(decision.escalate_to),
+        remind_at=now + timedelta(seconds=decision.reminder_after_seconds) if decision.reminder_after_seconds else None,
         created_at=now,
         updated_at=now,
         expires_at=now + timedelta(seconds=ttl),
@@ -166,7 +180,7 @@ def _create(agent: Agent, proposal: Proposal, action_type: ActionType, decision,
             "risk": action.risk,
             "on_behalf_of": action.on_behalf_of,
             "params_digest": digest(action.params),
-            "policy": decision.as_dict(),
+            "policy": {**decision.as_dict(), "version": policy_version, "floors": list(decision.floors)},
         },
     )
     policy_actor = Actor("policy", decision.rule, "policy")

@@ -7,13 +7,16 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from agents.models import Agent
+from agents.capabilities import constraint_violation
+from agents.models import Agent, Capability
+from approvals import notifications
 from approvals.action_types import registry
 from approvals.audit import Actor
 from approvals.canonical import digest
-from approvals.errors import Conflict, InvalidInput, NotAllowed, NotFound, NotPending
+from approvals.errors import Conflict, InvalidInput, NotAllowed, NotFound, NotPending, TargetChanged
 from approvals.models import ActionRequest, ActionStatus, Review
 from approvals.permissions import review_refusal
+from approvals.previews import compute_preview, fingerprint, preview_as_dict
 from approvals.services.approval import complete_approval
 from approvals.services.transitions import approval_count, audit_action, lock_action, publish, transition
 
@@ -31,13 +34,30 @@ def _locked_pending(action_id, *, agent: Agent | None = None) -> ActionRequest:
 def _require_pending(action: ActionRequest) -> None:
     if not action.is_pending:
         raise NotPending(f"The action is {action.status}; it can no longer be decided.")
+    if action.expires_at <= timezone.now():
+        # The expiry job may not have run yet; past its time to live nobody decides it.
+        raise NotPending("The action expired; it can no longer be decided.")
 
 
 def approve_action(
-    *, action_id, reviewer, via: str, comment: str = "", edited_params: dict[str, Any] | None = None
+    *,
+    action_id,
+    reviewer,
+    via: str,
+    comment: str = "",
+    edited_params: dict[str, Any] | None = None,
+    preview_fingerprint: str | None = None,
 ) -> ActionRequest:
+    """Add ``reviewer``'s approval; approve the action when it has all it needs.
+
+    ``preview_fingerprint`` is what the reviewer saw of the target
+    (approvals.previews.fingerprint); the preview is recomputed now and a
+    changed target refuses the approval with the fresh preview attached.
+    """
     if len(comment) > MAX_COMMENT:
         raise InvalidInput("Comment too long.", errors={"comment": [f"At most {MAX_COMMENT} characters."]})
+    if preview_fingerprint is not None:
+        _refuse_if_target_changed(action_id, preview_fingerprint)
     with transaction.atomic():
         action = _locked_pending(action_id)
         refusal = review_refusal(reviewer, action)
@@ -52,6 +72,11 @@ def approve_action(
             from approvals.services.proposals import validate_params
 
             validate_params(action_type, edited_params)
+            # A reviewer may narrow what the agent asked for, never widen it past the agent's capability.
+            capability = Capability.objects.filter(agent=action.agent, action_type=action.action_type).first()
+            violation = capability and constraint_violation(action.agent.name, capability, edited_params)
+            if violation:
+                raise InvalidInput("The edit is outside the agent's capability.", errors={"params": [violation]})
             if approval_count(action) > 0:
                 raise Conflict("Others already approved these parameters; approve them as they are, or reject.")
             edits = {"before": action.effective_params, "after": edited_params}
@@ -85,6 +110,19 @@ def approve_action(
                 action.save(update_fields=["edited_params", "updated_at"])
             publish(action, approvals=approvals)
     return action
+
+
+def _refuse_if_target_changed(action_id, seen: str) -> None:
+    # Outside the transaction: reading the target is network I/O, and no row lock is held across it.
+    action = ActionRequest.objects.filter(id=action_id).only("action_type", "params").first()
+    if action is None:
+        return  # the locked read below answers 404
+    fresh = compute_preview(action.action_type, action.params)
+    if fingerprint(fresh) != seen:
+        raise TargetChanged(
+            "The target changed since you reviewed it; review the fresh preview and approve again.",
+            extra={"preview": preview_as_dict(fresh)},
+        )
 
 
 def reject_action(*, action_id, reviewer, via: str, reason: str) -> ActionRequest:
@@ -135,3 +173,26 @@ def expire_due_actions(limit: int = 500) -> int:
                 transition(action, ActionStatus.EXPIRED, actor=Actor.system("beat"), verb="action.expired")
                 expired += 1
     return expired
+
+
+def send_due_reminders(limit: int = 500) -> int:
+    """Remind the policy's channels (and its escalation channels) about actions still pending."""
+    now = timezone.now()
+    due = list(
+        ActionRequest.objects.filter(status=ActionStatus.PENDING, remind_at__lte=now, reminded_at__isnull=True)
+        .order_by("remind_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    sent = 0
+    for action_id in due:
+        with transaction.atomic():
+            action = lock_action(action_id)
+            if not action.is_pending or action.reminded_at is not None:
+                continue
+            action.reminded_at = timezone.now()
+            action.save(update_fields=["reminded_at", "updated_at"])
+            channels = list(dict.fromkeys([*action.notify_channels, *action.escalate_channels]))
+            audit_action(action, actor=Actor.system("beat"), verb="action.reminder_due", data={"channels": channels})
+            notifications.enqueue(action, notifications.REMINDER, channels=channels)
+            sent += 1
+    return sent

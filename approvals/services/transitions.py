@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import Count, Q
 
-from approvals import outbox
+from approvals import notifications, outbox
 from approvals.audit import Actor, record_event
 from approvals.events import ActionEvent
 from approvals.models import ActionRequest, OutboxMessage, Review
@@ -56,6 +56,7 @@ def publish(action: ActionRequest, *, approvals: int | None = None) -> None:
         "reviewer_group_id": action.reviewer_group_id,
     }
     outbox.enqueue(OutboxMessage.Kind.PUSH, payload=dict(event), action_id=action.id)
+    notifications.enqueue(action, notifications.STATUS)
     if action.callback_url:
         from approvals.presenters import present_action
 

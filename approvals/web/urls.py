@@ -7,6 +7,7 @@ app_name = "approvals"
 urlpatterns = [
     path("", views.queue, name="queue"),
     path("history", views.history, name="history"),
+    path("policies", views.policies, name="policies"),
     path("actions/<uuid:action_id>", views.detail, name="detail"),
     path("actions/<uuid:action_id>/row", views.queue_row, name="queue-row"),
     path("actions/<uuid:action_id>/live", views.detail_live, name="detail-live"),

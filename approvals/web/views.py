@@ -11,11 +11,15 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from approvals import selectors, services
-from approvals.errors import ServiceError
-from approvals.models import ActionStatus, AuditEvent, Review
-from approvals.permissions import review_refusal
+from agents.models import Agent
+from approvals import policy_store, selectors, services
+from approvals.action_types import registry
+from approvals.errors import ServiceError, TargetChanged
+from approvals.models import ActionStatus, AuditEvent, PolicyRule, Review
+from approvals.permissions import eligible_reviewers, review_refusal
 from approvals.presenters import is_finished
+from approvals.previews import compute_preview
+from approvals.web.preview_display import edits_display, preview_display
 
 HISTORY_PAGE = 50
 
@@ -83,18 +87,21 @@ def _detail_context(request, action) -> dict:
     refusal = review_refusal(request.user, action) if action.is_pending else None
     already = any(r.reviewer_id == request.user.pk for r in reviews)
     events = list(AuditEvent.objects.filter(action_id=action.id).order_by("seq"))
+    approved_by = [r.reviewer for r in reviews if r.verdict == Review.Verdict.APPROVE and r.reviewer_id]
     return {
         "action": action,
         "reviews": reviews,
+        "approved_by": approved_by,
+        "can_still_approve": eligible_reviewers(action, exclude={r.reviewer_id for r in reviews})
+        if action.is_pending
+        else [],
         "approvals": sum(1 for r in reviews if r.verdict == Review.Verdict.APPROVE),
         "can_review": action.is_pending and refusal is None and not already,
         "review_refusal": refusal,
         "already_reviewed": already and action.is_pending,
         "finished": is_finished(action),
         "params_json": json.dumps(action.params, indent=2, sort_keys=True, ensure_ascii=False),
-        "edited_json": json.dumps(action.edited_params, indent=2, sort_keys=True, ensure_ascii=False)
-        if action.edited_params is not None
-        else "",
+        "edits": edits_display(action.params, action.edited_params),
         "result_json": json.dumps(action.result, indent=2, sort_keys=True, ensure_ascii=False)
         if action.result is not None
         else "",
@@ -107,7 +114,11 @@ def _detail_context(request, action) -> dict:
 @require_GET
 def detail(request, action_id):
     action = _action_or_404(request, action_id)
-    return render(request, "approvals/detail.html", {**_detail_context(request, action), "page": "detail"})
+    context = {**_detail_context(request, action), "page": "detail"}
+    if action.is_pending:
+        # Read from the live target now; the approve form carries its fingerprint back (stale-preview guard).
+        context["preview"] = preview_display(compute_preview(action.action_type, action.params))
+    return render(request, "approvals/detail.html", context)
 
 
 @login_required
@@ -140,7 +151,10 @@ def approve(request, action_id):
             via=Review.Via.WEB,
             comment=request.POST.get("comment", ""),
             edited_params=edited,
+            preview_fingerprint=request.POST.get("preview_fingerprint") or None,
         )
+    except TargetChanged:
+        messages.error(request, "The target changed since you reviewed it. Here is the fresh preview; approve again.")
     except ServiceError as exc:
         messages.error(request, _message(exc))
     else:
@@ -166,3 +180,37 @@ def reject(request, action_id):
 def _message(exc: ServiceError) -> str:
     details = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.errors.items())
     return f"{exc.detail} {details}".strip()
+
+
+@login_required
+@require_GET
+def policies(request):
+    """The rules in force, and a simulator: what would happen if an agent proposed this?"""
+    version, _ = policy_store.active_rules()
+    rules = PolicyRule.objects.order_by("position", "name")
+    form = {k: request.GET.get(k, "") for k in ("agent", "action_type", "params", "on_behalf_of")}
+    result, error = None, ""
+    if form["agent"] or form["action_type"]:
+        try:
+            params = json.loads(form["params"] or "{}")
+            if not isinstance(params, dict):
+                raise ValueError("the parameters must be a JSON object")
+            result = policy_store.simulate(
+                agent_name=form["agent"],
+                action_type=form["action_type"],
+                params=params,
+                on_behalf_of=form["on_behalf_of"],
+            )
+        except ValueError as exc:  # PolicyError and JSON errors alike
+            error = str(exc)
+    context = {
+        "page": "policies",
+        "version": version,
+        "rules": rules,
+        "form": form,
+        "result": result,
+        "error": error,
+        "agents": Agent.objects.filter(is_active=True).order_by("name").values_list("name", flat=True),
+        "action_types": [t.name for t in registry.all_types()],
+    }
+    return render(request, "approvals/policies.html", context)

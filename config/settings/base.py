@@ -112,7 +112,14 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+            "CONFIG": {
+                # redis-py's default 5 s socket timeout races channels-redis's 5 s blocking
+                # pop: an idle receive (a long-poll, a quiet websocket) would die with
+                # redis.TimeoutError. The socket timeout must outlast the blocking pop.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "capacity": 1500,
+                "expiry": 30,
+            },
         }
     }
 else:
@@ -125,6 +132,9 @@ if REDIS_URL:
         # redelivered only when its worker really died; execution is guarded
         # in the database anyway (see approvals.services.execution).
         "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600),
+        # How often a worker looks for messages a dead worker left unacknowledged (seconds, and every Nth look).
+        "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
+        "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
     }
 else:
     _broker_dir = VAR_DIR / "broker"
@@ -133,6 +143,7 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
+        "control_folder": str(VAR_DIR / "broker-control"),
         "store_processed": False,
         "polling_interval": 0.1,
     }
@@ -151,6 +162,7 @@ CELERY_BEAT_SCHEDULE = {
     "expire-pending-actions": {"task": "approvals.expire_due_actions", "schedule": 5.0},
     "sweep-outbox": {"task": "approvals.sweep_outbox", "schedule": 5.0},
     "fail-stuck-executions": {"task": "approvals.fail_stuck_executions", "schedule": 30.0},
+    "send-reminders": {"task": "approvals.send_due_reminders", "schedule": 15.0},
 }
 
 # --- auth and sessions -------------------------------------------------------------
@@ -176,7 +188,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request without it
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -199,7 +212,24 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "approvals.api.problems.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_THROTTLE_CLASSES": ["agents.throttling.AgentKeyThrottle"],
 }
+# Per agent key: every request, and proposals (which reach reviewers) on their own budget.
+COUNTERSIGN_AGENT_RATES = {
+    "requests": env_str("COUNTERSIGN_AGENT_REQUEST_RATE", "600/min"),
+    "proposals": env_str("COUNTERSIGN_AGENT_PROPOSAL_RATE", "60/min"),
+}
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "countersign",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Countersign API",
     "DESCRIPTION": "Human-in-the-loop approval for AI agents. Agents propose; humans countersign.",
@@ -216,12 +246,35 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "/static/vendor/swagger-ui/favicon-32x32.png",
 }
 
+# --- email (the email.send action type) ---------------------------------------------
+# SMTP when EMAIL_HOST is set; otherwise (embedded default) each message is
+# written to a file under var/mail, so the demo works without a mail server.
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.filebased.EmailBackend",
+)
+EMAIL_HOST = EMAIL_HOST or "localhost"
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+# The From of every email.send message (agents cannot choose it).
+COUNTERSIGN_EMAIL_FROM = env_str("COUNTERSIGN_EMAIL_FROM", "countersign@localhost")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", COUNTERSIGN_EMAIL_FROM)
+
 # --- countersign ----------------------------------------------------------------
 COUNTERSIGN_DEFAULT_REVIEWER_GROUP = env_str("COUNTERSIGN_DEFAULT_REVIEWER_GROUP", "reviewers")
+# Where the default rule sends pending actions, e.g. "slack:#approvals,email:ops@example.com".
+COUNTERSIGN_DEFAULT_NOTIFY = env_list("COUNTERSIGN_DEFAULT_NOTIFY")
 COUNTERSIGN_DEFAULT_TTL_SECONDS = env_int("COUNTERSIGN_DEFAULT_TTL_SECONDS", 24 * 3600)
 COUNTERSIGN_MAX_TTL_SECONDS = env_int("COUNTERSIGN_MAX_TTL_SECONDS", 7 * 24 * 3600)
 COUNTERSIGN_GRANT_TTL_SECONDS = env_int("COUNTERSIGN_GRANT_TTL_SECONDS", 600)
 COUNTERSIGN_STUCK_EXECUTION_SECONDS = env_int("COUNTERSIGN_STUCK_EXECUTION_SECONDS", 360)
+COUNTERSIGN_MAX_EXECUTION_ATTEMPTS = env_int("COUNTERSIGN_MAX_EXECUTION_ATTEMPTS", 3)
 COUNTERSIGN_HTTP_TIMEOUT_SECONDS = env_int("COUNTERSIGN_HTTP_TIMEOUT_SECONDS", 30)
 # Fernet keys, newest first; the first encrypts, all decrypt.
 COUNTERSIGN_CREDENTIAL_KEYS = env_list("COUNTERSIGN_CREDENTIAL_KEYS")
@@ -235,6 +288,10 @@ if not COUNTERSIGN_CREDENTIAL_KEYS and not DATABASE_URL:
         _cred_key_file.write_text(Fernet.generate_key().decode())
     COUNTERSIGN_CREDENTIAL_KEYS = [_cred_key_file.read_text().strip()]
 COUNTERSIGN_ACTION_TYPES = env_list("COUNTERSIGN_ACTION_TYPES")
+# slack.post_message talks to this Slack Web API (trailing slash: WebClient joins method names onto it).
+COUNTERSIGN_SLACK_API_URL = env_str("COUNTERSIGN_SLACK_API_URL", "https://slack.com/api/").rstrip("/") + "/"
+# file.write creates and replaces files only under this directory (created on first use).
+COUNTERSIGN_FILE_ROOT = Path(env_str("COUNTERSIGN_FILE_ROOT", str(VAR_DIR / "files")))
 
 LOGGING = {
     "version": 1,

@@ -95,16 +95,33 @@
     else if (page === "history") reloadPart("#history tbody");
   }
 
+  // --- previews ----------------------------------------------------------------
+  // The approve form sends back the fingerprint of the preview on screen (not of a newer one),
+  // so the server can refuse when the target changed since the reviewer looked.
+  document.addEventListener("submit", (e) => {
+    const form = e.target.closest(".approve-form");
+    const preview = document.getElementById("preview");
+    if (form && preview && form.elements.preview_fingerprint) {
+      form.elements.preview_fingerprint.value = preview.dataset.fingerprint;
+    }
+  });
+  document.addEventListener("click", (e) => {
+    const button = e.target.closest(".diff-view-btn");
+    if (!button) return;
+    const diff = button.closest(".diff");
+    diff.dataset.view = button.dataset.view;
+    for (const b of diff.querySelectorAll(".diff-view-btn")) b.setAttribute("aria-pressed", String(b === button));
+  });
+
   // --- connection ------------------------------------------------------------
   let attempt = 0;
-  let everConnected = false;
   function connect() {
     const scheme = window.location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${window.location.host}/ws/events/`);
     socket.addEventListener("open", () => {
       setState("live", "live");
-      if (everConnected) catchUp(); // whatever changed while we were away
-      everConnected = true;
+      // Whatever changed between rendering the page (or losing the socket) and now.
+      catchUp();
       attempt = 0;
       body.dataset.live = "1";
     });

@@ -1,4 +1,5 @@
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from agents.models import Agent
@@ -33,7 +34,10 @@ class Command(BaseCommand):
         unknown = [t for t in allow if registry.get(t) is None]
         if unknown:
             raise CommandError(f"unknown action type(s): {', '.join(unknown)}")
-        _, _, raw = create_agent(
-            name=name, owner=owner_user, actor=Actor("user", "cli", "cli"), allow=allow, description=description
-        )
+        try:
+            _, _, raw = create_agent(
+                name=name, owner=owner_user, actor=Actor("user", "cli", "cli"), allow=allow, description=description
+            )
+        except ValidationError as exc:
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
         self.stdout.write(raw)

@@ -1,0 +1,30 @@
+"""DRF's view of agents/ratelimit.py: 429 with Retry-After for a key over its budget."""
+
+from __future__ import annotations
+
+from rest_framework.throttling import BaseThrottle
+
+from agents.models import AgentKey
+from agents.ratelimit import hit
+
+
+class AgentKeyThrottle(BaseThrottle):
+    """Every agent request counts against ``requests``; a view may add a scope (``agent_rate_scope``)."""
+
+    def allow_request(self, request, view) -> bool:
+        self._retry_after = None
+        if not isinstance(request.auth, AgentKey):
+            return True
+        scopes = ["requests"]
+        extra = getattr(view, "agent_rate_scopes", {}).get(request.method)
+        if extra:
+            scopes.append(extra)
+        for scope in scopes:
+            retry_after = hit(request.auth.public_id, scope)
+            if retry_after is not None:
+                self._retry_after = retry_after
+                return False
+        return True
+
+    def wait(self) -> float | None:
+        return self._retry_after

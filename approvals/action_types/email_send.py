@@ -1,0 +1,210 @@
+"""``email.send``: one plain-text email through Django's configured email backend.
+
+The From address is Countersign's (``COUNTERSIGN_EMAIL_FROM``), never the
+agent's; the SMTP server and its login come from the ``EMAIL_*`` settings, so
+the type needs no stored credential. Reviewers see the message exactly as it
+will be sent; the executor gets a sender that can send that message once.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from email.utils import getaddresses
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMessage, get_connection
+from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
+from django.core.validators import validate_email
+
+from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
+from approvals.models.action import Risk
+
+MAX_RECIPIENTS = 50
+MAX_SUBJECT_CHARS = 200
+MAX_BODY_BYTES = 100 * 1024
+
+
+def _address_list(description: str, *, min_items: int = 0, max_items: int = MAX_RECIPIENTS) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "minItems": min_items,
+        "maxItems": max_items,
+        "uniqueItems": True,
+        "items": {"type": "string", "minLength": 3, "maxLength": 320},
+        "description": description,
+    }
+
+
+def _reply(code: int, message: bytes | str) -> str:
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
+    return f"{code} {text}".strip()
+
+
+def _refusals(recipients: dict) -> dict[str, str]:
+    """smtplib's {recipient: (code, reply)} as {bare address: "code reply"}."""
+    return {(getaddresses([rcpt])[0][1] or rcpt): _reply(code, msg) for rcpt, (code, msg) in sorted(recipients.items())}
+
+
+def _has_control_chars(text: str) -> bool:
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
+def address_error(value: str) -> str | None:
+    """Why ``value`` is not one email address (``a@b.example`` or ``Name <a@b.example>``), or None."""
+    if _has_control_chars(value):
+        return "newlines and control characters are not allowed (header injection)"
+    parsed = getaddresses([value])
+    if len(parsed) != 1 or not parsed[0][1]:
+        return "is not exactly one email address"
+    try:
+        validate_email(parsed[0][1])
+    except ValidationError:
+        return "is not a valid email address"
+    return None
+
+
+class OneMessageSender:
+    """Sends exactly one prepared message, at most once, through the configured backend."""
+
+    def __init__(self, message: EmailMessage):
+        self._message = message
+        self._sent = False
+
+    @property
+    def backend(self) -> str:
+        return settings.EMAIL_BACKEND
+
+    @property
+    def message_id(self) -> str:
+        return self._message.extra_headers["Message-ID"]
+
+    def summary(self) -> dict[str, Any]:
+        m = self._message
+        summary = {"from": m.from_email, "to": list(m.to), "cc": list(m.cc), "subject": m.subject, "body": m.body}
+        if m.reply_to:
+            summary["reply_to"] = list(m.reply_to)
+        return summary
+
+    def send(self) -> tuple[int, dict[str, str]]:
+        """Send the message; returns (messages sent, {refused recipient: server reply})."""
+        if self._sent:
+            raise RuntimeError("this sender has already sent its message")
+        self._sent = True
+        connection = get_connection(fail_silently=False)
+        if not isinstance(connection, SmtpBackend):
+            return connection.send_messages([self._message]) or 0, {}
+        refused: dict[str, str] = {}
+        with connection:
+            # Django's backend drops what smtplib returns: the recipients refused while others were accepted.
+            smtp = connection.connection
+            sendmail = smtp.sendmail
+
+            def sendmail_noting_refusals(*args, **kwargs):
+                result = sendmail(*args, **kwargs) or {}
+                refused.update(_refusals(result))
+                return result
+
+            smtp.sendmail = sendmail_noting_refusals
+            sent = connection.send_messages([self._message]) or 0
+        return sent, refused
+
+    def where(self) -> str:
+        if self.backend.endswith("smtp.EmailBackend"):
+            return f"the mail server {settings.EMAIL_HOST}:{settings.EMAIL_PORT}"
+        return f"the email backend {self.backend}"
+
+
+class EmailSend(ActionType):
+    name = "email.send"
+    title = "Send an email"
+    description = (
+        "Send one plain-text email from Countersign's address (COUNTERSIGN_EMAIL_FROM) through the configured "
+        "mail server. Reviewers see the message exactly as it will be sent."
+    )
+    risk = Risk.MEDIUM
+    credential_kinds = ()
+    idempotent = False
+    params_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["to", "subject", "body"],
+        "properties": {
+            "to": _address_list("Recipients.", min_items=1),
+            "cc": _address_list("Copy recipients."),
+            "reply_to": _address_list("Reply-To addresses.", max_items=10),
+            "subject": {"type": "string", "minLength": 1, "maxLength": MAX_SUBJECT_CHARS},
+            "body": {"type": "string", "maxLength": MAX_BODY_BYTES, "description": "Plain text, up to 100 KB."},
+        },
+    }
+
+    def check_params(self, params: dict[str, Any], credential) -> None:
+        errors: dict[str, list[str]] = {}
+        for field in ("to", "cc", "reply_to"):
+            for i, value in enumerate(params.get(field) or []):
+                problem = address_error(value)
+                if problem:
+                    errors.setdefault(f"{field}.{i}", []).append(f"{value!r}: {problem}.")
+        if _has_control_chars(params["subject"]):
+            errors["subject"] = ["Newlines and control characters are not allowed in the subject (header injection)."]
+        if len(params["body"].encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+            errors["body"] = [f"The body is limited to {MAX_BODY_BYTES // 1024} KB (UTF-8)."]
+        if errors:
+            raise ParamsRejected(errors)
+
+    def make_client(self, credential, params: dict[str, Any], *, idempotency_key: str) -> OneMessageSender:
+        sender = settings.COUNTERSIGN_EMAIL_FROM
+        domain = getaddresses([sender])[0][1].rpartition("@")[2] or "countersign.invalid"
+        message = EmailMessage(
+            subject=params["subject"],
+            body=params["body"],
+            from_email=sender,
+            to=list(params["to"]),
+            cc=list(params.get("cc") or []),
+            reply_to=list(params.get("reply_to") or []),
+            # The action id: the same on any attempt, so a receiver can tell a duplicate.
+            headers={"Message-ID": f"<countersign.{idempotency_key}@{domain}>"},
+        )
+        return OneMessageSender(message)
+
+    def execute(self, params: dict[str, Any], client: OneMessageSender) -> dict[str, Any]:
+        try:
+            sent, refused = client.send()
+        except smtplib.SMTPRecipientsRefused as exc:
+            refused = _refusals(exc.recipients)
+            raise ExecutionError(
+                f"{client.where()} refused every recipient; nothing was sent", details={"refused": refused}
+            ) from None
+        except smtplib.SMTPAuthenticationError as exc:
+            raise ExecutionError(
+                f"{client.where()} refused Countersign's login ({exc.smtp_code})", details={"smtp_code": exc.smtp_code}
+            ) from None
+        except smtplib.SMTPResponseException as exc:
+            raise ExecutionError(
+                f"{client.where()} answered {_reply(exc.smtp_code, exc.smtp_error)}",
+                permanent=exc.smtp_code >= 500,
+                details={"smtp_code": exc.smtp_code},
+            ) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise ExecutionError(
+                f"could not send through {client.where()} ({type(exc).__name__})", permanent=False
+            ) from None
+        if sent != 1:
+            raise ExecutionError(f"{client.where()} did not take the message", permanent=False)
+        summary = client.summary()
+        del summary["body"]
+        result = {"sent": True, "message_id": client.message_id, **summary, "body_chars": len(params["body"])}
+        if refused:
+            # Delivered to the others; say who was left out rather than fail a message that went out.
+            result["refused"] = dict(sorted(refused.items()))
+        return result
+
+    def preview(self, params: dict[str, Any], client: OneMessageSender) -> Preview:
+        message = client.summary()
+        to = message["to"]
+        title = f"Email to {to[0]}" + (f" and {len(to) - 1} more" if len(to) > 1 else "")
+        notes = [f"Sent from {message['from']} through {client.where()}."]
+        if not client.backend.endswith("smtp.EmailBackend"):
+            notes.append("This email backend does not deliver mail: the message stays on the Countersign server.")
+        return Preview(kind="message", title=title, after=message, notes=notes)

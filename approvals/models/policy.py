@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+
+class PolicyRule(models.Model):
+    """One stored rule; approvals.policy_store turns the enabled ones, in order, into policies.Rule."""
+
+    class Effect(models.TextChoices):
+        AUTO_APPROVE = "auto_approve", "auto-approve"
+        DENY = "deny", "deny"
+        REQUIRE = "require", "require approvals"
+
+    name = models.SlugField(max_length=100, unique=True)
+    position = models.PositiveIntegerField(default=100, help_text="Rules are tried in ascending position.")
+    enabled = models.BooleanField(default=True)
+    description = models.CharField(
+        max_length=200, blank=True, help_text="What the rule is about, for explanations; generated when empty."
+    )
+    agent = models.CharField(max_length=100, default="*", help_text="Agent name or shell-style pattern.")
+    action_type = models.CharField(max_length=100, default="*", help_text="Action type or pattern (slack.*).")
+    risks = models.JSONField(default=list, blank=True, help_text='Empty for any, else e.g. ["high", "critical"].')
+    conditions = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='All must hold, e.g. [{"path": "params.channel", "op": "matches", "value": "#prod-*"}].',
+    )
+    effect = models.CharField(max_length=20, choices=Effect.choices, default=Effect.REQUIRE)
+    required_approvals = models.PositiveSmallIntegerField(default=1)
+    reviewer_group = models.CharField(max_length=150, blank=True, help_text="Empty: the default reviewers.")
+    ttl_seconds = models.PositiveIntegerField(null=True, blank=True)
+    notify = models.JSONField(default=list, blank=True, help_text='e.g. ["slack:#sre", "email:sre@example.com"]')
+    reminder_after_seconds = models.PositiveIntegerField(null=True, blank=True)
+    escalate_to = models.JSONField(default=list, blank=True)
+    reason = models.CharField(max_length=500, blank=True, help_text="For deny: returned to the agent.")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["position", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from approvals.policy_store import rule_from_row
+
+        try:
+            rule_from_row(self)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class PolicyVersion(models.Model):
+    """Every change to the rules makes a new version holding the whole rule set as it then stood."""
+
+    number = models.PositiveIntegerField(primary_key=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    author = models.CharField(max_length=150)
+    comment = models.CharField(max_length=500, blank=True)
+    rules = models.JSONField()
+    digest = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-number"]
+
+    def __str__(self) -> str:
+        return f"policy v{self.number}"

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from rest_framework.test import APIClient
+
+from agents.services import create_agent
+from approvals.audit import Actor
+from approvals.credentials import create_credential
+from approvals.models import ReviewerToken
+from tests.servers import RecordingServer, process_env, start_web, start_worker
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CLI = Actor("user", "tests", "cli")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_redis():
+    """The test Redis database holds only this run's queues and channel groups."""
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture
+def reviewers_group(db):
+    return Group.objects.get_or_create(name=settings.COUNTERSIGN_DEFAULT_REVIEWER_GROUP)[0]
+
+
+def _user(username: str, group: Group | None = None, **extra) -> User:
+    user = User.objects.create_user(
+        username=username, email=f"{username}@example.com", password="pw-" + username, **extra
+    )
+    if group is not None:
+        user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def owner(db):
+    """The accountable human behind the agent (not a reviewer)."""
+    return _user("olivia")
+
+
+@pytest.fixture
+def reviewer(reviewers_group):
+    return _user("rita", reviewers_group)
+
+
+@pytest.fixture
+def second_reviewer(reviewers_group):
+    return _user("sam", reviewers_group)
+
+
+@pytest.fixture
+def outsider(db):
+    """Signed in, but in no reviewer group."""
+    return _user("oscar")
+
+
+@pytest.fixture
+def agent_and_key(owner):
+    agent, _, raw = create_agent(name="helper-bot", owner=owner, actor=CLI, allow=["decision.only", "http.request"])
+    return agent, raw
+
+
+@pytest.fixture
+def agent(agent_and_key):
+    return agent_and_key[0]
+
+
+@pytest.fixture
+def agent_key(agent_and_key):
+    return agent_and_key[1]
+
+
+@pytest.fixture
+def agent_api(agent_key):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {agent_key}")
+    return client
+
+
+def token_client(user) -> APIClient:
+    _, raw = ReviewerToken.issue(user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
+    return client
+
+
+@pytest.fixture
+def reviewer_api(reviewer):
+    return token_client(reviewer)
+
+
+@pytest.fixture
+def target():
+    server = RecordingServer().start()
+    yield server
+    server.stop()
+
+
+TARGET_SECRET = "s3cr3t-target-token-never-shown"
+
+
+@pytest.fixture
+def credential(target, db):
+    return create_credential(
+        name="internal-api", kind="http_bearer", secret=TARGET_SECRET, scope={"base_url": target.url}, actor=CLI
+    )
+
+
+def propose_body(**overrides):
+    body = {
+        "action_type": "decision.only",
+        "params": {"command": "restart", "service": "billing"},
+        "summary": "Restart the billing service",
+        "context": {"reasoning": "It is stuck."},
+    }
+    body.update(overrides)
+    return body
+
+
+# --- real processes ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def stack_env(django_db_setup, django_db_blocker):
+    """Environment for subprocesses: the test database pytest-django created, and the test Redis."""
+    from django.db import connection
+
+    name = connection.settings_dict["NAME"]
+    base = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
+    return process_env(f"{base}/{name}", settings.REDIS_URL)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(stack_env):
+    worker = start_worker(stack_env, ARTIFACTS / "logs")
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def web_server(stack_env):
+    web, url = start_web(stack_env, ARTIFACTS / "logs")
+    web.url = url
+    yield web
+    web.stop()

@@ -1,0 +1,298 @@
+"""A fake Slack Web API on loopback, for tests that must talk to "Slack" for real (HTTP, tokens, errors).
+
+    with FakeSlack(token="xoxb-...") as slack:
+        slack.add_channel("C0INFRA01", "infra-help")
+        slack.add_thread("C0INFRA01", "1700000000.000100", user="U0ALICE", text="Disk full on db-2?")
+        with override_settings(COUNTERSIGN_SLACK_API_URL=slack.url):
+            ...
+        [call] = slack.calls_to("chat.postMessage")
+
+Every call is recorded (Slack method, HTTP method, merged query/form/JSON params,
+Authorization header). Requests without the bot token get ``not_authed`` /
+``invalid_auth`` as Slack answers them. ``fail(method, error)`` makes a method
+answer ``{"ok": false, "error": ...}``; ``rate_limit(method, retry_after)``
+makes it answer HTTP 429 with ``Retry-After``; ``drop_connection(method)``
+makes it hang up after recording the call. ``wait_for(...)`` blocks until a
+matching call arrived (for tests where another process calls Slack).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+BOT_USER_ID = "U0COUNTER"
+BOT_ID = "B0COUNTER"
+TEAM_ID = "T0FAKE001"
+
+
+@dataclass
+class SlackCall:
+    method: str  # the Slack API method, e.g. "chat.postMessage"
+    http_method: str
+    params: dict[str, Any]
+    authorization: str | None
+    content_type: str
+    headers: dict[str, str]
+
+
+@dataclass
+class _Failure:
+    error: str
+    status: int = 200
+    retry_after: int | None = None
+    times: int | None = None  # None: until cleared
+    drop: bool = False  # close the connection without answering
+
+
+@dataclass
+class FakeSlack:
+    token: str = "xoxb-fake-bot-token"
+    calls: list[SlackCall] = field(default_factory=list)
+    # channel id -> {"id", "name", "is_archived", ...}
+    channels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (channel id, thread ts) -> messages, the parent first
+    threads: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    port: int = 0
+
+    def __post_init__(self):
+        self._failures: dict[str, _Failure] = {}
+        self._cond = threading.Condition()
+        self._ts = itertools.count(1)
+        self._server: ThreadingHTTPServer | None = None
+
+    # --- set-up ---------------------------------------------------------------------
+
+    def add_channel(self, channel_id: str, name: str, **extra) -> dict[str, Any]:
+        self.channels[channel_id] = {"id": channel_id, "name": name, "is_channel": True, "is_archived": False, **extra}
+        return self.channels[channel_id]
+
+    def add_thread(self, channel_id: str, ts: str, *, user: str, text: str, replies: list[dict] | None = None) -> None:
+        parent = {"type": "message", "user": user, "text": text, "ts": ts, "thread_ts": ts}
+        self.threads[(channel_id, ts)] = [parent, *(replies or [])]
+
+    def fail(self, method: str, error: str, *, status: int = 200, times: int | None = None) -> None:
+        """Make ``method`` answer ``{"ok": false, "error": error}`` (``times`` times, or until ``clear_failures``)."""
+        self._failures[method] = _Failure(error=error, status=status, times=times)
+
+    def rate_limit(self, method: str, retry_after: int = 30, *, times: int | None = None) -> None:
+        """Make ``method`` answer HTTP 429 with ``Retry-After`` like Slack's rate limiter."""
+        self._failures[method] = _Failure(error="ratelimited", status=429, retry_after=retry_after, times=times)
+
+    def drop_connection(self, method: str, *, times: int | None = None) -> None:
+        """Make ``method`` record the call, then hang up without answering (a reply lost on the way back)."""
+        self._failures[method] = _Failure(error="", drop=True, times=times)
+
+    def clear_failures(self) -> None:
+        self._failures.clear()
+
+    # --- reading what happened -------------------------------------------------------
+
+    def calls_to(self, method: str) -> list[SlackCall]:
+        with self._cond:
+            return [c for c in self.calls if c.method == method]
+
+    def wait_for(self, method: str, count: int = 1, timeout: float = 10.0) -> list[SlackCall]:
+        """Block until ``method`` was called ``count`` times; raise AssertionError on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [c for c in self.calls if c.method == method]
+                if len(found) >= count:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"{method} called {len(found)} time(s) within {timeout}s, wanted {count}")
+                self._cond.wait(remaining)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The API base URL, as ``WebClient(base_url=...)`` wants it (trailing slash)."""
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def start(self) -> FakeSlack:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self):
+                answer = fake._answer(self)
+                if answer is None:
+                    self.close_connection = True
+                    return
+                status, payload, headers = answer
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FakeSlack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- answering --------------------------------------------------------------------
+
+    def _answer(self, request: BaseHTTPRequestHandler) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        url = urlsplit(request.path)
+        method = url.path.rsplit("/", 1)[-1]
+        length = int(request.headers.get("Content-Length") or 0)
+        body = request.rfile.read(length) if length else b""
+        content_type = request.headers.get("Content-Type", "")
+        params: dict[str, Any] = dict(parse_qsl(url.query, keep_blank_values=True))
+        if body and content_type.startswith("application/json"):
+            try:
+                decoded = json.loads(body)
+            except ValueError:
+                return 200, {"ok": False, "error": "invalid_json"}, {}
+            if isinstance(decoded, dict):
+                params.update(decoded)
+        elif body:
+            params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        call = SlackCall(
+            method=method,
+            http_method=request.command,
+            params=params,
+            authorization=request.headers.get("Authorization"),
+            content_type=content_type,
+            headers=dict(request.headers),
+        )
+        with self._cond:
+            self.calls.append(call)
+            self._cond.notify_all()
+            failure = self._failures.get(method)
+            if failure is not None and failure.times is not None:
+                failure.times -= 1
+                if failure.times <= 0:
+                    self._failures.pop(method, None)
+
+        if failure is not None and failure.drop:
+            return None
+        if failure is not None:
+            headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
+            return failure.status, {"ok": False, "error": failure.error}, headers
+        auth_error = self._auth_error(call)
+        if auth_error:
+            return 200, {"ok": False, "error": auth_error}, {}
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return 200, {"ok": False, "error": "unknown_method", "req_method": method}, {}
+        with self._cond:
+            return 200, handler(params), {}
+
+    def _auth_error(self, call: SlackCall) -> str | None:
+        presented = None
+        if call.authorization and call.authorization.startswith("Bearer "):
+            presented = call.authorization[len("Bearer ") :]
+        elif "token" in call.params:
+            presented = str(call.params["token"])
+        if not presented:
+            return "not_authed"
+        return None if presented == self.token else "invalid_auth"
+
+    def _channel(self, ref: Any) -> dict[str, Any] | None:
+        ref = str(ref or "")
+        if ref.startswith("#"):
+            return next((c for c in self.channels.values() if c["name"] == ref[1:]), None)
+        return self.channels.get(ref)
+
+    def _next_ts(self) -> str:
+        return f"{int(time.time())}.{next(self._ts):06d}"
+
+    def _m_auth_test(self, params):
+        return {
+            "ok": True,
+            "url": "https://fake-workspace.slack.com/",
+            "team": "Fake Workspace",
+            "user": "countersign",
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+        }
+
+    def _m_chat_postMessage(self, params):
+        channel = self._channel(params.get("channel"))
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        if channel.get("is_archived"):
+            return {"ok": False, "error": "is_archived"}
+        text = params.get("text")
+        if not text and not params.get("blocks"):
+            return {"ok": False, "error": "no_text"}
+        ts = self._next_ts()
+        message = {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "text": text or "", "ts": ts}
+        thread_ts = params.get("thread_ts")
+        if thread_ts:
+            thread = self.threads.get((channel["id"], thread_ts))
+            if thread is None:
+                return {"ok": False, "error": "thread_not_found"}
+            message["thread_ts"] = thread_ts
+            thread.append(message)
+        else:
+            self.threads[(channel["id"], ts)] = [{**message, "thread_ts": ts}]
+        return {"ok": True, "channel": channel["id"], "ts": ts, "message": message}
+
+    def _m_chat_update(self, params):
+        channel = self._channel(params.get("channel"))
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        ts = params.get("ts")
+        for (channel_id, _), messages in self.threads.items():
+            for message in messages:
+                if channel_id == channel["id"] and message["ts"] == ts:
+                    if "text" in params:
+                        message["text"] = params["text"]
+                    message["edited"] = {"user": BOT_USER_ID, "ts": self._next_ts()}
+                    return {"ok": True, "channel": channel["id"], "ts": ts, "text": message["text"], "message": message}
+        return {"ok": False, "error": "message_not_found"}
+
+    def _m_conversations_info(self, params):
+        channel = self.channels.get(str(params.get("channel") or ""))  # IDs only, like Slack
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "channel": channel}
+
+    def _m_conversations_replies(self, params):
+        channel = self.channels.get(str(params.get("channel") or ""))
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        ts = str(params.get("ts") or "")
+        thread = self.threads.get((channel["id"], ts))
+        if thread is None:  # ts may name a reply: Slack answers with its whole thread
+            thread = next(
+                (m for (cid, _), m in self.threads.items() if cid == channel["id"] and any(x["ts"] == ts for x in m)),
+                None,
+            )
+        if thread is None:
+            return {"ok": False, "error": "thread_not_found"}
+        limit = int(params.get("limit") or 1000)
+        return {"ok": True, "messages": thread[:limit], "has_more": len(thread) > limit}
