@@ -75,15 +75,19 @@ def current_version() -> int:
 
 
 def active_rules() -> tuple[int, tuple[Rule, ...]]:
-    """(version, enabled rules in order); re-read only when the version moved."""
-    version = current_version()
+    """(version, enabled rules in order); re-read only when the head version changed.
+
+    Keyed by number *and* digest: a restored backup (or a rolled-back test)
+    can bring back a version number with other rules.
+    """
+    head = PolicyVersion.objects.order_by("-number").values_list("number", "digest").first() or (0, "")
     with _cache_lock:
-        if _cache["version"] == version:
-            return version, _cache["rules"]
+        if _cache["version"] == head:
+            return head[0], _cache["rules"]
     rules = tuple(rule_from_row(r) for r in PolicyRule.objects.filter(enabled=True).order_by("position", "name"))
     with _cache_lock:
-        _cache.update(version=version, rules=rules)
-    return version, rules
+        _cache.update(version=head, rules=rules)
+    return head[0], rules
 
 
 def snapshot() -> list[dict[str, Any]]:
