@@ -3,9 +3,21 @@ from django.contrib import admin
 
 from approvals.audit import Actor
 from approvals.credentials import create_credential, set_secret, update_scope
-from approvals.models import ActionRequest, AuditEvent, Credential, OutboxMessage, PolicyRule, PolicyVersion, Review
+from approvals.models import (
+    ActionRequest,
+    AuditEvent,
+    Credential,
+    OutboxMessage,
+    PolicyRule,
+    PolicyVersion,
+    Review,
+    SlackIdentity,
+    WebhookDelivery,
+)
 from approvals.policies import PolicyError
 from approvals.policy_store import FIELDS, delete_rule, rule_from_row, save_rule
+from approvals.slack_users import link as link_slack_user
+from approvals.slack_users import unlink as unlink_slack_user
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -152,3 +164,37 @@ class PolicyRuleAdmin(admin.ModelAdmin):
 @admin.register(PolicyVersion)
 class PolicyVersionAdmin(ReadOnlyAdmin):
     list_display = ("number", "created_at", "author", "comment")
+
+
+@admin.register(SlackIdentity)
+class SlackIdentityAdmin(admin.ModelAdmin):
+    """Which Countersign reviewer a Slack user decides as (before any link by email); every change is audited."""
+
+    list_display = ("slack_user_id", "user", "note", "created_at")
+    search_fields = ("slack_user_id", "user__username", "user__email")
+    fields = ("slack_user_id", "user", "note")
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("slack_user_id",) if obj else ()
+
+    def save_model(self, request, obj, form, change):
+        saved = link_slack_user(
+            slack_user_id=obj.slack_user_id, user=obj.user, note=obj.note, actor=Actor.user(request.user, "admin")
+        )
+        obj.pk = saved.pk
+        obj._state.adding = False
+
+    def delete_model(self, request, obj):
+        unlink_slack_user(identity=obj, actor=Actor.user(request.user, "admin"))
+
+    def delete_queryset(self, request, queryset):
+        for identity in queryset.select_related("user"):
+            unlink_slack_user(identity=identity, actor=Actor.user(request.user, "admin"))
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("at", "action", "event", "delivery", "attempt", "status_code", "error", "duration_ms")
+    list_filter = ("event", "status_code")
+    search_fields = ("url", "error")
+    list_select_related = ("action",)

@@ -6,6 +6,7 @@ class ApprovalsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from approvals import auth_audit  # noqa: F401  (log-ins and log-outs into the audit log)
         from approvals.action_types import registry
 
         registry.load_configured_types()

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from approvals.canonical import canonical_json
 from approvals.models import AuditEvent
+from config.request_id import get_request_id
 
 GENESIS_HASH = "0" * 64
 _CHAIN_LOCK_ID = 0x436F756E7465  # arbitrary constant: "Counte"
@@ -44,8 +45,11 @@ class Actor:
 
 
 def event_body(event: AuditEvent) -> dict[str, Any]:
-    """The hashed content of an event: every field except the hashes themselves."""
-    return {
+    """The hashed content of an event: every field except the hashes themselves.
+
+    ``request_id`` joined later: it is hashed when set, so events written before it existed still verify.
+    """
+    body = {
         "seq": event.seq,
         "at": event.at.isoformat(),
         "actor_type": event.actor_type,
@@ -58,6 +62,9 @@ def event_body(event: AuditEvent) -> dict[str, Any]:
         "agent_name": event.agent_name,
         "data": event.data,
     }
+    if event.request_id:
+        body["request_id"] = event.request_id
+    return body
 
 
 def chain_hash(prev_hash: str, body: dict[str, Any]) -> str:
@@ -74,15 +81,20 @@ def record_event(
     agent_name: str = "",
     data: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain, inside the caller's transaction."""
+    """Append one event to the chain, inside the caller's transaction.
+
+    ``at`` never goes backwards along the chain (a clock stepping back gets the previous event's time),
+    so a time range is also a seq range: the audit page and export filter on it through the ``at`` index.
+    """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit events are written inside the transaction of the change they record")
     _lock_chain()
-    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
-    prev_seq, prev_hash = last if last else (0, GENESIS_HASH)
+    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "at").first()
+    prev_seq, prev_hash, prev_at = last if last else (0, GENESIS_HASH, None)
+    now = timezone.now()
     event = AuditEvent(
         seq=prev_seq + 1,
-        at=timezone.now(),
+        at=max(now, prev_at) if prev_at else now,
         actor_type=actor.type,
         actor=actor.name[:150],
         via=actor.via,
@@ -92,6 +104,7 @@ def record_event(
         action_id=action_id,
         agent_name=agent_name,
         data=data or {},
+        request_id=get_request_id(),
         prev_hash=prev_hash,
     )
     event.hash = chain_hash(prev_hash, event_body(event))
@@ -122,9 +135,11 @@ def verify_chain(
                 expected_seq, f"expected event #{expected_seq}, found #{event.seq} (removed or inserted rows)"
             )
         if event.prev_hash != prev_hash:
-            return checked, ChainBreak(event.seq, "prev_hash does not match the previous event's hash")
+            return checked, ChainBreak(
+                event.seq, "prev_hash does not match the previous event's hash (row inserted, replaced or reordered)"
+            )
         if chain_hash(prev_hash, event_body(event)) != event.hash:
-            return checked, ChainBreak(event.seq, "content does not match its hash (row changed)")
+            return checked, ChainBreak(event.seq, "content does not match its hash (row changed or moved)")
         prev_hash = event.hash
         expected_seq += 1
         checked += 1

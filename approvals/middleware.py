@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from django.conf import settings
+
 from approvals.api.parsers import MAX_BODY_BYTES
 from approvals.api.problems import problem_response
 
@@ -21,3 +23,16 @@ class ApiBodyLimitMiddleware:
                     413, "Request body too large", "The request body is larger than 256 KiB.", slug="body-too-large"
                 )
         return self.get_response(request)
+
+
+class ContentSecurityPolicyMiddleware:
+    """Send COUNTERSIGN_CSP on every HTML page: scripts only from our own static files."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if "text/html" in response.get("Content-Type", "") and "Content-Security-Policy" not in response:
+            response["Content-Security-Policy"] = settings.COUNTERSIGN_CSP
+        return response

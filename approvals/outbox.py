@@ -37,6 +37,18 @@ _serves_websockets = False
 _relay_task: asyncio.Task | None = None
 
 
+class RetryLater(Exception):
+    """Raised by a handler whose target asked to be left alone (HTTP 429/503 + Retry-After).
+
+    The message is retried like any failure, but not before ``retry_after`` seconds
+    (capped at an hour, so a confused target cannot park a message forever).
+    """
+
+    def __init__(self, message: str, *, retry_after: float):
+        super().__init__(message)
+        self.retry_after = min(3600.0, max(0.0, float(retry_after)))
+
+
 def mark_process_serves_websockets() -> None:
     global _serves_websockets
     _serves_websockets = True
@@ -97,6 +109,8 @@ def deliver(message_id: int, *, in_worker: bool = False) -> bool:
     except Exception as exc:
         attempts = message.attempts + 1
         delay = min(MAX_BACKOFF_SECONDS, 2**attempts)
+        if isinstance(exc, RetryLater):
+            delay = max(delay, exc.retry_after)
         OutboxMessage.objects.filter(id=message.id).update(
             attempts=attempts,
             claimed_until=None,
@@ -141,7 +155,37 @@ def _deliver_webhook(message: OutboxMessage) -> None:
 def _deliver_notification(message: OutboxMessage) -> None:
     from approvals.notifications import deliver as deliver_notification
 
-    deliver_notification(message)
+    try:
+        deliver_notification(message)
+    except Exception as exc:
+        _audit_notification_failure(message, exc)
+        raise
+
+
+def _audit_notification_failure(message: OutboxMessage, exc: Exception) -> None:
+    """``notification.failed``: which channel, which attempt, the error's type (its text may quote a target)."""
+    from approvals.audit import Actor, record_event
+    from approvals.models import ActionRequest
+
+    agent_name = ActionRequest.objects.filter(id=message.action_id).values_list("agent__name", flat=True).first() or ""
+    try:
+        with transaction.atomic():
+            record_event(
+                actor=Actor.system("worker"),
+                verb="notification.failed",
+                object_type="action",
+                object_id=str(message.action_id),
+                action_id=message.action_id,
+                agent_name=agent_name,
+                data={
+                    "channel": message.payload.get("channel", ""),
+                    "event": message.payload.get("event", ""),
+                    "attempt": message.attempts + 1,
+                    "error": type(exc).__name__,
+                },
+            )
+    except Exception:  # the send already failed; report this too, and let the outbox retry the message
+        log.exception("could not audit the failed notification #%s", message.id)
 
 
 _HANDLERS = {

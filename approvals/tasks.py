@@ -35,3 +35,11 @@ def deliver_outbox(message_id: int) -> bool:
 @shared_task(name="approvals.send_due_reminders")
 def send_due_reminders() -> int:
     return services.send_due_reminders()
+
+
+@shared_task(name="approvals.audit_checkpoint")
+def audit_checkpoint() -> int:
+    """Beat: sign the audit chain's head into the log (approvals.audit_checkpoints)."""
+    from approvals.audit_checkpoints import emit_checkpoint
+
+    return emit_checkpoint().seq

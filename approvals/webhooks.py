@@ -10,8 +10,11 @@ import httpx
 from django.conf import settings
 
 from agents.models import Agent
+from approvals.callbacks import callback_refusal
 from approvals.canonical import canonical_json
 from approvals.models import ActionRequest, OutboxMessage
+from approvals.outbox import RetryLater
+from approvals.webhook_log import record_attempt, retry_after_seconds
 
 
 class WebhookError(Exception):
@@ -26,9 +29,28 @@ def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
 
 def post_webhook(message: OutboxMessage) -> None:
     action = ActionRequest.objects.select_related("agent").get(id=message.action_id)
+    started = time.monotonic()
+    refusal = callback_refusal(action.callback_url)
+    if refusal:  # re-checked at delivery: DNS may have changed since the proposal
+        record_attempt(message, action, started=started, error=f"callback refused: {refusal}")
+        raise WebhookError(f"callback refused: {refusal}")
     body = canonical_json(message.payload["action"]).encode()
+    try:
+        response = _post(action, body, message)
+    except httpx.HTTPError as exc:
+        record_attempt(message, action, started=started, error=f"{type(exc).__name__}: {exc}")
+        raise
+    record_attempt(message, action, started=started, status_code=response.status_code)
+    if response.status_code >= 300:
+        retry_after = retry_after_seconds(response.headers) if response.status_code in (429, 503) else None
+        if retry_after is not None:
+            raise RetryLater(f"callback answered {response.status_code}", retry_after=retry_after)
+        raise WebhookError(f"callback answered {response.status_code}")
+
+
+def _post(action: ActionRequest, body: bytes, message: OutboxMessage) -> httpx.Response:
     agent: Agent = action.agent
-    response = httpx.post(
+    return httpx.post(
         action.callback_url,
         content=body,
         headers={
@@ -41,5 +63,3 @@ def post_webhook(message: OutboxMessage) -> None:
         follow_redirects=False,
         trust_env=False,
     )
-    if response.status_code >= 300:
-        raise WebhookError(f"callback answered {response.status_code}")

@@ -2,10 +2,24 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
+
+from config.request_id import connect_celery_signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
 app = Celery("countersign")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Tasks carry the request id of whatever sent them (config/request_id.py).
+connect_celery_signals()
+
+
+@signals.setup_logging.connect(weak=False)
+def _use_django_logging(**kwargs) -> None:
+    """Workers and beat log as the web process does (settings.LOGGING: JSON lines), not Celery's own format."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)

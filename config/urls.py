@@ -1,19 +1,24 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from approvals.web.ops import healthz, readyz
+from approvals.web.auth import ThrottledLoginView
+from approvals.web.ops import healthz, metrics, readyz
+from approvals.web.slack_views import interactivity as slack_interactivity
 
 urlpatterns = [
     path("api/v1/", include("approvals.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    # The split view serves its init script as a file: no inline script, so the CSP holds here too.
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
+    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("slack/interactivity", slack_interactivity, name="slack-interactivity"),
+    path("metrics", metrics, name="metrics"),
     path("", include("approvals.web.urls")),
 ]
 

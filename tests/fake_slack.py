@@ -14,6 +14,11 @@ answer ``{"ok": false, "error": ...}``; ``rate_limit(method, retry_after)``
 makes it answer HTTP 429 with ``Retry-After``; ``drop_connection(method)``
 makes it hang up after recording the call. ``wait_for(...)`` blocks until a
 matching call arrived (for tests where another process calls Slack).
+
+For Countersign's own bot (notifications and interactivity) it also answers
+``users.info`` (``add_user``), ``views.open``, ``chat.postEphemeral`` (kept in
+``ephemerals``), and keeps the blocks of posted and updated messages
+(``message(channel, ts)``).
 """
 
 from __future__ import annotations
@@ -59,6 +64,12 @@ class FakeSlack:
     channels: dict[str, dict[str, Any]] = field(default_factory=dict)
     # (channel id, thread ts) -> messages, the parent first
     threads: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    # user id -> users.info's "user" object
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # what chat.postEphemeral showed: {"channel", "user", "text"}
+    ephemerals: list[dict[str, Any]] = field(default_factory=list)
+    # what views.open opened: {"trigger_id", "view"}
+    views: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
 
     def __post_init__(self):
@@ -76,6 +87,33 @@ class FakeSlack:
     def add_thread(self, channel_id: str, ts: str, *, user: str, text: str, replies: list[dict] | None = None) -> None:
         parent = {"type": "message", "user": user, "text": text, "ts": ts, "thread_ts": ts}
         self.threads[(channel_id, ts)] = [parent, *(replies or [])]
+
+    def add_user(self, user_id: str, *, email: str = "", name: str = "", **extra) -> dict[str, Any]:
+        """A workspace member ``users.info`` knows (``email`` empty: none visible to the bot)."""
+        self.users[user_id] = {
+            "id": user_id,
+            "team_id": TEAM_ID,
+            "name": name or user_id.lower(),
+            "deleted": False,
+            "is_bot": False,
+            "profile": {"email": email} if email else {},
+            **extra,
+        }
+        return self.users[user_id]
+
+    def message(self, channel_id: str, ts: str) -> dict[str, Any] | None:
+        """The message at (channel, ts) as it is now (text, blocks, edited), top-level or in a thread."""
+        with self._cond:
+            for (cid, _), messages in self.threads.items():
+                for message in messages:
+                    if cid == channel_id and message["ts"] == ts:
+                        return message
+        return None
+
+    def replies(self, channel_id: str, ts: str) -> list[dict[str, Any]]:
+        """The replies in the thread started by (channel, ts), oldest first."""
+        with self._cond:
+            return list(self.threads.get((channel_id, ts), [])[1:])
 
     def fail(self, method: str, error: str, *, status: int = 200, times: int | None = None) -> None:
         """Make ``method`` answer ``{"ok": false, "error": error}`` (``times`` times, or until ``clear_failures``)."""
@@ -250,6 +288,8 @@ class FakeSlack:
             return {"ok": False, "error": "no_text"}
         ts = self._next_ts()
         message = {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "text": text or "", "ts": ts}
+        if params.get("blocks"):
+            message["blocks"] = params["blocks"]
         thread_ts = params.get("thread_ts")
         if thread_ts:
             thread = self.threads.get((channel["id"], thread_ts))
@@ -271,9 +311,37 @@ class FakeSlack:
                 if channel_id == channel["id"] and message["ts"] == ts:
                     if "text" in params:
                         message["text"] = params["text"]
+                    if "blocks" in params:
+                        message["blocks"] = params["blocks"]
                     message["edited"] = {"user": BOT_USER_ID, "ts": self._next_ts()}
                     return {"ok": True, "channel": channel["id"], "ts": ts, "text": message["text"], "message": message}
         return {"ok": False, "error": "message_not_found"}
+
+    def _m_chat_postEphemeral(self, params):
+        channel = self._channel(params.get("channel"))
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        if not params.get("user"):
+            return {"ok": False, "error": "user_not_in_channel"}
+        self.ephemerals.append({"channel": channel["id"], "user": params["user"], "text": params.get("text", "")})
+        return {"ok": True, "message_ts": self._next_ts()}
+
+    def _m_views_open(self, params):
+        if not params.get("trigger_id"):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        view = params.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not isinstance(view, dict) or view.get("type") != "modal":
+            return {"ok": False, "error": "invalid_arguments"}
+        self.views.append({"trigger_id": params["trigger_id"], "view": view})
+        return {"ok": True, "view": {"id": f"V{len(self.views):08d}", **view}}
+
+    def _m_users_info(self, params):
+        user = self.users.get(str(params.get("user") or ""))
+        if user is None:
+            return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "user": user}
 
     def _m_conversations_info(self, params):
         channel = self.channels.get(str(params.get("channel") or ""))  # IDs only, like Slack

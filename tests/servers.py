@@ -117,6 +117,8 @@ class ManagedProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ManagedProcess:
+        # The log file is appended to across runs and restarts; log() reads only this start's part.
+        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's lifetime
         self.proc = subprocess.Popen(
             self.args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
@@ -124,6 +126,13 @@ class ManagedProcess:
         return self
 
     def log(self) -> str:
+        """What the process wrote since it was (re)started."""
+        with open(self.log_path, "rb") as fh:
+            fh.seek(self._offset)
+            return fh.read().decode(errors="replace")
+
+    def full_log(self) -> str:
+        """Everything in the log file, earlier runs included."""
         return self.log_path.read_text(errors="replace")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

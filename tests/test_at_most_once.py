@@ -40,7 +40,7 @@ def crash_and_recover(celery_worker, stack_env):
     if "worker" in recovery:
         recovery["worker"].stop()
     celery_worker.start()
-    wait_until(lambda: "ready." in celery_worker.log().rsplit("celery@", 1)[-1], timeout=30, message="worker restart")
+    wait_until(lambda: "ready." in celery_worker.log(), timeout=30, message="worker restart")
 
 
 def propose_and_approve(agent, reviewer, credential, method: str) -> str:

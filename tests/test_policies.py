@@ -413,6 +413,7 @@ def deliver_all():
         outbox.deliver(message_id, in_worker=True)
 
 
+@override_settings(COUNTERSIGN_CALLBACK_ALLOWED_HOSTS=["agent.internal"])
 def test_expiry_tells_the_agent(agent_api, agent):
     action_id = propose(agent_api, callback_url="https://agent.internal/hook")["id"]
     ActionRequest.objects.filter(id=action_id).update(expires_at=timezone.now() - timedelta(seconds=1))

@@ -107,8 +107,8 @@ def test_a_known_secret_appears_nowhere_but_at_the_target(
     assert [r.headers["Authorization"] for r in target.requests] == [f"Bearer {SECRET}"] * 2
     places = {
         **{f"response {i}": body for i, body in enumerate(agent.bodies + web.bodies)},
-        "web log": web_server.log(),
-        "worker log": celery_worker.log(),
+        "web log": web_server.full_log(),
+        "worker log": celery_worker.full_log(),
         "audit export": export.getvalue(),
     }
     assert len(agent.bodies) > 10 and len(web.bodies) > 10 and export.getvalue().count("\n") > 10

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
+from approvals.callbacks import callback_refusal
 from approvals.canonical import canonical_json
 
 MAX_CONTEXT_BYTES = 64 * 1024
@@ -26,8 +27,9 @@ class ProposalInput(serializers.Serializer):
         return value
 
     def validate_callback_url(self, value):
-        if value and not value.lower().startswith(("http://", "https://")):
-            raise serializers.ValidationError("Only http and https callback URLs are accepted.")
+        refusal = callback_refusal(value) if value else None
+        if refusal:
+            raise serializers.ValidationError(f"Refused: {refusal}.")
         return value
 
     def validate_expires_in(self, value):

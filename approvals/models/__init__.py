@@ -5,7 +5,9 @@ from approvals.models.grant import ExecutionGrant
 from approvals.models.notification import Notification
 from approvals.models.outbox import OutboxMessage
 from approvals.models.policy import PolicyRule, PolicyVersion
+from approvals.models.slack import SlackIdentity
 from approvals.models.token import ReviewerToken
+from approvals.models.webhook import WebhookDelivery
 
 __all__ = [
     "ActionRequest",
@@ -19,4 +21,6 @@ __all__ = [
     "PolicyVersion",
     "Review",
     "ReviewerToken",
+    "SlackIdentity",
+    "WebhookDelivery",
 ]

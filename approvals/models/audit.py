@@ -22,6 +22,8 @@ class AuditEvent(models.Model):
     action_id = models.UUIDField(null=True, blank=True, db_index=True)
     agent_name = models.CharField(max_length=64, blank=True)
     data = models.JSONField(default=dict)
+    # The request (web) or task (worker) that wrote it; the same id is on the log lines. Hashed when set.
+    request_id = models.CharField(max_length=64, blank=True, default="")
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
 
@@ -31,6 +33,7 @@ class AuditEvent(models.Model):
             models.Index(fields=["verb", "seq"], name="audit_verb_seq"),
             models.Index(fields=["actor", "seq"], name="audit_actor_seq"),
             models.Index(fields=["at"], name="audit_at"),
+            models.Index(fields=["agent_name", "seq"], name="audit_agent_seq"),
         ]
 
     def __str__(self) -> str:

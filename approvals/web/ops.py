@@ -57,3 +57,22 @@ def server_error(request):
             500, "Internal error", "Something went wrong on our side; it was logged.", slug="internal-error"
         )
     return HttpResponse("<h1>Something went wrong</h1><p>It was logged.</p>", status=500)
+
+
+def metrics(request):
+    """Prometheus text format. With COUNTERSIGN_METRICS_TOKEN set, a matching bearer token is required."""
+    import hmac
+
+    from django.conf import settings
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.process_collector import ProcessCollector
+
+    from approvals.metrics import CountersignCollector
+
+    token = settings.COUNTERSIGN_METRICS_TOKEN
+    if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+        return HttpResponse("metrics token required\n", status=401, content_type="text/plain")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CountersignCollector())
+    ProcessCollector(registry=registry)
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals.web import views
+from approvals.web import audit_views, views
 
 app_name = "approvals"
 
@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.queue, name="queue"),
     path("history", views.history, name="history"),
     path("policies", views.policies, name="policies"),
+    path("audit", audit_views.audit_log, name="audit"),
     path("actions/<uuid:action_id>", views.detail, name="detail"),
     path("actions/<uuid:action_id>/row", views.queue_row, name="queue-row"),
     path("actions/<uuid:action_id>/live", views.detail_live, name="detail-live"),

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.request_id.RequestIdMiddleware",  # first: every response and log line carries the id
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "approvals.middleware.ApiBodyLimitMiddleware",
@@ -61,7 +62,17 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "approvals.middleware.ContentSecurityPolicyMiddleware",
 ]
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# No inline scripts anywhere (styles may be inline: the admin and Swagger UI use them).
+COUNTERSIGN_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
 
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
@@ -163,6 +174,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "approvals.sweep_outbox", "schedule": 5.0},
     "fail-stuck-executions": {"task": "approvals.fail_stuck_executions", "schedule": 30.0},
     "send-reminders": {"task": "approvals.send_due_reminders", "schedule": 15.0},
+    "audit-checkpoint": {
+        "task": "approvals.audit_checkpoint",
+        "schedule": float(env_int("COUNTERSIGN_AUDIT_CHECKPOINT_SECONDS", 300)),
+    },
 }
 
 # --- auth and sessions -------------------------------------------------------------
@@ -170,6 +185,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+COUNTERSIGN_METRICS_TOKEN = env_str("COUNTERSIGN_METRICS_TOKEN")
+COUNTERSIGN_LOGIN_WINDOW_SECONDS = env_int("COUNTERSIGN_LOGIN_WINDOW_SECONDS", 900)
+COUNTERSIGN_LOGIN_MAX_FAILURES_PER_USER = env_int("COUNTERSIGN_LOGIN_MAX_FAILURES_PER_USER", 5)
+COUNTERSIGN_LOGIN_MAX_FAILURES_PER_IP = env_int("COUNTERSIGN_LOGIN_MAX_FAILURES_PER_IP", 30)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "approvals:queue"
 LOGOUT_REDIRECT_URL = "login"
@@ -268,6 +287,9 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", COUNTERSIGN_EMAIL_FROM)
 
 # --- countersign ----------------------------------------------------------------
 COUNTERSIGN_DEFAULT_REVIEWER_GROUP = env_str("COUNTERSIGN_DEFAULT_REVIEWER_GROUP", "reviewers")
+# Webhook targets on loopback/private networks are refused unless listed here (hosts; CIDRs).
+COUNTERSIGN_CALLBACK_ALLOWED_HOSTS = env_list("COUNTERSIGN_CALLBACK_ALLOWED_HOSTS")
+COUNTERSIGN_CALLBACK_ALLOWED_NETWORKS = env_list("COUNTERSIGN_CALLBACK_ALLOWED_NETWORKS")
 # Where the default rule sends pending actions, e.g. "slack:#approvals,email:ops@example.com".
 COUNTERSIGN_DEFAULT_NOTIFY = env_list("COUNTERSIGN_DEFAULT_NOTIFY")
 COUNTERSIGN_DEFAULT_TTL_SECONDS = env_int("COUNTERSIGN_DEFAULT_TTL_SECONDS", 24 * 3600)
@@ -287,17 +309,53 @@ if not COUNTERSIGN_CREDENTIAL_KEYS and not DATABASE_URL:
 
         _cred_key_file.write_text(Fernet.generate_key().decode())
     COUNTERSIGN_CREDENTIAL_KEYS = [_cred_key_file.read_text().strip()]
+# HMAC keys for signed audit checkpoints, newest first (the first signs, all verify). Kept outside the
+# database on purpose: whoever can rewrite the audit table must not be able to re-sign its head.
+COUNTERSIGN_AUDIT_CHECKPOINT_KEYS = env_list("COUNTERSIGN_AUDIT_CHECKPOINT_KEY")
+if not COUNTERSIGN_AUDIT_CHECKPOINT_KEYS and not DATABASE_URL:
+    # Embedded default only: a key kept beside the SQLite file.
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    _checkpoint_key_file = VAR_DIR / "audit_checkpoint_key"
+    if not _checkpoint_key_file.exists():
+        import secrets
+
+        _checkpoint_key_file.write_text(secrets.token_urlsafe(32))
+    COUNTERSIGN_AUDIT_CHECKPOINT_KEYS = [_checkpoint_key_file.read_text().strip()]
+# Optional: also append each checkpoint the beat task makes to this file (JSON lines), e.g. on another volume.
+COUNTERSIGN_AUDIT_CHECKPOINT_FILE = env_str("COUNTERSIGN_AUDIT_CHECKPOINT_FILE")
 COUNTERSIGN_ACTION_TYPES = env_list("COUNTERSIGN_ACTION_TYPES")
 # slack.post_message talks to this Slack Web API (trailing slash: WebClient joins method names onto it).
 COUNTERSIGN_SLACK_API_URL = env_str("COUNTERSIGN_SLACK_API_URL", "https://slack.com/api/").rstrip("/") + "/"
+# --- slack: approvals where reviewers already are (docs/slack.md) --------------------------
+# The bot that posts approval requests: SLACK_BOT_TOKEN (or SLACK_BOT_TOKEN_FILE) wins; otherwise the
+# secret of the Credential (kind slack_bot, managed in the admin) named COUNTERSIGN_SLACK_CREDENTIAL.
+SLACK_BOT_TOKEN = env_str("SLACK_BOT_TOKEN")
+COUNTERSIGN_SLACK_CREDENTIAL = env_str("COUNTERSIGN_SLACK_CREDENTIAL", "countersign-slack")
+# Verifies POST /slack/interactivity; without it the endpoint refuses every request.
+SLACK_SIGNING_SECRET = env_str("SLACK_SIGNING_SECRET")
+# Link a Slack user to the active Countersign user with the same email (users.info) when no explicit
+# Slack identity (admin) exists. Off: only explicit links count.
+COUNTERSIGN_SLACK_LINK_BY_EMAIL = env_bool("COUNTERSIGN_SLACK_LINK_BY_EMAIL", default=True)
+COUNTERSIGN_SLACK_TIMEOUT_SECONDS = env_int("COUNTERSIGN_SLACK_TIMEOUT_SECONDS", 10)
+# The worker runs Slack interactions (buttons, the reject modal) handed over by the web process.
+CELERY_IMPORTS = ["approvals.slack_interactions"]
 # file.write creates and replaces files only under this directory (created on first use).
 COUNTERSIGN_FILE_ROOT = Path(env_str("COUNTERSIGN_FILE_ROOT", str(VAR_DIR / "files")))
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # One JSON object per line, with the request id (config/logging.py); LOG_FORMAT=plain for humans.
+    "formatters": {
+        "json": {"()": "config.logging.JsonFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": env_str("LOG_FORMAT", "json")}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # uvicorn installs its own plain handlers; route its lines through ours.
+        "uvicorn": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO"), "propagate": False},
+        "uvicorn.access": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO"), "propagate": False},
+    },
 }

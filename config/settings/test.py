@@ -8,7 +8,15 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
 os.environ.setdefault("COUNTERSIGN_CREDENTIAL_KEYS", "yGJBSU187eXkGrQ0HtwNUkuxb3XfR5Rd7fKrKFBT3Ts=")
+os.environ.setdefault("COUNTERSIGN_AUDIT_CHECKPOINT_KEY", "test-only-audit-checkpoint-key-0123456789")
 
 from config.settings.base import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# The audit table is append-only (trigger, approvals/migrations/0005); pytest-django resets tables with
+# TRUNCATE between transactional tests, which the trigger allows only in a session that sets this switch.
+# Test connections only: production connections never set it.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F405
+    _options = DATABASES["default"].setdefault("OPTIONS", {})  # noqa: F405
+    _options["options"] = f"{_options.get('options', '')} -c countersign.audit_maintenance=on".strip()

@@ -1,0 +1,64 @@
+"""Countersign for agents: propose actions, wait for people to decide, act only when approved.
+
+    from countersign import Countersign, Rejected, require_approval
+
+    cs = Countersign("https://countersign.internal", "cs_...")   # or COUNTERSIGN_URL / COUNTERSIGN_API_KEY
+    action = cs.propose("decision.only", {"command": "restart"}, "Restart the billing service")
+    try:
+        cs.wait(action.id, until="decision")
+    except Rejected as exc:
+        print("No:", exc.reason)
+"""
+
+from countersign.client import VERSION as __version__
+from countersign.client import AsyncCountersign, Countersign
+from countersign.decorators import default_on_reject, require_approval
+from countersign.errors import (
+    ActionError,
+    APIError,
+    Cancelled,
+    Conflict,
+    CountersignError,
+    ExecutionFailed,
+    Expired,
+    InvalidInput,
+    NotAllowed,
+    NotAuthenticated,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Rejected,
+    ServerError,
+    Unavailable,
+    WaitTimeout,
+)
+from countersign.models import Action, ActionType, Decision, Review
+
+__all__ = [
+    "APIError",
+    "Action",
+    "ActionError",
+    "ActionType",
+    "AsyncCountersign",
+    "Cancelled",
+    "Conflict",
+    "Countersign",
+    "CountersignError",
+    "Decision",
+    "ExecutionFailed",
+    "Expired",
+    "InvalidInput",
+    "NotAllowed",
+    "NotAuthenticated",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "Rejected",
+    "Review",
+    "ServerError",
+    "Unavailable",
+    "WaitTimeout",
+    "__version__",
+    "default_on_reject",
+    "require_approval",
+]

@@ -1,0 +1,464 @@
+"""The audit log can't be quietly rewritten.
+
+- Someone with superuser access who switches the trigger off and changes,
+  removes, inserts or reorders rows is caught by ``verify_audit``, which names
+  the first broken event; cutting the tail off or recomputing every hash after
+  a change is caught against a signed checkpoint.
+- On an ordinary connection the database itself refuses UPDATE, DELETE and
+  TRUNCATE on the audit table.
+- Concurrent writers leave one unbroken chain.
+- If the audit event can't be written, the change it records doesn't happen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import Counter
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import DatabaseError, connection, transaction
+from django.test import Client, override_settings
+
+from approvals import services
+from approvals.audit import GENESIS_HASH, Actor, chain_hash, event_body, record_event
+from approvals.audit_checkpoints import make_checkpoint
+from approvals.models import ActionRequest, ActionStatus, AuditEvent, ExecutionGrant, OutboxMessage, Review
+from tests.conftest import propose_body
+
+TABLE = AuditEvent._meta.db_table
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def propose(agent, **overrides) -> ActionRequest:
+    action, _ = services.propose_action(agent=agent, proposal=services.Proposal(**propose_body(**overrides)))
+    return action
+
+
+@pytest.fixture
+def history(agent, reviewer, second_reviewer) -> list[AuditEvent]:
+    """A few real actions: proposed, approved, rejected, approved."""
+    for verdict in ("approve", "reject", "approve"):
+        action = propose(agent)
+        if verdict == "approve":
+            services.approve_action(action_id=action.id, reviewer=reviewer, via="api")
+        else:
+            services.reject_action(action_id=action.id, reviewer=second_reviewer, via="api", reason="not today")
+    events = list(AuditEvent.objects.order_by("seq"))
+    assert len(events) >= 12
+    return events
+
+
+def tamper(*statements: tuple[str, list]) -> None:
+    """Change audit rows as a database superuser could: with the append-only trigger disabled."""
+    quoted = connection.ops.quote_name(TABLE)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {quoted} DISABLE TRIGGER USER")
+        for sql, params in statements:
+            cursor.execute(sql.format(table=quoted), params)
+        cursor.execute(f"ALTER TABLE {quoted} ENABLE TRIGGER USER")
+
+
+def recompute_chain_from(seq: int, **changes) -> None:
+    """The careful forger: change event ``seq`` and recompute every hash after it, so the chain verifies."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        prev = AuditEvent.objects.filter(seq=seq - 1).values_list("hash", flat=True).first() or GENESIS_HASH
+        for event in AuditEvent.objects.filter(seq__gte=seq).order_by("seq"):
+            if event.seq == seq:
+                for field, value in changes.items():
+                    setattr(event, field, value)
+            event.prev_hash = prev
+            event.hash = chain_hash(prev, event_body(event))
+            event.save()
+            prev = event.hash
+
+
+def verify(*args) -> str:
+    from io import StringIO
+
+    out = StringIO()
+    call_command("verify_audit", *args, stdout=out)
+    return out.getvalue()
+
+
+def write_checkpoint(tmp_path) -> tuple[str, dict]:
+    from io import StringIO
+
+    out = StringIO()
+    call_command("audit_checkpoint", stdout=out)
+    path = tmp_path / "checkpoint.json"
+    path.write_text(out.getvalue())
+    return str(path), json.loads(out.getvalue())
+
+
+def normal_connection(**kwargs) -> psycopg.Connection:
+    """A connection as production opens one: no maintenance switch."""
+    settings = connection.settings_dict
+    return psycopg.connect(
+        dbname=settings["NAME"],
+        host=settings["HOST"],
+        port=settings["PORT"] or 5432,
+        user=kwargs.pop("user", settings["USER"]),
+        autocommit=True,
+        **kwargs,
+    )
+
+
+# --- tampering is detected and located -------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_honest_log_verifies(history):
+    assert f"audit chain intact: {len(history)} events verified" in verify()
+
+
+@pytest.mark.django_db
+def test_a_changed_row_is_named(history):
+    victim = next(e for e in history if e.verb == "action.rejected")
+    tamper((f"UPDATE {{table}} SET data = %s::jsonb WHERE seq = %s", ['{"from": "pending", "to": "approved"}', victim.seq]))
+    with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}: content does not match its hash"):
+        verify()
+
+
+@pytest.mark.django_db
+def test_a_changed_actor_is_named(history):
+    victim = next(e for e in history if e.verb == "action.reviewed")
+    tamper(("UPDATE {table} SET actor = 'mallory' WHERE seq = %s", [victim.seq]))
+    with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}:"):
+        verify()
+
+
+@pytest.mark.django_db
+def test_a_deleted_row_is_named(history):
+    victim = history[len(history) // 2]
+    tamper(("DELETE FROM {table} WHERE seq = %s", [victim.seq]))
+    with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}: expected event #{victim.seq}, found #{victim.seq + 1}"):
+        verify()
+
+
+@pytest.mark.django_db
+def test_an_inserted_row_is_named(history):
+    """A forged event slipped in after #k, later rows renumbered; the forger even computes its hashes right."""
+    k = len(history) // 2
+    before = history[k - 1]
+    tamper(
+        ("UPDATE {table} SET seq = -seq WHERE seq > %s", [k]),
+        ("UPDATE {table} SET seq = -seq + 1 WHERE seq < 0", []),
+    )
+    forged = AuditEvent(
+        seq=k + 1,
+        at=before.at,
+        actor_type="user",
+        actor="rita",
+        via="web",
+        verb="action.approved",
+        object_type="action",
+        object_id=before.object_id,
+        action_id=before.action_id,
+        agent_name=before.agent_name,
+        data={"from": "pending", "to": "approved"},
+        prev_hash=before.hash,
+    )
+    forged.hash = chain_hash(before.hash, event_body(forged))
+    forged.save(force_insert=True)  # INSERT is not refused: appending is what the log is for
+    # The forged row links correctly to #k; the row after it no longer does.
+    with pytest.raises(CommandError, match=rf"broken at event #{k + 2}: .*\({k + 1} events verified before it\)"):
+        verify()
+
+
+@pytest.mark.django_db
+def test_reordered_rows_are_named(history):
+    k = len(history) // 2
+    tamper(
+        ("UPDATE {table} SET seq = -1 WHERE seq = %s", [k]),
+        ("UPDATE {table} SET seq = %s WHERE seq = %s", [k, k + 1]),
+        ("UPDATE {table} SET seq = %s WHERE seq = -1", [k + 1]),
+    )
+    with pytest.raises(CommandError, match=rf"broken at event #{k}: prev_hash does not match"):
+        verify()
+
+
+@pytest.mark.django_db
+def test_session_replication_role_is_no_way_around_it_either(history):
+    victim = history[3]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(f"UPDATE {TABLE} SET verb = 'action.cancelled' WHERE seq = %s", [victim.seq])
+    with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}:"):
+        verify()
+
+
+# --- checkpoints: the tail and the recomputed chain ------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_truncated_tail_passes_the_chain_but_not_the_checkpoint(history, tmp_path):
+    path, checkpoint = write_checkpoint(tmp_path)
+    head = history[-1].seq
+    assert checkpoint["seq"] == head and checkpoint["hash"] == history[-1].hash
+
+    assert "checkpoints: 1 valid" in verify("--from-checkpoint", path)
+
+    tamper(("DELETE FROM {table} WHERE seq > %s", [head - 2]))
+    assert "audit chain intact" in verify()  # what is left is a perfectly good chain...
+    with pytest.raises(CommandError, match=rf"truncated: the chain ends at event #{head - 2}.*#{head - 1}\.\.#{head} are missing"):
+        verify("--from-checkpoint", path)  # ...but not the one that was signed
+
+
+@pytest.mark.django_db
+def test_a_truncated_tail_with_new_events_after_it_is_caught(history, agent, tmp_path):
+    path, _ = write_checkpoint(tmp_path)
+    head = history[-1].seq
+    tamper(("DELETE FROM {table} WHERE seq > %s", [head - 2]))
+    for _ in range(3):
+        propose(agent)  # the log moves on past the old head: #head exists again, with other content
+    assert AuditEvent.objects.order_by("-seq").first().seq > head
+    with pytest.raises(CommandError, match=rf"rewritten: event #{head} does not match the checkpoint"):
+        verify("--from-checkpoint", path)
+
+
+@pytest.mark.django_db
+def test_a_recomputed_chain_passes_alone_but_not_against_the_checkpoint(history, tmp_path):
+    path, _ = write_checkpoint(tmp_path)
+    victim = next(e for e in history if e.verb == "action.rejected")
+    recompute_chain_from(victim.seq, data={"from": "pending", "to": "approved"})
+    assert "audit chain intact" in verify()
+    with pytest.raises(CommandError, match=rf"rewritten: event #{history[-1].seq} does not match"):
+        verify("--from-checkpoint", path)
+
+
+@pytest.mark.django_db
+def test_a_forged_checkpoint_is_refused(history, tmp_path):
+    path, checkpoint = write_checkpoint(tmp_path)
+    # Pretend the log was shorter when signed, to hide a truncation.
+    forged = {**checkpoint, "seq": checkpoint["seq"] - 2, "hash": history[-3].hash}
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    with pytest.raises(CommandError, match=r"is not valid: signature does not match"):
+        verify("--from-checkpoint", str(tmp_path / "forged.json"))
+
+
+@pytest.mark.django_db
+def test_a_checkpoint_signed_with_another_key_is_refused(history, tmp_path):
+    with override_settings(COUNTERSIGN_AUDIT_CHECKPOINT_KEYS=["somebody-elses-key"]):
+        path, _ = write_checkpoint(tmp_path)
+    with pytest.raises(CommandError, match=r"which this installation does not have"):
+        verify("--from-checkpoint", path)
+    # A rotated key still verifies old checkpoints while it is listed after the new one.
+    with override_settings(COUNTERSIGN_AUDIT_CHECKPOINT_KEYS=["the-new-key", "somebody-elses-key"]):
+        assert "checkpoints: 1 valid" in verify("--from-checkpoint", path)
+
+
+@pytest.mark.django_db
+def test_a_file_without_a_checkpoint_is_an_error(history, tmp_path):
+    (tmp_path / "empty.log").write_text('{"message": "hello"}\nnot json\n')
+    with pytest.raises(CommandError, match="no audit checkpoint found"):
+        verify("--from-checkpoint", str(tmp_path / "empty.log"))
+
+
+@pytest.mark.django_db
+def test_checkpoints_need_a_key(history):
+    with override_settings(COUNTERSIGN_AUDIT_CHECKPOINT_KEYS=[]), pytest.raises(CommandError, match="not set"):
+        call_command("audit_checkpoint")
+
+
+@pytest.mark.django_db
+def test_a_checkpoint_of_an_empty_log_signs_the_genesis():
+    checkpoint = make_checkpoint()
+    assert (checkpoint.seq, checkpoint.hash) == (0, GENESIS_HASH)
+
+
+# --- the database refuses changes on an ordinary connection ----------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_trigger_refuses_update_delete_and_truncate(history):
+    seq = history[2].seq
+    with normal_connection() as conn:
+        for sql in (
+            f"UPDATE {TABLE} SET actor = 'mallory' WHERE seq = {seq}",
+            f"DELETE FROM {TABLE} WHERE seq = {seq}",
+            f"DELETE FROM {TABLE}",
+            f"TRUNCATE {TABLE}",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="audit events are append-only"):
+                conn.execute(sql)
+        # Appending is what the log is for.
+        assert conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0] == len(history)
+    assert AuditEvent.objects.get(seq=seq).actor == history[2].actor
+    assert "audit chain intact" in verify()
+
+
+@pytest.mark.django_db
+def test_the_orm_is_refused_too_without_the_maintenance_switch(history):
+    for change in (
+        lambda: AuditEvent.objects.filter(seq=history[0].seq).update(actor="mallory"),
+        lambda: AuditEvent.objects.filter(seq=history[0].seq).delete(),
+    ):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL countersign.audit_maintenance = 'off'")
+            change()
+    assert AuditEvent.objects.get(seq=history[0].seq).actor == history[0].actor
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_maintenance_switch_is_no_way_around_it_for_a_role_that_may_only_write_rows(history):
+    """The switch is honoured only for the table's owner, who could disable the trigger anyway."""
+    role = f"countersign_dml_{os.getpid()}"
+    with normal_connection() as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        try:
+            admin.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {TABLE} TO {role}")
+            with normal_connection(user=role, options="-c countersign.audit_maintenance=on") as app:
+                for sql in (f"UPDATE {TABLE} SET actor = 'mallory'", f"DELETE FROM {TABLE}", f"TRUNCATE {TABLE}"):
+                    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                        app.execute(sql)
+        finally:
+            admin.execute(f"REVOKE ALL ON {TABLE} FROM {role}")
+            admin.execute(f"DROP ROLE {role}")
+    assert AuditEvent.objects.count() == len(history)
+
+
+# --- concurrent writers ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eight_concurrent_writers_leave_one_unbroken_chain():
+    threads_n, per_thread = 8, 500
+    barrier = threading.Barrier(threads_n)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            for i in range(per_thread):
+                with transaction.atomic():
+                    record_event(
+                        actor=Actor("system", f"writer-{n}", "test"),
+                        verb="test.event",
+                        object_type="test",
+                        object_id=f"{n}-{i}",
+                        data={"i": i},
+                    )
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    assert not any(t.is_alive() for t in threads), "a writer is stuck"
+    assert errors == []
+
+    total = threads_n * per_thread
+    assert list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, total + 1))
+    assert Counter(AuditEvent.objects.values_list("actor", flat=True)) == {f"writer-{n}": per_thread for n in range(threads_n)}
+    times = list(AuditEvent.objects.order_by("seq").values_list("at", flat=True))
+    assert times == sorted(times)  # time never runs backwards along the chain
+    assert f"audit chain intact: {total} events verified" in verify()
+
+
+# --- fail closed ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def audit_insert_fails(verb: str):
+    """From here on, the database refuses to store audit events with this verb (say, a full disk)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE OR REPLACE FUNCTION test_refuse_audit_insert() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'audit store unavailable'; END $$"
+        )
+        cursor.execute(
+            f"CREATE TRIGGER test_refuse_audit_insert BEFORE INSERT ON {TABLE} FOR EACH ROW "
+            f"WHEN (NEW.verb = '{verb}') EXECUTE FUNCTION test_refuse_audit_insert()"
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER test_refuse_audit_insert ON {TABLE}")
+
+
+@pytest.mark.django_db
+def test_an_approval_whose_audit_event_cannot_be_written_does_not_happen(agent, reviewer):
+    action = propose(agent)
+    outbox_before = OutboxMessage.objects.count()
+    events_before = AuditEvent.objects.count()
+    with audit_insert_fails("action.reviewed"), pytest.raises(DatabaseError, match="audit store unavailable"):
+        services.approve_action(action_id=action.id, reviewer=reviewer, via="api", comment="go")
+
+    action.refresh_from_db()
+    assert action.status == ActionStatus.PENDING
+    assert not Review.objects.filter(action=action).exists()
+    assert not ExecutionGrant.objects.filter(action=action).exists()
+    assert OutboxMessage.objects.count() == outbox_before
+    assert AuditEvent.objects.count() == events_before
+
+    # Once the audit store is back, the same approval goes through.
+    services.approve_action(action_id=action.id, reviewer=reviewer, via="api", comment="go")
+    action.refresh_from_db()
+    assert action.status == ActionStatus.APPROVED
+
+
+@pytest.mark.django_db
+def test_a_web_approval_whose_decision_cannot_be_audited_shows_an_error_and_changes_nothing(agent, reviewer):
+    action = propose(agent)
+    client = Client(raise_request_exception=False)
+    client.force_login(reviewer)
+    with audit_insert_fails("action.approved"):
+        response = client.post(f"/actions/{action.id}/approve", {"comment": "ok"})
+    assert response.status_code == 500
+    action.refresh_from_db()
+    assert action.status == ActionStatus.PENDING
+    assert not Review.objects.filter(action=action).exists()
+    assert not AuditEvent.objects.filter(action_id=action.id, verb="action.reviewed").exists()
+
+
+@pytest.mark.django_db
+def test_a_proposal_whose_audit_event_cannot_be_written_is_not_created(agent_api):
+    agent_api.raise_request_exception = False
+    outbox_before = OutboxMessage.objects.count()
+    with audit_insert_fails("action.proposed"):
+        response = agent_api.post("/api/v1/actions", propose_body(), format="json")
+    assert response.status_code == 500
+    assert ActionRequest.objects.count() == 0
+    assert OutboxMessage.objects.count() == outbox_before
+
+
+@pytest.mark.django_db
+def test_a_log_in_that_cannot_be_audited_does_not_sign_anyone_in(reviewer):
+    client = Client(raise_request_exception=False)
+    with audit_insert_fails("user.logged_in"):
+        response = client.post("/accounts/login/", {"username": "rita", "password": "pw-rita"})
+    assert response.status_code == 500
+    page = client.get("/")
+    assert page.status_code == 302 and "/accounts/login/" in page["Location"]
+    assert not AuditEvent.objects.filter(verb="user.logged_in").exists()
+
+
+@pytest.mark.django_db
+def test_agent_and_credential_changes_that_cannot_be_audited_do_not_happen(owner):
+    from agents.models import Agent
+    from agents.services import create_agent
+    from approvals.credentials import create_credential
+    from approvals.models import Credential
+
+    actor = Actor("user", "tests", "cli")
+    with audit_insert_fails("agent.created"), pytest.raises(DatabaseError):
+        create_agent(name="ghost-bot", owner=owner, actor=actor, allow=["decision.only"])
+    assert not Agent.objects.filter(name="ghost-bot").exists()
+    with audit_insert_fails("credential.created"), pytest.raises(DatabaseError):
+        create_credential(name="ghost", kind="http_bearer", secret="x", scope={"base_url": "http://x"}, actor=actor)
+    assert not Credential.objects.filter(name="ghost").exists()
