@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install migrate run clean
+.PHONY: demo test lint format install migrate run clean bench-load
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ migrate: install
 # Embedded by default (SQLite, no Redis); set DATABASE_URL and REDIS_URL for PostgreSQL and Redis.
 demo: migrate
 	$(PY) manage.py seed_demo --base-url http://127.0.0.1:$(PORT)
-	PORT=$(PORT) $(VENV)/bin/honcho start -f Procfile
+	LOG_LEVEL=$${LOG_LEVEL:-WARNING} PORT=$(PORT) $(VENV)/bin/honcho start -f Procfile
 
 run: migrate
 	PORT=$(PORT) $(VENV)/bin/honcho start -f Procfile
@@ -36,6 +36,11 @@ format: install
 
 test: lint
 	$(VENV)/bin/pytest
+
+# 50 agents x 60 s on a fresh database, its own Redis, uvicorn --workers 2, a worker and beat (docs/RELIABILITY.md).
+# BENCH_AGENTS=10 BENCH_SECONDS=10 for a short run.
+bench-load: install
+	$(PY) bench/load.py
 
 clean:
 	rm -rf var test-artifacts .pytest_cache

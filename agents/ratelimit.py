@@ -8,6 +8,7 @@ default has a single web process and uses local memory).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
+
+log = logging.getLogger(__name__)
 
 PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 
@@ -46,12 +49,18 @@ def hit(key_id: str, scope: str) -> float | None:
     now = time.time()
     window = int(now // rate.period)
     name = f"ratelimit:{scope}:{key_id}:{window}"
-    cache.add(name, 0, timeout=rate.period + 1)
     try:
-        count = cache.incr(name)
-    except ValueError:  # expired between add and incr
-        cache.add(name, 1, timeout=rate.period + 1)
-        count = 1
+        cache.add(name, 0, timeout=rate.period + 1)
+        try:
+            count = cache.incr(name)
+        except ValueError:  # expired between add and incr
+            cache.add(name, 1, timeout=rate.period + 1)
+            count = 1
+    except Exception as exc:
+        # The shared cache (Redis) is down: fail open. Proposals and decisions only need the database, and
+        # a Redis outage must not turn every agent request into a 500 (docs/RELIABILITY.md).
+        log.warning("rate limit %s not counted (cache unreachable: %s); request allowed", scope, type(exc).__name__)
+        return None
     if count <= rate.limit:
         return None
     return max(1.0, math.ceil((window + 1) * rate.period - now))

@@ -31,9 +31,6 @@ class AuditFilter:
     until: datetime | None = None  # exclusive
     after_seq: int = 0  # only events after this one (export --since)
 
-    def is_empty(self) -> bool:
-        return self == AuditFilter()
-
 
 @dataclass(frozen=True)
 class AuditPage:
@@ -91,11 +88,11 @@ def audit_page(
         rows = list(qs.filter(seq__gt=after).order_by("seq")[: size + 1])
         more_newer = len(rows) > size
         events = rows[:size][::-1]
-        more_older = qs.filter(seq__lte=after).exists()
+        more_older = _any(qs.filter(seq__lte=after).order_by("-seq"))
     else:
         if before is not None:
             qs_page = qs.filter(seq__lt=before)
-            more_newer = qs.filter(seq__gte=before).exists()
+            more_newer = _any(qs.filter(seq__gte=before).order_by("seq"))
         else:
             qs_page, more_newer = qs, False
         rows = list(qs_page.order_by("-seq")[: size + 1])
@@ -109,6 +106,11 @@ def audit_page(
         older=events[-1].seq if more_older else None,
         newer=events[0].seq if more_newer else None,
     )
+
+
+def _any(qs: QuerySet[AuditEvent]) -> bool:
+    """exists(), but ordered by seq: the planner walks an index from the cursor instead of scanning the table."""
+    return qs.values_list("seq", flat=True).first() is not None
 
 
 def iter_filtered(f: AuditFilter, batch: int = 5000) -> Iterator[AuditEvent]:

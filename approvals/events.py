@@ -7,7 +7,10 @@ recipient could read anyway.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TypedDict
+
+from approvals.models import OutboxMessage
 
 
 class ActionEvent(TypedDict):
@@ -34,3 +37,41 @@ def groups_for(event: ActionEvent) -> list[str]:
     if event["reviewer_group_id"] is not None:
         groups.append(reviewer_group(event["reviewer_group_id"]))
     return groups
+
+
+# --- catching up after a reconnect -----------------------------------------------------------
+#
+# Every push is an OutboxMessage row; its id is the ``seq`` a page last heard. A page that
+# (re)connects says ``resume`` with it and is sent what it missed, filtered like the live
+# groups filter. A transaction can commit after one with a higher id, so rows written up to
+# REPLAY_OVERLAP before the last one heard are sent again (pages ignore a seq they have seen).
+
+REPLAY_MAX = 200
+REPLAY_OVERLAP_SECONDS = 10
+REPLAY_OVERLAP_ROWS = 50
+
+
+def missed_events(*, staff: bool, group_ids: set[int], since: int) -> tuple[list[dict], bool]:
+    """Pushes after ``since`` that this reviewer's groups heard; (events, complete).
+
+    Not complete (the page should re-read everything) when more were missed than
+    REPLAY_MAX or the row ``since`` names is unknown.
+    """
+    pushes = OutboxMessage.objects.filter(kind=OutboxMessage.Kind.PUSH)
+    if not staff:
+        pushes = pushes.filter(payload__reviewer_group_id__in=sorted(group_ids))
+    every = OutboxMessage.objects.filter(kind=OutboxMessage.Kind.PUSH)
+    anchor = every.filter(id=since).values_list("created_at", flat=True).first() if since > 0 else None
+    if since > 0 and anchor is None:
+        # The row it names is unknown (pruned, or made up): what was missed cannot be told apart.
+        return [], not every.filter(id__gt=since).exists()
+    rows = list(pushes.filter(id__gt=since).order_by("id").values_list("id", "payload")[: REPLAY_MAX + 1])
+    complete = len(rows) <= REPLAY_MAX
+    rows = rows[:REPLAY_MAX]
+    if anchor is not None:
+        # Read backwards by id (the index), a bounded number of rows, and keep the recent ones.
+        overlap = anchor - timedelta(seconds=REPLAY_OVERLAP_SECONDS)
+        recent = pushes.filter(id__lte=since).order_by("-id").values_list("id", "payload", "created_at")
+        late = [(seq, payload) for seq, payload, at in recent[:REPLAY_OVERLAP_ROWS] if at >= overlap]
+        rows = sorted(late) + rows if late else rows
+    return [{**payload, "seq": seq} for seq, payload in rows], complete

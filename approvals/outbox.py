@@ -21,11 +21,11 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from approvals.events import groups_for
-from approvals.models import OutboxMessage
+from approvals.models import ActionRequest, ActionStatus, ExecutionGrant, OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +198,7 @@ _HANDLERS = {
 
 def sweep(limit: int = 500) -> int:
     """Deliver what is due and was not delivered right after its commit."""
+    redispatch_lost_executions()
     now = timezone.now()
     pending = OutboxMessage.objects.filter(
         delivered_at__isnull=True, next_attempt_at__lte=now, created_at__lte=now - SWEEP_GRACE
@@ -209,6 +210,42 @@ def sweep(limit: int = 500) -> int:
         if deliver(message_id):
             delivered += 1
     return delivered
+
+
+def redispatch_lost_executions(limit: int = 100) -> int:
+    """Queue execution again for approved actions whose execute message reached the broker but never a worker.
+
+    Handing a task to the broker is not running it: a Redis restart without persistence drops every queued
+    task, and with it the only message that would have run an approved action. An action still ``approved``
+    with an unredeemed grant ``COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS`` after its newest execute message was
+    delivered gets a new one. A duplicate is harmless: the worker redeems a grant at most once and a second
+    task finds the action no longer approved (approvals.services.execution).
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS)
+    newest_execute = OutboxMessage.objects.filter(kind=OutboxMessage.Kind.EXECUTE, action_id=OuterRef("id"))
+    unredeemed = ExecutionGrant.objects.filter(action_id=OuterRef("id"), redeemed_at__isnull=True)
+    lost = list(
+        ActionRequest.objects.filter(status=ActionStatus.APPROVED)
+        .annotate(handed_at=Subquery(newest_execute.order_by("-id").values("delivered_at")[:1]))
+        .filter(Exists(unredeemed), handed_at__lte=cutoff)
+        .values_list("id", flat=True)[:limit]
+    )
+    for action_id in lost:
+        with transaction.atomic():
+            still_approved = (
+                ActionRequest.objects.select_for_update(of=("self",))
+                .filter(id=action_id, status=ActionStatus.APPROVED)
+                .values_list("id", flat=True)
+                .first()
+            )
+            grant = ExecutionGrant.objects.filter(action_id=action_id).order_by("-created_at").first()
+            if still_approved is None or grant is None or grant.redeemed_at is not None:
+                continue
+            log.warning("action %s approved but never executed; queueing its execution again", action_id)
+            enqueue(
+                OutboxMessage.Kind.EXECUTE, payload={"grant": str(grant.id), "redispatch": True}, action_id=action_id
+            )
+    return len(lost)
 
 
 def _relay_pending_pushes() -> None:

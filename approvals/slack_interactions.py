@@ -33,6 +33,7 @@ from typing import Any, TypedDict
 from urllib.parse import parse_qs
 
 from celery import shared_task
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import transaction
 from slack_sdk.signature import SignatureVerifier
@@ -228,7 +229,7 @@ def handle(interaction: Interaction) -> str:
     return _reject(interaction, action, reviewer)
 
 
-def _approve(interaction: Interaction, action: ActionRequest, reviewer) -> str:
+def _approve(interaction: Interaction, action: ActionRequest, reviewer: AbstractBaseUser) -> str:
     try:
         services.approve_action(
             action_id=action.id,
@@ -268,7 +269,7 @@ def _open_reject_modal(interaction: Interaction, action: ActionRequest) -> str:
     return "modal_opened"
 
 
-def _reject(interaction: Interaction, action: ActionRequest, reviewer) -> str:
+def _reject(interaction: Interaction, action: ActionRequest, reviewer: AbstractBaseUser) -> str:
     try:
         services.reject_action(
             action_id=action.id, reviewer=reviewer, via=Review.Via.SLACK, reason=interaction["reason"]

@@ -31,6 +31,7 @@ import logging
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from slack_sdk import WebClient
 
 from approvals import outbox
 from approvals.action_types.base import Preview
@@ -88,7 +89,9 @@ def send(action: ActionRequest, event: str, target: str) -> None:
         _failed(action, channel, event, str(exc))
 
 
-def _sync(client, row: Notification, action: ActionRequest, event: str, target: str, preview: Preview | None) -> list:
+def _sync(
+    client: WebClient, row: Notification, action: ActionRequest, event: str, target: str, preview: Preview | None
+) -> list[str]:
     """Bring the Slack message in line with ``action`` (row locked); returns what was done."""
     reviews = list(action.reviews.select_related("reviewer"))
     approvals = sum(1 for r in reviews if r.verdict == Review.Verdict.APPROVE)
@@ -136,7 +139,7 @@ def _sync(client, row: Notification, action: ActionRequest, event: str, target: 
     return done
 
 
-def _render(action: ActionRequest, reviews: list[Review], preview: Preview | None) -> tuple[str, list]:
+def _render(action: ActionRequest, reviews: list[Review], preview: Preview | None) -> tuple[str, list[dict]]:
     if action.is_pending and preview is None:
         preview = compute_preview(action.action_type, action.params)  # only on a rare race; see send()
     return action_message(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import transaction
 
@@ -30,7 +31,7 @@ def _cache_key(slack_user_id: str) -> str:
     return f"slack-user:{slack_user_id}"
 
 
-def reviewer_for(slack_user_id: str):
+def reviewer_for(slack_user_id: str) -> AbstractBaseUser | None:
     """The Countersign user behind ``slack_user_id``, or None. May call Slack (users.info)."""
     identity = SlackIdentity.objects.select_related("user").filter(slack_user_id=slack_user_id).first()
     if identity is not None:
@@ -46,7 +47,7 @@ def reviewer_for(slack_user_id: str):
     return user
 
 
-def _by_email(slack_user_id: str):
+def _by_email(slack_user_id: str) -> AbstractBaseUser | None:
     try:
         data = call(web_client(), "users_info", user=slack_user_id)
     except SlackRefused:
@@ -61,7 +62,7 @@ def _by_email(slack_user_id: str):
     return matches[0] if len(matches) == 1 else None
 
 
-def link(*, slack_user_id: str, user, actor: Actor, note: str = "") -> SlackIdentity:
+def link(*, slack_user_id: str, user: AbstractBaseUser, actor: Actor, note: str = "") -> SlackIdentity:
     """Link ``slack_user_id`` to ``user`` (replacing any earlier link of that Slack user); audited."""
     with transaction.atomic():
         identity = SlackIdentity.objects.select_for_update().filter(slack_user_id=slack_user_id).first()

@@ -17,8 +17,9 @@ from config.request_id import get_request_id
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-# Extras never written: Django's ``request`` (its repr carries the query string) and the socket it came in on.
-_SKIPPED = frozenset({"request", "server_time"})
+# Extras never written: Django's ``request`` (its repr carries the query string), the socket it came in on,
+# and uvicorn's copy of the message with terminal colours.
+_SKIPPED = frozenset({"request", "server_time", "color_message"})
 _PLAIN = (str, int, float, bool, type(None), dict, list, tuple)
 
 

@@ -9,6 +9,7 @@ from approvals.web.slack_views import interactivity as slack_interactivity
 
 urlpatterns = [
     path("api/v1/", include("approvals.api.urls")),
+    path("humanlayer/v1/", include("approvals.humanlayer.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its init script as a file: no inline script, so the CSP holds here too.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),

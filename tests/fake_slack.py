@@ -23,6 +23,7 @@ For Countersign's own bot (notifications and interactivity) it also answers
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import threading
@@ -74,6 +75,7 @@ class FakeSlack:
 
     def __post_init__(self):
         self._failures: dict[str, _Failure] = {}
+        self._delays: dict[str, float] = {}
         self._cond = threading.Condition()
         self._ts = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
@@ -102,12 +104,12 @@ class FakeSlack:
         return self.users[user_id]
 
     def message(self, channel_id: str, ts: str) -> dict[str, Any] | None:
-        """The message at (channel, ts) as it is now (text, blocks, edited), top-level or in a thread."""
+        """A copy of the message at (channel, ts) as it is now (text, blocks, edited), top-level or in a thread."""
         with self._cond:
             for (cid, _), messages in self.threads.items():
                 for message in messages:
                     if cid == channel_id and message["ts"] == ts:
-                        return message
+                        return copy.deepcopy(message)
         return None
 
     def replies(self, channel_id: str, ts: str) -> list[dict[str, Any]]:
@@ -126,6 +128,10 @@ class FakeSlack:
     def drop_connection(self, method: str, *, times: int | None = None) -> None:
         """Make ``method`` record the call, then hang up without answering (a reply lost on the way back)."""
         self._failures[method] = _Failure(error="", drop=True, times=times)
+
+    def slow_down(self, method: str, seconds: float) -> None:
+        """Make ``method`` take ``seconds`` before it answers (to hold a caller mid-call)."""
+        self._delays[method] = seconds
 
     def clear_failures(self) -> None:
         self._failures.clear()
@@ -233,6 +239,8 @@ class FakeSlack:
                 if failure.times <= 0:
                     self._failures.pop(method, None)
 
+        if self._delays.get(method):
+            time.sleep(self._delays[method])
         if failure is not None and failure.drop:
             return None
         if failure is not None:

@@ -123,7 +123,9 @@ def test_an_honest_log_verifies(history):
 @pytest.mark.django_db
 def test_a_changed_row_is_named(history):
     victim = next(e for e in history if e.verb == "action.rejected")
-    tamper((f"UPDATE {{table}} SET data = %s::jsonb WHERE seq = %s", ['{"from": "pending", "to": "approved"}', victim.seq]))
+    tamper(
+        ("UPDATE {table} SET data = %s::jsonb WHERE seq = %s", ['{"from": "pending", "to": "approved"}', victim.seq])
+    )
     with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}: content does not match its hash"):
         verify()
 
@@ -140,7 +142,9 @@ def test_a_changed_actor_is_named(history):
 def test_a_deleted_row_is_named(history):
     victim = history[len(history) // 2]
     tamper(("DELETE FROM {table} WHERE seq = %s", [victim.seq]))
-    with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}: expected event #{victim.seq}, found #{victim.seq + 1}"):
+    with pytest.raises(
+        CommandError, match=rf"broken at event #{victim.seq}: expected event #{victim.seq}, found #{victim.seq + 1}"
+    ):
         verify()
 
 
@@ -187,6 +191,15 @@ def test_reordered_rows_are_named(history):
 
 
 @pytest.mark.django_db
+def test_a_request_id_added_afterwards_is_named(history):
+    """The request id is hashed too: pinning an event on another request is a change."""
+    victim = history[4]
+    tamper(("UPDATE {table} SET request_id = 'someone-elses-request' WHERE seq = %s", [victim.seq]))
+    with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}: content does not match"):
+        verify()
+
+
+@pytest.mark.django_db
 def test_session_replication_role_is_no_way_around_it_either(history):
     victim = history[3]
     with transaction.atomic(), connection.cursor() as cursor:
@@ -209,7 +222,9 @@ def test_a_truncated_tail_passes_the_chain_but_not_the_checkpoint(history, tmp_p
 
     tamper(("DELETE FROM {table} WHERE seq > %s", [head - 2]))
     assert "audit chain intact" in verify()  # what is left is a perfectly good chain...
-    with pytest.raises(CommandError, match=rf"truncated: the chain ends at event #{head - 2}.*#{head - 1}\.\.#{head} are missing"):
+    with pytest.raises(
+        CommandError, match=rf"truncated: the chain ends at event #{head - 2}.*#{head - 1}\.\.#{head} are missing"
+    ):
         verify("--from-checkpoint", path)  # ...but not the one that was signed
 
 
@@ -237,7 +252,7 @@ def test_a_recomputed_chain_passes_alone_but_not_against_the_checkpoint(history,
 
 @pytest.mark.django_db
 def test_a_forged_checkpoint_is_refused(history, tmp_path):
-    path, checkpoint = write_checkpoint(tmp_path)
+    _, checkpoint = write_checkpoint(tmp_path)
     # Pretend the log was shorter when signed, to hide a truncation.
     forged = {**checkpoint, "seq": checkpoint["seq"] - 2, "hash": history[-3].hash}
     (tmp_path / "forged.json").write_text(json.dumps(forged))
@@ -267,6 +282,22 @@ def test_a_file_without_a_checkpoint_is_an_error(history, tmp_path):
 def test_checkpoints_need_a_key(history):
     with override_settings(COUNTERSIGN_AUDIT_CHECKPOINT_KEYS=[]), pytest.raises(CommandError, match="not set"):
         call_command("audit_checkpoint")
+
+
+@pytest.mark.django_db
+def test_the_beat_task_appends_to_the_checkpoint_file_and_complains_without_a_key(history, tmp_path, caplog):
+    from approvals.tasks import audit_checkpoint
+
+    target = tmp_path / "offsite" / "checkpoints.jsonl"
+    with override_settings(COUNTERSIGN_AUDIT_CHECKPOINT_FILE=str(target)):
+        assert audit_checkpoint() == history[-1].seq
+        assert audit_checkpoint() == history[-1].seq
+    assert len(target.read_text().splitlines()) == 2
+    assert "checkpoints: 2 valid" in verify("--from-checkpoint", str(target))
+
+    with override_settings(COUNTERSIGN_AUDIT_CHECKPOINT_KEYS=[]), caplog.at_level("ERROR"):
+        assert audit_checkpoint() == -1
+    assert "no audit checkpoint: COUNTERSIGN_AUDIT_CHECKPOINT_KEY is not set" in caplog.text
 
 
 @pytest.mark.django_db
@@ -363,7 +394,9 @@ def test_eight_concurrent_writers_leave_one_unbroken_chain():
 
     total = threads_n * per_thread
     assert list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, total + 1))
-    assert Counter(AuditEvent.objects.values_list("actor", flat=True)) == {f"writer-{n}": per_thread for n in range(threads_n)}
+    assert Counter(AuditEvent.objects.values_list("actor", flat=True)) == {
+        f"writer-{n}": per_thread for n in range(threads_n)
+    }
     times = list(AuditEvent.objects.order_by("seq").values_list("at", flat=True))
     assert times == sorted(times)  # time never runs backwards along the chain
     assert f"audit chain intact: {total} events verified" in verify()

@@ -395,3 +395,76 @@ def test_the_bot_token_can_be_kept_in_the_admin_as_a_credential(slack, agent):
         deliver_due()
     [call] = slack.calls_to("chat.postMessage")
     assert call.authorization == f"Bearer {slack.token}" and posted(action).external_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_delivering_the_same_action_at_once_post_one_message(slack, agent):
+    """Each worker has its own connection; the Notification row lock makes the second one update, not re-post."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from approvals import notifications
+
+    action = propose(agent)
+    with transaction.atomic():  # a second status event for the same channel, as a quick change would enqueue
+        notifications.enqueue(ActionRequest.objects.get(id=action.id), notifications.STATUS)
+    ids = list(OutboxMessage.objects.filter(kind="notify", action_id=action.id).values_list("id", flat=True))
+    assert len(ids) == 2
+    slack.slow_down("chat.postMessage", 0.5)  # the first poster is still talking to Slack when the second arrives
+    barrier = threading.Barrier(2)
+    results = []
+
+    def deliver(message_id):
+        try:
+            barrier.wait(timeout=10)
+            results.append(outbox.deliver(message_id, in_worker=True))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert results == [True, True]
+    assert len(slack.calls_to("chat.postMessage")) == 1 and slack.calls_to("chat.update") == []
+    assert Notification.objects.filter(action=action).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_syncing_a_finished_action_at_once_thread_its_result_once(
+    slack, agent, reviewer, credential, target
+):
+    import threading
+
+    from django.db import connection
+
+    action = propose(
+        agent, action_type="http.request", params={"credential": credential.name, "method": "POST", "path": "/x"}
+    )
+    outbox.deliver(OutboxMessage.objects.get(kind="notify", action_id=action.id).id, in_worker=True)
+    services.approve_action(action_id=action.id, reviewer=reviewer, via=Review.Via.WEB)
+    services.execute_action(action.id)
+    ids = list(
+        OutboxMessage.objects.filter(kind="notify", action_id=action.id, delivered_at__isnull=True).values_list(
+            "id", flat=True
+        )
+    )
+    slack.slow_down("chat.update", 0.5)
+    barrier = threading.Barrier(2)
+
+    def deliver(message_id):
+        try:
+            barrier.wait(timeout=10)
+            outbox.deliver(message_id, in_worker=True)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in ids[-2:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(slack.replies(APPROVALS, posted(action).external_id)) == 1
+    assert len(slack.calls_to("chat.update")) == 1

@@ -15,6 +15,7 @@ BUILTIN_TYPES = [
     "approvals.action_types.email_send.EmailSend",
     "approvals.action_types.slack_post.SlackPostMessage",
     "approvals.action_types.file_write.FileWrite",
+    "approvals.action_types.human_question.HumanQuestion",
 ]
 
 _registry: dict[str, ActionType] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 from asgiref.sync import sync_to_async
@@ -27,6 +28,9 @@ from approvals.models import ActionStatus
 from approvals.presenters import is_finished, present_action
 
 MAX_TIMEOUT = 60
+# Without a channel layer (Redis down) the wait re-reads the action this often instead.
+POLL_SECONDS = 1.0
+log = logging.getLogger(__name__)
 
 
 def _done(action, until: str) -> bool:
@@ -110,9 +114,13 @@ async def wait_for_action(request, action_id):
 
     outbox.ensure_embedded_relay()
     layer = get_channel_layer()
-    channel = await layer.new_channel()
     group = action_group(action_id)
-    await layer.group_add(group, channel)
+    channel = await layer.new_channel()
+    try:
+        await layer.group_add(group, channel)
+    except Exception as exc:  # the channel layer (Redis) is down: poll the database instead
+        log.warning("wait: channel layer unavailable (%s); polling", type(exc).__name__)
+        channel = None
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -123,9 +131,19 @@ async def wait_for_action(request, action_id):
             remaining = deadline - time.monotonic()
             if _done(action, until) or remaining <= 0:
                 return JsonResponse(body)
+            if channel is None:
+                await asyncio.sleep(min(POLL_SECONDS, remaining))
+                continue
             # On timeout, loop once more and answer with the current state.
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(layer.receive(channel), timeout=remaining)
+            except TimeoutError:
+                pass
+            except Exception as exc:  # the layer went away mid-wait: poll for the rest of it
+                log.warning("wait: channel layer lost (%s); polling", type(exc).__name__)
+                channel = None
     finally:
-        await layer.group_discard(group, channel)
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await layer.group_discard(group, channel)
         close_old_connections()

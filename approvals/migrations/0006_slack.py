@@ -35,7 +35,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('delivery', models.BigIntegerField()),
                 ('event', models.CharField(max_length=64)),
-                ('url', models.URLField(max_length=2048)),
+                ('url', models.CharField(max_length=2048)),
                 ('attempt', models.PositiveIntegerField()),
                 ('status_code', models.PositiveSmallIntegerField(blank=True, null=True)),
                 ('error', models.CharField(blank=True, max_length=500)),

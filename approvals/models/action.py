@@ -5,6 +5,7 @@ import uuid
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 
@@ -49,6 +50,14 @@ class Risk(models.TextChoices):
 
 
 RISK_ORDER = {Risk.LOW: 0, Risk.MEDIUM: 1, Risk.HIGH: 2, Risk.CRITICAL: 3}
+
+# The risk's rank as SQL, for sorting the queue by risk (approvals.desk). The same expression is
+# indexed below ("action_desk_risk"): a query uses that index only if it sorts by exactly this.
+RISK_RANK = models.Case(
+    *(models.When(risk=risk.value, then=models.Value(rank)) for risk, rank in RISK_ORDER.items()),
+    default=models.Value(0),
+    output_field=models.IntegerField(),
+)
 
 
 class ActionRequest(models.Model):
@@ -108,6 +117,24 @@ class ActionRequest(models.Model):
             models.Index(fields=["agent", "-created_at"], name="action_agent_created"),
             models.Index(fields=["status", "-created_at"], name="action_status_created"),
             models.Index(fields=["status", "expires_at"], name="action_status_expires"),
+            # The reviewer's desk (approvals.desk, approvals.dashboard; migration 0007_desk): keyset pages
+            # per sort, with the primary key as the last key; filters; decisions over time.
+            models.Index(fields=["status", "created_at", "id"], name="action_desk_created"),
+            models.Index(fields=["reviewer_group", "status", "created_at", "id"], name="action_desk_group_created"),
+            models.Index(fields=["status", "expires_at", "id"], name="action_desk_expires"),
+            models.Index(
+                models.F("status"),
+                models.OrderBy(RISK_RANK, descending=True),
+                models.F("created_at"),
+                models.F("id"),
+                name="action_desk_risk",
+            ),
+            models.Index(fields=["action_type", "status", "created_at"], name="action_desk_type"),
+            models.Index(fields=["agent", "status", "created_at"], name="action_desk_agent"),
+            models.Index(Upper("on_behalf_of"), models.F("created_at"), name="action_desk_on_behalf_of"),
+            models.Index(
+                fields=["decided_at"], name="action_desk_decided", condition=models.Q(decided_at__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

@@ -11,7 +11,7 @@ class WebhookDelivery(models.Model):
     # The outbox message, sent as the Countersign-Delivery header: the same on every attempt.
     delivery = models.BigIntegerField()
     event = models.CharField(max_length=64)  # "action.approved"
-    url = models.URLField(max_length=2048)
+    url = models.CharField(max_length=2048)  # as the agent gave it; a log, not validated input
     attempt = models.PositiveIntegerField()
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     error = models.CharField(max_length=500, blank=True)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals.web import audit_views, views
+from approvals.web import audit_views, desk_views, views
 
 app_name = "approvals"
 
@@ -8,10 +8,12 @@ urlpatterns = [
     path("", views.queue, name="queue"),
     path("history", views.history, name="history"),
     path("policies", views.policies, name="policies"),
+    path("dashboard", desk_views.dashboard, name="dashboard"),
     path("audit", audit_views.audit_log, name="audit"),
     path("actions/<uuid:action_id>", views.detail, name="detail"),
     path("actions/<uuid:action_id>/row", views.queue_row, name="queue-row"),
     path("actions/<uuid:action_id>/live", views.detail_live, name="detail-live"),
     path("actions/<uuid:action_id>/approve", views.approve, name="approve"),
     path("actions/<uuid:action_id>/reject", views.reject, name="reject"),
+    path("actions/<uuid:action_id>/check-params", desk_views.check_params, name="check-params"),
 ]

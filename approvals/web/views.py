@@ -9,10 +9,11 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from agents.models import Agent
-from approvals import policy_store, selectors, services
+from approvals import desk, policy_store, selectors, services
 from approvals.action_types import registry
 from approvals.errors import ServiceError, TargetChanged
 from approvals.models import ActionStatus, AuditEvent, PolicyRule, Review
@@ -43,11 +44,26 @@ def _row_context(action, user) -> dict:
 @login_required
 @require_GET
 def queue(request):
-    actions = list(
-        selectors.actions_for(request.user).filter(status=ActionStatus.PENDING).order_by("-created_at", "-id")[:200]
-    )
-    rows = [_row_context(a, request.user) for a in actions]
-    return render(request, "approvals/queue.html", {"rows": rows, "page": "queue"})
+    filters = desk.QueueFilters.from_query(request.GET)
+    try:
+        page = desk.queue_page(
+            request.user, filters, after=request.GET.get("after", ""), before=request.GET.get("before", "")
+        )
+    except desk.BadCursor as exc:
+        messages.error(request, f"{exc} Showing the first page.")
+        query = filters.querystring()
+        return redirect(reverse("approvals:queue") + (f"?{query}" if query else ""))
+    rows = [_row_context(a, request.user) for a in page.rows]
+    context = {
+        "rows": rows,
+        "desk": page,
+        "filters": filters,
+        "links": desk.page_links(page),
+        "paged": bool(request.GET.get("after") or request.GET.get("before")),
+        "sorts": [(name, label) for name, (label, _) in desk.SORTS.items()],
+        "page": "queue",
+    }
+    return render(request, "approvals/queue.html", context)
 
 
 @login_required
@@ -107,6 +123,8 @@ def _detail_context(request, action) -> dict:
         else "",
         "context_extra": {k: v for k, v in (action.context or {}).items() if k not in ("reasoning", "source", "links")},
         "events": events,
+        "steps": desk.progress_steps(action),
+        "confirm_risk": desk.needs_confirmation(action),
     }
 
 
@@ -132,7 +150,17 @@ def detail_live(request, action_id):
 @login_required
 @require_POST
 def approve(request, action_id):
-    _action_or_404(request, action_id)
+    action = _action_or_404(request, action_id)
+    if (
+        desk.needs_confirmation(action)
+        and request.POST.get("confirm_risk") != "yes"
+        and action.is_pending
+        and review_refusal(request.user, action) is None
+    ):
+        messages.error(
+            request, f"This is a {action.risk}-risk action: confirm that you checked what it will do, then approve."
+        )
+        return redirect("approvals:detail", action_id=action_id)
     edited = None
     raw = request.POST.get("params", "").strip()
     if raw:

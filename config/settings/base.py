@@ -96,6 +96,15 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+    # DB_POOL=N: a psycopg pool of up to N connections per process (web: under ASGI each request runs in its
+    # own thread, so persistent connections don't carry over and each request would connect anew; see
+    # docs/deploy.md). Needs psycopg[pool] and DB_CONN_MAX_AGE=0.
+    if env_int("DB_POOL", 0) > 0 and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(2, env_int("DB_POOL", 0)),
+            "max_size": env_int("DB_POOL", 0),
+            "timeout": env_int("DB_POOL_TIMEOUT", 10),
+        }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -120,6 +129,8 @@ REDIS_URL = env_str("REDIS_URL")
 # live events written by the worker through the web process instead.
 COUNTERSIGN_SHARED_CHANNEL_LAYER = bool(REDIS_URL)
 if REDIS_URL:
+    from redis.exceptions import ConnectionError as _RedisConnectionError
+
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -127,7 +138,10 @@ if REDIS_URL:
                 # redis-py's default 5 s socket timeout races channels-redis's 5 s blocking
                 # pop: an idle receive (a long-poll, a quiet websocket) would die with
                 # redis.TimeoutError. The socket timeout must outlast the blocking pop.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                # retry_on_error: after a Redis restart every pooled connection is dead, and redis-py's
+                # asyncio client does not retry by default, so each would fail one websocket connect or
+                # push; one retry on a fresh connection instead (docs/RELIABILITY.md).
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "retry_on_error": [_RedisConnectionError]}],
                 "capacity": 1500,
                 "expiry": 30,
             },
@@ -297,6 +311,9 @@ COUNTERSIGN_MAX_TTL_SECONDS = env_int("COUNTERSIGN_MAX_TTL_SECONDS", 7 * 24 * 36
 COUNTERSIGN_GRANT_TTL_SECONDS = env_int("COUNTERSIGN_GRANT_TTL_SECONDS", 600)
 COUNTERSIGN_STUCK_EXECUTION_SECONDS = env_int("COUNTERSIGN_STUCK_EXECUTION_SECONDS", 360)
 COUNTERSIGN_MAX_EXECUTION_ATTEMPTS = env_int("COUNTERSIGN_MAX_EXECUTION_ATTEMPTS", 3)
+# An approved action whose execute task was handed to the broker this long ago and never redeemed is queued
+# again by the outbox sweep (a Redis restart without persistence loses queued tasks; approvals/outbox.py).
+COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS = env_int("COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS", 60)
 COUNTERSIGN_HTTP_TIMEOUT_SECONDS = env_int("COUNTERSIGN_HTTP_TIMEOUT_SECONDS", 30)
 # Fernet keys, newest first; the first encrypts, all decrypt.
 COUNTERSIGN_CREDENTIAL_KEYS = env_list("COUNTERSIGN_CREDENTIAL_KEYS")
@@ -354,8 +371,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
-        # uvicorn installs its own plain handlers; route its lines through ours.
-        "uvicorn": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO"), "propagate": False},
-        "uvicorn.access": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO"), "propagate": False},
+        # uvicorn installs its own plain handler; route its server lines through ours. Its access log is left
+        # as `--no-access-log` sets it (off in the Procfile): countersign.request logs each request instead.
+        "uvicorn.error": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO"), "propagate": False},
     },
 }

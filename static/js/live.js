@@ -1,6 +1,14 @@
 // Countersign live updates: one websocket per page; events carry ids and
-// status only, and the page re-fetches the fragment it shows through its own
+// status only, and the page re-fetches what it shows through its own
 // session, so it never displays more than this reviewer may see.
+//
+// Catching up: every event has a seq (its outbox row). The page is drawn with
+// the newest seq of that moment (body[data-seq]); on every (re)connect it says
+// "resume" from the last seq it knows and the server sends what it missed, or
+// "resync" when it cannot tell, and then the page re-reads everything.
+//
+// Presence: a detail page says "watch" and hears "presence" with who else is
+// looking (approvals/presence.py).
 (function () {
   "use strict";
   const body = document.body;
@@ -24,39 +32,58 @@
     return template.content;
   }
 
-  // --- queue ---------------------------------------------------------------
-  function refreshQueueChrome() {
-    const rows = document.querySelectorAll("#queue-body tr");
-    const count = document.getElementById("queue-count");
-    if (count) count.textContent = rows.length;
-    const empty = document.getElementById("queue-empty");
-    if (empty) empty.hidden = rows.length > 0;
+  // Runs fn at most once per `delay` ms however many events ask for it, and
+  // once more if asked again while it was running: bursts cost one fetch.
+  function coalesce(fn, delay) {
+    let timer = null, running = false, again = false;
+    async function run() {
+      timer = null;
+      if (running) { again = true; return; }
+      running = true;
+      try { await fn(); } catch (e) { /* the next event or reconnect tries again */ }
+      running = false;
+      if (again) { again = false; schedule(); }
+    }
+    function schedule() { if (!timer) timer = setTimeout(run, delay); }
+    return schedule;
   }
 
-  async function updateQueueRow(actionId) {
-    const { status, text } = await fetchText(`/actions/${actionId}/row`);
-    const existing = document.getElementById(`action-${actionId}`);
-    if (status === 200) {
-      const row = fragment(text).firstElementChild;
-      if (existing) existing.replaceWith(row);
-      else {
-        row.classList.add("arrived");
-        document.getElementById("queue-body").prepend(row);
-      }
-    } else if (existing) {
-      existing.remove();
+  async function freshDocument() {
+    const { status, text } = await fetchText(window.location.href);
+    if (status !== 200) return null;
+    return new DOMParser().parseFromString(text, "text/html");
+  }
+
+  // Counts shown outside the part that is replaced (filter options, the heading).
+  function syncCounts(doc) {
+    for (const fresh of doc.querySelectorAll("[data-count-for]")) {
+      const key = fresh.dataset.countFor;
+      const current = document.querySelector(`[data-count-for="${CSS.escape(key)}"]`);
+      if (current && current.textContent !== fresh.textContent) current.textContent = fresh.textContent;
     }
-    refreshQueueChrome();
+  }
+
+  // --- queue: re-read the page as it is filtered, sorted and paged -------------------
+  async function refreshQueue() {
+    const doc = await freshDocument();
+    const fresh = doc && doc.getElementById("queue-results");
+    const current = document.getElementById("queue-results");
+    if (!fresh || !current) return;
+    const known = new Set([...current.querySelectorAll("tr[data-action-id]")].map((tr) => tr.dataset.actionId));
+    const hadFocus = current.contains(document.activeElement);
+    for (const tr of fresh.querySelectorAll("tr[data-action-id]")) {
+      if (!known.has(tr.dataset.actionId)) tr.classList.add("arrived");
+    }
+    current.replaceWith(fresh);
+    syncCounts(doc);
+    document.dispatchEvent(new CustomEvent("countersign:queue-updated", { detail: { hadFocus } }));
   }
 
   async function reloadPart(selector) {
-    const { status, text } = await fetchText(window.location.href);
-    if (status !== 200) return;
-    const doc = new DOMParser().parseFromString(text, "text/html");
-    const fresh = doc.querySelector(selector);
+    const doc = await freshDocument();
+    const fresh = doc && doc.querySelector(selector);
     const current = document.querySelector(selector);
     if (fresh && current) current.replaceWith(fresh);
-    refreshQueueChrome();
   }
 
   // --- detail --------------------------------------------------------------
@@ -66,33 +93,56 @@
     const { status, text } = await fetchText(body.dataset.liveUrl);
     if (status !== 200) return;
     const fresh = fragment(text);
-    const typing = panel.contains(document.activeElement) && document.activeElement.matches("textarea, input");
+    const active = document.activeElement;
+    const typing = panel.contains(active) && active.matches("textarea, input");
+    const drafted = [...panel.querySelectorAll("textarea")].some((t) => t.value !== t.defaultValue);
     const stillPending = fresh.querySelector(".status-card")?.dataset.status === "pending";
-    if (typing && stillPending) {
+    if ((typing || drafted) && stillPending) {
       // Keep the reviewer's draft; refresh only what changed around it.
-      for (const sel of [".status-card"]) {
+      for (const sel of [".status-card", ".timeline"]) {
         const a = panel.querySelector(sel), b = fresh.querySelector(sel);
         if (a && b) a.replaceWith(b);
       }
     } else {
+      const hadFocus = panel.contains(active);
       panel.replaceChildren(fresh);
+      if (hadFocus) document.getElementById("status-h")?.setAttribute("tabindex", "-1");
+      if (hadFocus) document.getElementById("status-h")?.focus();
     }
+    document.dispatchEvent(new CustomEvent("countersign:detail-updated"));
   }
 
-  let historyTimer = null;
+  const refresh = {
+    queue: coalesce(refreshQueue, 120),
+    history: coalesce(() => reloadPart("#history tbody"), 150),
+    dashboard: coalesce(() => reloadPart("#dashboard"), 300),
+    detail: coalesce(updateDetail, 60),
+  };
+
   function onEvent(event) {
-    if (page === "queue") updateQueueRow(event.action_id);
-    else if (page === "detail" && event.action_id === body.dataset.actionId) updateDetail();
-    else if (page === "history") {
-      clearTimeout(historyTimer);
-      historyTimer = setTimeout(() => reloadPart("#history tbody"), 150);
+    if (page === "detail") {
+      if (event.action_id === body.dataset.actionId) refresh.detail();
+    } else if (refresh[page]) {
+      refresh[page]();
     }
   }
 
   function catchUp() {
-    if (page === "queue") reloadPart("#queue-body");
-    else if (page === "detail") updateDetail();
-    else if (page === "history") reloadPart("#history tbody");
+    if (refresh[page]) refresh[page]();
+  }
+
+  // --- presence ----------------------------------------------------------------
+  function showPresence(viewers) {
+    const box = document.getElementById("presence");
+    if (!box) return;
+    const names = document.getElementById("presence-names");
+    const list = viewers.join(", ");
+    if (box.dataset.viewers === list) return;
+    box.dataset.viewers = list;
+    names.textContent = list;
+    box.hidden = viewers.length === 0;
+    const status = document.getElementById("presence-status");
+    if (status) status.textContent = viewers.length ? `Also looking at this action: ${list}` : "Nobody else is looking at this action.";
   }
 
   // --- previews ----------------------------------------------------------------
@@ -114,34 +164,50 @@
   });
 
   // --- connection ------------------------------------------------------------
+  let lastSeq = body.dataset.seq !== undefined && body.dataset.seq !== "" ? Number(body.dataset.seq) : null;
+  const seen = new Set();
   let attempt = 0;
+  let pinger = null;
+
+  function heard(seq) {
+    if (typeof seq !== "number") return true;
+    if (seen.has(seq)) return false;
+    seen.add(seq);
+    if (seen.size > 1000) seen.delete(seen.values().next().value);
+    if (lastSeq === null || seq > lastSeq) lastSeq = seq;
+    return true;
+  }
+
   function connect() {
     const scheme = window.location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${window.location.host}/ws/events/`);
     socket.addEventListener("open", () => {
       setState("live", "live");
-      // Whatever changed between rendering the page (or losing the socket) and now.
-      catchUp();
       attempt = 0;
+      // Whatever changed between drawing the page (or losing the socket) and now.
+      if (lastSeq === null) catchUp();
+      else socket.send(JSON.stringify({ type: "resume", since: lastSeq }));
+      if (page === "detail" && body.dataset.actionId) {
+        socket.send(JSON.stringify({ type: "watch", action_id: body.dataset.actionId }));
+      }
+      pinger = setInterval(() => socket.readyState === 1 && socket.send('{"type":"ping"}'), 25000);
       body.dataset.live = "1";
     });
     socket.addEventListener("message", (message) => {
       let data;
       try { data = JSON.parse(message.data); } catch (e) { return; }
-      if (data.type === "action") onEvent(data);
+      if (data.type === "action") { if (heard(data.seq)) onEvent(data); }
+      else if (data.type === "resync") catchUp();
+      else if (data.type === "presence" && data.action_id === body.dataset.actionId) showPresence(data.viewers || []);
     });
     socket.addEventListener("close", () => {
+      clearInterval(pinger);
       body.dataset.live = "0";
+      showPresence([]);
       setState("down", "reconnecting…");
       attempt += 1;
       setTimeout(connect, Math.min(10000, 250 * 2 ** attempt));
     });
   }
   connect();
-  window.setInterval(() => {
-    for (const el of document.querySelectorAll("time.expiry")) {
-      const ms = new Date(el.getAttribute("datetime")) - new Date();
-      if (ms <= 0) el.textContent = "expiring";
-    }
-  }, 15000);
 })();

@@ -1,13 +1,15 @@
 """Countersign for agents: propose actions, wait for people to decide, act only when approved.
 
-    from countersign import Countersign, Rejected, require_approval
+```python
+from countersign import Countersign, Rejected
 
-    cs = Countersign("https://countersign.internal", "cs_...")   # or COUNTERSIGN_URL / COUNTERSIGN_API_KEY
-    action = cs.propose("decision.only", {"command": "restart"}, "Restart the billing service")
-    try:
-        cs.wait(action.id, until="decision")
-    except Rejected as exc:
-        print("No:", exc.reason)
+cs = Countersign("https://countersign.internal", "cs_...")  # or COUNTERSIGN_URL / COUNTERSIGN_API_KEY
+action = cs.propose("decision.only", {"command": "restart"}, "Restart the billing service")
+try:
+    cs.wait(action.id, until="decision")
+except Rejected as exc:
+    print("No:", exc.reason)
+```
 """
 
 from countersign.client import VERSION as __version__

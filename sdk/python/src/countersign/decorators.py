@@ -19,6 +19,7 @@ service) raise: they need a programmer, not a model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import json
@@ -113,15 +114,19 @@ def require_approval(
             bound, params = call_params(fn, args, kwargs)
             ctx = dict(context or {})
             why = reasoning(*args, **kwargs) if callable(reasoning) else reasoning
-            return bound, params, {
-                "action_type": action_type,
-                "params": params,
-                "summary": _summary(summary, fn, args, kwargs, bound),
-                "context": ctx,
-                "reasoning": why,
-                "on_behalf_of": on_behalf_of,
-                "expires_in": expires_in,
-            }
+            return (
+                bound,
+                params,
+                {
+                    "action_type": action_type,
+                    "params": params,
+                    "summary": _summary(summary, fn, args, kwargs, bound),
+                    "context": ctx,
+                    "reasoning": why,
+                    "on_behalf_of": on_behalf_of,
+                    "expires_in": expires_in,
+                },
+            )
 
         def decide_sync(args: tuple, kwargs: dict):
             assert isinstance(client, Countersign)
@@ -168,10 +173,8 @@ async def _decide_async(client: AsyncCountersign, proposal, args: tuple, kwargs:
     try:
         approved = await client.wait(action.id, timeout=timeout, until="decision")
     except errors.WaitTimeout as exc:
-        try:
+        with contextlib.suppress(errors.Conflict):  # decided meanwhile: still not run, the answer came too late
             await client.cancel(action.id)
-        except errors.Conflict:
-            pass  # decided in the meantime; still not run: the answer came too late
         return None, exc
     except errors.ActionError as exc:
         return None, exc
@@ -179,7 +182,5 @@ async def _decide_async(client: AsyncCountersign, proposal, args: tuple, kwargs:
 
 
 def _withdraw_sync(client: Countersign, action_id: str) -> None:
-    try:
+    with contextlib.suppress(errors.Conflict):  # decided meanwhile: still not run, the answer came too late
         client.cancel(action_id)
-    except errors.Conflict:
-        pass  # decided in the meantime; still not run: the answer came too late

@@ -1,0 +1,215 @@
+"""The dashboard's numbers: what is waiting, how fast and how reviewers decide, what failed.
+
+Scoped like every read (``selectors.actions_for``): a reviewer's dashboard
+counts only the actions routed to their groups. "Decisions" are the ones
+people made (policy effect ``require``); actions a policy approved or denied
+on its own are counted apart, so they do not flatter the time to decision.
+Time to decision is ``decided_at - created_at``; its median and 90th
+percentile come from ``percentile_cont`` on PostgreSQL and are computed in
+Python on SQLite (the embedded default, small by nature).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from django.db import connection
+from django.db.models import Aggregate, Count, DurationField, ExpressionWrapper, F, Q, QuerySet
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from approvals import selectors
+from approvals.models import ActionRequest, ActionStatus
+
+WINDOWS = (7, 30)
+APPROVED = (ActionStatus.APPROVED, ActionStatus.EXECUTING, ActionStatus.SUCCEEDED, ActionStatus.FAILED)
+DECIDED = (*APPROVED, ActionStatus.REJECTED)
+HUMAN = "require"  # the policy effect of actions that people decide
+TOP = 10
+RECENT_FAILURES = 8
+
+
+class PercentileCont(Aggregate):
+    """PostgreSQL's ``percentile_cont(p) WITHIN GROUP (ORDER BY expr)``; works on intervals too."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+
+    def __init__(self, expression, fraction: float, **extra):
+        if not 0 <= fraction <= 1:
+            raise ValueError("fraction must be within [0, 1]")
+        super().__init__(expression, fraction=repr(float(fraction)), **extra)
+
+
+@dataclass(frozen=True)
+class RateRow:
+    label: str
+    approved: int
+    rejected: int
+
+    @property
+    def total(self) -> int:
+        return self.approved + self.rejected
+
+    @property
+    def rate(self) -> float | None:
+        return self.approved / self.total if self.total else None
+
+
+@dataclass(frozen=True)
+class Day:
+    day: date
+    approved: int
+    rejected: int
+    expired: int
+
+    @property
+    def total(self) -> int:
+        return self.approved + self.rejected + self.expired
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    days: int
+    since: datetime
+    pending_now: int
+    decided_today: int
+    decisions: int
+    approved: int
+    rejected: int
+    expired: int
+    by_policy: int
+    median_seconds: float | None
+    p90_seconds: float | None
+    succeeded: int
+    failed: int
+    per_day: list[Day]
+    by_agent: list[RateRow]
+    by_type: list[RateRow]
+    recent_failures: list[ActionRequest]
+
+    @property
+    def approval_rate(self) -> float | None:
+        return self.approved / self.decisions if self.decisions else None
+
+    @property
+    def failure_rate(self) -> float | None:
+        finished = self.succeeded + self.failed
+        return self.failed / finished if finished else None
+
+
+def window(value) -> int:
+    """7 or 30 (days); anything else is 7."""
+    try:
+        days = int(value)
+    except (TypeError, ValueError):
+        return WINDOWS[0]
+    return days if days in WINDOWS else WINDOWS[0]
+
+
+def dashboard_for(principal, *, days: int = 7, now: datetime | None = None) -> Dashboard:
+    now = now or timezone.now()
+    local_now = timezone.localtime(now)
+    today = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
+    since = today - timedelta(days=days - 1)  # today and the days - 1 before it
+    visible = selectors.actions_for(principal).select_related(None).prefetch_related(None).order_by()
+
+    decided = visible.filter(decided_at__gte=since, status__in=DECIDED, policy_effect=HUMAN)
+    totals = decided.aggregate(
+        decisions=Count("pk"),
+        approved=Count("pk", filter=Q(status__in=APPROVED)),
+        rejected=Count("pk", filter=Q(status=ActionStatus.REJECTED)),
+        today=Count("pk", filter=Q(decided_at__gte=today)),
+    )
+    median, p90 = _time_to_decision(decided)
+    executions = visible.filter(finished_at__gte=since, status__in=(ActionStatus.SUCCEEDED, ActionStatus.FAILED))
+    runs = executions.aggregate(
+        succeeded=Count("pk", filter=Q(status=ActionStatus.SUCCEEDED)),
+        failed=Count("pk", filter=Q(status=ActionStatus.FAILED)),
+    )
+    expired = visible.filter(decided_at__gte=since, status=ActionStatus.EXPIRED)
+    return Dashboard(
+        days=days,
+        since=since,
+        pending_now=visible.filter(status=ActionStatus.PENDING).count(),
+        decided_today=totals["today"],
+        decisions=totals["decisions"],
+        approved=totals["approved"],
+        rejected=totals["rejected"],
+        expired=expired.count(),
+        by_policy=visible.filter(decided_at__gte=since, status__in=DECIDED).exclude(policy_effect=HUMAN).count(),
+        median_seconds=median,
+        p90_seconds=p90,
+        succeeded=runs["succeeded"],
+        failed=runs["failed"],
+        per_day=_per_day(decided, expired, since.date(), days),
+        by_agent=_rates(decided, "agent__name"),
+        by_type=_rates(decided, "action_type"),
+        recent_failures=list(
+            selectors.actions_for(principal)
+            .filter(status=ActionStatus.FAILED, finished_at__gte=since)
+            .order_by("-finished_at", "-id")[:RECENT_FAILURES]
+        ),
+    )
+
+
+def _duration():
+    return ExpressionWrapper(F("decided_at") - F("created_at"), output_field=DurationField())
+
+
+def _time_to_decision(decided: QuerySet) -> tuple[float | None, float | None]:
+    if connection.vendor == "postgresql":
+        row = decided.aggregate(
+            median=PercentileCont(_duration(), 0.5, output_field=DurationField()),
+            p90=PercentileCont(_duration(), 0.9, output_field=DurationField()),
+        )
+        return tuple(v.total_seconds() if v is not None else None for v in (row["median"], row["p90"]))
+    seconds = sorted((d - c).total_seconds() for c, d in decided.values_list("created_at", "decided_at"))
+    return percentile(seconds, 0.5), percentile(seconds, 0.9)
+
+
+def percentile(ordered: list[float], fraction: float) -> float | None:
+    """Linear interpolation between closest ranks: what percentile_cont computes."""
+    if not ordered:
+        return None
+    position = (len(ordered) - 1) * fraction
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _per_day(decided: QuerySet, expired: QuerySet, first: date, days: int) -> list[Day]:
+    tz = timezone.get_current_timezone()
+    counts: dict[date, dict[str, int]] = {}
+    rows = (
+        decided.annotate(day=TruncDate("decided_at", tzinfo=tz))
+        .values("day")
+        .annotate(
+            approved=Count("pk", filter=Q(status__in=APPROVED)),
+            rejected=Count("pk", filter=Q(status=ActionStatus.REJECTED)),
+        )
+    )
+    for row in rows:
+        counts.setdefault(row["day"], {}).update(approved=row["approved"], rejected=row["rejected"])
+    for row in expired.annotate(day=TruncDate("decided_at", tzinfo=tz)).values("day").annotate(n=Count("pk")):
+        counts.setdefault(row["day"], {})["expired"] = row["n"]
+    out = []
+    for i in range(days):
+        day = first + timedelta(days=i)
+        c = counts.get(day, {})
+        out.append(Day(day, c.get("approved", 0), c.get("rejected", 0), c.get("expired", 0)))
+    return out
+
+
+def _rates(decided: QuerySet, by: str) -> list[RateRow]:
+    rows = (
+        decided.values(by)
+        .annotate(
+            total=Count("pk"),
+            approved=Count("pk", filter=Q(status__in=APPROVED)),
+            rejected=Count("pk", filter=Q(status=ActionStatus.REJECTED)),
+        )
+        .order_by("-total", by)[:TOP]
+    )
+    return [RateRow(str(r[by]), r["approved"], r["rejected"]) for r in rows]

@@ -1,0 +1,200 @@
+"""``/humanlayer/v1``: thin views speaking the HumanLayer protocol over Countersign's services.
+
+Agents authenticate with their Countersign key as ``Authorization: Bearer`` (what the
+``humanlayer`` SDK sends as ``HUMANLAYER_API_KEY``) and create and poll their own calls.
+Approver-side clients (``respond``, ``pending``) use a reviewer's personal token the same
+way; an agent never answers its own request. Errors are problem JSON served as
+``application/json``: the SDK parses every body before it looks at the status, and its
+async client (aiohttp) refuses to parse any other content type.
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.http import JsonResponse
+from rest_framework import status as http
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from approvals import selectors, services
+from approvals.api.problems import problem, problem_exception_handler
+from approvals.api.views import IsAgent, IsAgentOrReviewer, IsReviewer
+from approvals.errors import Conflict
+from approvals.humanlayer import protocol
+from approvals.humanlayer.authentication import HumanLayerBearerAuthentication
+from approvals.models import ActionStatus, Review
+
+PAGE_LIMIT = 50
+MAX_PAGE_LIMIT = 200
+
+
+def json_problem(status_code: int, title: str, detail: str, *, slug: str) -> JsonResponse:
+    return JsonResponse(problem(status_code, title, detail, slug=slug), status=status_code)
+
+
+def _json_problems(exc, context):
+    response = problem_exception_handler(exc, context)
+    if response is not None:
+        response.content_type = "application/json"
+    return response
+
+
+class _HumanLayerView(APIView):
+    authentication_classes = [HumanLayerBearerAuthentication]
+    schema = None  # a compatibility protocol, documented in docs/agents.md, not part of Countersign's API schema
+
+    def get_exception_handler(self):
+        return _json_problems
+
+
+class _Kind:
+    """What differs between function calls and contact requests."""
+
+    def __init__(self, action_type, key_prefix, input_cls, to_proposal, present, status_input):
+        self.action_type = action_type
+        self.key_prefix = key_prefix
+        self.input_cls = input_cls
+        self.to_proposal = to_proposal
+        self.present = present
+        self.status_input = status_input
+
+    def actions_for(self, principal) -> QuerySet:
+        return selectors.actions_for(principal).filter(
+            action_type=self.action_type, idempotency_key__startswith=self.key_prefix
+        )
+
+    def find(self, principal, call_id: str):
+        found = list(self.actions_for(principal).filter(idempotency_key=self.key_prefix + call_id)[:2])
+        if not found:
+            raise NotFound(f"No such call: {call_id}.")
+        if len(found) > 1:  # call ids are unique per agent; a reviewer may see two agents' equal ids
+            raise Conflict(f"More than one agent used the call id {call_id}; decide it in Countersign's web UI.")
+        return found[0]
+
+
+FUNCTION_CALLS = _Kind(
+    protocol.FUNCTION_TYPE,
+    protocol.FUNCTION_KEY,
+    protocol.FunctionCallInput,
+    protocol.function_call_proposal,
+    protocol.present_function_call,
+    protocol.FunctionCallStatusInput,
+)
+CONTACTS = _Kind(
+    protocol.CONTACT_TYPE,
+    protocol.CONTACT_KEY,
+    protocol.HumanContactInput,
+    protocol.contact_proposal,
+    protocol.present_contact,
+    protocol.HumanContactStatusInput,
+)
+
+
+class CreateView(_HumanLayerView):
+    """``POST /function_calls`` and ``POST /contact_requests``: propose (idempotent per call_id)."""
+
+    permission_classes = [IsAgent]
+    agent_rate_scopes = {"POST": "proposals"}
+    kind: _Kind = FUNCTION_CALLS
+
+    def post(self, request):
+        serializer = self.kind.input_cls(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        action, created = services.propose_action(
+            agent=request.user, proposal=self.kind.to_proposal(serializer.validated_data)
+        )
+        action = selectors.get_action_for(request.user, action.id)
+        return Response(self.kind.present(action), status=http.HTTP_201_CREATED if created else http.HTTP_200_OK)
+
+
+class DetailView(_HumanLayerView):
+    """``GET /function_calls/{call_id}`` and ``GET /contact_requests/{call_id}``: what the SDK polls."""
+
+    permission_classes = [IsAgent]
+    kind: _Kind = FUNCTION_CALLS
+
+    def get(self, request, call_id):
+        return Response(self.kind.present(self.kind.find(request.user, call_id)))
+
+
+class PendingView(_HumanLayerView):
+    """``GET /agent/{function_calls,human_contacts}/pending``: a reviewer's (or an agent's own) open calls."""
+
+    permission_classes = [IsAgentOrReviewer]
+    kind: _Kind = FUNCTION_CALLS
+
+    def get(self, request):
+        try:
+            limit = min(int(request.query_params.get("limit", PAGE_LIMIT)), MAX_PAGE_LIMIT)
+            offset = int(request.query_params.get("offset", 0))
+            if limit < 1 or offset < 0:
+                raise ValueError
+        except ValueError:
+            raise ValidationError({"limit": ["limit >= 1 and offset >= 0, as integers."]}) from None
+        qs = self.kind.actions_for(request.user).filter(status=ActionStatus.PENDING).order_by("created_at", "id")
+        total = qs.count()
+        items = [self.kind.present(a) for a in qs[offset : offset + limit]]
+        return Response(
+            {"items": items, "total": total, "limit": limit, "offset": offset, "has_more": offset + len(items) < total}
+        )
+
+
+class RespondView(_HumanLayerView):
+    """``POST /agent/{function_calls,human_contacts}/{call_id}/respond``: a reviewer decides; 409 once decided."""
+
+    permission_classes = [IsReviewer]
+    kind: _Kind = FUNCTION_CALLS
+
+    def post(self, request, call_id):
+        action = self.kind.find(request.user, call_id)
+        serializer = self.kind.status_input(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if self.kind is FUNCTION_CALLS:
+            self._decide_function_call(request, action, data)
+        else:
+            self._answer_contact(request, action, data)
+        return Response(self.kind.present(self.kind.find(request.user, call_id)))
+
+    @staticmethod
+    def _decide_function_call(request, action, data) -> None:
+        if data["approved"] is None:
+            raise ValidationError({"approved": ["true to approve, false to reject."]})
+        if data["approved"]:
+            services.approve_action(
+                action_id=action.id, reviewer=request.user, via=Review.Via.API, comment=data.get("comment") or ""
+            )
+            return
+        option = protocol.option_by_name(action.context.get("reject_options"), data.get("reject_option_name"))
+        reason = data.get("comment") or (protocol.option_text(option) if option else "")
+        services.reject_action(action_id=action.id, reviewer=request.user, via=Review.Via.API, reason=reason)
+
+    @staticmethod
+    def _answer_contact(request, action, data) -> None:
+        option = protocol.option_by_name(action.context.get("response_options"), data.get("response_option_name"))
+        answer = data.get("response") or (protocol.option_text(option) if option else "")
+        if not answer.strip():
+            raise ValidationError({"response": ["The answer is required."]})
+        services.approve_action(action_id=action.id, reviewer=request.user, via=Review.Via.API, comment=answer)
+
+
+class EscalateView(_HumanLayerView):
+    """``POST /agent/.../{call_id}/escalate_email``: not offered; Countersign's policies escalate."""
+
+    permission_classes = [IsAgentOrReviewer]
+    kind: _Kind = FUNCTION_CALLS
+
+    def post(self, request, call_id):
+        self.kind.find(request.user, call_id)
+        return json_problem(
+            501,
+            "Not implemented",
+            "Countersign escalates through its policies (reminders and escalation channels), not per request.",
+            slug="not-implemented",
+        )
+
+
+def not_found(request, *args, **kwargs):
+    """Any other path under /humanlayer/: still JSON, which is all the SDK can read."""
+    return json_problem(404, "Not found", "No such HumanLayer endpoint.", slug="not-found")

@@ -1,0 +1,14 @@
+"""Benchmark settings: the production settings, plus the floor endpoint when COUNTERSIGN_BENCH_ENDPOINTS=1.
+
+Only the benchmarks (bench/common.py) select this module; nothing in production imports it, and without
+COUNTERSIGN_BENCH_ENDPOINTS=1 it serves exactly the production URLs.
+"""
+
+from __future__ import annotations
+
+from config.env import env_bool
+from config.settings.production import *  # noqa: F403
+
+COUNTERSIGN_BENCH_ENDPOINTS = env_bool("COUNTERSIGN_BENCH_ENDPOINTS", default=False)
+if COUNTERSIGN_BENCH_ENDPOINTS:
+    ROOT_URLCONF = "bench.urls"

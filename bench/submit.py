@@ -1,0 +1,148 @@
+"""Submit throughput against its floor (``make bench-submit``).
+
+In one run, on one server (uvicorn, production settings, the recommended workers and pool) and one
+database, with ``BENCH_CLIENTS`` (32) closed-loop clients:
+
+- ``POST /bench/floor``: DRF + agent-key authentication + one INSERT of the JSON body;
+- ``POST /api/v1/actions``: the real proposal (throttle, capability, schema, policy, action row, audit
+  chain, outbox, live push after commit, the presented action);
+- pgbench inserting the same row with as many clients: the database's own floor.
+
+The two HTTP endpoints alternate (``BENCH_ROUNDS`` rounds of ``BENCH_SECONDS`` each), so a change in the
+machine's load hits both. Targets: propose >= 60% of the floor's req/s, propose p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import uuid
+
+from bench import common, loadgen
+from bench.common import FLOOR_TABLE, OUT, Verdict, log
+
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "32"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "15"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+WARMUP_SECONDS = 3
+
+PROPOSAL = {
+    "action_type": "decision.only",
+    "summary": "Restart the billing service",
+    "params": {"command": "restart", "service": "billing"},
+    "context": {"reasoning": "It is stuck."},
+}
+
+
+def pgbench(database_url: str, *, clients: int, seconds: float) -> dict:
+    """pgbench, one INSERT of the same row per transaction, prepared statements; per-transaction latencies."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    script = OUT / "pgbench-insert.sql"
+    body = json.dumps(PROPOSAL).replace("'", "''")
+    script.write_text(f"INSERT INTO {FLOOR_TABLE} (agent_id, body) VALUES ('{uuid.uuid4()}', '{body}'::jsonb);\n")
+    for old in OUT.glob("pgbench_log*"):
+        old.unlink()
+    args = ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(int(seconds))]
+    args += ["-f", str(script), "-l", "--log-prefix", str(OUT / "pgbench_log"), database_url]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1))
+    latencies_us: list[float] = []
+    for path in OUT.glob("pgbench_log*"):
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                latencies_us.append(float(parts[2]))
+        path.unlink()
+    ms = [x / 1000 for x in latencies_us]
+    return {
+        "tool": "pgbench",
+        "transactions_per_s": round(tps, 1),
+        "p50_ms": round(common.percentile(ms, 50), 2),
+        "p99_ms": round(common.percentile(ms, 99), 2),
+    }
+
+
+def main() -> None:
+    common.wait_for_quiet()
+    load_start = common.loadavg()
+    common.prepare_database()
+    common.flush_redis()
+    common.setup_django()
+    from approvals.models import ActionRequest
+
+    owner = common.user("bench-owner")
+    common.reviewers_group()
+    _, key = common.agent_with_key("bench-submit", owner=owner, allow=["decision.only"])
+    headers = {"Authorization": f"Bearer {key}"}
+    before = ActionRequest.objects.count()
+
+    env = common.server_env()
+    rounds: dict[str, list[dict]] = {"floor": [], "propose": []}
+    with common.Stack() as stack:
+        web, url = stack.web(env)
+        workers = web.children()
+        endpoints = {"floor": f"{url}/bench/floor", "propose": f"{url}/api/v1/actions"}
+        log(f"web: {common.WEB_WORKERS} uvicorn workers, DB_POOL={common.DB_POOL}; load {common.loadavg()}")
+        for name, endpoint in endpoints.items():
+            loadgen.post_json(endpoint, PROPOSAL, headers, connections=CLIENTS, seconds=WARMUP_SECONDS)
+            log(f"warmed up {name}")
+        for i in range(ROUNDS):
+            for name, endpoint in endpoints.items():
+                load = common.loadavg()
+                cpu_before = common.cpu_seconds(workers)
+                result = loadgen.post_json(endpoint, PROPOSAL, headers, connections=CLIENTS, seconds=SECONDS)
+                cpu_ms = 1000 * (common.cpu_seconds(workers) - cpu_before) / max(1, result.requests)
+                row = {**result.as_dict(), "web_cpu_ms_per_request": round(cpu_ms, 2), "load_before": load}
+                rounds[name].append(row)
+                log(
+                    f"round {i + 1} {name}: {row['req_per_s']} req/s, p50 {row['p50_ms']} ms, "
+                    f"p99 {row['p99_ms']} ms, web CPU {row['web_cpu_ms_per_request']} ms/req, errors {row['errors']} "
+                    f"(load {load})"
+                )
+    created = ActionRequest.objects.count() - before
+    load_pg = common.loadavg()
+    floor_db = pgbench(common.DATABASE_URL, clients=CLIENTS, seconds=SECONDS)
+    log(f"pgbench: {floor_db} (load {load_pg})")
+
+    def med(name: str, key: str) -> float:
+        return round(statistics.median(r[key] for r in rounds[name]), 2)
+
+    ratio = round(med("propose", "req_per_s") / med("floor", "req_per_s"), 3)
+    figures = {
+        "clients": CLIENTS,
+        "seconds_per_round": SECONDS,
+        "web_workers": common.WEB_WORKERS,
+        "db_pool": common.DB_POOL,
+        "load_generator": loadgen.tool(),
+        "floor_rounds": rounds["floor"],
+        "propose_rounds": rounds["propose"],
+        "floor_req_per_s": med("floor", "req_per_s"),
+        "propose_req_per_s": med("propose", "req_per_s"),
+        "propose_over_floor": ratio,
+        "floor_p99_ms": med("floor", "p99_ms"),
+        "propose_p50_ms": med("propose", "p50_ms"),
+        "propose_p99_ms": med("propose", "p99_ms"),
+        "floor_web_cpu_ms_per_request": med("floor", "web_cpu_ms_per_request"),
+        "propose_web_cpu_ms_per_request": med("propose", "web_cpu_ms_per_request"),
+        "actions_created": created,
+        "pgbench_insert": {**floor_db, "load_before": load_pg},
+        "load_start": load_start,
+        "load_end": common.loadavg(),
+    }
+    errors = sum(r["errors"] for rs in rounds.values() for r in rs)
+    common.report(
+        "submit",
+        figures,
+        [
+            Verdict("propose req/s / floor req/s", ratio, ">= 0.6", ratio >= 0.6),
+            Verdict("propose p99 ms", figures["propose_p99_ms"], "<= 50", figures["propose_p99_ms"] <= 50),
+            Verdict("failed requests", errors, "0", errors == 0),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()

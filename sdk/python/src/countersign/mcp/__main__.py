@@ -1,0 +1,3 @@
+from countersign.mcp import main
+
+main()

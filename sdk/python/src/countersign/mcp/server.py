@@ -1,0 +1,371 @@
+"""An MCP server that lets any MCP client (Claude Desktop, IDEs, agent frameworks) propose actions to
+Countersign and wait for people to decide. It runs beside the agent and talks to Countersign over
+HTTP through the SDK, with the agent's own key:
+
+- stdio: the key comes from ``COUNTERSIGN_API_KEY`` (and the service from ``COUNTERSIGN_URL``);
+- streamable HTTP: each request's ``Authorization: Bearer <agent key>`` is passed through to
+  Countersign, so one server can serve many agents and never holds a key of its own.
+
+Written for the ``mcp`` 2.x low-level server (``mcp.server.lowlevel.Server`` with ``on_*`` handlers).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from mcp import types
+from mcp.server.lowlevel import Server
+from mcp.shared.exceptions import MCPError
+
+from countersign import errors
+from countersign.client import VERSION, AsyncCountersign
+from countersign.models import Action, ActionType
+
+MAX_WAIT_SECONDS = 600
+DEFAULT_WAIT_SECONDS = 30
+
+INSTRUCTIONS = (
+    "Countersign puts a person between you and consequential actions. Call list_action_types to see "
+    "what you may propose; propose_action to ask for approval (it returns at once with the action's id); "
+    "then wait_for_action until it is decided. Only act on an approval; a rejection's reason says what "
+    "the reviewer wants instead. For `decision.only` you do the work yourself after approval, with the "
+    "approved parameters (a reviewer may have edited them). To ask a person a question, propose "
+    '`human.question` with {"question": ...}; the reviewer\'s comment on the approval is the answer.'
+)
+
+_ACTION_ID = {"type": "string", "description": "The action's id, as propose_action returned it."}
+
+LIST_ACTION_TYPES = types.Tool(
+    name="list_action_types",
+    title="List action types",
+    description="The kinds of action you may propose, with their risk and the JSON Schema of their params.",
+    input_schema={"type": "object", "properties": {}, "additionalProperties": False},
+    annotations=types.ToolAnnotations(read_only_hint=True),
+)
+GET_ACTION = types.Tool(
+    name="get_action",
+    title="Get an action",
+    description="An action you proposed, as it is now: status, decision (with a rejection's reason), result.",
+    input_schema={
+        "type": "object",
+        "properties": {"action_id": _ACTION_ID},
+        "required": ["action_id"],
+        "additionalProperties": False,
+    },
+    annotations=types.ToolAnnotations(read_only_hint=True),
+)
+WAIT_FOR_ACTION = types.Tool(
+    name="wait_for_action",
+    title="Wait for a decision",
+    description=(
+        "Wait until people decide on an action you proposed (or until it is finished), at most "
+        "timeout_seconds; returns its state then. If it is still pending, call again."
+    ),
+    input_schema={
+        "type": "object",
+        "properties": {
+            "action_id": _ACTION_ID,
+            "timeout_seconds": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": MAX_WAIT_SECONDS,
+                "default": DEFAULT_WAIT_SECONDS,
+                "description": "How long to wait at most.",
+            },
+            "until": {
+                "type": "string",
+                "enum": ["decision", "completion"],
+                "default": "decision",
+                "description": "decision: return once approved or rejected; completion: also wait for "
+                "Countersign to finish executing it.",
+            },
+        },
+        "required": ["action_id"],
+        "additionalProperties": False,
+    },
+    annotations=types.ToolAnnotations(read_only_hint=True),
+)
+CANCEL_ACTION = types.Tool(
+    name="cancel_action",
+    title="Withdraw a proposal",
+    description="Withdraw an action you proposed that is still pending.",
+    input_schema={
+        "type": "object",
+        "properties": {"action_id": _ACTION_ID},
+        "required": ["action_id"],
+        "additionalProperties": False,
+    },
+    annotations=types.ToolAnnotations(destructive_hint=False, idempotent_hint=True),
+)
+
+
+def _embeddable(schema: dict[str, Any]) -> bool:
+    # A schema with references can't be nested under another root without rewriting them.
+    return "$ref" not in json.dumps(schema)
+
+
+def propose_schema(action_types: list[ActionType] | None) -> dict[str, Any]:
+    """propose_action's input schema; with the agent's action types, ``params`` follows each type's schema.
+
+    ``params`` lists every type's schema under ``anyOf`` (titled by type name) for
+    clients and models that read it, and ``allOf`` pins each ``action_type`` to
+    exactly its own params schema (``if``/``then``) for validators.
+    """
+    params: dict[str, Any] = {
+        "type": "object",
+        "description": "The action's parameters, matching the params_schema of action_type (see list_action_types).",
+    }
+    action_type: dict[str, Any] = {"type": "string", "description": "Which kind of action (see list_action_types)."}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "action_type": action_type,
+            "params": params,
+            "summary": {
+                "type": "string",
+                "maxLength": 280,
+                "description": "One line reviewers read first: what you will do, to what, and why.",
+            },
+            "reasoning": {"type": "string", "description": "Why you propose it; shown to reviewers."},
+            "context": {
+                "type": "object",
+                "description": 'More for reviewers, e.g. {"source": {"kind", "url", "text"}, '
+                '"links": [...]}; at most 64 KiB.',
+            },
+            "on_behalf_of": {"type": "string", "description": "Who asked you to do this (an email), if anyone."},
+            "idempotency_key": {
+                "type": "string",
+                "maxLength": 255,
+                "description": "Proposing again with the same key returns the first proposal instead of a new one.",
+            },
+            "expires_in": {
+                "type": "integer",
+                "minimum": 60,
+                "description": "Seconds reviewers have to decide (the policy's default otherwise).",
+            },
+        },
+        "required": ["action_type", "params", "summary"],
+        "additionalProperties": False,
+    }
+    if action_types:
+        action_type["enum"] = [t.name for t in action_types]
+        lines = [f"- {t.name} ({t.risk} risk): {t.title}. {t.description}".rstrip() for t in action_types]
+        action_type["description"] = "Which kind of action:\n" + "\n".join(lines)
+        params["anyOf"] = [
+            {**t.params_schema, "title": t.name}
+            if _embeddable(t.params_schema)
+            else {"type": "object", "title": t.name}
+            for t in action_types
+        ]
+        schema["allOf"] = [
+            {
+                "if": {"properties": {"action_type": {"const": t.name}}, "required": ["action_type"]},
+                "then": {"properties": {"params": t.params_schema}},
+            }
+            for t in action_types
+            if _embeddable(t.params_schema)
+        ]
+    return schema
+
+
+def tools(action_types: list[ActionType] | None = None) -> list[types.Tool]:
+    propose = types.Tool(
+        name="propose_action",
+        title="Propose an action",
+        description=(
+            "Ask people to approve an action before it happens. Returns at once with the action "
+            "(usually pending); then call wait_for_action with its id."
+        ),
+        input_schema=propose_schema(action_types),
+        annotations=types.ToolAnnotations(destructive_hint=False, open_world_hint=True),
+    )
+    return [LIST_ACTION_TYPES, propose, GET_ACTION, WAIT_FOR_ACTION, CANCEL_ACTION]
+
+
+def _static_schema(name: str) -> dict[str, Any] | None:
+    for tool in tools():
+        if tool.name == name:
+            return tool.input_schema
+    return None
+
+
+# --- what the model reads back ------------------------------------------------------
+
+
+def describe(action: Action) -> str:
+    """One paragraph an LLM can act on, followed by the action as JSON."""
+    decision = action.decision
+    if action.status == "pending":
+        head = (
+            f"Pending: {action.approvals} of {action.required_approvals} approvals so far. "
+            f"Call wait_for_action with action_id={action.id!r} to wait for the decision."
+        )
+    elif action.status == "rejected":
+        head = f"Rejected. Do not do it. Reason: {action.decision.reason if decision else ''}".rstrip()
+    elif action.status == "expired":
+        head = "Expired: nobody decided in time. Do not do it."
+    elif action.status == "cancelled":
+        head = "Withdrawn before a decision. Do not do it."
+    elif action.status == "failed":
+        head = f"Approved, but Countersign's execution failed: {action.error}"
+    elif action.is_finished and action.status == "approved":
+        answer = " / ".join(decision.comments) if decision else ""
+        head = "Approved. You may now do it yourself, with exactly these parameters: " + json.dumps(
+            action.effective_params, ensure_ascii=False
+        )
+        if decision and decision.edited_params is not None:
+            head += " (a reviewer edited them)"
+        if answer:
+            head += f". Reviewer's comment: {answer}"
+    elif action.status == "succeeded":
+        head = "Approved and done by Countersign. Result: " + json.dumps(action.result, ensure_ascii=False)
+    else:
+        head = f"Approved; Countersign is {'executing' if action.status == 'executing' else 'about to execute'} it."
+    return f"Action {action.id} is {action.status}. {head}\n\n{json.dumps(action.raw, indent=1, ensure_ascii=False)}"
+
+
+def _result(text: str, structured: dict[str, Any], *, error: bool = False) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)], structured_content=structured, is_error=error
+    )
+
+
+def _action_result(action: Action) -> types.CallToolResult:
+    return _result(describe(action), {"action": action.raw})
+
+
+def _error_result(exc: errors.CountersignError) -> types.CallToolResult:
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, errors.RateLimited) and exc.retry_after:
+        text += f" Try again in {exc.retry_after:g} s."
+    return _result(text, {"error": {"kind": type(exc).__name__, "problem": exc.problem}}, error=True)
+
+
+def _text_arg(args: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = args.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise MCPError(code=types.INVALID_PARAMS, message=f"{name} must be a non-empty string")
+    return value
+
+
+# --- the server ---------------------------------------------------------------------
+
+
+class MissingKey(Exception):
+    pass
+
+
+def _bearer(ctx: Any) -> str:
+    request = getattr(ctx, "request", None)
+    header = request.headers.get("authorization", "") if request is not None else ""
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise MissingKey("Send the agent key as Authorization: Bearer <agent key>.")
+    return key.strip()
+
+
+def build_server(base_url: str, api_key: str | None = None, *, timeout: float = 30.0) -> Server:
+    """The MCP server. With ``api_key`` every call uses it (stdio); without, each HTTP request's bearer key."""
+
+    @asynccontextmanager
+    async def lifespan(_server: Server) -> AsyncIterator[dict[str, Any]]:
+        shared = AsyncCountersign(base_url, api_key, timeout=timeout) if api_key else None
+        try:
+            yield {"client": shared}
+        finally:
+            if shared is not None:
+                await shared.aclose()
+
+    @asynccontextmanager
+    async def client_for(ctx: Any) -> AsyncIterator[AsyncCountersign]:
+        shared = (ctx.lifespan_context or {}).get("client") if isinstance(ctx.lifespan_context, dict) else None
+        if shared is not None:
+            yield shared
+            return
+        client = AsyncCountersign(base_url, _bearer(ctx), timeout=timeout)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        action_types = None
+        try:
+            async with client_for(ctx) as client:
+                action_types = await client.action_types()
+        except (MissingKey, errors.CountersignError):
+            pass  # without the agent's types, propose_action's params stay a plain object
+        return types.ListToolsResult(tools=tools(action_types))
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        args = dict(params.arguments or {})
+        try:
+            async with client_for(ctx) as client:
+                return await _call(client, params.name, args)
+        except MissingKey as exc:
+            return _result(str(exc), {"error": {"kind": "NotAuthenticated", "problem": None}}, error=True)
+        except errors.CountersignError as exc:
+            return _error_result(exc)
+
+    return Server(
+        "countersign",
+        version=VERSION,
+        title="Countersign",
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        get_tool_input_schema=_static_schema,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+async def _call(client: AsyncCountersign, name: str, args: dict[str, Any]) -> types.CallToolResult:
+    if name == "list_action_types":
+        found = await client.action_types()
+        listing = [
+            {
+                "name": t.name,
+                "title": t.title,
+                "description": t.description,
+                "risk": t.risk,
+                "modifies_access": t.modifies_access,
+                "params_schema": t.params_schema,
+            }
+            for t in found
+        ]
+        text = "\n".join(f"- {t.name} ({t.risk} risk): {t.title}" for t in found) or "No action types granted."
+        return _result(f"{text}\n\n{json.dumps(listing, indent=1)}", {"action_types": listing})
+    if name == "propose_action":
+        action_type = _text_arg(args, "action_type")
+        summary = _text_arg(args, "summary")
+        action_params = args.get("params")
+        if not isinstance(action_params, dict):
+            raise MCPError(code=types.INVALID_PARAMS, message="params must be an object")
+        options = {
+            k: args[k] for k in ("context", "reasoning", "on_behalf_of", "idempotency_key", "expires_in") if k in args
+        }
+        action = await client.propose(action_type, action_params, summary, **options)  # type: ignore[arg-type]
+        return _action_result(action)
+    if name == "get_action":
+        return _action_result(await client.get(_text_arg(args, "action_id")))  # type: ignore[arg-type]
+    if name == "wait_for_action":
+        action_id = _text_arg(args, "action_id")
+        seconds = args.get("timeout_seconds", DEFAULT_WAIT_SECONDS)
+        until = args.get("until", "decision")
+        if not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_WAIT_SECONDS:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"timeout_seconds must be 0 to {MAX_WAIT_SECONDS}")
+        if until not in ("decision", "completion"):
+            raise MCPError(code=types.INVALID_PARAMS, message="until must be decision or completion")
+        try:
+            action = await client.wait(action_id, timeout=seconds, until=until, check=False)  # type: ignore[arg-type]
+        except errors.WaitTimeout as exc:
+            action = exc.action or await client.get(action_id)  # type: ignore[arg-type]
+        return _action_result(action)
+    if name == "cancel_action":
+        return _action_result(await client.cancel(_text_arg(args, "action_id")))  # type: ignore[arg-type]
+    raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name}")

@@ -1,0 +1,115 @@
+"""Twenty SIGKILLs to the Celery worker in the middle of executions (a slow target), restarting it each round.
+
+What must hold afterwards: no non-idempotent request reached the target twice; idempotent ones were retried
+only with the action's Idempotency-Key and within COUNTERSIGN_MAX_EXECUTION_ATTEMPTS; nothing is left
+``approved`` or ``executing``; the audit chain verifies. Redelivery is quick because the worker runs with a
+1 s visibility timeout and restore interval, and a fast "beat" (tests/reliability_ticker.py) runs the stuck
+sweep with COUNTERSIGN_STUCK_EXECUTION_SECONDS=3. ``RELIABILITY_CRASH_ROUNDS`` changes the number of rounds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+
+import pytest
+from django.conf import settings
+
+from approvals.models import ActionRequest, AuditEvent
+from tests.reliability_support import (
+    LOG_DIR,
+    Api,
+    RedisServer,
+    audit_chain_intact,
+    make_cast,
+    stack_env_on,
+    start_ticker,
+    start_uvicorn,
+    stop_all,
+)
+from tests.servers import RecordingServer, start_worker, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROUNDS = int(os.environ.get("RELIABILITY_CRASH_ROUNDS", "20"))
+UNSETTLED = ("pending", "approved", "executing")
+
+
+def test_twenty_sigkills_mid_execution_repeat_nothing_and_strand_nothing(stack_env):
+    target = RecordingServer(delay=1.0).start()
+    redis_server = RedisServer(name="crash-redis").start()
+    env = stack_env_on(
+        stack_env,
+        redis_server,
+        CELERY_VISIBILITY_TIMEOUT="1",
+        CELERY_UNACKED_RESTORE_INTERVAL="1",
+        CELERY_UNACKED_RESTORE_THROTTLE="1",
+        COUNTERSIGN_STUCK_EXECUTION_SECONDS="3",
+    )
+    web = ticker = worker = None
+    try:
+        web, url = start_uvicorn(env, "crash-web")
+        ticker = start_ticker(env, "crash-ticker", interval=0.5)
+        cast = make_cast(target.url, prefix="crash")
+        key, token = cast.agent_keys[0], cast.reviewer_tokens[0]
+        api = Api(url)
+        actions: dict[str, str] = {}  # action id -> method
+        interrupted_rounds = 0
+        started = time.monotonic()
+        worker = start_worker(env, LOG_DIR, name="crash-worker")
+        for round_no in range(ROUNDS):
+            seen = len(target.requests)
+            for method in ("POST", "PUT"):
+                response = api.propose(key, f"/crash/{round_no}/{method.lower()}", method=method)
+                assert response.status_code == 201, response.text
+                actions[response.json()["id"]] = method
+                assert api.approve(token, response.json()["id"]).status_code == 200
+            wait_until(lambda seen=seen: len(target.requests) > seen, timeout=30, message="an execution in flight")
+            if ActionRequest.objects.filter(status="executing").exists():
+                interrupted_rounds += 1
+            worker.kill()  # SIGKILL to the worker's process group: no cleanup, no ack
+            worker._log.close()
+            worker = start_worker(env, LOG_DIR, name="crash-worker")
+        crash_seconds = time.monotonic() - started
+
+        wait_until(
+            lambda: not ActionRequest.objects.filter(status__in=UNSETTLED).exists(),
+            timeout=90,
+            interval=0.2,
+            message="every action to settle after the last crash",
+        )
+        settle_seconds = time.monotonic() - started - crash_seconds
+        api.close()
+    finally:
+        stop_all(worker, ticker, web)
+        redis_server.close()
+        target.stop()
+
+    assert interrupted_rounds == ROUNDS  # every kill landed while an execution was running
+    hits = Counter(r.path for r in target.requests)
+    outcome = Counter()
+    for action in ActionRequest.objects.filter(id__in=list(actions)):
+        method = actions[str(action.id)]
+        path = action.params["path"]
+        started_runs = AuditEvent.objects.filter(action_id=action.id, verb="execution.started").count()
+        assert action.status in ("succeeded", "failed"), (action.id, action.status)
+        assert hits[path] <= started_runs <= settings.COUNTERSIGN_MAX_EXECUTION_ATTEMPTS
+        if method == "POST":
+            # Never sent twice: a POST interrupted mid-request is failed (interrupted), not retried.
+            assert started_runs == 1 and hits[path] <= 1, (path, started_runs, hits[path])
+            if action.status == "succeeded":
+                assert hits[path] == 1
+            else:
+                assert "interrupted" in action.result["error"], action.result
+        else:
+            keys = {r.headers.get("Idempotency-Key") for r in target.requests if r.path == path}
+            assert keys <= {str(action.id)}, keys
+            assert action.execution_attempts == started_runs
+        outcome[(method, action.status)] += 1
+    assert len(ActionRequest.objects.filter(id__in=list(actions))) == 2 * ROUNDS
+    events = audit_chain_intact()
+    print(
+        f"\nworker crashes: {ROUNDS} SIGKILLs in {crash_seconds:.1f}s, settled {settle_seconds:.1f}s later; "
+        f"outcomes {dict(outcome)}; target requests {len(target.requests)}; audit events {events}"
+    )
