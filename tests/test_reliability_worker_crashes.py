@@ -4,7 +4,7 @@ What must hold afterwards: no non-idempotent request reached the target twice; i
 only with the action's Idempotency-Key and within COUNTERSIGN_MAX_EXECUTION_ATTEMPTS; nothing is left
 ``approved`` or ``executing``; the audit chain verifies. Redelivery is quick because the worker runs with a
 1 s visibility timeout and restore interval, and a fast "beat" (tests/reliability_ticker.py) runs the stuck
-sweep with COUNTERSIGN_STUCK_EXECUTION_SECONDS=3. ``RELIABILITY_CRASH_ROUNDS`` changes the number of rounds.
+sweep with COUNTERSIGN_STUCK_EXECUTION_SECONDS=2. ``RELIABILITY_CRASH_ROUNDS`` changes the number of rounds.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ UNSETTLED = ("pending", "approved", "executing")
 
 
 def test_twenty_sigkills_mid_execution_repeat_nothing_and_strand_nothing(stack_env):
-    target = RecordingServer(delay=1.0).start()
+    target = RecordingServer(delay=0.5).start()
     redis_server = RedisServer(name="crash-redis").start()
     env = stack_env_on(
         stack_env,
@@ -45,7 +45,7 @@ def test_twenty_sigkills_mid_execution_repeat_nothing_and_strand_nothing(stack_e
         CELERY_VISIBILITY_TIMEOUT="1",
         CELERY_UNACKED_RESTORE_INTERVAL="1",
         CELERY_UNACKED_RESTORE_THROTTLE="1",
-        COUNTERSIGN_STUCK_EXECUTION_SECONDS="3",
+        COUNTERSIGN_STUCK_EXECUTION_SECONDS="2",
     )
     web = ticker = worker = None
     try:

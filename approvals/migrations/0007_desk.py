@@ -1,8 +1,9 @@
 """Indexes for the reviewer's desk (approvals/desk.py, approvals/dashboard.py).
 
 Keyset pages for each sort of the queue (newest/oldest, risk, expiry) with the
-primary key as the last key, per status and per reviewer group; the agent,
-action type and on-behalf-of filters; decisions over time for the dashboard.
+primary key as the last key, per status and across statuses, for staff and per
+reviewer group; the agent, action type and on-behalf-of filters; decisions over
+time for the dashboard.
 
 On PostgreSQL, also a trigram index for the free-text search over summaries
 (``summary__icontains`` compiles to ``UPPER(summary::text) LIKE UPPER(%s)``,
@@ -66,6 +67,14 @@ class Migration(migrations.Migration):
             index=models.Index(
                 fields=["reviewer_group", "status", "created_at", "id"], name="action_desk_group_created"
             ),
+        ),
+        migrations.AddIndex(
+            model_name="actionrequest",
+            index=models.Index(fields=["created_at", "id"], name="action_desk_all_created"),
+        ),
+        migrations.AddIndex(
+            model_name="actionrequest",
+            index=models.Index(fields=["reviewer_group", "created_at", "id"], name="action_desk_group_all_created"),
         ),
         migrations.AddIndex(
             model_name="actionrequest",

@@ -121,6 +121,8 @@ class ActionRequest(models.Model):
             # per sort, with the primary key as the last key; filters; decisions over time.
             models.Index(fields=["status", "created_at", "id"], name="action_desk_created"),
             models.Index(fields=["reviewer_group", "status", "created_at", "id"], name="action_desk_group_created"),
+            models.Index(fields=["created_at", "id"], name="action_desk_all_created"),
+            models.Index(fields=["reviewer_group", "created_at", "id"], name="action_desk_group_all_created"),
             models.Index(fields=["status", "expires_at", "id"], name="action_desk_expires"),
             models.Index(
                 models.F("status"),
