@@ -6,6 +6,7 @@ PORT ?= 8000
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint format install migrate run clean bench-load
+.PHONY: bench bench-submit bench-push bench-execute bench-history bench-audit bench-memory
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +42,13 @@ test: lint
 # BENCH_AGENTS=10 BENCH_SECONDS=10 for a short run.
 bench-load: install
 	$(PY) bench/load.py
+
+# Performance against the targets of docs/BENCHMARKS.md; each prints its figures and saves them in var/bench/.
+# Own databases (countersign_perf*) and Redis database 5; knobs (BENCH_*) are listed in docs/BENCHMARKS.md.
+bench-submit bench-push bench-execute bench-history bench-audit bench-memory: install
+	$(PY) -m bench.$(@:bench-%=%)
+
+bench: bench-submit bench-push bench-execute bench-history bench-audit bench-memory
 
 clean:
 	rm -rf var test-artifacts .pytest_cache

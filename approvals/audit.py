@@ -10,8 +10,10 @@ change it records is rolled back with it (fail closed).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -154,3 +156,58 @@ def iter_events(batch: int = 5000, *, after: int = 0) -> Iterator[AuditEvent]:
             return
         yield from rows
         last = rows[-1].seq
+
+
+class ChainRow:
+    """An event's stored fields as ``verify_chain`` and ``event_body`` read them, without a model instance."""
+
+    __slots__ = (
+        "action_id",
+        "actor",
+        "actor_type",
+        "agent_name",
+        "at",
+        "data",
+        "hash",
+        "object_id",
+        "object_type",
+        "prev_hash",
+        "request_id",
+        "seq",
+        "verb",
+        "via",
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# ``at`` as microseconds since the epoch and ``action_id`` as text: loading a timestamptz through the
+# driver's Python parser cost more than hashing the event. Both come back exactly as event_body needs them
+# (``at`` is UTC everywhere an event is written; str() of the UUID is PostgreSQL's text form).
+_CHAIN_SQL = (
+    "SELECT seq, (EXTRACT(EPOCH FROM at) * 1000000)::bigint, actor_type, actor, via, verb, object_type, object_id, "
+    "action_id::text, agent_name, data::text, request_id, prev_hash, hash FROM {table} "
+    "WHERE seq > %s ORDER BY seq LIMIT %s"
+)
+
+
+def iter_chain_rows(batch: int = 5000, *, after: int = 0) -> Iterator[ChainRow | AuditEvent]:
+    """The events of ``iter_events`` in seq order, as plain values, for verifying (several times faster)."""
+    if connection.vendor != "postgresql":
+        yield from iter_events(batch, after=after)
+        return
+    sql = _CHAIN_SQL.format(table=connection.ops.quote_name(AuditEvent._meta.db_table))
+    last = after
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [last, batch])
+            rows = cursor.fetchall()
+        if not rows:
+            return
+        for values in rows:
+            row = ChainRow()
+            (row.seq, at_us, row.actor_type, row.actor, row.via, row.verb, row.object_type, row.object_id) = values[:8]
+            (row.action_id, row.agent_name, data, row.request_id, row.prev_hash, row.hash) = values[8:]
+            row.at = _EPOCH + timedelta(microseconds=at_us)
+            row.data = json.loads(data)
+            yield row
+        last = rows[-1][0]

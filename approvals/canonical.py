@@ -6,9 +6,13 @@ import hashlib
 import json
 from typing import Any
 
+# json.dumps with these options would build this same encoder on every call; everything hashed goes through
+# here (every audit event, when written and again when verified), so it is built once.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def digest(value: Any) -> str:

@@ -173,7 +173,7 @@ def dashboard_for(principal, *, days: int = 7, now: datetime | None = None) -> D
         recent_failures=list(
             selectors.actions_for(principal)
             .filter(status=ActionStatus.FAILED, decided_at__gte=since, finished_at__gte=since)
-            .order_by("-finished_at", "-id")[:RECENT_FAILURES]
+            .order_by("-decided_at", "-id")[:RECENT_FAILURES]
         ),
     )
 

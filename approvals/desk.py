@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -23,9 +24,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.core.exceptions import EmptyResultSet
-from django.db import connection
-from django.db.models import F, Q, QuerySet
+from django.db import OperationalError, connection, transaction
+from django.db.models import Count, F, Q, QuerySet, Value
 
 from agents.capabilities import constraint_violation
 from agents.models import Agent, Capability
@@ -33,12 +35,19 @@ from approvals import selectors
 from approvals.action_types import registry
 from approvals.errors import InvalidInput
 from approvals.models import ActionRequest, ActionStatus, Review
-from approvals.models.action import RISK_RANK, Risk
+from approvals.models.action import RISK_ORDER, RISK_RANK, Risk
 from approvals.services.proposals import validate_params
 
 PAGE_SIZE = 50
 COUNT_CAP = 999
 MAX_QUERY = 200
+# Few matches (at most COUNT_CAP) are sorted from a list of them; the list is longer than that, so a burst
+# of new rows between counting and reading cannot cut it short.
+FILTER_FIRST_LIMIT = 5 * (COUNT_CAP + 1)
+COUNT_TIMEOUT_MS = int(getattr(settings, "COUNTERSIGN_DESK_COUNT_TIMEOUT_MS", 500))
+QUERY_TIMEOUT_MS = int(getattr(settings, "COUNTERSIGN_DESK_QUERY_TIMEOUT_MS", 5000))
+
+log = logging.getLogger(__name__)
 
 STATUS_CHOICES = [s.value for s in ActionStatus]
 ALL = "all"
@@ -65,6 +74,10 @@ DEFAULT_SORT = "newest"
 
 class BadCursor(ValueError):
     """A page link that is not ours, or was made for another sort."""
+
+
+class TooSlow(Exception):
+    """The page's rows could not be read within QUERY_TIMEOUT_MS."""
 
 
 # --- filters ----------------------------------------------------------------------------
@@ -124,12 +137,19 @@ class QueueFilters:
     def pending_only(self) -> bool:
         return self.status == ActionStatus.PENDING
 
+    def risk_condition(self, risks) -> Q:
+        """Within one status, by rank (the index on status and rank: action_desk_risk); across statuses,
+        by name (the index on risk and reviewer group: action_risk_group)."""
+        if self.status == ALL:
+            return Q(risk__in=list(risks))
+        return Q(risk_rank__in=sorted(RISK_ORDER[Risk(r)] for r in risks))
+
     def apply(self, qs: QuerySet, *, agent_id: uuid.UUID | None, without: str = "") -> QuerySet:
         """``qs`` narrowed by every filter but ``without`` (a facet counts with its own filter left out)."""
         if without != "status" and self.status != ALL:
             qs = qs.filter(status=self.status)
         if without != "risk" and self.risks:
-            qs = qs.filter(risk__in=self.risks)
+            qs = qs.filter(self.risk_condition(self.risks))
         if without != "agent" and self.agent:
             qs = qs.filter(agent_id=agent_id) if agent_id else qs.none()
         if without != "action_type" and self.action_type:
@@ -225,27 +245,33 @@ def _ordering(keys: tuple[SortKey, ...], *, forward: bool) -> list:
 class FacetOption:
     value: str
     label: str
-    count: int
+    count: int | None  # None: not counted in time
     selected: bool
 
     @property
     def count_label(self) -> str:
-        return f"{COUNT_CAP}+" if self.count > COUNT_CAP else str(self.count)
+        """ "3", "999+", or "" when it was not counted in time."""
+        return "" if self.count is None else _count_label(self.count)
+
+
+def _count_label(n: int | None) -> str:
+    if n is None:
+        return "many"
+    return f"{COUNT_CAP}+" if n > COUNT_CAP else str(n)
 
 
 @dataclass(frozen=True)
 class QueuePage:
     filters: QueueFilters
     rows: list[ActionRequest]
-    total: int  # capped at COUNT_CAP + 1
+    total: int | None  # capped at COUNT_CAP + 1; None: not counted in time
     next_cursor: str | None = None
     prev_cursor: str | None = None
     facets: dict[str, list[FacetOption]] = field(default_factory=dict)
-    error: str = ""
 
     @property
     def total_label(self) -> str:
-        return f"{COUNT_CAP}+" if self.total > COUNT_CAP else str(self.total)
+        return _count_label(self.total)
 
     @property
     def is_first_page(self) -> bool:
@@ -254,6 +280,10 @@ class QueuePage:
 
 def _base(principal) -> QuerySet:
     return selectors.actions_for(principal).annotate(risk_rank=RISK_RANK)
+
+
+def _for_counting(principal) -> QuerySet:
+    return selectors.actions_for(principal).select_related(None).prefetch_related(None).alias(risk_rank=RISK_RANK)
 
 
 def queue_page(
@@ -265,7 +295,13 @@ def queue_page(
     page_size: int | None = None,
     with_facets: bool = True,
 ) -> QueuePage:
-    """One page of the queue for ``principal``. Raises BadCursor for a page link that is not valid."""
+    """One page of the queue for ``principal``. Raises BadCursor for a page link that is not valid.
+
+    The (capped) total is counted first. When few rows match (at most COUNT_CAP), the page is
+    sorted from those rows alone: a rare search word or an unusual mix of filters then costs a
+    bitmap of matches, not a walk down the sort index hoping to meet 50 of them. When many match,
+    the walk down the sort index meets them soon.
+    """
     page_size = page_size or PAGE_SIZE
     agent_id = _agent_id(filters.agent)
     qs = filters.apply(_base(principal), agent_id=agent_id)
@@ -273,8 +309,18 @@ def queue_page(
     forward = not before
     cursor = decode_cursor(filters.sort, before or after) if (before or after) else None
 
+    counted = _count_all([qs])
+    total = counted[0] if counted else None
+    candidates = None
+    if total is not None and total <= COUNT_CAP:
+        candidates = qs.order_by().values("pk")[:FILTER_FIRST_LIMIT]
+        qs = qs.filter(pk__in=candidates)
+
     page_qs = qs.filter(_beyond(keys, cursor, forward=forward)) if cursor else qs
-    rows = list(page_qs.order_by(*_ordering(keys, forward=forward))[: page_size + 1])
+    ordered = page_qs.order_by(*_ordering(keys, forward=forward))[: page_size + 1]
+    rows = [] if total == 0 else _within(QUERY_TIMEOUT_MS, lambda: list(ordered))
+    if rows is None:
+        raise TooSlow("This view took too long to read; narrow it with a filter (a status, an agent, a type).")
     more = len(rows) > page_size
     rows = rows[:page_size]
     if not forward:
@@ -292,10 +338,7 @@ def queue_page(
         next_cursor = encode_cursor(filters.sort, last) if has_next else None
         prev_cursor = encode_cursor(filters.sort, first) if has_prev else None
 
-    if with_facets:
-        total, facets = _facet_counts(principal, filters, agent_id)
-    else:
-        total, facets = _count_all([qs])[0], {}
+    facets = _facet_counts(principal, filters, agent_id, total, candidates) if with_facets else {}
     return QueuePage(
         filters=filters, rows=rows, total=total, next_cursor=next_cursor, prev_cursor=prev_cursor, facets=facets
     )
@@ -306,18 +349,37 @@ def _exists_beyond(qs: QuerySet, keys: tuple[SortKey, ...], row: ActionRequest, 
     return qs.filter(_beyond(keys, values, forward=forward)).exists()
 
 
-def row_in_queue(principal, filters: QueueFilters, action_id) -> ActionRequest | None:
-    """The action if it is one ``principal`` may see and it matches ``filters``; else None."""
-    qs = filters.apply(_base(principal), agent_id=_agent_id(filters.agent))
-    return qs.filter(id=action_id).first()
-
-
-# --- counts ---------------------------------------------------------------------------------
+# --- counts, and time limits ------------------------------------------------------------------
 
 
 def _capped(qs: QuerySet) -> QuerySet:
-    """The rows to count, at most COUNT_CAP + 1 of them; only the primary key is read."""
-    return qs.order_by().values("pk")[: COUNT_CAP + 1]
+    """The rows to count, at most COUNT_CAP + 1 of them; nothing but a constant is read."""
+    return qs.order_by().annotate(one=Value(1)).values("one")[: COUNT_CAP + 1]
+
+
+def _within(ms: int, read):
+    """``read()``, or None if the database needed more than ``ms`` for it (PostgreSQL; elsewhere no limit).
+
+    The limit is ``SET LOCAL statement_timeout`` inside a transaction (or savepoint) of its own, put
+    back as it was afterwards, so a slow facet or search can never hold a connection for long.
+    """
+    if connection.vendor != "postgresql" or ms <= 0:
+        return read()
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW statement_timeout")
+                before = cursor.fetchone()[0]
+                cursor.execute(f"SET LOCAL statement_timeout = {int(ms)}")
+            result = read()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [before])
+            return result
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == "57014":  # query_canceled
+            log.info("desk read cancelled after %s ms", ms)
+            return None
+        raise
 
 
 def _type_names(filters: QueueFilters) -> list[str]:
@@ -339,43 +401,97 @@ def _agents(filters: QueueFilters) -> list[tuple[uuid.UUID, str]]:
     return agents
 
 
-def _facet_counts(principal, filters: QueueFilters, agent_id) -> tuple[int, dict[str, list[FacetOption]]]:
-    """The total, and each facet's options with how many rows each would show (the facet's own filter aside)."""
-    base = selectors.actions_for(principal).select_related(None).prefetch_related(None)
-    wanted: list[tuple[str, FacetOption, QuerySet]] = [
-        ("total", FacetOption("", "", 0, False), filters.apply(base, agent_id=agent_id))
-    ]
-
-    others = filters.apply(base, agent_id=agent_id, without="status")
-    wanted.append(("status", FacetOption(ALL, "any status", 0, filters.status == ALL), others))
-    for s in STATUS_CHOICES:
-        wanted.append(("status", FacetOption(s, s, 0, filters.status == s), others.filter(status=s)))
-
-    others = filters.apply(base, agent_id=agent_id, without="risk")
-    for r in Risk:
-        wanted.append(("risk", FacetOption(r.value, r.value, 0, r.value in filters.risks), others.filter(risk=r.value)))
-
-    others = filters.apply(base, agent_id=agent_id, without="action_type")
-    for t in _type_names(filters):
-        wanted.append(("action_type", FacetOption(t, t, 0, filters.action_type == t), others.filter(action_type=t)))
-
-    others = filters.apply(base, agent_id=agent_id, without="agent")
-    for aid, name in _agents(filters):
-        wanted.append(("agent", FacetOption(name, name, 0, filters.agent == name), others.filter(agent_id=aid)))
-
-    counts = _count_all([qs for _, _, qs in wanted])
-    facets: dict[str, list[FacetOption]] = {"status": [], "risk": [], "action_type": [], "agent": []}
-    total = 0
-    for (facet, option, _), n in zip(wanted, counts, strict=True):
-        if facet == "total":
-            total = n
-        else:
-            facets[facet].append(replace(option, count=n))
-    return total, facets
+def _facet_options(
+    filters: QueueFilters, agents: list[tuple[uuid.UUID, str]]
+) -> dict[str, list[tuple[FacetOption, Q]]]:
+    """Each facet's options (not counted yet), with the condition each one adds."""
+    return {
+        "status": [(FacetOption(ALL, "any status", None, filters.status == ALL), Q())]
+        + [(FacetOption(s, s, None, filters.status == s), Q(status=s)) for s in STATUS_CHOICES],
+        "risk": [
+            (FacetOption(r.value, r.value, None, r.value in filters.risks), filters.risk_condition([r.value]))
+            for r in Risk
+        ],
+        "action_type": [
+            (FacetOption(t, t, None, filters.action_type == t), Q(action_type=t)) for t in _type_names(filters)
+        ],
+        "agent": [(FacetOption(name, name, None, filters.agent == name), Q(agent_id=aid)) for aid, name in agents],
+    }
 
 
-def _count_all(querysets: list[QuerySet]) -> list[int]:
-    """Capped counts of many querysets in one statement: SELECT (SELECT COUNT(*) FROM (... LIMIT n)), ..."""
+def uncounted_page(filters: QueueFilters) -> QueuePage:
+    """The queue's frame with no rows and no numbers (when reading it took too long)."""
+    options = _facet_options(filters, _agents(filters))
+    return QueuePage(
+        filters=filters, rows=[], total=None, facets={f: [o for o, _ in items] for f, items in options.items()}
+    )
+
+
+def _facet_counts(
+    principal, filters: QueueFilters, agent_id, total: int | None, candidates: QuerySet | None
+) -> dict[str, list[FacetOption]]:
+    """Each facet's options with how many rows each would show (the facet's own filter left out).
+
+    A facet whose filter is not in use counts within the rows shown; when those are few (the
+    usual pending queue), one GROUP BY over them answers every such facet exactly. Otherwise each
+    option is a capped count (``COUNT_CAP``), all in one statement, except during a text search
+    (each would search the whole history again). Counting is time-limited (``COUNT_TIMEOUT_MS``):
+    past it the options are shown without numbers rather than late.
+    """
+    base = _for_counting(principal)
+    agents = _agents(filters)
+    agent_keys = {name: str(aid) for aid, name in agents}  # grouped rows carry the agent's id
+    active = {
+        "status": filters.status != ALL,
+        "risk": bool(filters.risks),
+        "action_type": bool(filters.action_type),
+        "agent": bool(filters.agent),
+    }
+    options = _facet_options(filters, agents)
+    grouped = None
+    if candidates is not None and not all(active.values()):
+        shown = base.filter(pk__in=candidates).order_by()
+        grouped = _within(
+            COUNT_TIMEOUT_MS,
+            lambda: list(shown.values("status", "risk", "action_type", "agent_id").annotate(n=Count("pk"))),
+        )
+    queries, slots = [], []
+    counts: dict[str, list[int | None]] = {}
+    for facet, items in options.items():
+        if grouped is not None and not active[facet]:
+            column = "agent_id" if facet == "agent" else facet
+            by_value: dict[str, int] = {}
+            for row in grouped:
+                by_value[str(row[column])] = by_value.get(str(row[column]), 0) + row["n"]
+            keys = agent_keys if facet == "agent" else {}
+            counts[facet] = [
+                total if option.value == ALL else by_value.get(keys.get(option.value, option.value), 0)
+                for option, _ in items
+            ]
+            continue
+        counts[facet] = [None] * len(items)
+        if filters.q:
+            # Each option would repeat the text search over the whole history: while searching, a facet
+            # in use shows its options without numbers (the rows shown are counted above).
+            continue
+        others = filters.apply(base, agent_id=agent_id, without=facet)
+        for i, (_, condition) in enumerate(items):
+            queries.append(others.filter(condition))
+            slots.append((facet, i))
+    if queries:
+        found = _count_all(queries)
+        for (facet, i), n in zip(slots, found or [None] * len(slots), strict=True):
+            counts[facet][i] = n
+    return {
+        facet: [replace(option, count=n) for (option, _), n in zip(items, counts[facet], strict=True)]
+        for facet, items in options.items()
+    }
+
+
+def _count_all(querysets: list[QuerySet]) -> list[int] | None:
+    """Capped counts of many querysets in one statement: SELECT (SELECT COUNT(*) FROM (... LIMIT n)), ...
+
+    None when counting took longer than COUNT_TIMEOUT_MS."""
     parts, params = [], []
     for qs in querysets:
         try:
@@ -384,9 +500,13 @@ def _count_all(querysets: list[QuerySet]) -> list[int]:
             sql, sub_params = "SELECT 1 WHERE 1 = 0", ()
         parts.append(f"(SELECT COUNT(*) FROM ({sql}) capped)")  # noqa: S608 - compiled ORM SQL; values are params
         params.extend(sub_params)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT " + ", ".join(parts), params)
-        return [int(n) for n in cursor.fetchone()]
+
+    def read() -> list[int]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT " + ", ".join(parts), params)
+            return [int(n) for n in cursor.fetchone()]
+
+    return _within(COUNT_TIMEOUT_MS, read)
 
 
 # --- approve with edits: checked as the reviewer types ----------------------------------------
@@ -454,6 +574,11 @@ def needs_confirmation(action: ActionRequest) -> bool:
 class Step:
     label: str
     state: str  # done, current, todo, failed, stopped
+
+    @property
+    def spoken(self) -> str:
+        """The state in words, for screen readers (the page shows it by colour and a tick)."""
+        return {"done": "done", "current": "now", "todo": "next", "failed": "failed", "stopped": "ended"}[self.state]
 
 
 def progress_steps(action: ActionRequest) -> list[Step]:

@@ -63,14 +63,14 @@ def enqueue(kind: str, *, payload: dict, action_id=None) -> OutboxMessage:
     if not conn.in_atomic_block:
         raise RuntimeError("outbox messages are enqueued inside the transaction that causes them")
     message = OutboxMessage.objects.create(kind=kind, payload=payload, action_id=action_id)
-    transaction.on_commit(lambda: deliver_ids([message.id]))
+    transaction.on_commit(lambda: deliver_ids([message.id], written=message))
     return message
 
 
-def deliver_ids(ids: list[int]) -> None:
+def deliver_ids(ids: list[int], *, written: OutboxMessage | None = None) -> None:
     for message_id in ids:
         try:
-            deliver(message_id)
+            deliver(message_id, written=written if written is not None and written.id == message_id else None)
         except Exception:  # delivery must never break the request that committed
             log.exception("outbox delivery of #%s failed; the sweep will retry", message_id)
 
@@ -80,23 +80,29 @@ def deliver_ids(ids: list[int]) -> None:
 WORKER_KINDS = frozenset({OutboxMessage.Kind.WEBHOOK, OutboxMessage.Kind.NOTIFY})
 
 
-def _claim(message_id: int, *, take_over: bool = False) -> OutboxMessage | None:
+def _claim(message_id: int, *, take_over: bool = False, written: OutboxMessage | None = None) -> OutboxMessage | None:
     now = timezone.now()
     qs = OutboxMessage.objects.filter(id=message_id, delivered_at__isnull=True)
     if not take_over:
         qs = qs.filter(next_attempt_at__lte=now).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
     if qs.update(claimed_until=now + LEASE) != 1:
         return None
+    if written is not None:
+        # Claimed right after the commit that wrote it: the row is still what this process wrote (any
+        # other delivery attempt would have left it delivered or not yet due), so it need not be read back.
+        written.claimed_until = now + LEASE
+        return written
     return OutboxMessage.objects.get(id=message_id)
 
 
-def deliver(message_id: int, *, in_worker: bool = False) -> bool:
+def deliver(message_id: int, *, in_worker: bool = False, written: OutboxMessage | None = None) -> bool:
     """Deliver one message if it is due and nobody else holds it; True when delivered.
 
     ``in_worker`` is set by the worker task that was handed a worker-kind
-    message: it takes over the lease its dispatcher left.
+    message: it takes over the lease its dispatcher left. ``written`` is the
+    message as ``enqueue`` wrote it, when delivering right after that commit.
     """
-    message = _claim(message_id, take_over=in_worker)
+    message = _claim(message_id, take_over=in_worker, written=written)
     if message is None:
         return False
     if message.kind == OutboxMessage.Kind.PUSH and not can_deliver_push():
@@ -136,8 +142,12 @@ def _hand_to_worker(message: OutboxMessage) -> None:
 def _deliver_push(message: OutboxMessage) -> None:
     layer = get_channel_layer()
     event = {"type": "action.event", "event": {**message.payload, "seq": message.id}}
-    for group in groups_for(message.payload):
-        async_to_sync(layer.group_send)(group, event)
+
+    async def send_to_groups() -> None:
+        for group in groups_for(message.payload):
+            await layer.group_send(group, event)
+
+    async_to_sync(send_to_groups)()  # one trip to the event loop for all the groups, not one per group
 
 
 def _deliver_execute(message: OutboxMessage) -> None:

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 
 from agents.models import Agent
 from approvals.models import ActionRequest, Review
 from approvals.permissions import user_group_ids
 
 
+def _reviews() -> Prefetch:
+    return Prefetch("reviews", queryset=Review.objects.select_related("reviewer").order_by("created_at", "id"))
+
+
 def _with_related(qs: QuerySet) -> QuerySet:
-    return qs.select_related("agent", "agent__owner", "reviewer_group").prefetch_related(
-        Prefetch("reviews", queryset=Review.objects.select_related("reviewer").order_by("created_at", "id"))
-    )
+    return qs.select_related("agent", "agent__owner", "reviewer_group").prefetch_related(_reviews())
+
+
+def with_reviews(action: ActionRequest) -> ActionRequest:
+    """An action already in memory (its agent set), with its reviews loaded as ``actions_for`` loads them."""
+    prefetch_related_objects([action], _reviews())
+    return action
 
 
 def actions_for(principal) -> QuerySet:

@@ -1,7 +1,8 @@
 """What every benchmark shares: its own database and Redis, the server processes, fixtures, figures.
 
 Benchmarks never use the test databases or the developer's DATABASE_URL: ``BENCH_DATABASE_URL``
-(default ``countersign_bench``) and ``BENCH_REDIS_URL`` (default Redis database 5) only. The servers run
+(default ``countersign_perf``; bench/load.py drops and re-creates ``countersign_bench``, so not that one)
+and ``BENCH_REDIS_URL`` (default Redis database 5) only. The servers run
 the production settings (bench.settings) with the process layout docs/deploy.md recommends:
 ``WEB_CONCURRENCY`` uvicorn workers with a psycopg pool (``DB_POOL``), and a Celery worker.
 """
@@ -29,7 +30,7 @@ VENV_BIN = Path(sys.executable).parent
 OUT = ROOT / "var" / "bench"
 RUN_ID = uuid.uuid4().hex[:6]
 
-DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/countersign_bench")
+DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/countersign_perf")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
 WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", os.environ.get("WEB_CONCURRENCY", "2")))
 WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "2"))
@@ -276,7 +277,12 @@ def _wait_http(proc: Proc, url: str, expected_children: int) -> None:
 
 
 def start_worker(env: dict[str, str], *, concurrency: int = WORKER_CONCURRENCY, name: str = "worker") -> Proc:
-    """A Celery worker as the Procfile runs it (prefork, ``concurrency`` children)."""
+    """A Celery worker as the Procfile runs it (prefork, ``concurrency`` children).
+
+    Workers keep one connection per child (DB_CONN_MAX_AGE) instead of a pool: a prefork child runs one
+    task at a time, and a pool opened before the fork would be shared by the children (docs/deploy.md).
+    """
+    env = {**env, "DB_POOL": "0", "DB_CONN_MAX_AGE": env.get("BENCH_WORKER_CONN_MAX_AGE", "60")}
     worker = Proc(
         name,
         [

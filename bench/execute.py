@@ -68,42 +68,35 @@ class Target:
         self.server.server_close()
 
 
-def main() -> None:
-    import httpx
-
-    common.wait_for_quiet()
-    load_start = common.loadavg()
-    common.prepare_database()
-    common.flush_redis()
-    common.setup_django()
+def fixtures(target_url: str) -> tuple[str, str, dict]:
+    """(agent key, reviewer token, the proposal) for http.request on ``target_url``."""
     from approvals.credentials import create_credential
-    from approvals.models import ActionRequest
 
-    target = Target()
     credential = f"bench-target-{common.RUN_ID}"
     create_credential(
-        name=credential, kind="http_bearer", secret="bench-secret", scope={"base_url": target.url}, actor=common.actor()
+        name=credential, kind="http_bearer", secret="bench-secret", scope={"base_url": target_url}, actor=common.actor()
     )
     group = common.reviewers_group()
     owner = common.user("bench-owner")
     reviewer = common.user("bench-approver", group=group)
     _, key = common.agent_with_key("bench-execute", owner=owner, allow=["http.request"])
-    token = common.reviewer_token(reviewer)
     proposal = {
         "action_type": "http.request",
         "summary": "Read the service status",
         "params": {"credential": credential, "method": "GET", "path": "/v1/status"},
     }
+    return key, common.reviewer_token(reviewer), proposal
+
+
+def approve_one_by_one(url: str, key: str, token: str, proposal: dict, target: Target, count: int) -> list[str]:
+    """Propose and approve ``count`` actions, each after the last one reached the target; their ids."""
+    import httpx
 
     ids: list[str] = []
-    with common.Stack() as stack:
-        env = common.server_env()
-        _, url = stack.web(env)
-        stack.worker(env)
-        log(f"web + worker (concurrency {common.WORKER_CONCURRENCY}) up; load {common.loadavg()}")
-        agent = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-        human = httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=30)
-        for n in range(WARMUP + APPROVALS):
+    agent = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    human = httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=30)
+    with agent, human:
+        for _ in range(count):
             response = agent.post("/api/v1/actions", json=proposal)
             response.raise_for_status()
             action_id = response.json()["id"]
@@ -111,9 +104,27 @@ def main() -> None:
             deadline = time.monotonic() + 10
             while action_id not in target.arrivals and time.monotonic() < deadline:
                 time.sleep(0.002)
-            if n >= WARMUP:
-                ids.append(action_id)
+            ids.append(action_id)
             time.sleep(GAP)
+    return ids
+
+
+def main() -> None:
+    common.wait_for_quiet()
+    load_start = common.loadavg()
+    common.prepare_database()
+    common.flush_redis()
+    common.setup_django()
+    from approvals.models import ActionRequest
+
+    target = Target()
+    key, token, proposal = fixtures(target.url)
+    with common.Stack() as stack:
+        env = common.server_env()
+        _, url = stack.web(env)
+        stack.worker(env)
+        log(f"web + worker (concurrency {common.WORKER_CONCURRENCY}) up; load {common.loadavg()}")
+        ids = approve_one_by_one(url, key, token, proposal, target, WARMUP + APPROVALS)[WARMUP:]
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and ActionRequest.objects.filter(id__in=ids, finished_at=None).exists():
             time.sleep(0.1)

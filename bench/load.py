@@ -169,6 +169,23 @@ async def _drive(url: str, agent_keys: list[str], reviewer_tokens: list[str], co
         return elapsed
 
 
+def _stages(actions) -> dict[str, float]:
+    """Median seconds of each stage, from the actions' own timestamps."""
+    rows = list(actions.values_list("created_at", "decided_at", "execution_started_at", "finished_at"))
+    if not rows:
+        return {}
+
+    def median(pairs) -> float:
+        values = sorted((b - a).total_seconds() for a, b in pairs if a and b)
+        return round(values[len(values) // 2], 3) if values else float("nan")
+
+    return {
+        "proposed -> approved": median((r[0], r[1]) for r in rows),
+        "approved -> execution started": median((r[1], r[2]) for r in rows),
+        "execution": median((r[2], r[3]) for r in rows),
+    }
+
+
 def _percentiles(values: list[float]) -> str:
     if not values:
         return "-"
@@ -247,6 +264,7 @@ def run(config: Config, env: dict[str, str], log_dir: Path, name: str = "load") 
         except AssertionError as exc:
             problems.append(str(exc))
         figures["statuses"] = dict(by_status)
+        figures["where the time went, median (s)"] = _stages(in_db.filter(status="succeeded"))
     finally:
         stop_all(*reversed(processes))
         target.stop()

@@ -105,7 +105,7 @@ def main() -> None:
     common.setup_django()
     key, cookies = fixtures(SOCKETS)
     with common.Stack() as stack:
-        web, url = stack.web(common.server_env())
+        _, url = stack.web(common.server_env())
         log(f"web: {common.WEB_WORKERS} uvicorn workers; load {common.loadavg()}")
         figures = asyncio.run(measure(url, key, cookies))
     figures.update({"web_workers": common.WEB_WORKERS, "load_start": load_start, "load_end": common.loadavg()})

@@ -222,12 +222,15 @@ def main() -> None:
         ("pending, expiry (staff)", F(sort="expiry"), ""),
         ("succeeded, deep cursor (staff)", F(status="succeeded"), deep),
         ("on behalf of (reviewer)", F(status="all", on_behalf_of="user42@example.com"), ""),
-        ("search (staff)", F(status="all", q="refund incident"), ""),
+        ("search, few matches (staff)", F(status="all", q="refund incident"), ""),
+        ("search, pending (reviewer)", F(q="billing"), ""),
     ]
     for name, filters, after in plans:
         user = admin if "staff" in name else rita
         qs = filters.apply(desk._base(user), agent_id=None)
         keys = desk.SORTS[filters.sort][1]
+        if (desk._count_all([qs]) or [desk.COUNT_CAP + 1])[0] <= desk.COUNT_CAP:  # as queue_page does
+            qs = qs.filter(pk__in=qs.order_by().values("pk")[: desk.FILTER_FIRST_LIMIT])
         if after:
             qs = qs.filter(desk._beyond(keys, desk.decode_cursor(filters.sort, after), forward=True))
         plan = qs.order_by(*desk._ordering(keys, forward=True))[:51].explain()

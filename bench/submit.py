@@ -65,6 +65,50 @@ def pgbench(database_url: str, *, clients: int, seconds: float) -> dict:
     }
 
 
+def ledger(key: str, n: int = int(os.environ.get("BENCH_LEDGER_REQUESTS", "200"))) -> dict:
+    """CPU and queries per request for both endpoints, in this process, one request at a time, through
+    Django's ASGI handler (AsyncClient): what each request costs regardless of how busy the machine is."""
+    import asyncio
+    import time
+
+    from django.conf import settings
+    from django.db import connection
+    from django.test import AsyncClient
+    from django.test.utils import CaptureQueriesContext
+
+    settings.ALLOWED_HOSTS.append("testserver")
+    headers = {"Authorization": f"Bearer {key}"}
+    paths = {"floor": "/bench/floor", "propose": "/api/v1/actions"}
+
+    async def run() -> dict:
+        client = AsyncClient()
+        out = {}
+        for name, path in paths.items():
+            for _ in range(20):
+                await client.post(path, PROPOSAL, content_type="application/json", headers=headers)
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(n):
+                response = await client.post(path, PROPOSAL, content_type="application/json", headers=headers)
+                assert response.status_code == 201, response.content
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            out[name] = {
+                "cpu_ms_per_request": round(1000 * cpu / n, 2),
+                "wall_ms_per_request": round(1000 * wall / n, 2),
+            }
+        return out
+
+    result = asyncio.run(run())
+    from rest_framework.test import APIClient
+
+    client = APIClient(SERVER_NAME="localhost")
+    client.credentials(HTTP_AUTHORIZATION=headers["Authorization"])
+    for name, path in paths.items():
+        with CaptureQueriesContext(connection) as captured:
+            assert client.post(path, PROPOSAL, format="json").status_code == 201
+        result[name]["queries_per_request"] = len(captured.captured_queries)
+    return result
+
+
 def main() -> None:
     common.wait_for_quiet()
     load_start = common.loadavg()
@@ -103,6 +147,9 @@ def main() -> None:
                     f"(load {load})"
                 )
     created = ActionRequest.objects.count() - before
+    load_ledger = common.loadavg()
+    costs = {**ledger(key), "load_before": load_ledger}
+    log(f"per request, in process: {costs}")
     load_pg = common.loadavg()
     floor_db = pgbench(common.DATABASE_URL, clients=CLIENTS, seconds=SECONDS)
     log(f"pgbench: {floor_db} (load {load_pg})")
@@ -128,6 +175,7 @@ def main() -> None:
         "floor_web_cpu_ms_per_request": med("floor", "web_cpu_ms_per_request"),
         "propose_web_cpu_ms_per_request": med("propose", "web_cpu_ms_per_request"),
         "actions_created": created,
+        "in_process_cost": costs,
         "pgbench_insert": {**floor_db, "load_before": load_pg},
         "load_start": load_start,
         "load_end": common.loadavg(),

@@ -3,7 +3,8 @@
 from django.urls import path
 
 from bench.views import FloorView
-from config.urls import handler404, handler500, urlpatterns as production_urlpatterns
+from config.urls import handler404, handler500
+from config.urls import urlpatterns as production_urlpatterns
 
 urlpatterns = [path("bench/floor", FloorView.as_view(), name="bench-floor"), *production_urlpatterns]
 

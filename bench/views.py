@@ -23,7 +23,7 @@ class FloorView(APIView):
         body = request.data
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {FLOOR_TABLE} (agent_id, body) VALUES (%s, %s) RETURNING id",  # noqa: S608 - constant
+                f"INSERT INTO {FLOOR_TABLE} (agent_id, body) VALUES (%s, %s) RETURNING id",
                 [request.user.id, json.dumps(body)],
             )
             (row_id,) = cursor.fetchone()

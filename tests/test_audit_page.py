@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -217,13 +216,11 @@ def test_the_page_stays_fast_on_a_large_log():
         AuditFilter(agent="agent-13", verb="verb.13", since=mid),
     ]
 
+    # Speed itself is measured in bench/, not asserted here; the plans below must not scan the table.
     def timed_page(f, **cursor):
         with CaptureQueriesContext(connection) as queries:
-            started = time.perf_counter()
             page = audit_page(f, **cursor)
-            elapsed = time.perf_counter() - started
         assert page.events, (f, cursor)
-        assert elapsed < 0.5, f"{f} {cursor}: {elapsed:.3f}s"
         for query in queries.captured_queries:
             with connection.cursor() as c:
                 c.execute("EXPLAIN " + query["sql"])

@@ -110,12 +110,16 @@ def test_filters_search_and_counts_are_scoped_and_combine(reviewer, reviewers_gr
     assert page.total == 2
     risk = {o.value: o.count for o in page.facets["risk"]}
     assert risk == {"low": 1, "medium": 0, "high": 1, "critical": 0}
-    status = {o.value: o.count for o in page.facets["status"]}
-    assert status["pending"] == 2 and status["rejected"] == 1 and status["all"] == 3
+    # While searching, a facet in use (status here) is not counted option by option.
+    assert {o.count_label for o in page.facets["status"]} == {""}
     agents = {o.value: o.count for o in page.facets["agent"]}
     assert agents == {"deploy-bot": 1, "helper-bot": 1}
     types = {o.value: o.count for o in page.facets["action_type"]}
     assert types["decision.only"] == 1 and types["http.request"] == 1
+
+    _, page = shown(agent="helper-bot")
+    status = {o.value: o.count for o in page.facets["status"]}
+    assert status["pending"] == 2 and status["rejected"] == 1 and status["all"] == 3 and status["expired"] == 0
 
     _, page = shown(risk=["high"])
     assert {o.value: o.count for o in page.facets["risk"]} == {"low": 1, "medium": 0, "high": 1, "critical": 1}
@@ -136,6 +140,40 @@ def test_counts_are_capped(reviewer, reviewers_group, agent, monkeypatch):
     page = desk.queue_page(reviewer, desk.QueueFilters())
     assert page.total == 4 and page.total_label == "3+"
     assert {o.value: o.count_label for o in page.facets["risk"]}["low"] == "3+"
+
+
+def test_a_slow_read_is_cancelled_and_leaves_the_connection_as_it_was(db):
+    def slow():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(2)")
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        before = cursor.fetchone()[0]
+    assert desk._within(50, slow) is None
+    assert desk._within(1000, lambda: 42) == 42
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == before
+
+
+def test_counts_too_slow_to_make_are_left_out_and_a_page_too_slow_says_so(browser, reviewers_group, agent, monkeypatch):
+    make_action(agent, reviewers_group, summary="Restart billing", risk="high")
+    monkeypatch.setattr(desk, "_count_all", lambda querysets: None)  # as when the time limit cancels counting
+    html = browser.get("/", {"risk": "high"}).content.decode()
+    assert 'data-count-for="total">many<' in html
+    assert "Restart billing" in html
+    assert re.search(r'data-count-for="status-pending">pending</option>', html), "no number rather than a wrong one"
+    assert "data-static" not in html  # still live
+
+    real_within = desk._within
+    monkeypatch.setattr(
+        desk, "_within", lambda ms, read: None if ms == desk.QUERY_TIMEOUT_MS else real_within(ms, read)
+    )
+    html = browser.get("/", {"q": "billing"}).content.decode()
+    assert "This view took too long to read" in html and "Restart billing" not in html
+    assert "data-static" in html, "a page too slow to read is not read again on every event"
+    assert 'id="f-status"' in html and 'value="billing"' in html  # the filters stay, to narrow it
 
 
 def test_unknown_filter_values_fall_back_to_defaults():
@@ -167,8 +205,10 @@ def test_sorts_by_age_risk_and_expiry(reviewer, reviewers_group, agent):
     assert order("expiry")[1:] == ids([old_high, old_low, mid_crit, new_high])
 
 
+@pytest.mark.parametrize("cap", [999, 2], ids=["few-rows-sorted-from-matches", "many-rows-walk-the-index"])
 @pytest.mark.parametrize("sort", list(desk.SORTS))
-def test_keyset_pages_cover_everything_once_both_ways(reviewer, reviewers_group, agent, sort):
+def test_keyset_pages_cover_everything_once_both_ways(reviewer, reviewers_group, agent, sort, cap, monkeypatch):
+    monkeypatch.setattr(desk, "COUNT_CAP", cap)
     risks = ["low", "medium", "high", "critical"]
     same_time = timezone.now() - timedelta(minutes=7)
     for i in range(11):

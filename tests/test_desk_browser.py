@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from approvals.models import ActionRequest
+from approvals.models import ActionRequest, ReviewerToken
 from tests.browser_support import (  # noqa: F401 - fixtures, found by pytest in this module's namespace
     LIVE,
     agent_http,
@@ -29,7 +30,7 @@ from tests.browser_support import (  # noqa: F401 - fixtures, found by pytest in
     screenshot,
     wait_until_live,
 )
-from tests.conftest import propose_body, token_client
+from tests.conftest import propose_body
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -126,9 +127,12 @@ def test_dashboard_history_and_detail_follow_changes_without_reload(
     wait_until_live(detail)
     mark_document(detail)
 
-    api = token_client(reviewer)
-    assert api.post(f"/api/v1/actions/{first}/approve", {}, format="json").status_code == 200
-    assert api.post(f"/api/v1/actions/{second}/reject", {"reason": "Not now."}, format="json").status_code == 200
+    # Decided elsewhere (the API, as a Slack button or a script would), through the server: pushes sent
+    # from this test process would run inside Playwright's event loop.
+    _, token = ReviewerToken.issue(reviewer)
+    with httpx.Client(base_url=web_server.url, headers={"Authorization": f"Token {token}"}, timeout=10) as api:
+        assert api.post(f"/api/v1/actions/{first}/approve", json={}).status_code == 200
+        assert api.post(f"/api/v1/actions/{second}/reject", json={"reason": "Not now."}).status_code == 200
 
     expect(page.locator("#stat-pending .stat-value")).to_have_text("0", timeout=LIVE)
     expect(page.locator("#stat-today .stat-value")).to_have_text("2")
@@ -136,7 +140,7 @@ def test_dashboard_history_and_detail_follow_changes_without_reload(
     expect(row(history, first)).to_contain_text("approved", timeout=LIVE)
     expect(row(history, second)).to_contain_text("Not now.")
     expect(detail.locator("#action-status")).to_have_text("rejected", timeout=LIVE)
-    expect(detail.locator(".step.stopped")).to_have_text("Rejected")
+    expect(detail.locator(".step.stopped")).to_contain_text("Rejected")
     for p in (page, history, detail):
         assert_not_reloaded(p)
     screenshot(page, "desk-dashboard.png")
@@ -296,7 +300,11 @@ def test_edited_parameters_are_checked_as_the_reviewer_types(page, web_server, r
 
 
 def test_the_dark_theme_follows_the_system_setting(new_context, web_server, reviewer, agent_key):
-    for risk, summary in (("low", "Post the weekly digest"), ("high", "Add Dana to admins"), ("critical", "Drop a table")):
+    for risk, summary in (
+        ("low", "Post the weekly digest"),
+        ("high", "Add Dana to admins"),
+        ("critical", "Drop a table"),
+    ):
         action_id = propose(web_server, agent_key, summary=summary, on_behalf_of="dana@example.com")
         ActionRequest.objects.filter(id=action_id).update(risk=risk)
     propose(web_server, agent_key, summary="Restart the billing service")
@@ -329,7 +337,15 @@ def test_detail_puts_what_decides_above_the_fold_on_a_laptop(new_context, web_se
     laptop = new_context(viewport={"width": 1280, "height": 800}).new_page()
     log_in(laptop, "rita")
     laptop.goto(f"/actions/{action_id}")
-    for selector in ("h1", ".meta .badge.risk", ".policy", ".reasoning", "#preview", "#action-status", "button.approve"):
+    for selector in (
+        "h1",
+        ".meta .badge.risk",
+        ".policy",
+        ".reasoning",
+        "#preview",
+        "#action-status",
+        "button.approve",
+    ):
         box = laptop.locator(selector).first.bounding_box()
         assert box is not None and box["y"] + min(box["height"], 20) <= 800, (selector, box)
     screenshot(laptop, "desk-detail.png", full_page=False)

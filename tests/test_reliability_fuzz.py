@@ -1,9 +1,11 @@
 """Schemathesis against the live ``/api/schema/`` of a server this test starts (uvicorn, PostgreSQL, Redis).
 
-Two runs of the Schemathesis CLI, one with an agent key and one with a reviewer token, each bounded
-(``RELIABILITY_FUZZ_EXAMPLES`` cases per operation and phase, default 15; a fixed seed): no server error,
-every status code, content type, header and body as the schema declares, invalid input refused, declared
-authentication enforced. And every operation called without credentials answers 401 problem JSON.
+Two runs of the Schemathesis CLI, bounded (``RELIABILITY_FUZZ_EXAMPLES`` cases per operation and phase,
+default 10; fixed seed ``RELIABILITY_FUZZ_SEED``): with an agent key, every ``{action_id}`` being the agent's
+own (rejected) action; with a reviewer token, another agent's pending action. ``RELIABILITY_FUZZ_FULL=1`` adds
+a run per principal with random ids. Checked: no server error; status codes, content types, headers and bodies
+as the schema declares; invalid input refused; declared authentication enforced. And every operation called
+without credentials (or with made-up ones) answers 401 problem JSON.
 Reports (JUnit, NDJSON) land in test-artifacts/schemathesis/.
 """
 
@@ -17,12 +19,14 @@ import uuid
 import httpx
 import pytest
 
-from tests.reliability_support import LOG_DIR, RedisServer, make_cast, stack_env_on, start_uvicorn, stop_all
+from tests.reliability_support import LOG_DIR, Api, RedisServer, make_cast, stack_env_on, start_uvicorn, stop_all
 from tests.servers import ROOT, VENV_BIN, RecordingServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-EXAMPLES = os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "15")
+EXAMPLES = os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "10")
+FULL = os.environ.get("RELIABILITY_FUZZ_FULL", "") == "1"
+SEED = os.environ.get("RELIABILITY_FUZZ_SEED", "20261125")
 REPORTS = ROOT / "test-artifacts" / "schemathesis"
 CHECKS = ",".join(
     [
@@ -44,7 +48,7 @@ def live_api(stack_env):
     web = None
     try:
         web, url = start_uvicorn(stack_env_on(stack_env, redis_server), "fuzz-web")
-        cast = make_cast(target.url, prefix="fuzz")
+        cast = make_cast(target.url, agents=2, prefix="fuzz")
         yield url, cast
     finally:
         stop_all(web)
@@ -52,10 +56,19 @@ def live_api(stack_env):
         target.stop()
 
 
-def schemathesis(url: str, name: str, authorization: str) -> subprocess.CompletedProcess:
+def schemathesis(url: str, name: str, authorization: str, action_id: str | None = None, *extra: str):
+    """One bounded CLI run; with ``action_id`` every ``{action_id}`` is that real action instead of a random id."""
     REPORTS.mkdir(parents=True, exist_ok=True)
+    config = REPORTS / f"{name}.toml"
+    # The long-poll answers at its timeout when nothing happens: keep that short for every generated case.
+    lines = ["[cache]", "enabled = false", "", "[parameters]", '"query.timeout" = 1']
+    if action_id:
+        lines.append(f'"path.action_id" = "{action_id}"')
+    config.write_text("\n".join(lines) + "\n")
     args = [
         str(VENV_BIN / "schemathesis"),
+        "--config-file",
+        str(config),
         "run",
         f"{url}/api/schema/",
         "--url",
@@ -69,9 +82,11 @@ def schemathesis(url: str, name: str, authorization: str) -> subprocess.Complete
         "--max-examples",
         EXAMPLES,
         "--seed",
-        "20261125",
+        SEED,
+        # One worker: Hypothesis parses lambdas with ast.parse, which CPython 3.11 can break across
+        # threads ("SystemError: AST constructor recursion depth mismatch").
         "--workers",
-        "2",
+        "1",
         "--request-timeout",
         "30",
         "--suppress-health-check",
@@ -84,10 +99,11 @@ def schemathesis(url: str, name: str, authorization: str) -> subprocess.Complete
         str(REPORTS / f"{name}.ndjson"),
         "--output-sanitize",
         "true",
+        *extra,
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env["NO_COLOR"] = "1"
-    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=240, check=False)
+    result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPORTS, timeout=240, check=False)
     (LOG_DIR / f"schemathesis-{name}.log").write_text(result.stdout + result.stderr)
     return result
 
@@ -98,15 +114,27 @@ def summary(result: subprocess.CompletedProcess) -> str:
 
 def test_schemathesis_as_an_agent_and_as_a_reviewer_finds_nothing(live_api):
     url, cast = live_api
-    for name, authorization in [
-        ("agent", f"Bearer {cast.agent_keys[0]}"),
-        ("reviewer", f"Token {cast.reviewer_tokens[0]}"),
-    ]:
-        result = schemathesis(url, name, authorization)
+    agent, reviewer = f"Bearer {cast.agent_keys[0]}", f"Token {cast.reviewer_tokens[0]}"
+    api = Api(url)
+    # Real actions, so operations on one answer 200 with a body to check, not only 404: the agent's own
+    # rejected action (every read answers at once), and another agent's pending one for the reviewer to decide.
+    rejected = api.propose(cast.agent_keys[0], "/fuzz/rejected").json()["id"]
+    assert api.reject(cast.reviewer_tokens[0], rejected).status_code == 200
+    pending = api.propose(cast.agent_keys[1], "/fuzz/pending").json()["id"]
+    api.close()
+    no_wait = ("--exclude-path-regex", "/wait$")  # a reviewer's long-poll on a pending action waits each time
+    runs = [
+        ("agent-own-action", agent, rejected),
+        ("reviewer-pending-action", reviewer, pending, *no_wait),
+    ]
+    if FULL:  # and with random ids (mostly 404s), as each principal
+        runs += [("agent", agent, None), ("reviewer", reviewer, None, *no_wait)]
+    for name, authorization, action_id, *extra in runs:
+        result = schemathesis(url, name, authorization, action_id, *extra)
         assert result.returncode == 0, f"schemathesis as {name}:\n{summary(result)}"
         tested = re.search(r"(\d+) generated", result.stdout)
         assert tested and int(tested.group(1)) > 0, summary(result)
-        print(f"\nschemathesis as {name}: " + " | ".join(result.stdout.strip().splitlines()[-3:]))
+        print(f"\nschemathesis {name}: {tested.group(0)}; " + result.stdout.strip().splitlines()[-1].strip("= "))
 
 
 def test_every_operation_refuses_a_call_without_credentials(live_api):

@@ -41,7 +41,12 @@ def add_wait_endpoint(result, generator, request, public):
                             "application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemOutput"}}
                         },
                     }
-                    for code, desc in [(400, "Invalid input"), (401, "Not authenticated"), (404, "Not found")]
+                    for code, desc in [
+                        (400, "Invalid input"),
+                        (401, "Not authenticated"),
+                        (404, "Not found"),
+                        (429, "This agent key is over its request rate"),
+                    ]
                 },
             },
         }

@@ -123,6 +123,14 @@ class ActionOutput(serializers.Serializer):
     links = LinksOutput()
 
 
+class ActionPageOutput(serializers.Serializer):
+    """One page of ``GET /api/v1/actions``, newest first; follow ``next`` (a URL with the cursor) for more."""
+
+    next = serializers.CharField(allow_null=True)
+    previous = serializers.CharField(allow_null=True)
+    results = ActionOutput(many=True)
+
+
 class ActionTypeOutput(serializers.Serializer):
     name = serializers.CharField()
     title = serializers.CharField()

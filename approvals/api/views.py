@@ -14,8 +14,10 @@ from agents.capabilities import granted_types
 from agents.models import Agent, AgentKey
 from approvals import policy_store, selectors, services
 from approvals.action_types import registry
+from approvals.api.problems import PROBLEM_CONTENT_TYPE
 from approvals.api.serializers import (
     ActionOutput,
+    ActionPageOutput,
     ActionTypeOutput,
     ApproveInput,
     PreviewOutput,
@@ -40,12 +42,14 @@ PROBLEMS = {
         (409, "Conflict"),
         (413, "Body too large"),
         (415, "Unsupported media type"),
+        (429, "This agent key is over its request rate (Retry-After says when to try again)"),
     ]
 }
 
 
 def _problems(*codes: int) -> dict:
-    return {code: PROBLEMS[code] for code in codes}
+    """Error responses as they are served: RFC 9457 problem JSON, not application/json."""
+    return {(code, PROBLEM_CONTENT_TYPE): PROBLEMS[code] for code in codes}
 
 
 class IsAgent(BasePermission):
@@ -78,7 +82,9 @@ class NewestFirst(CursorPagination):
 class ActionTypesView(APIView):
     permission_classes = [IsAgentOrReviewer]
 
-    @extend_schema(operation_id="list_action_types", responses={200: ActionTypeOutput(many=True), **_problems(401)})
+    @extend_schema(
+        operation_id="list_action_types", responses={200: ActionTypeOutput(many=True), **_problems(401, 429)}
+    )
     def get(self, request):
         types = registry.all_types()
         if isinstance(request.user, Agent):
@@ -98,15 +104,29 @@ class ActionsView(APIView):
         operation_id="list_actions",
         parameters=[
             STATUS_FILTER,
-            OpenApiParameter("cursor", str, required=False),
-            OpenApiParameter("limit", int, required=False),
+            OpenApiParameter("cursor", str, required=False, description="From a page's `next` or `previous`."),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1},
+                required=False,
+                description=f"Actions per page (default {NewestFirst.page_size}; more than "
+                f"{NewestFirst.max_page_size} gives {NewestFirst.max_page_size}).",
+            ),
         ],
-        responses={200: ActionOutput(many=True), **_problems(400, 401)},
+        responses={
+            200: ActionPageOutput,
+            **_problems(400, 401, 429),
+            (404, PROBLEM_CONTENT_TYPE): OpenApiResponse(ProblemOutput, description="Not a cursor this API issued"),
+        },
     )
     def get(self, request):
         qs = selectors.actions_for(request.user)
+        limit = request.query_params.get("limit")
+        if limit is not None and not (limit.isascii() and limit.isdigit() and int(limit) >= 1):
+            # DRF would silently fall back to the default page size.
+            raise ValidationError({"limit": ["A whole number of actions per page, at least 1."]})
         wanted = request.query_params.get("status")
-        if wanted:
+        if wanted is not None:
             if wanted not in ActionStatus.values:
                 raise ValidationError({"status": [f"One of {', '.join(ActionStatus.values)}."]})
             qs = qs.filter(status=wanted)
@@ -117,7 +137,7 @@ class ActionsView(APIView):
     @extend_schema(
         operation_id="propose_action",
         request=ProposalInput,
-        responses={200: ActionOutput, 201: ActionOutput, **_problems(400, 401, 403, 409, 413, 415)},
+        responses={200: ActionOutput, 201: ActionOutput, **_problems(400, 401, 403, 409, 413, 415, 429)},
     )
     def post(self, request):
         if not IsAgent().has_permission(request, self):
@@ -133,7 +153,9 @@ class ActionsView(APIView):
         action, created = services.propose_action(
             agent=request.user, proposal=services.Proposal(**serializer.validated_data)
         )
-        action = selectors.get_action_for(request.user, action.id)
+        # A new action was written by this request: present it as committed, reading back only its reviews (a
+        # policy may have approved it) instead of the whole action again, which was a fifth of a proposal's cost.
+        action = selectors.with_reviews(action) if created else selectors.get_action_for(request.user, action.id)
         return Response(present_action(action), status=http.HTTP_201_CREATED if created else http.HTTP_200_OK)
 
 
@@ -147,7 +169,7 @@ def _visible_action(request, action_id):
 class ActionDetailView(APIView):
     permission_classes = [IsAgentOrReviewer]
 
-    @extend_schema(operation_id="get_action", responses={200: ActionOutput, **_problems(401, 404)})
+    @extend_schema(operation_id="get_action", responses={200: ActionOutput, **_problems(401, 404, 429)})
     def get(self, request, action_id):
         return Response(present_action(_visible_action(request, action_id)))
 
@@ -156,7 +178,9 @@ class CancelView(APIView):
     permission_classes = [IsAgent]
 
     @extend_schema(
-        operation_id="cancel_action", request=None, responses={200: ActionOutput, **_problems(401, 403, 404, 409)}
+        operation_id="cancel_action",
+        request=None,
+        responses={200: ActionOutput, **_problems(401, 403, 404, 409, 429)},
     )
     def post(self, request, action_id):
         services.cancel_action(action_id=action_id, agent=request.user)

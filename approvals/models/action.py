@@ -131,12 +131,37 @@ class ActionRequest(models.Model):
                 models.F("id"),
                 name="action_desk_risk",
             ),
-            models.Index(fields=["action_type", "status", "created_at"], name="action_desk_type"),
-            models.Index(fields=["agent", "status", "created_at"], name="action_desk_agent"),
-            models.Index(Upper("on_behalf_of"), models.F("created_at"), name="action_desk_on_behalf_of"),
             models.Index(
-                fields=["decided_at"], name="action_desk_decided", condition=models.Q(decided_at__isnull=False)
+                models.OrderBy(RISK_RANK, descending=True),
+                models.F("created_at"),
+                models.F("id"),
+                name="action_desk_all_risk",
             ),
+            models.Index(
+                fields=["action_type", "status", "reviewer_group", "created_at", "id"], name="action_desk_type"
+            ),
+            models.Index(fields=["agent", "status", "reviewer_group", "created_at", "id"], name="action_desk_agent"),
+            models.Index(
+                Upper("on_behalf_of"), models.F("created_at"), models.F("id"), name="action_desk_on_behalf_of"
+            ),
+            models.Index(
+                fields=["decided_at"],
+                name="action_desk_decided",
+                condition=models.Q(decided_at__isnull=False),
+                # The dashboard reads nothing else: its scans of the window stay in the index (PostgreSQL).
+                include=[
+                    "reviewer_group",
+                    "status",
+                    "policy_effect",
+                    "created_at",
+                    "finished_at",
+                    "agent",
+                    "action_type",
+                ],
+            ),
+            # The queue's risk facet across statuses counts "risk = X" (per group): without it a rare risk is
+            # counted by reading the whole table (migration 0009_bench_indexes, docs/BENCHMARKS.md).
+            models.Index(fields=["risk", "reviewer_group"], name="action_risk_group"),
         ]
 
     def __str__(self) -> str:

@@ -55,7 +55,7 @@ def _nice_max(value: int) -> int:
     return value
 
 
-def daily_chart(days: list[Day], *, width: int = 720, height: int = 220) -> Chart:
+def daily_chart(days: list[Day], *, width: int = 1000, height: int = 240) -> Chart:
     """Stacked columns per day: approved, rejected, expired."""
     left, right, top, bottom = 36, 8, 10, 26
     plot_w, plot_h = width - left - right, height - top - bottom

@@ -45,6 +45,7 @@ def _row_context(action, user) -> dict:
 @require_GET
 def queue(request):
     filters = desk.QueueFilters.from_query(request.GET)
+    too_slow = False
     try:
         page = desk.queue_page(
             request.user, filters, after=request.GET.get("after", ""), before=request.GET.get("before", "")
@@ -53,8 +54,12 @@ def queue(request):
         messages.error(request, f"{exc} Showing the first page.")
         query = filters.querystring()
         return redirect(reverse("approvals:queue") + (f"?{query}" if query else ""))
+    except desk.TooSlow as exc:
+        messages.error(request, str(exc))
+        page, too_slow = desk.uncounted_page(filters), True
     rows = [_row_context(a, request.user) for a in page.rows]
     context = {
+        "too_slow": too_slow,
         "rows": rows,
         "desk": page,
         "filters": filters,

@@ -36,10 +36,9 @@
     const all = rows();
     if (!all.length) { selectedId = null; selectedIndex = -1; return null; }
     index = Math.max(0, Math.min(all.length - 1, index));
-    for (const tr of all) { tr.classList.remove("selected"); tr.removeAttribute("aria-selected"); }
+    for (const tr of all) tr.classList.remove("selected");
     const row = all[index];
-    row.classList.add("selected");
-    row.setAttribute("aria-selected", "true");
+    row.classList.add("selected"); // focus is on its link, which is what a screen reader announces
     selectedId = row.dataset.actionId;
     selectedIndex = index;
     if (focus) {

@@ -32,19 +32,23 @@
     return template.content;
   }
 
-  // Runs fn at most once per `delay` ms however many events ask for it, and
-  // once more if asked again while it was running: bursts cost one fetch.
-  function coalesce(fn, delay) {
-    let timer = null, running = false, again = false;
+  // Runs fn `delay` ms after the first event that asks for it, however many more
+  // ask meanwhile, and never sooner than `gap` ms after its last run: a burst of
+  // events costs one fetch, a steady stream one fetch per `gap` (well within a second).
+  function coalesce(fn, delay, gap) {
+    let timer = null, running = false, again = false, last = 0;
     async function run() {
       timer = null;
       if (running) { again = true; return; }
       running = true;
+      last = Date.now();
       try { await fn(); } catch (e) { /* the next event or reconnect tries again */ }
       running = false;
       if (again) { again = false; schedule(); }
     }
-    function schedule() { if (!timer) timer = setTimeout(run, delay); }
+    function schedule() {
+      if (!timer) timer = setTimeout(run, Math.max(delay, last + gap - Date.now()));
+    }
     return schedule;
   }
 
@@ -69,6 +73,7 @@
     const fresh = doc && doc.getElementById("queue-results");
     const current = document.getElementById("queue-results");
     if (!fresh || !current) return;
+    if (current.hasAttribute("data-static")) return; // this view was too slow to read: not again per event
     const known = new Set([...current.querySelectorAll("tr[data-action-id]")].map((tr) => tr.dataset.actionId));
     const hadFocus = current.contains(document.activeElement);
     for (const tr of fresh.querySelectorAll("tr[data-action-id]")) {
@@ -113,10 +118,10 @@
   }
 
   const refresh = {
-    queue: coalesce(refreshQueue, 120),
-    history: coalesce(() => reloadPart("#history tbody"), 150),
-    dashboard: coalesce(() => reloadPart("#dashboard"), 300),
-    detail: coalesce(updateDetail, 60),
+    queue: coalesce(refreshQueue, 100, 600),
+    history: coalesce(() => reloadPart("#history tbody"), 100, 600),
+    dashboard: coalesce(() => reloadPart("#dashboard"), 200, 1500),
+    detail: coalesce(updateDetail, 50, 300),
   };
 
   function onEvent(event) {

@@ -4,9 +4,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from approvals.audit import iter_events, verify_chain
+from approvals.audit import ChainRow, iter_chain_rows, verify_chain
 from approvals.audit_checkpoints import CheckpointError, parse_checkpoints, signature_problem
-from approvals.models import AuditEvent
 
 
 class Command(BaseCommand):
@@ -27,16 +26,16 @@ class Command(BaseCommand):
         checkpoints = self._load(from_checkpoint) if from_checkpoint else []
         wanted = {int(c["seq"]) for c in checkpoints}
         seen: dict[int, str] = {}
-        head: list[AuditEvent] = []
+        head: list[ChainRow] = []
 
-        def watched(events: Iterable[AuditEvent]) -> Iterator[AuditEvent]:
+        def watched(events: Iterable[ChainRow]) -> Iterator[ChainRow]:
             for event in events:
                 if event.seq in wanted:
                     seen[event.seq] = event.hash
                 head[:] = [event]
                 yield event
 
-        checked, broken = verify_chain(watched(iter_events()))
+        checked, broken = verify_chain(watched(iter_chain_rows()))
         elapsed = time.perf_counter() - started
         if broken:
             raise CommandError(

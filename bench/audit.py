@@ -1,0 +1,222 @@
+"""The audit chain's costs (``make bench-audit``).
+
+1. Verification speed: ``seed_history --audit`` writes ``BENCH_AUDIT_ACTIONS`` (100k) actions' events (about
+   2.6 per action) into their own database (``countersign_perf_audit``), then ``manage.py verify_audit``
+   checks the whole chain; events/s from the time the command reports. Target >= 200k events/s.
+2. What the chain adds to a submit, in this process, on the benchmark database:
+   - ``record_event`` alone (advisory lock, read the head, hash, insert), inside a transaction, against a
+     plain INSERT of a row of the same size; and its parts;
+   - ``propose_action`` with the chain and with ``record_event`` replaced by a no-op (rounds alternate).
+   Target: the chain adds <= 1 ms to a proposal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+from bench import common
+from bench.common import FLOOR_TABLE, ROOT, Verdict, log
+
+ACTIONS = int(os.environ.get("BENCH_AUDIT_ACTIONS", "100000"))
+CALLS = int(os.environ.get("BENCH_AUDIT_CALLS", "1000"))
+PROPOSALS = int(os.environ.get("BENCH_AUDIT_PROPOSALS", "200"))
+REUSE = os.environ.get("BENCH_AUDIT_REUSE", "") == "1"
+
+
+def audit_database_url() -> str:
+    return common.DATABASE_URL.rsplit("/", 1)[0] + "/countersign_perf_audit"
+
+
+def verify_speed() -> dict:
+    import psycopg
+
+    url = audit_database_url()
+    env = common.server_env(url, LOG_LEVEL="WARNING", DB_POOL="0")
+    have = -1
+    if REUSE:
+        try:
+            with psycopg.connect(url) as conn:
+                have = conn.execute("SELECT count(*) FROM approvals_actionrequest").fetchone()[0]
+        except psycopg.Error:
+            have = -1
+    if have >= ACTIONS:
+        log(f"reusing countersign_perf_audit ({have} actions)")
+        common.prepare_database(url)
+    else:
+        common.prepare_database(url, fresh=True)
+        log(f"seeding {ACTIONS} actions with their audit events ...")
+        subprocess.run(
+            [sys.executable, "manage.py", "seed_history", str(ACTIONS), "--pending", "0", "--audit"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    runs = []
+    for _ in range(int(os.environ.get("BENCH_AUDIT_VERIFY_RUNS", "3"))):
+        load = common.loadavg()
+        out = subprocess.run(
+            [sys.executable, "manage.py", "verify_audit"], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+        ).stdout
+        match = re.search(r"(\d+) events verified in ([\d.]+)s", out)
+        events, seconds = int(match.group(1)), float(match.group(2))
+        runs.append({"events": events, "seconds": seconds, "events_per_s": round(events / seconds), "load": load})
+        log(f"verify_audit: {events} events in {seconds:.2f}s = {events / seconds:,.0f}/s (load {load})")
+    best = max(runs, key=lambda r: r["events_per_s"])
+    return {"runs": runs, "events": best["events"], "events_per_s": best["events_per_s"]}
+
+
+def _timed(fn, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def record_event_cost() -> dict:
+    """record_event inside a transaction (commit excluded) against a plain INSERT; and its parts."""
+    from django.db import connection, transaction
+
+    from approvals import audit
+    from approvals.audit import Actor, record_event
+    from approvals.canonical import canonical_json
+
+    actor = Actor("agent", "bench-agent", "api")
+    data = {
+        "action_type": "decision.only",
+        "summary": "Restart the billing service",
+        "risk": "medium",
+        "on_behalf_of": "",
+        "params_digest": "0" * 64,
+        "policy": {"rule": "default", "effect": "require", "required_approvals": 1, "version": 1, "floors": []},
+    }
+
+    def in_transaction(body):
+        def run():
+            with transaction.atomic():
+                started = time.perf_counter()
+                body()
+                inner.append(time.perf_counter() - started)
+
+        return run
+
+    def chained():
+        record_event(actor=actor, verb="bench.event", object_type="bench", object_id="1", data=data)
+
+    def plain():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {FLOOR_TABLE} (agent_id, body) VALUES (%s, %s)",
+                ["00000000-0000-0000-0000-000000000000", canonical_json(data)],
+            )
+
+    def lock_only():
+        audit._lock_chain()
+
+    def lock_and_head():
+        audit._lock_chain()
+        audit.AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "at").first()
+
+    results = {}
+    for name, body in (("plain_insert", plain), ("record_event", chained), ("lock", lock_only)):
+        inner: list[float] = []
+        _timed(in_transaction(body), 50)  # warm up
+        inner.clear()
+        _timed(in_transaction(body), CALLS)
+        results[name] = common.summary_ms(inner)
+    inner = []
+    _timed(in_transaction(lock_and_head), CALLS)
+    results["lock_and_read_head"] = common.summary_ms(inner)
+    event = audit.AuditEvent.objects.order_by("-seq").first()
+    hashing = _timed(lambda: audit.chain_hash(event.prev_hash, audit.event_body(event)), CALLS)
+    results["hash_one_event"] = common.summary_ms(hashing)
+    results["chain_adds_ms"] = round(results["record_event"]["mean_ms"] - results["plain_insert"]["mean_ms"], 3)
+    return results
+
+
+def propose_with_and_without_chain() -> dict:
+    from django.db import transaction
+
+    from approvals import services
+    from approvals.services import transitions
+
+    owner = common.user("bench-owner")
+    common.reviewers_group()
+    agent, _ = common.agent_with_key("bench-audit", owner=owner, allow=["decision.only"])
+    proposal = services.Proposal(
+        action_type="decision.only",
+        params={"command": "restart", "service": "billing"},
+        summary="Restart the billing service",
+        context={"reasoning": "It is stuck."},
+    )
+    real = transitions.record_event
+
+    def no_chain(**kwargs):
+        if not transaction.get_connection().in_atomic_block:
+            raise RuntimeError("outside a transaction")
+
+    def propose():
+        services.propose_action(agent=agent, proposal=proposal)
+
+    samples: dict[str, list[float]] = {"with_chain": [], "without_chain": []}
+    _timed(propose, 20)
+    rounds = 4
+    for _ in range(rounds):
+        for name in samples:
+            transitions.record_event = real if name == "with_chain" else no_chain
+            try:
+                samples[name] += _timed(propose, max(1, PROPOSALS // rounds))
+            finally:
+                transitions.record_event = real
+    result = {name: common.summary_ms(values) for name, values in samples.items()}
+    result["chain_adds_ms_p50"] = round(
+        statistics.median(samples["with_chain"]) * 1000 - statistics.median(samples["without_chain"]) * 1000, 3
+    )
+    return result
+
+
+def main() -> None:
+    common.wait_for_quiet()
+    load_start = common.loadavg()
+    verify = verify_speed()
+    common.prepare_database()
+    common.flush_redis()
+    common.setup_django()
+    load = common.loadavg()
+    cost = record_event_cost()
+    log(f"record_event: {cost['record_event']['mean_ms']} ms, plain insert {cost['plain_insert']['mean_ms']} ms")
+    propose = propose_with_and_without_chain()
+    log(f"propose: {propose['with_chain']['p50_ms']} ms with the chain, {propose['without_chain']['p50_ms']} without")
+    figures = {
+        "verify": verify,
+        "record_event": cost,
+        "propose_action": propose,
+        "load_start": load_start,
+        "load_in_process_part": load,
+        "load_end": common.loadavg(),
+    }
+    common.report(
+        "audit",
+        figures,
+        [
+            Verdict("verify_audit events/s", verify["events_per_s"], ">= 200000", verify["events_per_s"] >= 200_000),
+            Verdict("record_event over a plain insert, ms", cost["chain_adds_ms"], "<= 1", cost["chain_adds_ms"] <= 1),
+            Verdict(
+                "propose with - without the chain, p50 ms",
+                propose["chain_adds_ms_p50"],
+                "<= 1",
+                propose["chain_adds_ms_p50"] <= 1,
+            ),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
