@@ -91,7 +91,7 @@ def record_event(
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit events are written inside the transaction of the change they record")
     _lock_chain()
-    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "at").first()
+    last = _chain_head()
     prev_seq, prev_hash, prev_at = last if last else (0, GENESIS_HASH, None)
     now = timezone.now()
     event = AuditEvent(
@@ -118,6 +118,21 @@ def _lock_chain() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_ID])
+
+
+def _chain_head() -> tuple[int, str, Any] | None:
+    """(seq, hash, at) of the newest event. Read after taking the lock, in a statement of its own (so its
+    snapshot sees whatever the previous holder committed)."""
+    if connection.vendor == "postgresql":
+        # The same query as below, written out: every proposal and decision runs it while holding the chain
+        # lock, and building it through the ORM cost more than running it (docs/BENCHMARKS.md, "Audit").
+        with connection.cursor() as cursor:
+            cursor.execute(_HEAD_SQL.format(table=connection.ops.quote_name(AuditEvent._meta.db_table)))
+            return cursor.fetchone()
+    return AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "at").first()
+
+
+_HEAD_SQL = "SELECT seq, hash, at FROM {table} ORDER BY seq DESC LIMIT 1"
 
 
 @dataclass(frozen=True)

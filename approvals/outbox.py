@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
 MAX_BACKOFF_SECONDS = 300
 SWEEP_GRACE = timedelta(seconds=2)
+# Handing a task to the broker: one immediate retry (a pooled connection that died with a Redis restart), no
+# sleeping between tries: while the broker is down the message stays here and the sweep retries it with
+# backoff, instead of every request that commits one waiting out Celery's retries (docs/RELIABILITY.md).
+PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
 
 _serves_websockets = False
 _relay_task: asyncio.Task | None = None
@@ -136,7 +140,7 @@ def deliver(message_id: int, *, in_worker: bool = False, written: OutboxMessage 
 def _hand_to_worker(message: OutboxMessage) -> None:
     from config.celery_app import app
 
-    app.send_task("approvals.deliver_outbox", args=[message.id])
+    app.send_task("approvals.deliver_outbox", args=[message.id], retry_policy=PUBLISH_RETRY)
 
 
 def _deliver_push(message: OutboxMessage) -> None:
@@ -153,7 +157,7 @@ def _deliver_push(message: OutboxMessage) -> None:
 def _deliver_execute(message: OutboxMessage) -> None:
     from config.celery_app import app
 
-    app.send_task("approvals.execute_action", args=[str(message.action_id)])
+    app.send_task("approvals.execute_action", args=[str(message.action_id)], retry_policy=PUBLISH_RETRY)
 
 
 def _deliver_webhook(message: OutboxMessage) -> None:

@@ -115,7 +115,7 @@ def main() -> None:
     common.prepare_database()
     common.flush_redis()
     common.setup_django()
-    from approvals.models import ActionRequest
+    from approvals.models import ActionRequest, OutboxMessage
 
     target = Target()
     key, token, proposal = fixtures(target.url)
@@ -130,12 +130,21 @@ def main() -> None:
             time.sleep(0.1)
     target.stop()
 
+    handed = {}
+    for action_id, delivered in OutboxMessage.objects.filter(
+        action_id__in=ids, kind=OutboxMessage.Kind.EXECUTE
+    ).values_list("action_id", "delivered_at"):
+        handed[str(action_id)] = delivered
     rows = ActionRequest.objects.filter(id__in=ids).values_list("id", "status", "decided_at", "execution_started_at")
-    started, reached, statuses = [], [], {}
+    started, reached, to_broker, from_broker, statuses = [], [], [], [], {}
     for action_id, status, decided, began in rows:
         statuses[status] = statuses.get(status, 0) + 1
         if decided and began:
             started.append((began - decided).total_seconds())
+        given = handed.get(str(action_id))
+        if decided and began and given:
+            to_broker.append((given - decided).total_seconds())
+            from_broker.append((began - given).total_seconds())
         arrival = target.arrivals.get(str(action_id))
         if decided and arrival:
             reached.append((datetime.fromtimestamp(arrival, UTC) - decided).total_seconds())
@@ -145,6 +154,10 @@ def main() -> None:
         "worker_concurrency": common.WORKER_CONCURRENCY,
         "decided_to_execution_started_ms": common.summary_ms(started),
         "decided_to_target_reached_ms": common.summary_ms(reached),
+        # Where the time goes: the approving request commits and delivers its outbox rows (the live push
+        # first, then the execute message to the broker); then Redis -> worker -> redeem the grant.
+        "decided_to_handed_to_broker_ms": common.summary_ms(to_broker),
+        "handed_to_broker_to_execution_started_ms": common.summary_ms(from_broker),
         "load_start": load_start,
         "load_end": common.loadavg(),
     }

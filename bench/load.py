@@ -5,8 +5,9 @@
 
 It starts everything itself: a fresh PostgreSQL database (``BENCH_DATABASE``, default ``countersign_bench``,
 dropped and re-created on ``BENCH_PG``, default ``postgres://postgres@127.0.0.1:5432``), its own redis-server
-on a free port, uvicorn with ``BENCH_WEB_WORKERS`` processes (default 2), a Celery worker
-(``BENCH_WORKER_CONCURRENCY``, default 2), Celery beat, and a recording HTTP target on loopback.
+on a free port, uvicorn with ``BENCH_WEB_WORKERS`` processes (default 2, ``DB_POOL=8`` each), a Celery worker
+(``BENCH_WORKER_CONCURRENCY``, default 4, ``DB_CONN_MAX_AGE=60``), Celery beat, and a recording HTTP target on
+loopback: the layout of docs/deploy.md on this 2-core machine.
 
 Each agent (its own identity and key) proposes an ``http.request`` POST to a path of its own, reads it back and
 long-polls ``wait`` until it has run, then proposes the next. ``BENCH_REVIEWERS`` reviewers (API tokens) list
@@ -45,7 +46,7 @@ class Config:
     seconds: float = 60.0
     reviewers: int = 4
     web_workers: int = 2
-    worker_concurrency: int = 2
+    worker_concurrency: int = 4
     wait_timeout: int = 20
     drain_timeout: float = 120.0
 
@@ -210,6 +211,9 @@ def run(config: Config, env: dict[str, str], log_dir: Path, name: str = "load") 
     from tests.servers import RecordingServer, start_worker, wait_until
 
     env = {**RATES, **env}
+    # The layout docs/deploy.md recommends: a connection pool per web process, kept connections in the worker.
+    web_env = {"DB_POOL": "8", **env}
+    worker_env = {"DB_CONN_MAX_AGE": "60", **env}
     target = RecordingServer().start()
     processes = []
     problems: list[str] = []
@@ -217,9 +221,11 @@ def run(config: Config, env: dict[str, str], log_dir: Path, name: str = "load") 
     stats = Stats()
     try:
         cast = make_cast(target.url, agents=config.agents, reviewers=config.reviewers, prefix=name)
-        processes.append(start_worker(env, log_dir, name=f"{name}-worker", concurrency=config.worker_concurrency))
+        processes.append(
+            start_worker(worker_env, log_dir, name=f"{name}-worker", concurrency=config.worker_concurrency)
+        )
         processes.append(start_beat(env, name=f"{name}-beat"))
-        web, url = start_uvicorn(env, f"{name}-web", workers=config.web_workers)
+        web, url = start_uvicorn(web_env, f"{name}-web", workers=config.web_workers)
         processes.append(web)
         elapsed = asyncio.run(_drive(url, cast.agent_keys, cast.reviewer_tokens, config, stats))
 

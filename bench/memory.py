@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 
 from bench import common, execute, loadgen, push
 from bench.common import Verdict, log
@@ -22,7 +23,7 @@ def snapshot(web: common.Proc, worker: common.Proc) -> dict:
     def named(proc: common.Proc, role: str) -> dict:
         rows = {f"{role} parent ({proc.pid})": round(common.rss_mib(proc.pid), 1)}
         for pid in proc.children():
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             if "resource_tracker" in cmd:
                 continue  # multiprocessing's helper process, not a server
             rows[f"{role} child ({pid})"] = round(common.rss_mib(pid), 1)

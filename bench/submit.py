@@ -65,6 +65,46 @@ def pgbench(database_url: str, *, clients: int, seconds: float) -> dict:
     }
 
 
+class LockSampler:
+    """Samples pg_stat_activity every 50 ms while a round runs: how many of the benchmark database's
+    connections are waiting for the audit chain's advisory lock, and how many are busy at all."""
+
+    def __init__(self, database_url: str):
+        import threading
+
+        self.url, self.samples, self._stop = database_url, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psycopg
+
+        name = self.url.rsplit("/", 1)[1]
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.wait(0.05):
+                row = conn.execute(
+                    "SELECT count(*) FILTER (WHERE wait_event = 'advisory'), count(*) FILTER (WHERE state = 'active') "
+                    "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [name],
+                ).fetchone()
+                self.samples.append(row)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        if not self.samples:
+            return {}
+        return {
+            "mean_waiting_for_chain_lock": round(statistics.fmean(s[0] for s in self.samples), 2),
+            "mean_active_queries": round(statistics.fmean(s[1] for s in self.samples), 2),
+        }
+
+
 def ledger(key: str, n: int = int(os.environ.get("BENCH_LEDGER_REQUESTS", "200"))) -> dict:
     """CPU and queries per request for both endpoints, in this process, one request at a time, through
     Django's ASGI handler (AsyncClient): what each request costs regardless of how busy the machine is."""
@@ -137,9 +177,11 @@ def main() -> None:
             for name, endpoint in endpoints.items():
                 load = common.loadavg()
                 cpu_before = common.cpu_seconds(workers)
-                result = loadgen.post_json(endpoint, PROPOSAL, headers, connections=CLIENTS, seconds=SECONDS)
+                with LockSampler(common.DATABASE_URL) as sampler:
+                    result = loadgen.post_json(endpoint, PROPOSAL, headers, connections=CLIENTS, seconds=SECONDS)
                 cpu_ms = 1000 * (common.cpu_seconds(workers) - cpu_before) / max(1, result.requests)
-                row = {**result.as_dict(), "web_cpu_ms_per_request": round(cpu_ms, 2), "load_before": load}
+                row = {**result.as_dict(), "web_cpu_ms_per_request": round(cpu_ms, 2), **sampler.summary()}
+                row["load_before"] = load
                 rounds[name].append(row)
                 log(
                     f"round {i + 1} {name}: {row['req_per_s']} req/s, p50 {row['p50_ms']} ms, "

@@ -27,7 +27,7 @@ from psycopg.types.json import Jsonb
 
 from agents.models import Agent
 from approvals.action_types import registry
-from approvals.audit import GENESIS_HASH, _lock_chain, chain_hash, event_body
+from approvals.audit import GENESIS_HASH, _chain_head, _lock_chain, chain_hash, event_body
 from approvals.models import ActionRequest, ActionStatus, AuditEvent, Review
 
 # Outcome of a historic (not pending) action, by weight.
@@ -301,7 +301,7 @@ class Command(BaseCommand):
     def _append_audit(self, actions: list[dict]) -> list[dict]:
         """Each action's events, chained after the current head (inside the caller's transaction)."""
         _lock_chain()
-        last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "at").first()
+        last = _chain_head()
         seq, prev_hash, prev_at = last if last else (0, GENESIS_HASH, None)
         raw: list[tuple] = []
         for a in actions:
