@@ -14,6 +14,7 @@ from approvals.callbacks import callback_refusal
 from approvals.canonical import canonical_json
 from approvals.models import ActionRequest, OutboxMessage
 from approvals.outbox import RetryLater
+from approvals.tls import client_tls
 from approvals.webhook_log import record_attempt, retry_after_seconds
 
 
@@ -62,4 +63,5 @@ def _post(action: ActionRequest, body: bytes, message: OutboxMessage) -> httpx.R
         timeout=settings.COUNTERSIGN_HTTP_TIMEOUT_SECONDS,
         follow_redirects=False,
         trust_env=False,
+        verify=client_tls(),
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -121,6 +123,41 @@ def start_uvicorn(
             raise RuntimeError(f"{name} exited:\n{web.log()}")
         time.sleep(0.1)
     raise RuntimeError(f"{name} did not start:\n{web.log()}")
+
+
+def spawn_worker(env: dict[str, str], name: str, concurrency: int = 2, log_dir: Path = LOG_DIR) -> ManagedProcess:
+    """A Celery worker started in the background (tests.servers.start_worker waits for it); see ``is_ready``."""
+    args = [str(VENV_BIN / "celery"), "-A", "config", "worker", "--loglevel=INFO", f"--concurrency={concurrency}"]
+    args += ["--without-mingle", "--without-gossip", "-n", f"{name}-{os.getpid()}@%h"]
+    return ManagedProcess(name, args, env, log_dir).start()
+
+
+def is_ready(worker: ManagedProcess) -> bool:
+    return worker.proc.poll() is None and "ready." in worker.log()
+
+
+def open_executions(worker: ManagedProcess) -> int:
+    """execute_action tasks this worker started and has not finished (its countersign.task log lines)."""
+    log = worker.log()
+    return log.count("task approvals.execute_action started") - log.count("task approvals.execute_action finished")
+
+
+def pids_connected_to(port: int) -> set[int] | None:
+    """Processes holding an established TCP connection to ``port`` on loopback (``ss``); None without ``ss``."""
+    ss = shutil.which("ss")
+    if ss is None:
+        return None
+    args = [ss, "-Htnp", "state", "established", "dport", "=", f":{port}"]
+    out = subprocess.run(args, capture_output=True, text=True, check=False).stdout
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def start_beat(env: dict[str, str], name: str = "beat", log_dir: Path = LOG_DIR) -> ManagedProcess:

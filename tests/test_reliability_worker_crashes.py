@@ -1,4 +1,8 @@
-"""Twenty SIGKILLs to the Celery worker in the middle of executions (a slow target), restarting it each round.
+"""Twenty SIGKILLs to a Celery worker in the middle of executions (a slow target), restarting it each round.
+
+Two worker slots: each round kills the worker that is in the middle of the request to the target (one of its
+pool processes holds the connection) and starts its replacement, which boots while the other worker takes
+the next round (a worker needs ~2.5 s to start here).
 
 What must hold afterwards: no non-idempotent request reached the target twice; idempotent ones were retried
 only with the action's Idempotency-Key and within COUNTERSIGN_MAX_EXECUTION_ATTEMPTS; nothing is left
@@ -22,7 +26,12 @@ from tests.reliability_support import (
     Api,
     RedisServer,
     audit_chain_intact,
+    is_ready,
     make_cast,
+    open_executions,
+    parent_pid,
+    pids_connected_to,
+    spawn_worker,
     stack_env_on,
     start_ticker,
     start_uvicorn,
@@ -36,6 +45,19 @@ ROUNDS = int(os.environ.get("RELIABILITY_CRASH_ROUNDS", "20"))
 UNSETTLED = ("pending", "approved", "executing")
 
 
+def running_it(workers: dict, port: int) -> str | None:
+    """The slot whose worker is in the middle of a request to the target: one of its pool processes holds a
+    connection to it (``ss``); without ``ss``, the one whose log shows an execution started and not finished."""
+    holders = pids_connected_to(port)
+    for slot, worker in workers.items():
+        if holders is None:
+            if is_ready(worker) and open_executions(worker) > 0:
+                return slot
+        elif any(parent_pid(pid) == worker.proc.pid for pid in holders):
+            return slot
+    return None
+
+
 def test_twenty_sigkills_mid_execution_repeat_nothing_and_strand_nothing(stack_env):
     target = RecordingServer(delay=0.5).start()
     redis_server = RedisServer(name="crash-redis").start()
@@ -47,7 +69,8 @@ def test_twenty_sigkills_mid_execution_repeat_nothing_and_strand_nothing(stack_e
         CELERY_UNACKED_RESTORE_THROTTLE="1",
         COUNTERSIGN_STUCK_EXECUTION_SECONDS="2",
     )
-    web = ticker = worker = None
+    web = ticker = None
+    workers: dict[str, object] = {}  # two slots: one worker executing, the next one starting meanwhile
     try:
         web, url = start_uvicorn(env, "crash-web")
         ticker = start_ticker(env, "crash-ticker", interval=0.5)
@@ -57,7 +80,8 @@ def test_twenty_sigkills_mid_execution_repeat_nothing_and_strand_nothing(stack_e
         actions: dict[str, str] = {}  # action id -> method
         interrupted_rounds = 0
         started = time.monotonic()
-        worker = start_worker(env, LOG_DIR, name="crash-worker")
+        workers["a"] = start_worker(env, LOG_DIR, name="crash-worker-a")
+        workers["b"] = spawn_worker(env, "crash-worker-b")
         for round_no in range(ROUNDS):
             seen = len(target.requests)
             for method in ("POST", "PUT"):
@@ -66,11 +90,12 @@ def test_twenty_sigkills_mid_execution_repeat_nothing_and_strand_nothing(stack_e
                 actions[response.json()["id"]] = method
                 assert api.approve(token, response.json()["id"]).status_code == 200
             wait_until(lambda seen=seen: len(target.requests) > seen, timeout=30, message="an execution in flight")
+            slot = wait_until(lambda: running_it(workers, target.port), timeout=10, message="the worker running it")
             if ActionRequest.objects.filter(status="executing").exists():
                 interrupted_rounds += 1
-            worker.kill()  # SIGKILL to the worker's process group: no cleanup, no ack
-            worker._log.close()
-            worker = start_worker(env, LOG_DIR, name="crash-worker")
+            workers[slot].kill()  # SIGKILL to the worker's process group: no cleanup, no ack
+            workers[slot]._log.close()
+            workers[slot] = spawn_worker(env, f"crash-worker-{slot}")  # starts while the other one works
         crash_seconds = time.monotonic() - started
 
         wait_until(
@@ -82,7 +107,7 @@ def test_twenty_sigkills_mid_execution_repeat_nothing_and_strand_nothing(stack_e
         settle_seconds = time.monotonic() - started - crash_seconds
         api.close()
     finally:
-        stop_all(worker, ticker, web)
+        stop_all(*workers.values(), ticker, web)
         redis_server.close()
         target.stop()
 

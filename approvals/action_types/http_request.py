@@ -10,6 +10,7 @@ from django.conf import settings
 
 from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
 from approvals.models.action import Risk
+from approvals.tls import client_tls
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 IDEMPOTENT_METHODS = ("GET", "PUT", "DELETE")  # RFC 9110, 9.2.2
@@ -72,7 +73,10 @@ class ScopedHttpClient:
 
     def _send(self, method: str, *, query=None, json_body=None, headers=None) -> httpx.Response:
         with httpx.Client(
-            timeout=settings.COUNTERSIGN_HTTP_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
+            timeout=settings.COUNTERSIGN_HTTP_TIMEOUT_SECONDS,
+            follow_redirects=False,
+            trust_env=False,
+            verify=client_tls(),
         ) as c:
             return c.request(
                 method,

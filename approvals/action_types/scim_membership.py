@@ -19,6 +19,7 @@ from django.conf import settings
 from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
 from approvals.action_types.http_request import target_url
 from approvals.models.action import Risk
+from approvals.tls import client_tls
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SCIM_MEDIA_TYPE = "application/scim+json"
@@ -81,7 +82,10 @@ class ScimGroupClient:
             content = json.dumps(body).encode()
         try:
             with httpx.Client(
-                timeout=settings.COUNTERSIGN_HTTP_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
+                timeout=settings.COUNTERSIGN_HTTP_TIMEOUT_SECONDS,
+                follow_redirects=False,
+                trust_env=False,
+                verify=client_tls(),
             ) as c:
                 return c.request(method, url, params=query or None, content=content, headers=headers)
         except httpx.HTTPError as exc:

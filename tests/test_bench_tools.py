@@ -1,0 +1,86 @@
+"""What the benchmarks rely on (docs/BENCHMARKS.md): seeded history is valid data, the fast chain reader
+reads exactly what the model does, and the floor endpoint exists only in the benchmark settings.
+
+No timings here: the benchmarks measure, the suite only checks behaviour.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+from django.urls import Resolver404, resolve
+
+from approvals.audit import Actor, event_body, iter_chain_rows, iter_events, record_event, verify_chain
+from approvals.canonical import canonical_json
+from approvals.models import ActionRequest, ActionStatus, AuditEvent, Review
+from config.request_id import bind_request_id, reset_request_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_seed_history_makes_a_realistic_history_with_a_valid_chain():
+    call_command("seed_history", "300", "--pending", "7", "--audit", "--agents", "3", stdout=io.StringIO())
+
+    assert ActionRequest.objects.count() == 300
+    assert ActionRequest.objects.filter(status=ActionStatus.PENDING).count() == 7
+    statuses = set(ActionRequest.objects.values_list("status", flat=True))
+    assert {ActionStatus.SUCCEEDED, ActionStatus.REJECTED, ActionStatus.EXPIRED} <= statuses
+    decided = ActionRequest.objects.exclude(status=ActionStatus.PENDING)
+    assert not decided.filter(decided_at__isnull=True).exists()
+    approved = ActionRequest.objects.filter(status__in=[ActionStatus.SUCCEEDED, ActionStatus.FAILED])
+    assert Review.objects.filter(action__in=approved, verdict=Review.Verdict.APPROVE).count() >= approved.count()
+    assert AuditEvent.objects.filter(verb="action.proposed").count() == 300
+
+    checked, broken = verify_chain(iter_chain_rows())
+    assert broken is None
+    assert checked == AuditEvent.objects.count()
+
+    # A second seed continues the same chain.
+    call_command("seed_history", "20", "--pending", "0", "--audit", "--agents", "3", stdout=io.StringIO())
+    assert verify_chain(iter_chain_rows())[1] is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_fast_chain_reader_reads_what_the_model_reads():
+    token = bind_request_id("req-bench-1")
+    try:
+        with transaction.atomic():
+            record_event(
+                actor=Actor("user", "rita", "web"),
+                verb="policy.changed",
+                object_type="policy",
+                object_id="3",
+                data={"é": "ünïcode", "nested": {"b": [1, 2.5, None, True], "a": "\u2028"}, "big": 2**60},
+            )
+    finally:
+        reset_request_id(token)
+    with transaction.atomic():
+        record_event(actor=Actor.system("beat"), verb="action.expired", object_type="action", object_id="x")
+
+    fast, slow = list(iter_chain_rows(batch=1)), list(iter_events(batch=1))
+    assert [e.seq for e in fast] == [e.seq for e in slow]
+    for a, b in zip(fast, slow, strict=True):
+        assert canonical_json(event_body(a)) == canonical_json(event_body(b))
+        assert (a.prev_hash, a.hash) == (b.prev_hash, b.hash)
+    assert verify_chain(fast) == verify_chain(slow) == (len(slow), None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_fast_chain_reader_still_finds_a_changed_row():
+    for n in range(3):
+        with transaction.atomic():
+            record_event(actor=Actor.system("cli"), verb="bench.test", object_type="x", object_id=str(n))
+    with transaction.atomic():
+        # The append-only trigger allows this only in the test settings' maintenance sessions.
+        AuditEvent.objects.filter(seq=AuditEvent.objects.order_by("seq")[1].seq).update(data={"changed": True})
+    checked, broken = verify_chain(iter_chain_rows())
+    assert checked == 1
+    assert broken is not None and "content does not match" in broken.reason
+
+
+def test_the_floor_endpoint_is_not_in_the_production_urls():
+    with pytest.raises(Resolver404):
+        resolve("/bench/floor", urlconf="config.urls")
+    assert resolve("/bench/floor", urlconf="bench.urls").url_name == "bench-floor"
