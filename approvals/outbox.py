@@ -239,7 +239,8 @@ def redispatch_lost_executions(limit: int = 100) -> int:
     newest_execute = OutboxMessage.objects.filter(kind=OutboxMessage.Kind.EXECUTE, action_id=OuterRef("id"))
     unredeemed = ExecutionGrant.objects.filter(action_id=OuterRef("id"), redeemed_at__isnull=True)
     lost = list(
-        ActionRequest.objects.filter(status=ActionStatus.APPROVED, decided_at__lte=cutoff)  # normally none
+        # Normally none: approved long ago and not finished (decision.only ends approved, with finished_at).
+        ActionRequest.objects.filter(status=ActionStatus.APPROVED, decided_at__lte=cutoff, finished_at__isnull=True)
         .annotate(handed_at=Subquery(newest_execute.order_by("-id").values("delivered_at")[:1]))
         .filter(Exists(unredeemed), handed_at__lte=cutoff)
         .values_list("id", flat=True)[:limit]

@@ -44,9 +44,7 @@ def test_callback_urls_into_private_networks_are_refused(agent_api, url):
 
 @override_settings(COUNTERSIGN_CALLBACK_ALLOWED_NETWORKS=["127.0.0.0/8"])
 def test_an_allow_listed_network_is_accepted(agent_api):
-    response = agent_api.post(
-        "/api/v1/actions", propose_body(callback_url="http://127.0.0.1:9/hook"), format="json"
-    )
+    response = agent_api.post("/api/v1/actions", propose_body(callback_url="http://127.0.0.1:9/hook"), format="json")
     assert response.status_code == 201, response.content
 
 
@@ -80,9 +78,7 @@ def test_huge_strings_in_params_and_context_stay_within_limits(agent_api):
 
 
 def test_a_header_idempotency_key_that_is_too_long_is_refused(agent_api):
-    response = agent_api.post(
-        "/api/v1/actions", propose_body(), format="json", HTTP_IDEMPOTENCY_KEY="k" * 1000
-    )
+    response = agent_api.post("/api/v1/actions", propose_body(), format="json", HTTP_IDEMPOTENCY_KEY="k" * 1000)
     assert_problem(response, 400, "idempotency_key")
     assert not ActionRequest.objects.exists()
 
