@@ -8,6 +8,7 @@ Block Kit posted, the message as it reads after each update, thread replies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import timedelta
 
@@ -456,7 +457,8 @@ def test_two_workers_syncing_a_finished_action_at_once_thread_its_result_once(
 
     def deliver(message_id):
         try:
-            barrier.wait(timeout=10)
+            with contextlib.suppress(threading.BrokenBarrierError):  # a slow start only weakens the race
+                barrier.wait(timeout=30)
             outbox.deliver(message_id, in_worker=True)
         finally:
             connection.close()
