@@ -1,0 +1,91 @@
+"""Requests to profile, in this process: ``python -m bench.profile propose|floor|queue [N]``.
+
+Sends N requests one after another through Django's ASGI handler (AsyncClient: the same middleware, thread
+hops and channel layer as uvicorn, without the network), on the benchmark database, and prints CPU and wall
+time per request. Run it under a profiler to see where a request's time goes (docs/BENCHMARKS.md):
+
+    py-spy record --gil -r 300 -f speedscope -o propose.json -- .venv/bin/python -m bench.profile propose 400
+    BENCH_PYINSTRUMENT=1 .venv/bin/python -m bench.profile queue 20      # text tree, main thread only
+
+(py-spy and pyinstrument are not project dependencies: ``pip install py-spy pyinstrument`` where you profile.)
+``queue`` is the reviewer's queue page on the 1M-action database of ``make bench-history`` (seeded first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+
+from bench import common
+
+PROPOSAL = {
+    "action_type": "decision.only",
+    "summary": "Restart the billing service",
+    "params": {"command": "restart", "service": "billing"},
+    "context": {"reasoning": "It is stuck."},
+}
+
+
+def main() -> None:
+    what = sys.argv[1] if len(sys.argv) > 1 else "propose"
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+    if what == "queue":
+        from bench.history import database_url
+
+        common.setup_django(database_url(1_000_000))
+    else:
+        common.prepare_database()
+        common.setup_django()
+    from django.conf import settings
+    from django.test import AsyncClient
+
+    settings.ALLOWED_HOSTS.append("testserver")
+    client = AsyncClient()
+    if what == "queue":
+        from django.contrib.auth.models import User
+
+        user = User.objects.get(username="bench-history-reviewer")
+
+        async def one():
+            return await client.get("/")
+
+        asyncio.run(_login(client, user))
+    else:
+        owner = common.user("bench-owner")
+        common.reviewers_group()
+        _, key = common.agent_with_key("bench-profile", owner=owner, allow=["decision.only"])
+        path = "/bench/floor" if what == "floor" else "/api/v1/actions"
+        headers = {"Authorization": f"Bearer {key}"}
+
+        async def one():
+            return await client.post(path, PROPOSAL, content_type="application/json", headers=headers)
+
+    async def run(count: int) -> None:
+        for _ in range(count):
+            response = await one()
+            assert response.status_code in (200, 201), response.status_code
+
+    asyncio.run(run(10))
+    profiler = None
+    if os.environ.get("BENCH_PYINSTRUMENT"):
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
+    wall, cpu = time.perf_counter(), time.process_time()
+    asyncio.run(run(n))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if profiler is not None:
+        profiler.stop()
+        print(profiler.output_text(unicode=False, color=False))
+    print(f"{what}: {n} requests, {1000 * cpu / n:.2f} ms CPU and {1000 * wall / n:.2f} ms wall per request")
+
+
+async def _login(client, user) -> None:
+    await client.aforce_login(user)
+
+
+if __name__ == "__main__":
+    main()
