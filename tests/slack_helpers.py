@@ -18,7 +18,7 @@ from django.utils import timezone
 from slack_sdk.signature import SignatureVerifier
 
 from approvals import outbox, services, slack_interactions
-from approvals.models import Notification, OutboxMessage
+from approvals.models import ActionRequest, Notification, OutboxMessage
 from config.celery_app import app
 from tests.fake_slack import TEAM_ID, FakeSlack
 
@@ -222,3 +222,14 @@ def submission_payload(view: dict, slack_user: str, reason: str) -> dict:
             },
         },
     }
+
+
+def propose(agent, **overrides) -> ActionRequest:
+    """A pending decision.only action, proposed through the service."""
+    fields = {
+        "action_type": "decision.only",
+        "params": {"command": "restart", "service": "billing"},
+        "summary": "Restart the billing service",
+    } | overrides
+    action, _ = services.propose_action(agent=agent, proposal=services.Proposal(**fields))
+    return action

@@ -32,6 +32,7 @@ from tests.slack_helpers import (
     form,
     post_interaction,
     posted,
+    propose,
     signed,
     slack,  # noqa: F401 - fixture
     slack_id,
@@ -40,16 +41,6 @@ from tests.slack_helpers import (
 )
 
 pytestmark = pytest.mark.django_db
-
-
-def propose(agent, **overrides) -> ActionRequest:
-    fields = {
-        "action_type": "decision.only",
-        "params": {"command": "restart", "service": "billing"},
-        "summary": "Restart the billing service",
-    } | overrides
-    action, _ = services.propose_action(agent=agent, proposal=services.Proposal(**fields))
-    return action
 
 
 @pytest.fixture
