@@ -19,12 +19,8 @@ class AgentKeyThrottle(BaseThrottle):
         extra = getattr(view, "agent_rate_scopes", {}).get(request.method)
         if extra:
             scopes.append(extra)
-        for scope in scopes:
-            retry_after = hit(request.auth.public_id, scope)
-            if retry_after is not None:
-                self._retry_after = retry_after
-                return False
-        return True
+        self._retry_after = hit(request.auth.public_id, *scopes)
+        return self._retry_after is None
 
     def wait(self) -> float | None:
         return self._retry_after

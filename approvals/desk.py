@@ -280,8 +280,49 @@ class QueuePage:
         return self.prev_cursor is None
 
 
+# What a queue row shows (templates/approvals/_queue_rows.html) and what its sort keys need: nothing else is
+# read, so a page decodes none of the JSON columns (parameters, context, result) it does not show.
+ROW_FIELDS = (
+    "id",
+    "agent__name",
+    "action_type",
+    "summary",
+    "on_behalf_of",
+    "status",
+    "risk",
+    "required_approvals",
+    "reviewer_group",
+    "created_at",
+    "expires_at",
+)
+
+
+def row_actions(principal) -> QuerySet:
+    """The actions ``principal`` may see, read as the queue's rows (their agent's name, no reviews)."""
+    return (
+        selectors.actions_for(principal)
+        .select_related(None)
+        .prefetch_related(None)
+        .select_related("agent")
+        .only(*ROW_FIELDS)
+    )
+
+
+def approval_counts(action_ids) -> dict[uuid.UUID, int]:
+    """How many approvals each of these actions has (absent: none), in one statement."""
+    if not action_ids:
+        return {}
+    counted = (
+        Review.objects.filter(action_id__in=list(action_ids), verdict=Review.Verdict.APPROVE)
+        .order_by()
+        .values_list("action_id")
+        .annotate(n=Count("id"))
+    )
+    return dict(counted)
+
+
 def _base(principal) -> QuerySet:
-    return selectors.actions_for(principal).annotate(risk_rank=RISK_RANK)
+    return row_actions(principal).annotate(risk_rank=RISK_RANK)
 
 
 def _for_counting(principal) -> QuerySet:
@@ -362,20 +403,25 @@ def _capped(qs: QuerySet) -> QuerySet:
 def _within(ms: int, read):
     """``read()``, or None if the database needed more than ``ms`` for it (PostgreSQL; elsewhere no limit).
 
-    The limit is ``SET LOCAL statement_timeout`` inside a transaction (or savepoint) of its own, put
-    back as it was afterwards, so a slow facet or search can never hold a connection for long.
+    The limit is ``SET LOCAL statement_timeout`` inside a transaction (or savepoint) of its own, so a slow
+    facet or search can never hold a connection for long. A transaction of its own ends the setting when it
+    commits or rolls back; inside an outer transaction (a savepoint), where it would outlive the savepoint,
+    it is put back as it was afterwards.
     """
     if connection.vendor != "postgresql" or ms <= 0:
         return read()
+    nested = connection.in_atomic_block or not connection.get_autocommit()
     try:
         with transaction.atomic():
             with connection.cursor() as cursor:
-                cursor.execute("SHOW statement_timeout")
-                before = cursor.fetchone()[0]
+                if nested:
+                    cursor.execute("SHOW statement_timeout")
+                    before = cursor.fetchone()[0]
                 cursor.execute(f"SET LOCAL statement_timeout = {int(ms)}")
             result = read()
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [before])
+            if nested:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT set_config('statement_timeout', %s, true)", [before])
             return result
     except OperationalError as exc:
         if getattr(exc.__cause__, "sqlstate", None) == "57014":  # query_canceled

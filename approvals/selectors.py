@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+from django.db.models import Prefetch, QuerySet
 
 from agents.models import Agent
 from approvals.models import ActionRequest, Review
@@ -15,12 +15,6 @@ def _reviews() -> Prefetch:
 
 def _with_related(qs: QuerySet) -> QuerySet:
     return qs.select_related("agent", "agent__owner", "reviewer_group").prefetch_related(_reviews())
-
-
-def with_reviews(action: ActionRequest) -> ActionRequest:
-    """An action already in memory (its agent set), with its reviews loaded as ``actions_for`` loads them."""
-    prefetch_related_objects([action], _reviews())
-    return action
 
 
 def actions_for(principal) -> QuerySet:

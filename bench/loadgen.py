@@ -1,4 +1,5 @@
-"""Closed-loop HTTP load: ``connections`` clients, each sending its next request when the last one answered.
+"""Closed-loop HTTP load: ``connections`` clients, each sending its next request when the last one answered
+(with ``rate``, after a pause that makes all of them together offer about ``rate`` requests per second).
 
 ``wrk`` (Debian: ``apt-get install wrk``) when it is installed: C, so the load generator takes as little as
 possible of the CPU the server needs. Otherwise (or with BENCH_LOADGEN=aiohttp) an aiohttp client in this
@@ -55,17 +56,28 @@ def tool() -> str:
 
 
 def post_json(
-    url: str, body: dict, headers: dict[str, str], *, connections: int, seconds: float, threads: int = 2
+    url: str,
+    body: dict,
+    headers: dict[str, str],
+    *,
+    connections: int,
+    seconds: float,
+    threads: int = 2,
+    rate: float | None = None,
 ) -> LoadResult:
+    # A client's pause between its answer and its next request: at a rate well below saturation, latency is
+    # the service's own, not the queue that a closed loop of ``connections`` clients builds at full speed.
+    pause_ms = 1000 * connections / rate if rate else 0
     if tool() == "wrk":
-        return _wrk(url, body, headers, connections=connections, seconds=seconds, threads=threads)
-    return asyncio.run(_aiohttp(url, body, headers, connections=connections, seconds=seconds))
+        return _wrk(url, body, headers, connections=connections, seconds=seconds, threads=threads, pause_ms=pause_ms)
+    return asyncio.run(_aiohttp(url, body, headers, connections=connections, seconds=seconds, pause_ms=pause_ms))
 
 
 _LUA = """
 wrk.method = "POST"
 wrk.body = {body}
 {headers}
+{delay}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -81,12 +93,18 @@ def _lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _wrk(url: str, body: dict, headers: dict[str, str], *, connections: int, seconds: float, threads: int):
+def _wrk(
+    url: str, body: dict, headers: dict[str, str], *, connections: int, seconds: float, threads: int, pause_ms: float
+):
     OUT.mkdir(parents=True, exist_ok=True)
     script = OUT / f"wrk-{os.getpid()}.lua"
     header_lines = "\n".join(f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items())
     header_lines += '\nwrk.headers["Content-Type"] = "application/json"'
-    script.write_text(_LUA.format(body=_lua_string(json.dumps(body)), headers=header_lines))
+    # wrk calls delay() before each request: a random pause around pause_ms, so the clients don't move in step.
+    delay = (
+        f"delay = function() return math.random({int(pause_ms * 0.5)}, {int(pause_ms * 1.5)}) end" if pause_ms else ""
+    )
+    script.write_text(_LUA.format(body=_lua_string(json.dumps(body)), headers=header_lines, delay=delay))
     threads = max(1, min(threads, connections))
     args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "10s", "-s", str(script), url]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
@@ -106,7 +124,9 @@ def _wrk(url: str, body: dict, headers: dict[str, str], *, connections: int, sec
     )
 
 
-async def _aiohttp(url: str, body: dict, headers: dict[str, str], *, connections: int, seconds: float):
+async def _aiohttp(url: str, body: dict, headers: dict[str, str], *, connections: int, seconds: float, pause_ms: float):
+    import random
+
     import aiohttp
 
     latencies: list[float] = []
@@ -118,6 +138,8 @@ async def _aiohttp(url: str, body: dict, headers: dict[str, str], *, connections
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal errors
         while time.perf_counter() < deadline:
+            if pause_ms:
+                await asyncio.sleep(random.uniform(0.5, 1.5) * pause_ms / 1000)
             started = time.perf_counter()
             try:
                 async with session.post(url, data=payload, headers=all_headers) as response:

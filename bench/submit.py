@@ -10,6 +10,11 @@ database, with ``BENCH_CLIENTS`` (32) closed-loop clients:
 
 The two HTTP endpoints alternate (``BENCH_ROUNDS`` rounds of ``BENCH_SECONDS`` each), so a change in the
 machine's load hits both. Targets: propose >= 60% of the floor's req/s, propose p99 <= 50 ms.
+
+At full speed a closed loop of 32 clients queues: each request waits for the ~31 ahead of it, so its
+latency is 32 / throughput whatever the code does (Little's law; the floor's own p99 shows it). So the p99
+is also measured paced: the same 32 clients offering ``BENCH_PACED_FRACTION`` (0.5) of the propose rate
+just measured, which is the latency an agent sees when the service is busy but not overrun.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ CLIENTS = int(os.environ.get("BENCH_CLIENTS", "32"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "15"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 WARMUP_SECONDS = 3
+PACED_FRACTION = float(os.environ.get("BENCH_PACED_FRACTION", "0.5"))
 
 PROPOSAL = {
     "action_type": "decision.only",
@@ -188,6 +194,20 @@ def main() -> None:
                     f"p99 {row['p99_ms']} ms, web CPU {row['web_cpu_ms_per_request']} ms/req, errors {row['errors']} "
                     f"(load {load})"
                 )
+        propose_rate = statistics.median(r["req_per_s"] for r in rounds["propose"])
+        paced_rate = round(PACED_FRACTION * propose_rate, 1)
+        load = common.loadavg()
+        cpu_before = common.cpu_seconds(workers)
+        result = loadgen.post_json(
+            endpoints["propose"], PROPOSAL, headers, connections=CLIENTS, seconds=SECONDS, rate=paced_rate
+        )
+        cpu_ms = 1000 * (common.cpu_seconds(workers) - cpu_before) / max(1, result.requests)
+        paced = {**result.as_dict(), "offered_req_per_s": paced_rate, "web_cpu_ms_per_request": round(cpu_ms, 2)}
+        paced["load_before"] = load
+        log(
+            f"paced propose, {CLIENTS} clients offering {paced_rate} req/s: {paced['req_per_s']} req/s, "
+            f"p50 {paced['p50_ms']} ms, p99 {paced['p99_ms']} ms, errors {paced['errors']} (load {load})"
+        )
     created = ActionRequest.objects.count() - before
     load_ledger = common.loadavg()
     costs = {**ledger(key), "load_before": load_ledger}
@@ -216,19 +236,23 @@ def main() -> None:
         "propose_p99_ms": med("propose", "p99_ms"),
         "floor_web_cpu_ms_per_request": med("floor", "web_cpu_ms_per_request"),
         "propose_web_cpu_ms_per_request": med("propose", "web_cpu_ms_per_request"),
+        "propose_paced": paced,
         "actions_created": created,
         "in_process_cost": costs,
         "pgbench_insert": {**floor_db, "load_before": load_pg},
         "load_start": load_start,
         "load_end": common.loadavg(),
     }
-    errors = sum(r["errors"] for rs in rounds.values() for r in rs)
+    errors = sum(r["errors"] for rs in rounds.values() for r in rs) + paced["errors"]
     common.report(
         "submit",
         figures,
         [
             Verdict("propose req/s / floor req/s", ratio, ">= 0.6", ratio >= 0.6),
-            Verdict("propose p99 ms", figures["propose_p99_ms"], "<= 50", figures["propose_p99_ms"] <= 50),
+            Verdict(
+                "propose p99 ms at full speed", figures["propose_p99_ms"], "<= 50", figures["propose_p99_ms"] <= 50
+            ),
+            Verdict(f"propose p99 ms paced at {paced_rate} req/s", paced["p99_ms"], "<= 50", paced["p99_ms"] <= 50),
             Verdict("failed requests", errors, "0", errors == 0),
         ],
     )

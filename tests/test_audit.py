@@ -4,17 +4,28 @@
   removes, inserts or reorders rows is caught by ``verify_audit``, which names
   the first broken event; cutting the tail off or recomputing every hash after
   a change is caught against a signed checkpoint.
+- Each event stores the text it was hashed over (``body``): changing it breaks
+  the chain, and changing only the columns shown (``actor``, ``data``...) while
+  leaving body and hash alone is caught by the columns check.
 - On an ordinary connection the database itself refuses UPDATE, DELETE and
   TRUNCATE on the audit table.
-- Concurrent writers leave one unbroken chain.
+- Concurrent writers leave one unbroken chain; the head is read after the
+  chain lock is granted.
 - If the audit event can't be written, the change it records doesn't happen.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import itertools
 import json
 import os
+import re
 import threading
+import time
+import types
+import uuid
 from collections import Counter
 from contextlib import contextmanager
 
@@ -24,14 +35,30 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 from django.test import Client, override_settings
+from django.utils import timezone
 
 from approvals import services
-from approvals.audit import GENESIS_HASH, Actor, chain_hash, event_body, record_event
+from approvals.audit import (
+    _CHAIN_LOCK_ID,
+    EDITED,
+    GENESIS_HASH,
+    MISSING,
+    Actor,
+    ChainBreak,
+    event_body,
+    iter_events,
+    link_hash,
+    record_event,
+    seal,
+    verify_chain,
+)
 from approvals.audit_checkpoints import make_checkpoint
+from approvals.canonical import canonical_json
 from approvals.models import ActionRequest, ActionStatus, AuditEvent, ExecutionGrant, OutboxMessage, Review
 from tests.conftest import propose_body
 
 TABLE = AuditEvent._meta.db_table
+EDITED_RE = r"columns do not match the hashed content \(row edited\)"
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -76,7 +103,7 @@ def recompute_chain_from(seq: int, **changes) -> None:
                 for field, value in changes.items():
                     setattr(event, field, value)
             event.prev_hash = prev
-            event.hash = chain_hash(prev, event_body(event))
+            seal(event)  # body and hash, both recomputed
             event.save()
             prev = event.hash
 
@@ -126,7 +153,7 @@ def test_a_changed_row_is_named(history):
     tamper(
         ("UPDATE {table} SET data = %s::jsonb WHERE seq = %s", ['{"from": "pending", "to": "approved"}', victim.seq])
     )
-    with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}: content does not match its hash"):
+    with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}: {EDITED_RE}"):
         verify()
 
 
@@ -171,7 +198,7 @@ def test_an_inserted_row_is_named(history):
         data={"from": "pending", "to": "approved"},
         prev_hash=before.hash,
     )
-    forged.hash = chain_hash(before.hash, event_body(forged))
+    seal(forged)
     forged.save(force_insert=True)  # INSERT is not refused: appending is what the log is for
     # The forged row links correctly to #k; the row after it no longer does.
     with pytest.raises(CommandError, match=rf"broken at event #{k + 2}: .*\({k + 1} events verified before it\)"):
@@ -195,7 +222,7 @@ def test_a_request_id_added_afterwards_is_named(history):
     """The request id is hashed too: pinning an event on another request is a change."""
     victim = history[4]
     tamper(("UPDATE {table} SET request_id = 'someone-elses-request' WHERE seq = %s", [victim.seq]))
-    with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}: content does not match"):
+    with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}: {EDITED_RE}"):
         verify()
 
 
@@ -206,6 +233,160 @@ def test_session_replication_role_is_no_way_around_it_either(history):
         cursor.execute("SET LOCAL session_replication_role = replica")
         cursor.execute(f"UPDATE {TABLE} SET verb = 'action.cancelled' WHERE seq = %s", [victim.seq])
     with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}:"):
+        verify()
+
+
+# --- the stored body and the columns shown ---------------------------------------------------------
+
+
+def recompute_chain_over_bodies(seq: int, change) -> None:
+    """A forger who rewrites the hashed text of event ``seq`` (not its columns) and recomputes every hash after it."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(f"ALTER TABLE {connection.ops.quote_name(TABLE)} ALTER COLUMN body DROP NOT NULL")
+        prev = AuditEvent.objects.filter(seq=seq - 1).values_list("hash", flat=True).first() or GENESIS_HASH
+        for event in AuditEvent.objects.filter(seq__gte=seq).order_by("seq"):
+            if event.seq == seq:
+                event.body = change(event.body)
+            event.prev_hash = prev
+            event.hash = link_hash(prev, event.body or "")
+            event.save(update_fields=["body", "prev_hash", "hash"])
+            prev = event.hash
+
+
+def proposed_event(history) -> AuditEvent:
+    """An event with every column set: agent, action, data."""
+    return next(e for e in history if e.verb == "action.proposed" and e.seq > 3)
+
+
+@pytest.mark.django_db
+def test_each_event_stores_the_text_it_was_hashed_over(history):
+    for event in history:
+        assert event.body == canonical_json(event_body(event))
+        assert event.hash == hashlib.sha256((event.prev_hash + event.body).encode()).hexdigest()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("actor", "'mallory'"),
+        ("actor_type", "'system'"),
+        ("verb", "'action.cancelled'"),
+        ("data", """'{"action_type": "decision.only"}'::jsonb"""),
+        ("data", "data || '{\"note\": 1}'::jsonb"),
+        ("at", "at + interval '1 microsecond'"),
+        ("action_id", "gen_random_uuid()"),
+        ("action_id", "NULL"),
+        ("agent_name", "''"),
+        ("object_id", "'42'"),
+        ("request_id", "'someone-elses-request'"),
+    ],
+)
+def test_a_column_changed_under_an_intact_body_and_hash_is_named(history, column, value):
+    """What the page and the export show is checked against what was hashed, not only the hash chain."""
+    victim = proposed_event(history)
+    value = value.replace("{", "{{").replace("}", "}}")  # tamper() formats the table name in
+    tamper((f"UPDATE {{table}} SET {column} = {value} WHERE seq = %s", [victim.seq]))
+    row = AuditEvent.objects.get(seq=victim.seq)
+    assert (row.body, row.hash, row.prev_hash) == (victim.body, victim.hash, victim.prev_hash)
+    assert getattr(row, column) != getattr(victim, column)
+    with pytest.raises(
+        CommandError,
+        match=rf"broken at event #{victim.seq}: {EDITED_RE} \({victim.seq - 1} events verified before it\)",
+    ):
+        verify()
+    # The model-level verifier agrees.
+    assert verify_chain(AuditEvent.objects.order_by("seq")) == (victim.seq - 1, ChainBreak(victim.seq, EDITED))
+
+
+@pytest.mark.django_db
+def test_a_changed_body_is_named(history):
+    victim = proposed_event(history)
+    body = canonical_json({**json.loads(victim.body), "actor": "mallory"})
+    tamper(("UPDATE {table} SET body = %s WHERE seq = %s", [body, victim.seq]))
+    with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}: content does not match its hash"):
+        verify()
+
+
+@pytest.mark.django_db
+def test_a_cleared_body_is_named(history):
+    victim = proposed_event(history)
+    tamper(
+        ("ALTER TABLE {table} ALTER COLUMN body DROP NOT NULL", []),
+        ("UPDATE {table} SET body = NULL WHERE seq = %s", [victim.seq]),
+    )
+    with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}: {re.escape(MISSING)}"):
+        verify()
+
+
+@pytest.mark.django_db
+def test_the_body_cannot_be_left_out():
+    with pytest.raises(DatabaseError, match="body"), transaction.atomic():
+        AuditEvent.objects.bulk_create([AuditEvent(seq=1, at=timezone.now(), body=None, prev_hash="0", hash="1")])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        pytest.param(lambda b: canonical_json({**json.loads(b), "note": "signed off by the CFO"}), id="extra-key"),
+        pytest.param(lambda b: canonical_json({**json.loads(b), "request_id": "r-1"}), id="request-id-only-in-body"),
+        pytest.param(lambda b: canonical_json({**json.loads(b), "request_id": ""}), id="empty-request-id-in-body"),
+        pytest.param(
+            lambda b: canonical_json({k: v for k, v in json.loads(b).items() if k != "action_id"}), id="key-left-out"
+        ),
+        pytest.param(lambda b: canonical_json({**json.loads(b), "actor": "mallory"}), id="other-actor"),
+        pytest.param(lambda b: canonical_json({**json.loads(b), "data": {}}), id="other-data"),
+        pytest.param(lambda b: canonical_json({**json.loads(b), "seq": json.loads(b)["seq"] + 1}), id="other-seq"),
+        pytest.param(lambda b: canonical_json({**json.loads(b), "at": "2001-01-01T00:00:00+00:00"}), id="other-at"),
+        pytest.param(lambda b: canonical_json({**json.loads(b), "at": "yesterday-ish"}), id="at-not-a-time"),
+        pytest.param(lambda b: canonical_json({**json.loads(b), "seq": "one"}), id="seq-not-a-number"),
+        pytest.param(lambda b: b[:-1], id="not-json"),
+        pytest.param(lambda b: "[]", id="not-an-object"),
+    ],
+)
+def test_a_recomputed_chain_over_a_rewritten_body_is_named(history, rewrite):
+    """The careful forger rewrites the hashed text and every hash after it, leaving the columns: the chain
+    verifies, the columns check does not."""
+    victim = proposed_event(history)
+    recompute_chain_over_bodies(victim.seq, rewrite)
+    assert verify_chain(iter_events())[1] == ChainBreak(victim.seq, EDITED)
+    with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}: {EDITED_RE}"):
+        verify()
+
+
+@pytest.mark.django_db
+def test_the_migration_fills_in_the_bodies_of_older_events_exactly_as_they_were_hashed(history):
+    """Migration 0010 rebuilds each older event's body from its columns, through the append-only trigger's
+    maintenance switch (set for its own transaction), and the chain verifies over the stored bodies."""
+    from django.apps import apps
+
+    backfill = importlib.import_module("approvals.migrations.0010_audit_body").backfill_bodies
+    tamper(
+        ("ALTER TABLE {table} ALTER COLUMN body DROP NOT NULL", []),
+        ("UPDATE {table} SET body = NULL", []),
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL countersign.audit_maintenance = 'off'")  # as a production session has it
+        backfill(apps, types.SimpleNamespace(connection=connection))
+        cursor.execute("SELECT current_setting('countersign.audit_maintenance')")
+        assert cursor.fetchone()[0] == "off"  # switched on for the backfill only
+    assert list(AuditEvent.objects.order_by("seq").values_list("body", flat=True)) == [e.body for e in history]
+    assert f"audit chain intact: {len(history)} events verified" in verify()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["column", "body-not-json"])
+def test_the_two_checks_run_side_by_side_outside_a_transaction(history, how):
+    """verify_audit as an operator runs it (autocommit): the columns check on its own connection and thread."""
+    assert f"audit chain intact: {len(history)} events verified" in verify()
+    victim = proposed_event(history)
+    if how == "column":
+        tamper(("UPDATE {table} SET actor = 'mallory' WHERE seq = %s", [victim.seq]))
+    else:
+        recompute_chain_over_bodies(victim.seq, lambda b: b[:-1])
+    with pytest.raises(CommandError, match=rf"broken at event #{victim.seq}: {EDITED_RE}"):
         verify()
 
 
@@ -400,6 +581,147 @@ def test_eight_concurrent_writers_leave_one_unbroken_chain():
     times = list(AuditEvent.objects.order_by("seq").values_list("at", flat=True))
     assert times == sorted(times)  # time never runs backwards along the chain
     assert f"audit chain intact: {total} events verified" in verify()
+
+
+def contend_with_a_lock_holder(second) -> tuple[AuditEvent, object]:
+    """A writer appends an event and keeps its transaction open (holding the chain lock); ``second`` runs on
+    another connection; once PostgreSQL shows it waiting for the lock, the first commits. Returns the first
+    writer's event and what ``second`` returned."""
+    holds, release = threading.Event(), threading.Event()
+    result: dict[str, object] = {}
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                result["first"] = record_event(
+                    actor=Actor.system("test"), verb="test.first", object_type="t", object_id=1
+                )
+                holds.set()
+                assert release.wait(timeout=30)
+        except BaseException as exc:
+            result["first_error"] = exc
+            holds.set()
+        finally:
+            connection.close()
+
+    def run_second() -> None:
+        try:
+            result["second"] = second()
+        except BaseException as exc:
+            result["second_error"] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    assert holds.wait(timeout=30)
+    threads.append(threading.Thread(target=run_second))
+    threads[1].start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                if cursor.fetchone()[0]:
+                    break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the second writer never waited for the chain lock")
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert "first_error" not in result and "second_error" not in result, result
+    return result["first"], result["second"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_head_is_read_after_the_lock_is_granted():
+    """The claim record_event rests on (countersign_audit_lock_head, migration 0010): each statement of a
+    VOLATILE PL/pgSQL function takes a new snapshot, so the head read after the lock is granted sees the
+    previous holder's commit, though the call began before it."""
+    with transaction.atomic():
+        record_event(actor=Actor.system("test"), verb="test.zero", object_type="t", object_id=0)
+
+    def append():
+        with transaction.atomic():
+            return record_event(actor=Actor.system("test"), verb="test.second", object_type="t", object_id=2)
+
+    first, second = contend_with_a_lock_holder(append)
+    assert (second.seq, second.prev_hash) == (first.seq + 1, first.hash)
+    assert second.at >= first.at
+    assert "audit chain intact: 3 events verified" in verify()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_statement_that_locks_and_reads_would_fork_the_chain():
+    """The control for the test above: lock and head in ONE statement read a snapshot taken before the wait,
+    so the waiter sees the head from before the previous holder's commit (two events would get one seq)."""
+    with transaction.atomic():
+        zero = record_event(actor=Actor.system("test"), verb="test.zero", object_type="t", object_id=0)
+
+    def lock_and_read_in_one_statement():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT pg_advisory_xact_lock(%s), (SELECT seq FROM {TABLE} ORDER BY seq DESC LIMIT 1)",
+                [_CHAIN_LOCK_ID],
+            )
+            return cursor.fetchone()[1]
+
+    first, seen = contend_with_a_lock_holder(lock_and_read_in_one_statement)
+    assert first.seq == zero.seq + 1
+    assert seen == zero.seq  # stale: what record_event must never build on
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_proposals_leave_one_linear_chain(agent):
+    """Proposals from several threads at once (the path agents use): one event per seq, each linked to the
+    previous, all verified."""
+    threads_n, per_thread = 6, 15
+    barrier = threading.Barrier(threads_n)
+    errors: list[BaseException] = []
+
+    def proposer(n: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            for i in range(per_thread):
+                propose(agent, summary=f"proposal {n}-{i}")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=proposer, args=(n,)) for n in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads) and errors == []
+    events = list(AuditEvent.objects.order_by("seq"))
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert sum(e.verb == "action.proposed" for e in events) == threads_n * per_thread
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
+    assert f"audit chain intact: {len(events)} events verified" in verify()
+
+
+@pytest.mark.django_db
+def test_record_event_returns_the_event_as_stored():
+    action_id = uuid.uuid4()
+    with transaction.atomic():
+        event = record_event(
+            actor=Actor("user", "rita", "web"),
+            verb="test.returned",
+            object_type="test",
+            object_id=7,
+            action_id=str(action_id).upper(),  # any spelling of the UUID: the body says what the column says
+            data={"é": "ü", "list": [1, 2.5, None, True], "nested": {"b": 1, "a": "\u2028"}},
+        )
+    assert not event._state.adding
+    stored = AuditEvent.objects.get(seq=event.seq)
+    for f in AuditEvent._meta.concrete_fields:
+        assert getattr(stored, f.attname) == getattr(event, f.attname), f.attname
+    assert stored.action_id == action_id
+    assert "audit chain intact: 1 events verified" in verify()
 
 
 # --- fail closed ----------------------------------------------------------------------------------

@@ -193,10 +193,10 @@ def test_the_page_stays_fast_on_a_large_log():
             f"""
             INSERT INTO {AuditEvent._meta.db_table}
                 (seq, at, actor_type, actor, via, verb, object_type, object_id, action_id, agent_name,
-                 data, request_id, prev_hash, hash)
+                 data, request_id, body, prev_hash, hash)
             SELECT i, %s::timestamptz + i * interval '1 second', 'user', 'user-' || (i %% 500), 'web',
                    'verb.' || (i %% 40), 'action', i::text,
-                   CASE WHEN i %% 1000 = 0 THEN %s::uuid END, 'agent-' || (i %% 200), '{{}}', '',
+                   CASE WHEN i %% 1000 = 0 THEN %s::uuid END, 'agent-' || (i %% 200), '{{}}', '', '{{}}',
                    md5(i::text) || md5((i - 1)::text), md5(i::text) || md5((i + 1)::text)
             FROM generate_series(1, %s) AS i
             """,

@@ -16,13 +16,14 @@ from asgiref.testing import ApplicationCommunicator
 from channels.layers import channel_layers
 from django.conf import settings
 from django.contrib.auth.models import Group, User
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from agents.services import create_agent
 from approvals import dashboard, desk
-from approvals.models import ActionRequest, ActionStatus, OutboxMessage
+from approvals.models import ActionRequest, ActionStatus, OutboxMessage, Review
 from approvals.web import charts
 from config.asgi import application
 from tests.conftest import CLI, propose_body, token_client
@@ -155,6 +156,13 @@ def test_a_slow_read_is_cancelled_and_leaves_the_connection_as_it_was(db):
     with connection.cursor() as cursor:
         cursor.execute("SHOW statement_timeout")
         assert cursor.fetchone()[0] == before
+    # Inside a transaction of the caller's (a savepoint), where SET LOCAL would outlive the read.
+    with transaction.atomic():
+        assert desk._within(50, slow) is None
+        assert desk._within(1000, lambda: 42) == 42
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW statement_timeout")
+            assert cursor.fetchone()[0] == before
 
 
 def test_counts_too_slow_to_make_are_left_out_and_a_page_too_slow_says_so(browser, reviewers_group, agent, monkeypatch):
@@ -292,6 +300,41 @@ def test_queue_page_shows_filters_counts_and_pager(browser, reviewers_group, age
     assert re.search(r'<a href="\?risk=high&amp;after=[\w-]+" rel="next" id="page-next">', html)
     assert 'data-count-for="risk-high">3<' in html
     assert 'aria-sort="descending"' in html
+
+
+def test_a_live_row_is_drawn_as_the_queue_draws_it(browser, reviewer, second_reviewer, reviewers_group, agent):
+    # Ages half a minute from a change of minute, so both reads print the same "… minutes".
+    action = make_action(
+        agent, reviewers_group, minutes_ago=90.5, summary="Pay <b>Acme</b>", on_behalf_of="ann@example.com"
+    )
+    action.required_approvals = 2
+    action.save(update_fields=["required_approvals"])
+    Review.objects.create(action=action, reviewer=second_reviewer, verdict="approve", via="web")
+    make_action(agent, reviewers_group, minutes_ago=10.5, risk="high")
+    page = browser.get("/").content.decode()
+    row = browser.get(f"/actions/{action.id}/row").content.decode()
+    drawn = re.search(rf'<tr id="action-{action.id}".*?</tr>', page, re.S).group(0)
+    assert row.strip() == drawn
+    assert f'data-href="/actions/{action.id}"' in row and f'<a href="/actions/{action.id}">' in row
+    assert "Pay &lt;b&gt;Acme&lt;/b&gt;" in row and "· for ann@example.com" in row
+    assert '<td class="num approvals-cell">1 of 2</td>' in row
+    assert "1\xa0hour, 30\xa0minutes ago" in row and "in 22\xa0hours, 29\xa0minutes" in row
+    assert 'class="ttl-left" style="width: 94%"' in row
+    assert page.count("<tr id=") == 2
+
+
+def test_the_queue_page_reads_as_many_queries_for_many_rows_as_for_one(browser, reviewers_group, agent):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert browser.get("/").status_code == 200
+        return len(captured.captured_queries)
+
+    make_action(agent, reviewers_group, minutes_ago=1)
+    one = queries()
+    for i in range(12):
+        action = make_action(agent, reviewers_group, minutes_ago=2 + i, risk=["low", "high"][i % 2])
+        Review.objects.create(action=action, verdict="approve", via="policy")
+    assert queries() == one
 
 
 def test_queue_and_dashboard_pages_carry_no_inline_script(browser, reviewers_group, agent):

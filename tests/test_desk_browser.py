@@ -336,7 +336,13 @@ def test_detail_puts_what_decides_above_the_fold_on_a_laptop(new_context, web_se
     )
     laptop = new_context(viewport={"width": 1280, "height": 800}).new_page()
     log_in(laptop, "rita")
+    # Once connected, the page catches up by redrawing its live panel: measure the page after that redraw.
+    laptop.add_init_script(
+        "document.addEventListener('countersign:detail-updated', () => { document.documentElement.dataset.redrawn = 1; });"
+    )
     laptop.goto(f"/actions/{action_id}")
+    wait_until_live(laptop)
+    expect(laptop.locator("html")).to_have_attribute("data-redrawn", "1")
     for selector in (
         "h1",
         ".meta .badge.risk",
@@ -346,6 +352,7 @@ def test_detail_puts_what_decides_above_the_fold_on_a_laptop(new_context, web_se
         "#action-status",
         "button.approve",
     ):
+        expect(laptop.locator(selector).first).to_be_visible()
         box = laptop.locator(selector).first.bounding_box()
         assert box is not None and box["y"] + min(box["height"], 20) <= 800, (selector, box)
     screenshot(laptop, "desk-detail.png", full_page=False)

@@ -166,6 +166,14 @@ def test_auto_approve_needs_no_human(agent_api):
     assert body["decision"]["reviews"][0]["via"] == "policy"
 
 
+@pytest.mark.parametrize("effect", ["require", "auto_approve", "deny"])
+def test_the_proposal_response_is_what_a_later_read_returns(agent_api, effect):
+    # The response is presented from the objects the proposal wrote, not read back: it must not differ.
+    rule("the-rule", action_type="decision.only", effect=effect, reason="No." if effect == "deny" else "")
+    created = propose(agent_api)
+    assert created == agent_api.get(f"/api/v1/actions/{created['id']}").json()
+
+
 def test_agent_and_risk_filters(agent_api):
     rule("others", agent="other-*", action_type="decision.only", effect="deny")
     rule("high-only", action_type="decision.only", effect="deny", risks=["high", "critical"])

@@ -52,3 +52,17 @@ def test_wait_counts_too(agent_api):
     action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
     statuses = [agent_api.get(f"/api/v1/actions/{action_id}/wait?timeout=0").status_code for _ in range(6)]
     assert statuses == [200] * 5 + [429]
+
+
+@override_settings(
+    COUNTERSIGN_AGENT_RATES=RATES,
+    CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "rate-limit-test"}},
+)
+def test_the_embedded_default_counts_in_local_memory_the_same_way(agent_api):
+    # Without Redis the budgets are counted in the process's own cache, one budget after the other.
+    for _ in range(3):
+        assert agent_api.post("/api/v1/actions", propose_body(), format="json").status_code == 201
+    assert_problem(agent_api.post("/api/v1/actions", propose_body(), format="json"), 429)
+    assert [agent_api.get("/api/v1/actions").status_code for _ in range(2)] == [200, 200]  # the 5th and 6th
+    assert_problem(agent_api.get("/api/v1/actions"), 429)
+    assert ActionRequest.objects.count() == 3

@@ -153,9 +153,10 @@ class ActionsView(APIView):
         action, created = services.propose_action(
             agent=request.user, proposal=services.Proposal(**serializer.validated_data)
         )
-        # A new action was written by this request: present it as committed, reading back only its reviews (a
-        # policy may have approved it) instead of the whole action again, which was a fifth of a proposal's cost.
-        action = selectors.with_reviews(action) if created else selectors.get_action_for(request.user, action.id)
+        # A new action was written by this request and holds its reviews (none, or the policy's approval): present
+        # it as committed instead of reading it back, which was a fifth of a proposal's cost (docs/BENCHMARKS.md).
+        if not created:
+            action = selectors.get_action_for(request.user, action.id)
         return Response(present_action(action), status=http.HTTP_201_CREATED if created else http.HTTP_200_OK)
 
 

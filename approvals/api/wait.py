@@ -115,8 +115,8 @@ async def wait_for_action(request, action_id):
     outbox.ensure_embedded_relay()
     layer = get_channel_layer()
     group = action_group(action_id)
-    channel = await layer.new_channel()
     try:
+        channel = await layer.new_channel()  # the pub/sub layer subscribes here already
         await layer.group_add(group, channel)
     except Exception as exc:  # the channel layer (Redis) is down: poll the database instead
         log.warning("wait: channel layer unavailable (%s); polling", type(exc).__name__)

@@ -176,6 +176,14 @@ class ActionRequest(models.Model):
     def is_pending(self) -> bool:
         return self.status == ActionStatus.PENDING
 
+    def hold_reviews(self, reviews: list[Review]) -> None:
+        """Hold ``reviews`` as this action's whole set, as a prefetch would: for an action created in this
+        process, whose only reviews are the ones its creation wrote (presenting it needs no read-back)."""
+        held = self.reviews.all()
+        held._result_cache = list(reviews)
+        held._prefetch_done = True
+        self._prefetched_objects_cache = {"reviews": held}
+
     def move_to(self, status: str, *, at=None) -> str:
         """Change status in memory after checking the edge; returns the old status."""
         allowed = TRANSITIONS.get(self.status, frozenset())

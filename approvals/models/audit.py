@@ -7,8 +7,9 @@ class AuditEvent(models.Model):
     """One link of the append-only, hash-chained audit log.
 
     Written only by approvals.audit.record_event; ``hash`` covers
-    ``prev_hash`` and the canonical JSON of every other field, so changing,
-    removing, inserting or reordering a row breaks the chain at that row.
+    ``prev_hash`` and the canonical JSON of every other field (``body``, stored
+    as hashed), so changing, removing, inserting or reordering a row breaks the
+    chain at that row, and the verifier checks that the columns agree with it.
     """
 
     seq = models.BigAutoField(primary_key=True)
@@ -24,6 +25,9 @@ class AuditEvent(models.Model):
     data = models.JSONField(default=dict)
     # The request (web) or task (worker) that wrote it; the same id is on the log lines. Hashed when set.
     request_id = models.CharField(max_length=64, blank=True, default="")
+    # canonical_json(event_body(event)): the exact text hashed, ``hash = sha256(prev_hash + body)``. The columns
+    # above say the same thing in queryable form; verify_audit checks both (migration 0010).
+    body = models.TextField()
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
 

@@ -170,6 +170,7 @@ def _create(
         expires_at=now + timedelta(seconds=ttl),
     )
     action.agent = agent
+    action.hold_reviews([])
     audit_action(
         action,
         actor=Actor.agent(agent),
@@ -190,7 +191,10 @@ def _create(
             action, ActionStatus.REJECTED, actor=policy_actor, verb="action.rejected", data={"reason": decision.reason}
         )
     elif decision.effect == policies.AUTO_APPROVE:
-        Review.objects.create(action=action, reviewer=None, verdict=Review.Verdict.APPROVE, via=Review.Via.POLICY)
+        review = Review.objects.create(
+            action=action, reviewer=None, verdict=Review.Verdict.APPROVE, via=Review.Via.POLICY
+        )
+        action.hold_reviews([review])
         complete_approval(action, actor=policy_actor, action_type=action_type)
     else:
         publish(action, approvals=0)

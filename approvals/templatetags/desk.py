@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from django import template
-from django.utils import timezone
 
 from approvals.models import OutboxMessage
 
 register = template.Library()
-
-SOON = 2 * 3600
-URGENT = 15 * 60
 
 
 @register.simple_tag
@@ -45,26 +39,3 @@ def duration(seconds) -> str:
 @register.filter
 def percent(fraction) -> str:
     return "—" if fraction is None else f"{round(100 * float(fraction))}%"
-
-
-@register.filter
-def expiry_state(expires_at: datetime | None) -> str:
-    """A CSS class for how close the deadline is: expired, urgent (< 15 min), soon (< 2 h), or nothing."""
-    if expires_at is None:
-        return ""
-    left = (expires_at - timezone.now()).total_seconds()
-    if left <= 0:
-        return "expired"
-    if left < URGENT:
-        return "urgent"
-    return "soon" if left < SOON else ""
-
-
-@register.filter
-def time_left_percent(action) -> int:
-    """How much of its time to live a pending action has left, 0-100 (the bar under "Expires")."""
-    total = (action.expires_at - action.created_at).total_seconds()
-    if total <= 0:
-        return 0
-    left = (action.expires_at - timezone.now()).total_seconds()
-    return max(0, min(100, round(100 * left / total)))

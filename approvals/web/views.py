@@ -21,6 +21,7 @@ from approvals.permissions import eligible_reviewers, review_refusal
 from approvals.presenters import is_finished
 from approvals.previews import compute_preview
 from approvals.web.preview_display import edits_display, preview_display
+from approvals.web.queue_rows import queue_rows
 
 HISTORY_PAGE = 50
 
@@ -30,15 +31,6 @@ def _action_or_404(request, action_id):
     if action is None:
         raise Http404("No such action")
     return action
-
-
-def _row_context(action, user) -> dict:
-    reviews = list(action.reviews.all())
-    return {
-        "action": action,
-        "approvals": sum(1 for r in reviews if r.verdict == Review.Verdict.APPROVE),
-        "can_review": action.is_pending and review_refusal(user, action) is None,
-    }
 
 
 @login_required
@@ -57,10 +49,9 @@ def queue(request):
     except desk.TooSlow as exc:
         messages.error(request, str(exc))
         page, too_slow = desk.uncounted_page(filters), True
-    rows = [_row_context(a, request.user) for a in page.rows]
     context = {
         "too_slow": too_slow,
-        "rows": rows,
+        "rows": queue_rows(page.rows),
         "desk": page,
         "filters": filters,
         "links": desk.page_links(page),
@@ -74,11 +65,13 @@ def queue(request):
 @login_required
 @require_GET
 def queue_row(request, action_id):
-    """One queue row, for live updates; 204 when the action has left the queue."""
-    action = _action_or_404(request, action_id)
+    """One queue row, for live updates, drawn as the queue draws it; 204 when the action has left the queue."""
+    action = desk.row_actions(request.user).filter(id=action_id).first()
+    if action is None:
+        raise Http404("No such action")
     if not action.is_pending:
         return HttpResponse(status=204)
-    return render(request, "approvals/_queue_row.html", _row_context(action, request.user))
+    return render(request, "approvals/_queue_rows.html", {"rows": queue_rows([action])})
 
 
 @login_required

@@ -8,6 +8,7 @@ channel layer and a file-system Celery broker under ``var/``. Setting
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -133,17 +134,23 @@ if REDIS_URL:
 
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # Pub/sub: a group message is published once and each web process hands it to its own sockets.
+            # The list-based RedisChannelLayer copies it into every member channel (serialised once per
+            # socket, in the sending request) and each process then pops its copies one by one: with 200
+            # reviewers connected that was most of a push's latency (docs/BENCHMARKS.md, "Live push").
+            # Nothing here relies on what the list layer adds (messages kept a while for a consumer that is
+            # not listening): a page that missed events asks for them again from the database (``resume``,
+            # approvals/consumers.py), and a wait re-reads the action after joining its group.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
-                # redis-py's default 5 s socket timeout races channels-redis's 5 s blocking
-                # pop: an idle receive (a long-poll, a quiet websocket) would die with
-                # redis.TimeoutError. The socket timeout must outlast the blocking pop.
                 # retry_on_error: after a Redis restart every pooled connection is dead, and redis-py's
                 # asyncio client does not retry by default, so each would fail one websocket connect or
-                # push; one retry on a fresh connection instead (docs/RELIABILITY.md).
+                # push; one retry on a fresh connection instead, which also subscribes again
+                # (docs/RELIABILITY.md).
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "retry_on_error": [_RedisConnectionError]}],
-                "capacity": 1500,
-                "expiry": 30,
+                # Pub/sub channels ignore the database number: name them after it, so that installations
+                # (or test runs) on different databases of one Redis never hear each other.
+                "prefix": f"countersign.db{urlsplit(REDIS_URL).path.strip('/') or '0'}.",
             },
         }
     }

@@ -4,7 +4,8 @@ Rows go in with COPY in batches, oldest first: a realistic mix of action types, 
 outcomes (mostly succeeded, then rejected, expired, cancelled, failed, decision-only approvals), each decided
 action with its review(s), and ``--pending`` actions still waiting in the queue. With ``--audit`` every
 action also gets its audit events (proposed, decided, executed), appended to the hash chain exactly as
-``approvals.audit.record_event`` would chain them, so ``verify_audit`` has a realistic log to check.
+``approvals.audit.record_event`` would chain them (``body`` included), so ``verify_audit`` has a realistic log
+to check.
 
 The agents, reviewers and groups it needs are made directly (``history-*``), not through the audited
 services: this is seed data, not a record of anyone's actions.
@@ -27,7 +28,7 @@ from psycopg.types.json import Jsonb
 
 from agents.models import Agent
 from approvals.action_types import registry
-from approvals.audit import GENESIS_HASH, _chain_head, _lock_chain, chain_hash, event_body
+from approvals.audit import GENESIS_HASH, _lock_and_read_head, seal
 from approvals.models import ActionRequest, ActionStatus, AuditEvent, Review
 
 # Outcome of a historic (not pending) action, by weight.
@@ -300,8 +301,7 @@ class Command(BaseCommand):
 
     def _append_audit(self, actions: list[dict]) -> list[dict]:
         """Each action's events, chained after the current head (inside the caller's transaction)."""
-        _lock_chain()
-        last = _chain_head()
+        last = _lock_and_read_head()
         seq, prev_hash, prev_at = last if last else (0, GENESIS_HASH, None)
         raw: list[tuple] = []
         for a in actions:
@@ -329,22 +329,23 @@ class Command(BaseCommand):
         for at, (actor_type, actor, via), verb, a, data in raw:
             seq += 1
             at = max(at, prev_at) if prev_at else at
-            event = AuditEvent(
-                seq=seq,
-                at=at,
-                actor_type=actor_type,
-                actor=actor,
-                via=via,
-                verb=verb,
-                object_type="action",
-                object_id=str(a["id"]),
-                action_id=a["id"],
-                agent_name=a["agent_name"],
-                data=data,
-                request_id="",
-                prev_hash=prev_hash,
-            )
-            event.hash = chain_hash(prev_hash, event_body(event))
+            event = seal(
+                AuditEvent(
+                    seq=seq,
+                    at=at,
+                    actor_type=actor_type,
+                    actor=actor,
+                    via=via,
+                    verb=verb,
+                    object_type="action",
+                    object_id=str(a["id"]),
+                    action_id=a["id"],
+                    agent_name=a["agent_name"],
+                    data=data,
+                    request_id="",
+                    prev_hash=prev_hash,
+                )
+            )  # body (the hashed text) and hash, as record_event fills them
             rows.append({f.attname: getattr(event, f.attname) for f in AuditEvent._meta.concrete_fields})
             prev_hash, prev_at = event.hash, at
         self._copy(AuditEvent, rows)

@@ -1,17 +1,17 @@
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from approvals.audit import ChainRow, iter_chain_rows, verify_chain
+from approvals.audit import verify_log
 from approvals.audit_checkpoints import CheckpointError, parse_checkpoints, signature_problem
 
 
 class Command(BaseCommand):
     help = (
-        "Recompute the audit hash chain; exit non-zero naming the first broken event. With --from-checkpoint, "
-        "also check each signed checkpoint in FILE and that the chain still reaches its head with the same hash."
+        "Recompute the audit hash chain and check that each event's columns match its hashed content; exit "
+        "non-zero naming the first broken event. With --from-checkpoint, also check each signed checkpoint in "
+        "FILE and that the chain still reaches its head with the same hash."
     )
 
     def add_arguments(self, parser):
@@ -24,26 +24,15 @@ class Command(BaseCommand):
     def handle(self, from_checkpoint=None, **options):
         started = time.perf_counter()
         checkpoints = self._load(from_checkpoint) if from_checkpoint else []
-        wanted = {int(c["seq"]) for c in checkpoints}
-        seen: dict[int, str] = {}
-        head: list[ChainRow] = []
-
-        def watched(events: Iterable[ChainRow]) -> Iterator[ChainRow]:
-            for event in events:
-                if event.seq in wanted:
-                    seen[event.seq] = event.hash
-                head[:] = [event]
-                yield event
-
-        checked, broken = verify_chain(watched(iter_chain_rows()))
+        result = verify_log(watch={int(c["seq"]) for c in checkpoints})
         elapsed = time.perf_counter() - started
+        checked, broken, head_seq = result.checked, result.broken, result.head_seq
         if broken:
             raise CommandError(
                 f"audit chain broken at event #{broken.seq}: {broken.reason} ({checked} events verified before it)"
             )
-        head_seq = head[0].seq if head else 0
         for checkpoint in sorted(checkpoints, key=lambda c: int(c["seq"])):
-            self._check_reaches(checkpoint, head_seq, seen)
+            self._check_reaches(checkpoint, head_seq, result.hashes)
         self.stdout.write(f"audit chain intact: {checked} events verified in {elapsed:.2f}s")
         if checkpoints:
             newest = max(checkpoints, key=lambda c: int(c["seq"]))
