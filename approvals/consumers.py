@@ -76,6 +76,15 @@ class ReviewerEventsConsumer(AsyncJsonWebsocketConsumer):
         elif kind == "unwatch":
             await self._unwatch()
 
+    async def dispatch(self, message):
+        if message["type"] == "action.event":
+            # Relaying an event touches no database, so skip what Channels does before every handler:
+            # close_old_connections in the process's one sync thread. Per socket and event, that queued 200
+            # thread hops behind the views running there (docs/BENCHMARKS.md, "Live push").
+            await self.action_event(message)
+            return
+        await super().dispatch(message)
+
     async def action_event(self, message):
         await self.send_json({"type": "action", **message["event"]})
 
