@@ -86,3 +86,39 @@ def test_the_floor_endpoint_is_not_in_the_production_urls():
     with pytest.raises(Resolver404):
         resolve("/bench/floor", urlconf="config.urls")
     assert resolve("/bench/floor", urlconf="bench.urls").url_name == "bench-floor"
+
+
+@pytest.mark.parametrize("tool", ["aiohttp", "wrk"])
+def test_the_load_generator_paces_its_clients_when_given_a_rate(tool, monkeypatch):
+    import shutil
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from bench import loadgen
+
+    if tool == "wrk" and not shutil.which("wrk"):
+        pytest.skip("wrk is not installed (the benchmarks fall back to aiohttp)")
+    monkeypatch.setenv("BENCH_LOADGEN", tool)
+
+    class Created(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(201)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Created)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        full = loadgen.post_json(url, {"a": 1}, {}, connections=4, seconds=1)
+        paced = loadgen.post_json(url, {"a": 1}, {}, connections=4, seconds=1, rate=10)
+    finally:
+        server.shutdown()
+    assert full.errors == 0 and paced.errors == 0
+    # 4 clients offering 10 requests/s together: each pauses 0.2-0.6 s between requests: at most ~24 in a second.
+    assert 1 <= paced.requests <= 30 < full.requests, (paced.requests, full.requests)
