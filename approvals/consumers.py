@@ -79,8 +79,9 @@ class ReviewerEventsConsumer(AsyncJsonWebsocketConsumer):
     async def dispatch(self, message):
         if message["type"] == "action.event":
             # Relaying an event touches no database, so skip what Channels does before every handler:
-            # close_old_connections in the process's one sync thread. Per socket and event, that queued 200
-            # thread hops behind the views running there (docs/BENCHMARKS.md, "Live push").
+            # close_old_connections via sync_to_async, through the one thread such calls share outside a
+            # request. For each event every socket of the process took its turn there and back: most of the
+            # push's latency with 200 reviewers connected (docs/BENCHMARKS.md, "Live push").
             await self.action_event(message)
             return
         await super().dispatch(message)

@@ -390,8 +390,10 @@ def test_the_bot_token_can_be_kept_in_the_admin_as_a_credential(slack, agent):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_workers_delivering_the_same_action_at_once_post_one_message(slack, agent):
+def test_two_workers_delivering_the_same_action_at_once_post_one_message(slack, agent, worker):
     """Each worker has its own connection; the Notification row lock makes the second one update, not re-post."""
+    # `worker` keeps the after-commit hand-offs in this process: a shared Celery worker started by another
+    # test must not deliver these messages before the race below does.
     import threading
 
     from django.db import connection, transaction
