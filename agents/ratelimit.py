@@ -8,7 +8,6 @@ default has a single web process and uses local memory).
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
@@ -17,11 +16,9 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 from django.core.cache import caches
-from django.core.cache.backends.base import BaseCache, default_key_func
+from django.core.cache.backends.redis import RedisCache
 from django.core.exceptions import ImproperlyConfigured
-from redis.backoff import NoBackoff
 from redis.commands.core import Script
-from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -82,48 +79,25 @@ return 0
 
 def _count(names: list[str], rates: list[Rate]) -> int | None:
     """Index of the first budget over its limit, or None."""
-    config = settings.CACHES["default"]
-    if config["BACKEND"] != "django.core.cache.backends.redis.RedisCache":
-        return _count_in_cache(caches["default"], names, rates)  # the embedded default: local memory
+    cache = caches["default"]
+    if not isinstance(cache, RedisCache):  # the embedded default: a local-memory cache in one process
+        for index, (name, rate) in enumerate(zip(names, rates, strict=True)):
+            cache.add(name, 0, timeout=rate.period + 1)
+            try:
+                count = cache.incr(name)
+            except ValueError:  # expired between add and incr
+                cache.add(name, 1, timeout=rate.period + 1)
+                count = 1
+            if count > rate.limit:
+                return index
+        return None
     args: list[int] = []
     for rate in rates:
         args += [rate.limit, rate.period + 1]
-    keys = [default_key_func(name, config.get("KEY_PREFIX", ""), config.get("VERSION", 1)) for name in names]
-    location = config["LOCATION"]
-    client = _redis(location.split(",")[0] if isinstance(location, str) else location[0])
-    exceeded = _count_script(client)(keys=keys, args=args, client=client)
+    # The cache's own client (its pool is the process's, config/cache.py): Django's cache API has no scripts.
+    client = cache._cache.get_client(write=True)
+    exceeded = _count_script(client)(keys=[cache.make_key(name) for name in names], args=args, client=client)
     return int(exceeded) - 1 if exceeded else None
-
-
-def _count_in_cache(cache: BaseCache, names: list[str], rates: list[Rate]) -> int | None:
-    for index, (name, rate) in enumerate(zip(names, rates, strict=True)):
-        cache.add(name, 0, timeout=rate.period + 1)
-        try:
-            count = cache.incr(name)
-        except ValueError:  # expired between add and incr
-            cache.add(name, 1, timeout=rate.period + 1)
-            count = 1
-        if count > rate.limit:
-            return index
-    return None
-
-
-@functools.lru_cache(maxsize=4)
-def _redis(url: str) -> redis.Redis:
-    """One client, and one connection pool, per process and cache server.
-
-    Not Django's cache object: under ASGI it lives per request context, and its connection pool with it, so
-    counting through it opened a new Redis connection for every request (docs/BENCHMARKS.md, section 1).
-    Counts go to the first server, where Django's Redis cache writes.
-    """
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        # After a Redis restart every pooled connection is dead: retry once on a fresh one.
-        retry=Retry(NoBackoff(), 1),
-        retry_on_error=[redis.exceptions.ConnectionError],
-    )
 
 
 _script: Script | None = None

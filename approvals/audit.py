@@ -82,10 +82,6 @@ def link_hash(prev_hash: str, body: str) -> str:
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
-def chain_hash(prev_hash: str, body: dict[str, Any]) -> str:
-    return link_hash(prev_hash, canonical_json(body))
-
-
 def seal(event: AuditEvent) -> AuditEvent:
     """Fill ``body`` and ``hash`` of an event whose other fields, ``prev_hash`` included, are set."""
     event.body = canonical_json(event_body(event))
@@ -179,9 +175,8 @@ def _lock_and_read_head() -> tuple[int, str, datetime] | None:
     a VOLATILE PL/pgSQL function, whose statements each take a new snapshot (tests/test_audit.py,
     ``test_the_head_is_read_after_the_lock_is_granted``).
     """
-    if connection.vendor != "postgresql":
-        _lock_chain()
-        return _chain_head()
+    if connection.vendor != "postgresql":  # SQLite: BEGIN IMMEDIATE already serialises writers
+        return AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "at").first()
     with connection.cursor() as cursor:
         cursor.execute("SELECT seq, hash, at_us FROM countersign_audit_lock_head(%s)", [_CHAIN_LOCK_ID])
         seq, head_hash, at_us = cursor.fetchone()
@@ -191,21 +186,19 @@ def _lock_and_read_head() -> tuple[int, str, datetime] | None:
     return seq, head_hash, _EPOCH + timedelta(microseconds=at_us)
 
 
-def _lock_chain() -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_ID])
-
-
-def _chain_head() -> tuple[int, str, Any] | None:
-    """(seq, hash, at) of the newest event (to be read after taking the lock, in a statement of its own)."""
-    return AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "at").first()
-
-
 # --- verifying -------------------------------------------------------------------------------------
 
+# Why a chain breaks, one wording each, whichever verifier finds it.
+RELINKED = "prev_hash does not match the previous event's hash (row inserted, replaced or reordered)"
+REHASHED = "content does not match its hash (row changed or moved)"
 EDITED = "columns do not match the hashed content (row edited)"
 MISSING = "the hashed content is missing (body cleared)"
+
+
+def _gap(expected: int, found: int | None) -> str:
+    if found is None:
+        return f"expected event #{expected}, found none (removed rows)"
+    return f"expected event #{expected}, found #{found} (removed or inserted rows)"
 
 
 @dataclass(frozen=True)
@@ -216,12 +209,11 @@ class ChainBreak:
 
 @dataclass
 class Verification:
-    """What ``verify_log`` found: events verified before the first break (all of them if none), the last
-    seq it reached, and the hashes of the watched seqs it reached (for checkpoints)."""
+    """What ``verify_log`` found: events verified before the first break (all of them if none: the chain is
+    intact up to event #checked) and the hashes of the watched seqs among them (for checkpoints)."""
 
     checked: int
     broken: ChainBreak | None
-    head_seq: int
     hashes: dict[int, str] = field(default_factory=dict)
 
 
@@ -233,17 +225,13 @@ def verify_chain(
     expected_seq, prev_hash, checked = start_seq, start_hash, 0
     for event in events:
         if event.seq != expected_seq:
-            return checked, ChainBreak(
-                expected_seq, f"expected event #{expected_seq}, found #{event.seq} (removed or inserted rows)"
-            )
+            return checked, ChainBreak(expected_seq, _gap(expected_seq, event.seq))
         if event.prev_hash != prev_hash:
-            return checked, ChainBreak(
-                event.seq, "prev_hash does not match the previous event's hash (row inserted, replaced or reordered)"
-            )
+            return checked, ChainBreak(event.seq, RELINKED)
         if event.body is None:
             return checked, ChainBreak(event.seq, MISSING)
         if link_hash(prev_hash, event.body) != event.hash:
-            return checked, ChainBreak(event.seq, "content does not match its hash (row changed or moved)")
+            return checked, ChainBreak(event.seq, REHASHED)
         if canonical_json(event_body(event)) != event.body:
             return checked, ChainBreak(event.seq, EDITED)
         prev_hash = event.hash
@@ -274,7 +262,7 @@ def verify_log(*, watch: Collection[int] = (), batch: int = 20_000) -> Verificat
         cursor.execute(_MAX_SQL.format(table=connection.ops.quote_name(AuditEvent._meta.db_table)))
         head = cursor.fetchone()[0]
     if head is None:
-        return Verification(0, None, 0)
+        return Verification(0, None)
     if connection.vendor != "postgresql":
         return _verify_in_python(head, watch)
 
@@ -303,7 +291,7 @@ def verify_log(*, watch: Collection[int] = (), batch: int = 20_000) -> Verificat
         edited = found["seq"]
     if edited is not None and (links.broken is None or edited < links.broken.seq):
         # Every event before it passed the chain check (the chain reached further), and the columns check.
-        return Verification(edited - 1, ChainBreak(edited, EDITED), edited - 1, links.hashes)
+        return Verification(edited - 1, ChainBreak(edited, EDITED), links.hashes)
     return links
 
 
@@ -329,16 +317,13 @@ def _verify_links(head: int, watch: Collection[int], batch: int) -> Verification
                 break
             for seq, prev, digest, body in rows:
                 if seq != expected:
-                    reason = f"expected event #{expected}, found #{seq} (removed or inserted rows)"
-                    return Verification(expected - 1, ChainBreak(expected, reason), expected - 1, hashes)
+                    return Verification(expected - 1, ChainBreak(expected, _gap(expected, seq)), hashes)
                 if prev != prev_hash:
-                    reason = "prev_hash does not match the previous event's hash (row inserted, replaced or reordered)"
-                    return Verification(expected - 1, ChainBreak(seq, reason), expected - 1, hashes)
+                    return Verification(expected - 1, ChainBreak(seq, RELINKED), hashes)
                 if body is None:
-                    return Verification(expected - 1, ChainBreak(seq, MISSING), expected - 1, hashes)
+                    return Verification(expected - 1, ChainBreak(seq, MISSING), hashes)
                 if sha256((prev + body).encode()).hexdigest() != digest:
-                    reason = "content does not match its hash (row changed or moved)"
-                    return Verification(expected - 1, ChainBreak(seq, reason), expected - 1, hashes)
+                    return Verification(expected - 1, ChainBreak(seq, REHASHED), hashes)
                 prev_hash = digest
                 expected += 1
             # The page is contiguous (checked above), so a watched seq in it is at a known index.
@@ -347,9 +332,8 @@ def _verify_links(head: int, watch: Collection[int], batch: int) -> Verification
                 if first <= seq < expected:
                     hashes[seq] = rows[seq - first][2]
     if expected <= head:  # the newest event seen at the start has gone since
-        reason = f"expected event #{expected}, found none (removed rows)"
-        return Verification(expected - 1, ChainBreak(expected, reason), expected - 1, hashes)
-    return Verification(expected - 1, None, expected - 1, hashes)
+        return Verification(expected - 1, ChainBreak(expected, _gap(expected, None)), hashes)
+    return Verification(expected - 1, None, hashes)
 
 
 # The columns against the hashed body, in PostgreSQL, typed: each column must equal the body's value read as
@@ -413,5 +397,5 @@ def _verify_in_python(head: int, watch: Collection[int]) -> Verification:
 
     checked, broken = verify_chain(noting(iter_events(upto=head)))
     if broken is None and checked < head:
-        broken = ChainBreak(checked + 1, f"expected event #{checked + 1}, found none (removed rows)")
-    return Verification(checked, broken, checked, hashes)
+        broken = ChainBreak(checked + 1, _gap(checked + 1, None))
+    return Verification(checked, broken, hashes)

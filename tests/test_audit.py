@@ -542,36 +542,46 @@ def test_the_maintenance_switch_is_no_way_around_it_for_a_role_that_may_only_wri
 # --- concurrent writers ----------------------------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
-def test_eight_concurrent_writers_leave_one_unbroken_chain():
-    threads_n, per_thread = 8, 500
+def all_at_once(work, threads_n: int, *, timeout: float) -> None:
+    """``work(n)`` in ``threads_n`` threads released together, each on its own connection; every one must
+    finish in time and without an error."""
     barrier = threading.Barrier(threads_n)
     errors: list[BaseException] = []
 
-    def writer(n: int) -> None:
+    def run(n: int) -> None:
         try:
             barrier.wait(timeout=10)
-            for i in range(per_thread):
-                with transaction.atomic():
-                    record_event(
-                        actor=Actor("system", f"writer-{n}", "test"),
-                        verb="test.event",
-                        object_type="test",
-                        object_id=f"{n}-{i}",
-                        data={"i": i},
-                    )
+            work(n)
         except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(threads_n)]
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(threads_n)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=240)
-    assert not any(t.is_alive() for t in threads), "a writer is stuck"
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a thread is stuck"
     assert errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eight_concurrent_writers_leave_one_unbroken_chain():
+    threads_n, per_thread = 8, 500
+
+    def writer(n: int) -> None:
+        for i in range(per_thread):
+            with transaction.atomic():
+                record_event(
+                    actor=Actor("system", f"writer-{n}", "test"),
+                    verb="test.event",
+                    object_type="test",
+                    object_id=f"{n}-{i}",
+                    data={"i": i},
+                )
+
+    all_at_once(writer, threads_n, timeout=240)
 
     total = threads_n * per_thread
     assert list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, total + 1))
@@ -678,25 +688,12 @@ def test_concurrent_proposals_leave_one_linear_chain(agent):
     """Proposals from several threads at once (the path agents use): one event per seq, each linked to the
     previous, all verified."""
     threads_n, per_thread = 6, 15
-    barrier = threading.Barrier(threads_n)
-    errors: list[BaseException] = []
 
     def proposer(n: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            for i in range(per_thread):
-                propose(agent, summary=f"proposal {n}-{i}")
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        for i in range(per_thread):
+            propose(agent, summary=f"proposal {n}-{i}")
 
-    threads = [threading.Thread(target=proposer, args=(n,)) for n in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads) and errors == []
+    all_at_once(proposer, threads_n, timeout=120)
     events = list(AuditEvent.objects.order_by("seq"))
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert sum(e.verb == "action.proposed" for e in events) == threads_n * per_thread

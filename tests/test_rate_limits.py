@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+
 import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
@@ -66,3 +68,19 @@ def test_the_embedded_default_counts_in_local_memory_the_same_way(agent_api):
     assert [agent_api.get("/api/v1/actions").status_code for _ in range(2)] == [200, 200]  # the 5th and 6th
     assert_problem(agent_api.get("/api/v1/actions"), 429)
     assert ActionRequest.objects.count() == 3
+
+
+def test_every_request_context_counts_through_the_same_redis_pool():
+    # Under ASGI each request runs in its own context, and Django gives each context its own cache object:
+    # with a pool per object, every agent request connected to Redis anew (config/cache.py).
+    from django.core.cache import caches
+
+    def cache_and_pool():
+        cache = caches["default"]
+        return cache, cache._cache._get_connection_pool(write=True)
+
+    (first_cache, first_pool), (second_cache, second_pool) = (
+        contextvars.Context().run(cache_and_pool) for _ in range(2)
+    )
+    assert first_cache is not second_cache
+    assert first_pool is second_pool

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Q
-
 from approvals import notifications, outbox
 from approvals.audit import Actor, record_event
 from approvals.events import ActionEvent
@@ -62,12 +60,3 @@ def publish(action: ActionRequest, *, approvals: int | None = None) -> None:
 
         # A snapshot: the agent learns each status in order, even if the action moved on before delivery.
         outbox.enqueue(OutboxMessage.Kind.WEBHOOK, payload={"action": present_action(action)}, action_id=action.id)
-
-
-def approvals_by_action(ids) -> dict:
-    rows = (
-        Review.objects.filter(action_id__in=list(ids))
-        .values("action_id")
-        .annotate(n=Count("id", filter=Q(verdict=Review.Verdict.APPROVE)))
-    )
-    return {row["action_id"]: row["n"] for row in rows}

@@ -266,6 +266,8 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "countersign",
+            # Not one pool per request (config/cache.py).
+            "OPTIONS": {"pool_class": "config.cache.ProcessConnectionPool"},
         }
     }
 else:

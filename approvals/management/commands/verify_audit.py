@@ -26,19 +26,19 @@ class Command(BaseCommand):
         checkpoints = self._load(from_checkpoint) if from_checkpoint else []
         result = verify_log(watch={int(c["seq"]) for c in checkpoints})
         elapsed = time.perf_counter() - started
-        checked, broken, head_seq = result.checked, result.broken, result.head_seq
+        checked, broken = result.checked, result.broken
         if broken:
             raise CommandError(
                 f"audit chain broken at event #{broken.seq}: {broken.reason} ({checked} events verified before it)"
             )
         for checkpoint in sorted(checkpoints, key=lambda c: int(c["seq"])):
-            self._check_reaches(checkpoint, head_seq, result.hashes)
+            self._check_reaches(checkpoint, checked, result.hashes)
         self.stdout.write(f"audit chain intact: {checked} events verified in {elapsed:.2f}s")
         if checkpoints:
             newest = max(checkpoints, key=lambda c: int(c["seq"]))
             self.stdout.write(
                 f"checkpoints: {len(checkpoints)} valid; the chain reaches #{newest['seq']} "
-                f"(signed {newest['at']}) unchanged and continues to #{head_seq}"
+                f"(signed {newest['at']}) unchanged and continues to #{checked}"
             )
 
     def _load(self, path: str) -> list[dict]:

@@ -1,0 +1,69 @@
+"""The outbox's lease (approvals/outbox.py): a message goes to whoever claims it, when it is due, once."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from approvals import outbox
+from approvals.models import OutboxMessage
+
+
+def push_message(**fields) -> OutboxMessage:
+    event = {"action_id": "0" * 32, "status": "pending", "approvals": 0, "required_approvals": 1}
+    return OutboxMessage.objects.create(
+        kind=OutboxMessage.Kind.PUSH, payload={**event, "reviewer_group_id": None}, **fields
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"next_attempt_at_in": 60}, id="not yet due (backing off)"),
+        pytest.param({"claimed_until_in": 30}, id="held by another deliverer"),
+        pytest.param({"delivered_at_in": -5}, id="already delivered"),
+    ],
+)
+def test_a_message_that_is_not_free_is_left_alone(fields):
+    now = timezone.now()
+    message = push_message(**{name[: -len("_in")]: now + timedelta(seconds=s) for name, s in fields.items()})
+    before = OutboxMessage.objects.filter(id=message.id).values().get()
+    assert outbox.deliver(message.id) is False
+    assert OutboxMessage.objects.filter(id=message.id).values().get() == before
+
+
+@pytest.mark.django_db
+def test_a_lease_that_ran_out_is_taken_over_and_the_message_marked_delivered():
+    message = push_message(claimed_until=timezone.now() - timedelta(seconds=1), attempts=2, last_error="boom")
+    assert outbox.deliver(message.id) is True
+    message.refresh_from_db()
+    assert (message.attempts, message.claimed_until, message.last_error) == (3, None, "")
+    assert message.delivered_at is not None
+    assert outbox.deliver(message.id) is False  # once
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_deliverers_at_once_deliver_it_once():
+    message = push_message()
+    barrier = threading.Barrier(2)
+    results: list[bool] = []
+
+    def deliver() -> None:
+        try:
+            barrier.wait(timeout=10)
+            results.append(outbox.deliver(message.id))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(results) == [False, True]
+    assert OutboxMessage.objects.get(id=message.id).attempts == 1
