@@ -21,6 +21,9 @@ class Agent(models.Model):
     description = models.TextField(blank=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_agents")
     is_active = models.BooleanField(default=True)
+    # Frozen by staff (the kill switch): keys suspended, pending actions cancelled, executions stopped.
+    frozen_at = models.DateTimeField(null=True, blank=True)
+    frozen_reason = models.CharField(max_length=500, blank=True)
     webhook_secret = models.CharField(max_length=64, default=_webhook_secret, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 

@@ -4,7 +4,7 @@ from approvals.models.credential import Credential
 from approvals.models.grant import ExecutionGrant
 from approvals.models.notification import Notification
 from approvals.models.outbox import OutboxMessage
-from approvals.models.policy import PolicyRule, PolicyVersion
+from approvals.models.policy import ExecutionSwitch, PolicyRule, PolicyVersion
 from approvals.models.slack import SlackIdentity
 from approvals.models.token import ReviewerToken
 from approvals.models.webhook import WebhookDelivery
@@ -15,6 +15,7 @@ __all__ = [
     "AuditEvent",
     "Credential",
     "ExecutionGrant",
+    "ExecutionSwitch",
     "Notification",
     "OutboxMessage",
     "PolicyRule",

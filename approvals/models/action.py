@@ -71,6 +71,10 @@ class ActionRequest(models.Model):
     summary = models.CharField(max_length=280)
     context = models.JSONField(default=dict, blank=True)
     on_behalf_of = models.CharField(max_length=254, blank=True)
+    # The person on_behalf_of names, resolved when proposed (approvals.people); None when it named nobody known.
+    on_behalf_of_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     # NULL, not "", so the unique constraint ignores proposals without a key.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     request_digest = models.CharField(max_length=64)
@@ -78,6 +82,10 @@ class ActionRequest(models.Model):
 
     status = models.CharField(max_length=16, choices=ActionStatus.choices, default=ActionStatus.PENDING)
     risk = models.CharField(max_length=16, choices=Risk.choices)
+    # At the access floor: the type changes access or its credential does (two humans, separation of duties).
+    modifies_access = models.BooleanField(default=False)
+    # The policy requires the web page (diff, log-in) to decide: Slack shows a link instead of buttons.
+    web_decision_only = models.BooleanField(default=False)
     required_approvals = models.PositiveSmallIntegerField(default=1)
     reviewer_group = models.ForeignKey(Group, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     policy_rule = models.CharField(max_length=100)

@@ -11,6 +11,14 @@ HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 SLACK_CHANNEL_ID_RE = re.compile(r"[CGD][A-Z0-9]{6,20}")
 SLACK_CHANNEL_RE = re.compile(r"#[\w-]{1,80}|" + SLACK_CHANNEL_ID_RE.pattern)
 
+# What an executor's result may show the agent (and reviewers): never the request headers Countersign sent.
+RESULT_PARTS = ("status", "headers", "body")
+RISKS = ("low", "medium", "high", "critical")
+
+
+def default_result_visibility() -> list[str]:
+    return ["status", "body"]
+
 
 class Credential(models.Model):
     """A target-system secret, encrypted at rest; only executors see it, narrowed.
@@ -32,6 +40,29 @@ class Credential(models.Model):
     kind = models.CharField(max_length=32, choices=Kind.choices)
     secret_encrypted = models.BinaryField(editable=False)
     scope = models.JSONField(default=dict, blank=True)
+    # Risk follows the credential, not only the action type: an identity provider or an admin API changes
+    # access whatever the action type says (approvals.policies applies the access floor).
+    access_control = models.BooleanField(
+        default=False,
+        help_text="Using this credential changes who has access: every action that uses it gets the access floor "
+        "(two different humans, never auto-approved, never the agent's owner or the person it acts for).",
+    )
+    min_risk = models.CharField(
+        max_length=16,
+        blank=True,
+        choices=[(r, r) for r in RISKS],
+        help_text="Every action that uses this credential is at least this risk.",
+    )
+    allow_preview_reads = models.BooleanField(
+        default=False,
+        help_text="Countersign may read the live target with this credential to compute a diff before anyone "
+        "decides (within the same capability and path constraints).",
+    )
+    result_visibility = models.JSONField(
+        default=default_result_visibility,
+        blank=True,
+        help_text='What results may show the agent and reviewers: any of "status", "headers", "body".',
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -46,6 +77,9 @@ class Credential(models.Model):
         return f"<Credential {self.name} kind={self.kind}>"
 
     def clean(self) -> None:
+        visibility = self.result_visibility
+        if not isinstance(visibility, list) or not all(part in RESULT_PARTS for part in visibility):
+            raise ValidationError({"result_visibility": f"A list of {', '.join(RESULT_PARTS)}."})
         scope = self.scope if isinstance(self.scope, dict) else None
         if scope is None:
             raise ValidationError({"scope": "The scope is a JSON object."})

@@ -35,6 +35,12 @@ class PolicyRule(models.Model):
     reminder_after_seconds = models.PositiveIntegerField(null=True, blank=True)
     escalate_to = models.JSONField(default=list, blank=True)
     reason = models.CharField(max_length=500, blank=True, help_text="For deny: returned to the agent.")
+    web_decision_only = models.BooleanField(
+        default=False, help_text="High and critical actions are decided on the web page only; Slack links to it."
+    )
+    require_known_requester = models.BooleanField(
+        default=False, help_text="Refuse proposals whose on_behalf_of names nobody known (always so at the floor)."
+    )
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -67,3 +73,18 @@ class PolicyVersion(models.Model):
 
     def __str__(self) -> str:
         return f"policy v{self.number}"
+
+
+class ExecutionSwitch(models.Model):
+    """The one row (pk=1) holding the global "pause executions" switch.
+
+    While paused, approvals are still recorded but no new execution starts; resuming dispatches what waited.
+    """
+
+    paused = models.BooleanField(default=False)
+    reason = models.CharField(max_length=500, blank=True)
+    changed_by = models.CharField(max_length=150, blank=True)
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return "executions paused" if self.paused else "executions running"
