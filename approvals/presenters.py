@@ -1,4 +1,4 @@
-"""The action as the API returns it (../shared/API.md)."""
+"""The action as the API returns it (docs/API.md)."""
 
 from __future__ import annotations
 

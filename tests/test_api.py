@@ -1,4 +1,4 @@
-"""The agent API contract of ../shared/API.md, and every way to get it wrong."""
+"""The agent API contract of docs/API.md, and every way to get it wrong."""
 
 from __future__ import annotations
 
