@@ -1,4 +1,9 @@
-"""Staff manage agents, their keys and capabilities here; every change goes through agents.services (audited)."""
+"""Staff manage agents, their keys and capabilities here; every change goes through audited services.
+
+What reduces an agent's reach (disable, revoke a key, revoke or narrow a capability, freeze) goes through
+approvals.services.containment, which also cancels the actions that lost their ground; the rest through
+agents.services.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,27 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
+from django.urls import path
 
 from agents.capabilities import validate_constraints
 from agents.models import Agent, AgentKey, Capability
-from agents.services import (
-    create_agent,
+from agents.services import create_agent, set_key_expiry
+from approvals.action_types import registry
+from approvals.audit import Actor
+from approvals.errors import ServiceError
+from approvals.services import containment
+from approvals.services.containment import (
     grant_capability,
+    revoke_all_keys,
     revoke_capability,
     revoke_key,
     rotate_key,
-    set_key_expiry,
     update_agent,
 )
-from approvals.action_types import registry
-from approvals.audit import Actor
 
 
 def admin_actor(request) -> Actor:
@@ -81,14 +92,68 @@ class AgentKeyInline(admin.TabularInline):
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "is_active", "capability_list", "last_used", "created_at")
+    list_display = ("name", "owner", "is_active", "frozen", "capability_list", "last_used", "created_at")
     list_filter = ("is_active",)
     search_fields = ("name", "description", "owner__username")
     inlines = [CapabilityInline, AgentKeyInline]
-    actions = ["rotate_keys", "revoke_all_keys"]
+    actions = ["rotate_keys", "revoke_all_keys", "freeze_agents", "unfreeze_agents"]
+    change_form_template = "admin/agents/agent/change_form.html"
 
     def get_readonly_fields(self, request, obj=None):
-        return ("name",) if obj else ()
+        return ("name", "frozen_at", "frozen_reason") if obj else ("frozen_at", "frozen_reason")
+
+    @admin.display(description="frozen", boolean=True)
+    def frozen(self, obj):
+        return obj.frozen_at is not None
+
+    def get_urls(self):
+        freeze = path(
+            "<path:object_id>/freeze/", self.admin_site.admin_view(self.freeze_view), name="agents_agent_freeze"
+        )
+        return [freeze, *super().get_urls()]
+
+    def freeze_view(self, request, object_id):
+        """The change page's Freeze / Unfreeze button: one agent, a reason, one step."""
+        agent = get_object_or_404(Agent, pk=object_id)
+        if not self.has_change_permission(request, agent):
+            raise PermissionDenied
+        if request.method == "POST":
+            if request.POST.get("unfreeze") and agent.frozen_at is not None:
+                containment.unfreeze_agent(agent, admin_actor(request))
+                self.message_user(request, f"{agent.name} is unfrozen: its keys work again.", messages.SUCCESS)
+                return redirect("admin:agents_agent_change", agent.pk)
+            done = self._freeze(request, [agent], request.POST.get("reason", ""))
+            if done:
+                return redirect("admin:agents_agent_change", agent.pk)
+        return self._freeze_page(request, [agent])
+
+    def _freeze(self, request, agents, reason: str) -> bool:
+        try:
+            for agent in agents:
+                done = containment.freeze_agent(agent, reason, admin_actor(request))
+                self.message_user(
+                    request,
+                    f"{agent.name} is frozen: keys suspended, {done['cancelled']} pending action(s) cancelled, "
+                    f"{done['stopped']} execution(s) stopped.",
+                    messages.SUCCESS,
+                )
+        except ServiceError as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
+            return False
+        return True
+
+    def _freeze_page(self, request, agents) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            "admin/agents/freeze.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Freeze " + ", ".join(a.name for a in agents),
+                "agents": agents,
+                "opts": self.model._meta,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
 
     @admin.display(description="capabilities")
     def capability_list(self, obj):
@@ -162,13 +227,22 @@ class AgentAdmin(admin.ModelAdmin):
         _, raw = rotate_key(agent=agent, actor=admin_actor(request))
         return key_issued_response(request, agent, raw)
 
-    @admin.action(description="Revoke all keys")
+    @admin.action(description="Revoke all keys (pending actions are cancelled)")
     def revoke_all_keys(self, request, queryset):
-        count = 0
-        for key in AgentKey.objects.filter(agent__in=queryset, revoked_at__isnull=True):
-            revoke_key(key=key, actor=admin_actor(request))
-            count += 1
+        count = sum(revoke_all_keys(agent=agent, actor=admin_actor(request)) for agent in queryset)
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+
+    @admin.action(description="Freeze (suspend keys, cancel pending actions, stop executions)")
+    def freeze_agents(self, request, queryset):
+        agents = list(queryset)
+        if request.POST.get("apply") and self._freeze(request, agents, request.POST.get("reason", "")):
+            return None
+        return self._freeze_page(request, agents)
+
+    @admin.action(description="Unfreeze")
+    def unfreeze_agents(self, request, queryset):
+        count = sum(containment.unfreeze_agent(agent, admin_actor(request)) for agent in queryset)
+        self.message_user(request, f"Unfroze {count} agent(s).", messages.SUCCESS)
 
 
 class AgentKeyForm(forms.ModelForm):

@@ -20,13 +20,35 @@ def authenticate_agent_key(raw: str) -> AgentKey | None:
     if parsed is None:
         return None
     key = AgentKey.objects.select_related("agent", "agent__owner").filter(public_id=parsed.public_id).first()
-    if key is None or not secret_matches(parsed.secret, key.secret_hash) or not key.is_usable():
+    if key is None or not secret_matches(parsed.secret, key.secret_hash):
+        return None
+    refusal = key.refusal()
+    if refusal is not None:
+        # The real key of a frozen, disabled or revoked identity: worth knowing it is still in use somewhere.
+        _record_refused_key(key, refusal)
         return None
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         AgentKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
     return key
+
+
+def _record_refused_key(key: AgentKey, refusal: str) -> None:
+    from approvals.audit import Actor, record_refusal
+
+    agent = key.agent
+    reason = f"{refusal}: {agent.frozen_reason}" if refusal == "agent frozen" and agent.frozen_reason else refusal
+    record_refusal(
+        actor=Actor.agent(agent),
+        verb="access.refused",
+        kind=refusal,
+        reason=reason,
+        object_type="agent_key",
+        object_id=key.prefix,
+        agent_name=agent.name,
+        data={"key": key.prefix},
+    )
 
 
 class AgentKeyAuthentication(authentication.BaseAuthentication):

@@ -42,7 +42,8 @@ class Agent(models.Model):
 class AgentKeyQuerySet(models.QuerySet):
     def usable(self) -> AgentKeyQuerySet:
         now = timezone.now()
-        return self.filter(revoked_at__isnull=True, agent__is_active=True).filter(
+        # A frozen agent's keys are suspended, not revoked: unfreezing gives them back.
+        return self.filter(revoked_at__isnull=True, agent__is_active=True, agent__frozen_at__isnull=True).filter(
             models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
         )
 
@@ -71,10 +72,20 @@ class AgentKey(models.Model):
         return f"cs_{self.public_id}_"
 
     def is_usable(self, at=None) -> bool:
+        return self.refusal(at) is None
+
+    def refusal(self, at=None) -> str | None:
+        """Why this key does not authenticate now, or None when it does."""
         at = at or timezone.now()
-        if self.revoked_at is not None or not self.agent.is_active:
-            return False
-        return self.expires_at is None or self.expires_at > at
+        if self.revoked_at is not None:
+            return "key revoked"
+        if not self.agent.is_active:
+            return "agent disabled"
+        if self.agent.frozen_at is not None:
+            return "agent frozen"
+        if self.expires_at is not None and self.expires_at <= at:
+            return "key expired"
+        return None
 
 
 class Capability(models.Model):

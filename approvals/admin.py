@@ -1,12 +1,15 @@
 from django import forms
 from django.contrib import admin
+from django.shortcuts import redirect
 
 from approvals.audit import Actor
-from approvals.credentials import create_credential, set_secret, update_scope
+from approvals.credentials import SETTINGS as CREDENTIAL_SETTINGS
+from approvals.credentials import create_credential, set_secret, update_scope, update_settings
 from approvals.models import (
     ActionRequest,
     AuditEvent,
     Credential,
+    ExecutionSwitch,
     OutboxMessage,
     PolicyRule,
     PolicyVersion,
@@ -14,8 +17,10 @@ from approvals.models import (
     SlackIdentity,
     WebhookDelivery,
 )
+from approvals.models.credential import RESULT_PARTS, default_result_visibility
 from approvals.policies import PolicyError
 from approvals.policy_store import FIELDS, delete_rule, rule_from_row, save_rule
+from approvals.services import containment
 from approvals.slack_users import link as link_slack_user
 from approvals.slack_users import unlink as unlink_slack_user
 
@@ -71,10 +76,18 @@ class CredentialForm(forms.ModelForm):
         help_text="Write-only. Leave empty to keep the stored secret.",
     )
     scope = forms.JSONField(help_text='For HTTP kinds: {"base_url": "https://…", "methods": ["GET"]}.')
+    result_visibility = forms.MultipleChoiceField(
+        choices=[(part, part) for part in RESULT_PARTS],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        initial=default_result_visibility,
+        label="Results show",
+        help_text="What results may show the agent and reviewers (the request headers Countersign sent never show).",
+    )
 
     class Meta:
         model = Credential
-        fields = ("name", "kind", "scope")
+        fields = ("name", "kind", "scope", "access_control", "min_risk", "allow_preview_reads", "result_visibility")
 
     def clean(self):
         data = super().clean()
@@ -86,7 +99,11 @@ class CredentialForm(forms.ModelForm):
 @admin.register(Credential)
 class CredentialAdmin(admin.ModelAdmin):
     form = CredentialForm
-    list_display = ("name", "kind", "scope", "stored_secret", "updated_at")
+    list_display = (
+        *("name", "kind", "scope", "stored_secret"),
+        *("access_control", "min_risk", "allow_preview_reads", "result_visibility", "updated_at"),
+    )
+    list_filter = ("kind", "access_control", "allow_preview_reads")
     readonly_fields = ("stored_secret", "created_at", "updated_at")
 
     def get_readonly_fields(self, request, obj=None):
@@ -94,7 +111,8 @@ class CredentialAdmin(admin.ModelAdmin):
         return (*self.readonly_fields, "name", "kind") if obj else self.readonly_fields
 
     def get_fields(self, request, obj=None):
-        editable = ("scope", "secret") if obj else ("name", "kind", "scope", "secret")
+        editable = ("scope", "secret", *CREDENTIAL_SETTINGS)
+        editable = editable if obj else ("name", "kind", *editable)
         return (*editable, "stored_secret", "created_at", "updated_at") if obj else editable
 
     @admin.display(description="secret")
@@ -109,13 +127,21 @@ class CredentialAdmin(admin.ModelAdmin):
         secret = form.cleaned_data.get("secret") or ""
         if not change:
             created = create_credential(
-                name=obj.name, kind=obj.kind, secret=secret, scope=form.cleaned_data["scope"], actor=actor
+                name=obj.name,
+                kind=obj.kind,
+                secret=secret,
+                scope=form.cleaned_data["scope"],
+                actor=actor,
+                **{field: form.cleaned_data[field] for field in CREDENTIAL_SETTINGS},
             )
             obj.pk = created.pk
             obj._state.adding = False
             return
         if "scope" in form.changed_data:
             update_scope(credential=obj, scope=form.cleaned_data["scope"], actor=actor)
+        changed = {f: form.cleaned_data[f] for f in CREDENTIAL_SETTINGS if f in form.changed_data}
+        if changed:
+            update_settings(credential=obj, actor=actor, **changed)
         if secret:
             set_secret(credential=obj, secret=secret, actor=actor)
 
@@ -198,3 +224,47 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_filter = ("event", "status_code")
     search_fields = ("url", "error")
     list_select_related = ("action",)
+
+
+class ExecutionSwitchForm(forms.ModelForm):
+    class Meta:
+        model = ExecutionSwitch
+        fields = ("paused", "reason")
+        help_texts = {
+            "paused": "While paused, approvals are still recorded but no execution starts; resuming dispatches what "
+            "waited, each at most once.",
+            "reason": "Required to pause: audited and shown to every reviewer.",
+        }
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("paused") and not (cleaned.get("reason") or "").strip():
+            self.add_error("reason", "Say why executions are paused.")
+        return cleaned
+
+
+@admin.register(ExecutionSwitch)
+class ExecutionSwitchAdmin(admin.ModelAdmin):
+    """The one switch (pk=1): pausing and resuming go through approvals.services.containment (audited)."""
+
+    form = ExecutionSwitchForm
+    list_display = ("__str__", "reason", "changed_by", "changed_at")
+    readonly_fields = ("changed_by", "changed_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        ExecutionSwitch.objects.get_or_create(pk=1)
+        return redirect("admin:approvals_executionswitch_change", 1)
+
+    def save_model(self, request, obj, form, change):
+        actor = Actor.user(request.user, "admin")
+        if obj.paused:
+            containment.pause_executions(obj.reason, actor)
+        else:
+            containment.resume_executions(actor)
+        obj.refresh_from_db()

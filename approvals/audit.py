@@ -186,6 +186,122 @@ def _lock_and_read_head() -> tuple[int, str, datetime] | None:
     return seq, head_hash, _EPOCH + timedelta(microseconds=at_us)
 
 
+# --- refusals ----------------------------------------------------------------------------------------
+
+REFUSALS_COUNTED = "refusals.counted"
+
+
+def _refusal_minute() -> datetime:
+    """The minute a refusal is counted in (a function, so tests can hold the clock at one minute)."""
+    return timezone.now().replace(second=0, microsecond=0)
+
+
+def refusal_key(actor: Actor, verb: str, kind: str) -> str:
+    return hashlib.sha256(canonical_json([verb, actor.type, actor.name, actor.via, kind]).encode()).hexdigest()
+
+
+def record_refusal(
+    *,
+    actor: Actor,
+    verb: str,
+    reason: str,
+    kind: str = "",
+    object_type: str = "",
+    object_id: str = "",
+    action_id=None,
+    agent_name: str = "",
+    data: dict[str, Any] | None = None,
+) -> bool:
+    """Record a refused attempt: the first of its kind by this actor in a minute is an event, later ones a count.
+
+    ``kind`` groups refusals (default: the reason); the event says who (``actor``), what (``action_id`` or
+    ``object_type``/``object_id``) and why (``data.reason``). Further refusals of the same kind by the same
+    actor in that minute only raise a counter (``RefusalTally``), written once the minute is over as one
+    ``refusals.counted`` event (``report_refusal_counts``, from beat and from the next refusal of the kind),
+    so a flood of attempts costs one row update each and cannot fill the log.
+
+    Call it where the refusal is final and outside any transaction that rolls back because of it (the
+    refused change's own ``atomic`` block): it commits on its own. Returns True when an event was written.
+    """
+    from django.db import IntegrityError
+    from django.db.models import F
+
+    from approvals.models import RefusalTally
+
+    kind = (kind or reason)[:200]
+    minute = _refusal_minute()
+    key = refusal_key(actor, verb, kind)
+    with transaction.atomic():
+        if RefusalTally.objects.filter(key=key, minute=minute).update(count=F("count") + 1):
+            return False
+        try:
+            with transaction.atomic():
+                RefusalTally.objects.create(
+                    key=key,
+                    minute=minute,
+                    verb=verb,
+                    actor_type=actor.type,
+                    actor=actor.name[:150],
+                    via=actor.via,
+                    kind=kind,
+                    agent_name=agent_name,
+                )
+        except IntegrityError:  # another process wrote this minute's first one meanwhile
+            RefusalTally.objects.filter(key=key, minute=minute).update(count=F("count") + 1)
+            return False
+        # Earlier minutes' counts of this kind first, so the log reads in order.
+        _report_counts(RefusalTally.objects.filter(key=key, minute__lt=minute))
+        record_event(
+            actor=actor,
+            verb=verb,
+            object_type=object_type or "refusal",
+            object_id=object_id or kind[:64],
+            action_id=action_id,
+            agent_name=agent_name,
+            data={"reason": reason, **(data or {})},
+        )
+    return True
+
+
+def report_refusal_counts(*, now: datetime | None = None) -> int:
+    """Write ``refusals.counted`` for every minute that is over and counted more than its first refusal.
+
+    Returns the number of counts written. Run by beat every minute; safe beside another run (rows are
+    claimed with SKIP LOCKED and deleted once reported).
+    """
+    from approvals.models import RefusalTally
+
+    minute = (now or timezone.now()).replace(second=0, microsecond=0)
+    with transaction.atomic():
+        return _report_counts(RefusalTally.objects.filter(minute__lt=minute))
+
+
+def _report_counts(tallies) -> int:
+    written = 0
+    rows = list(tallies.select_for_update(skip_locked=True).order_by("minute", "id")[:1000])
+    for tally in rows:
+        if tally.count > 1:
+            record_event(
+                actor=Actor(tally.actor_type, tally.actor, tally.via),
+                verb=REFUSALS_COUNTED,
+                object_type="refusal",
+                object_id=tally.verb,
+                agent_name=tally.agent_name,
+                data={
+                    "verb": tally.verb,
+                    "kind": tally.kind,
+                    "minute": tally.minute.isoformat(),
+                    "refusals": tally.count,
+                    # The first was written as its own event; these were only counted.
+                    "counted": tally.count - 1,
+                },
+            )
+            written += 1
+    if rows:
+        type(rows[0]).objects.filter(pk__in=[t.pk for t in rows]).delete()
+    return written
+
+
 # --- verifying -------------------------------------------------------------------------------------
 
 # Why a chain breaks, one wording each, whichever verifier finds it.

@@ -6,7 +6,9 @@ log-in answers 500 and its session is never saved (SessionMiddleware does not
 save on a 5xx), so nobody is signed in without a record of it.
 
 A failed log-in records the username that was tried and where from, never
-the password: only the username field is read from the credentials.
+the password: only the username field is read from the credentials. Failures
+are counted per username, address and minute (``record_refusal``): the first
+is an event, the rest one ``refusals.counted`` event.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.db import transaction
 from django.dispatch import receiver
 
-from approvals.audit import Actor, record_event
+from approvals.audit import Actor, record_event, record_refusal
 
 MAX_USER_AGENT = 200
 
@@ -65,12 +67,15 @@ def audit_logged_out(sender, request, user, **kwargs) -> None:
 def audit_login_failed(sender, credentials, request=None, **kwargs) -> None:
     username_field = get_user_model().USERNAME_FIELD
     attempted = str(credentials.get(username_field) or credentials.get("username") or "")[:150]
-    with transaction.atomic():
-        record_event(
-            # Nobody is authenticated: the actor is unknown; the account tried is the object.
-            actor=Actor("anonymous", "anonymous", _via(request)),
-            verb="user.login_failed",
-            object_type="user",
-            object_id=attempted[:64],
-            data={"username": attempted, **_origin(request)},
-        )
+    origin = _origin(request)
+    # Counted per username, address and minute: someone guessing cannot fill the log (record_refusal).
+    record_refusal(
+        # Nobody is authenticated: the actor is unknown; the account tried is the object.
+        actor=Actor("anonymous", "anonymous", _via(request)),
+        verb="user.login_failed",
+        kind=f"{attempted}@{origin['remote_addr']}",
+        reason="wrong username or password",
+        object_type="user",
+        object_id=attempted[:64],
+        data={"username": attempted, **origin},
+    )

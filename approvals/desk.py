@@ -31,14 +31,15 @@ from django.core.exceptions import EmptyResultSet
 from django.db import OperationalError, connection, transaction
 from django.db.models import Count, F, Q, QuerySet, Value
 
-from agents.capabilities import constraint_violation
-from agents.models import Agent, Capability
+from agents.models import Agent
 from approvals import selectors
 from approvals.action_types import registry
-from approvals.errors import InvalidInput
+from approvals.errors import ServiceError
 from approvals.models import ActionRequest, ActionStatus, Review
 from approvals.models.action import RISK_ORDER, RISK_RANK, Risk
-from approvals.services.proposals import validate_params
+from approvals.permissions import counted_approvals
+from approvals.services.reviews import check_edit
+from approvals.validation import BadJSON, load_json, unstorable_text
 
 PAGE_SIZE = 50
 COUNT_CAP = 999
@@ -108,10 +109,10 @@ class QueueFilters:
         return cls(
             status=status if status in (*STATUS_CHOICES, ALL) else ActionStatus.PENDING,
             risks=tuple(r for r in (x.value for x in Risk) if r in raw_risks),
-            agent=str(query.get("agent") or "").strip()[:64],
-            action_type=str(query.get("action_type") or "").strip()[:100],
-            on_behalf_of=str(query.get("on_behalf_of") or "").strip()[:254],
-            q=" ".join(str(query.get("q") or "").split())[:MAX_QUERY],
+            agent=_text(query, "agent").strip()[:64],
+            action_type=_text(query, "action_type").strip()[:100],
+            on_behalf_of=_text(query, "on_behalf_of").strip()[:254],
+            q=" ".join(_text(query, "q").split())[:MAX_QUERY],
             sort=sort if sort in SORTS else DEFAULT_SORT,
         )
 
@@ -164,6 +165,12 @@ class QueueFilters:
         return qs
 
 
+def _text(query: Mapping[str, Any], name: str) -> str:
+    """A free-text filter; one the database cannot hold (a NUL, a lone surrogate) is dropped like an unknown value."""
+    value = str(query.get(name) or "")
+    return "" if unstorable_text(value) else value
+
+
 def _agent_id(name: str) -> uuid.UUID | None:
     if not name:
         return None
@@ -206,7 +213,7 @@ def encode_cursor(sort: str, row: ActionRequest) -> str:
 def decode_cursor(sort: str, token: str) -> list[Any]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
+        data = load_json(raw)  # strict: a cursor nested 2,000 deep is a bad cursor, not a RecursionError
         keys = SORTS[sort][1]
         if not isinstance(data, list) or len(data) != len(keys) + 1 or data[0] != sort:
             raise ValueError("shape")
@@ -288,6 +295,7 @@ ROW_FIELDS = (
     "action_type",
     "summary",
     "on_behalf_of",
+    "on_behalf_of_user",  # the id only: the row says resolved or not
     "status",
     "risk",
     "required_approvals",
@@ -313,7 +321,8 @@ def approval_counts(action_ids) -> dict[uuid.UUID, int]:
     if not action_ids:
         return {}
     counted = (
-        Review.objects.filter(action_id__in=list(action_ids), verdict=Review.Verdict.APPROVE)
+        Review.objects.filter(action_id__in=list(action_ids))
+        .filter(counted_approvals())
         .order_by()
         .values_list("action_id")
         .annotate(n=Count("id"))
@@ -567,23 +576,27 @@ class ParamsCheck:
     ok: bool
     changed: bool
     errors: dict[str, list[str]] = field(default_factory=dict)
+    # The policy on the edited action (approvals.services.evaluation): rule, approvals, group, and a sentence
+    # for the reviewer, including whether their own approval would count under it. Empty when unchanged.
+    policy: dict[str, Any] = field(default_factory=dict)
 
 
 MAX_PARAMS_TEXT = 256 * 1024
 
 
-def check_edited_params(action: ActionRequest, raw: str) -> ParamsCheck:
+def check_edited_params(action: ActionRequest, raw: str, reviewer=None) -> ParamsCheck:
     """The checks ``approve_action`` runs on edited parameters (schema, credential, the type's own checks,
-    the agent's capability), without approving. Empty text means "no edits"."""
+    the agent's capability, the policy re-evaluated), without approving: the same service function
+    (``services.reviews.check_edit``). Empty text means "no edits"."""
     text = (raw or "").strip()
     if not text:
         return ParamsCheck(ok=True, changed=False)
     if len(text) > MAX_PARAMS_TEXT:
         return ParamsCheck(ok=False, changed=True, errors={"params": ["The parameters are larger than 256 KiB."]})
     try:
-        params = json.loads(text)
-    except ValueError as exc:
-        return ParamsCheck(ok=False, changed=True, errors={"params": [f"Not valid JSON: {exc}"]})
+        params = load_json(text)
+    except BadJSON as exc:
+        return ParamsCheck(ok=False, changed=True, errors={"params": [str(exc)]})
     if not isinstance(params, dict):
         return ParamsCheck(ok=False, changed=True, errors={"params": ["The parameters must be a JSON object."]})
     if params == action.effective_params:
@@ -592,20 +605,27 @@ def check_edited_params(action: ActionRequest, raw: str) -> ParamsCheck:
     if action_type is None:
         return ParamsCheck(ok=False, changed=True, errors={"params": ["This action type is no longer installed."]})
     try:
-        validate_params(action_type, params)
-    except InvalidInput as exc:
-        return ParamsCheck(ok=False, changed=True, errors=exc.errors or {"params": [exc.detail]})
-    capability = Capability.objects.filter(agent_id=action.agent_id, action_type=action.action_type).first()
-    violation = capability and constraint_violation(action.agent.name, capability, params)
-    if violation:
-        return ParamsCheck(ok=False, changed=True, errors={"params": [f"Outside the agent's capability: {violation}"]})
-    if any(r.verdict == Review.Verdict.APPROVE for r in action.reviews.all()):
-        return ParamsCheck(
-            ok=False,
-            changed=True,
-            errors={"params": ["Others already approved these parameters; approve them as they are, or reject."]},
-        )
-    return ParamsCheck(ok=True, changed=True)
+        outcome = check_edit(action, action_type, params)
+    except ServiceError as exc:
+        policy = exc.extra.get("policy", {})
+        return ParamsCheck(ok=False, changed=True, errors=exc.errors or {"params": [exc.detail]}, policy=policy)
+    return ParamsCheck(ok=True, changed=True, policy=_edit_policy(action, outcome, reviewer))
+
+
+def _edit_policy(action: ActionRequest, outcome, reviewer) -> dict[str, Any]:
+    """What the edited action will need, in words, and whether ``reviewer``'s own approval would count."""
+    policy = outcome.as_dict()
+    counts = True
+    if reviewer is not None:
+        owner_or_requester = reviewer.pk in (action.agent.owner_id, action.on_behalf_of_user_id)
+        separation = outcome.modifies_access or RISK_ORDER.get(Risk(outcome.risk), 0) >= RISK_ORDER[Risk.HIGH]
+        in_group = reviewer.groups.filter(name=outcome.reviewer_group).exists()
+        counts = in_group and not (separation and owner_or_requester)
+    n = outcome.required_approvals
+    message = f"Rule `{outcome.rule}` applies: {n} approval{'s' if n != 1 else ''} from {outcome.reviewer_group}."
+    if not counts:
+        message += " Your approval would be recorded but would not count under it."
+    return {**policy, "your_approval_counts": counts, "message": message}
 
 
 # --- deciding and following through ---------------------------------------------------------------

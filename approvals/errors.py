@@ -42,3 +42,14 @@ class IdempotencyConflict(Conflict):
 
 class TargetChanged(Conflict):
     title, slug = "The target changed since you reviewed it", "target-changed"
+
+
+class EditRefused(NotAllowed):
+    """The policy refuses the action as edited (a deny rule, or a floor it cannot meet).
+
+    approvals.services.reviews has already audited it (``action.edit_refused``), outside the rolled-back
+    transaction; ``audited`` tells a wrapper that audits refusals not to write it twice.
+    """
+
+    title, slug = "The policy refuses this edit", "edit-refused"
+    audited = True

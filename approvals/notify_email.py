@@ -1,8 +1,10 @@
 """Email notifications: "approval needed" when an action starts waiting, and reminders.
 
 Plain text through Django's email backend. Agent-supplied text goes only into
-the body and a sanitised subject (no header injection). Decisions are not
-mailed: the person who decided knows, and the agent learns through its API.
+the body and a sanitised subject (no header injection), with invisible
+characters and look-alike letters marked as on the pages (approvals/display.py)
+and a warning when there are any. Decisions are not mailed: the person who
+decided knows, and the agent learns through its API.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals.audit import Actor, record_event
+from approvals.display import action_findings, mark_invisible
 from approvals.models import ActionRequest, ActionStatus, Notification
 from approvals.notifications import REMINDER, STATUS
 
@@ -22,20 +25,34 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 
 
 def _subject(prefix: str, action: ActionRequest) -> str:
-    return f"{prefix}: {_CONTROL.sub(' ', action.summary)}"[:200]
+    # Marked first (a control character becomes ⟨U+…⟩), then what is left of line breaks folded.
+    return f"{prefix}: {_CONTROL.sub(' ', mark_invisible(action.summary))}"[:200]
 
 
 def _body(action: ActionRequest, lead: str) -> str:
     link = f"{settings.COUNTERSIGN_BASE_URL}/actions/{action.id}"
+    shown = mark_invisible
+    findings = action_findings(action)
+    warning = (
+        [
+            "Warning: this proposal contains characters you could not see or could misread. They are shown",
+            "marked, like ⟨U+202E⟩; what runs is exactly what the agent sent.",
+            *(f"  - {f}" for f in findings),
+            "",
+        ]
+        if findings
+        else []
+    )
     lines = [
         lead,
         "",
-        f"Summary:     {action.summary}",
-        f"Agent:       {action.agent.name} (owner {action.agent.owner.get_username()})",
-        *([f"On behalf of: {action.on_behalf_of}"] if action.on_behalf_of else []),
+        *warning,
+        f"Summary:     {shown(action.summary)}",
+        f"Agent:       {shown(action.agent.name)} (owner {action.agent.owner.get_username()})",
+        *([f"On behalf of: {shown(action.on_behalf_of)}"] if action.on_behalf_of else []),
         f"Action type: {action.action_type}",
         f"Risk:        {action.risk}",
-        f"Policy:      {action.policy_explanation}",
+        f"Policy:      {shown(action.policy_explanation)}",
         f"Expires:     {action.expires_at:%Y-%m-%d %H:%M} UTC",
         "",
         f"Review it:   {link}",

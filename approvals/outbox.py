@@ -253,6 +253,10 @@ def redispatch_lost_executions(limit: int = 100) -> int:
     delivered gets a new one. A duplicate is harmless: the worker redeems a grant at most once and a second
     task finds the action no longer approved (approvals.services.execution).
     """
+    from approvals.services.containment import executions_paused
+
+    if executions_paused():
+        return 0  # held on purpose, not lost: resume_executions dispatches them
     cutoff = timezone.now() - timedelta(seconds=settings.COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS)
     newest_execute = OutboxMessage.objects.filter(kind=OutboxMessage.Kind.EXECUTE, action_id=OuterRef("id"))
     unredeemed = ExecutionGrant.objects.filter(action_id=OuterRef("id"), redeemed_at__isnull=True)

@@ -180,6 +180,10 @@ class Rule:
     escalate_to: Sequence[str] = ()
     reason: str = ""
     description: str = ""
+    # High and critical actions this rule decides are decided on the web page only (Slack links to it).
+    web_decision_only: bool = False
+    # Refuse proposals whose on_behalf_of names nobody known (at the access floor this holds for every rule).
+    require_known_requester: bool = False
 
     def __post_init__(self) -> None:
         if self.effect not in EFFECTS:
@@ -232,9 +236,64 @@ class PolicyDecision:
     reminder_after_seconds: int | None = None
     escalate_to: tuple[str, ...] = ()
     floors: tuple[str, ...] = field(default=())
+    # Why each floor applied, in words (the simulator and the proposal's audit event show them).
+    floor_reasons: tuple[str, ...] = field(default=())
+    risk: str = ""
+    modifies_access: bool = False
+    web_decision_only: bool = False
+    require_known_requester: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"rule": self.rule, "effect": self.effect, "explanation": self.explanation}
+
+
+# --- risk follows the credential ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """What an action really is: its risk and whether it is at the access floor, and why.
+
+    Risk follows the credential, not only the action type: the same "add this user to the admins
+    group" is an access change whether it is sent as ``scim.group_membership`` or as a plain
+    ``http.request`` through a credential for the identity provider.
+    """
+
+    risk: str
+    modifies_access: bool
+    access_reason: str = ""  # "credential `idp-admin` changes access"
+    risk_reason: str = ""  # "credential `idp-admin` is at least high risk"
+
+    @property
+    def separation_of_duties(self) -> bool:
+        """The agent's owner and the person it acts for may not decide: at the floor, or high and critical."""
+        return self.modifies_access or RISKS.index(self.risk) >= RISKS.index("high")
+
+
+def higher_risk(a: str, b: str) -> str:
+    return max(a or "low", b or "low", key=RISKS.index)
+
+
+def assess(*, action_type: str, type_risk: str, type_modifies_access: bool, credential: Any = None) -> Exposure:
+    """The action's risk: max(type risk, credential.min_risk, "high" for an access-control credential).
+
+    At the access floor when the type modifies access or the credential is marked ``access_control``.
+    ``credential`` is anything with ``name``, ``access_control`` and ``min_risk`` (or None).
+    """
+    risk, risk_reason = str(type_risk), ""
+    access = bool(type_modifies_access)
+    access_reason = f"{action_type} changes access" if access else ""
+    if credential is not None:
+        name = getattr(credential, "name", "")
+        min_risk = getattr(credential, "min_risk", "") or ""
+        if min_risk in RISKS and RISKS.index(min_risk) > RISKS.index(risk):
+            risk, risk_reason = min_risk, f"credential `{name}` is at least {min_risk} risk"
+        if getattr(credential, "access_control", False):
+            if RISKS.index(risk) < RISKS.index("high"):
+                risk, risk_reason = "high", f"credential `{name}` changes access, so it is at least high risk"
+            if not access:
+                access, access_reason = True, f"credential `{name}` changes access"
+    return Exposure(risk=risk, modifies_access=access, access_reason=access_reason, risk_reason=risk_reason)
 
 
 def default_rule() -> Rule:
@@ -260,7 +319,14 @@ def decide(
     params: dict[str, Any],
     on_behalf_of: str = "",
     rules: Sequence[Rule] = (),
+    access_reason: str = "",
+    risk_reason: str = "",
 ) -> PolicyDecision:
+    """The first matching rule's decision, with the floors applied.
+
+    ``risk`` and ``modifies_access`` are the action's as ``assess`` found them (the credential
+    included); ``access_reason`` and ``risk_reason`` say why, for the explanation and ``floors``.
+    """
     document = {
         "agent": agent_name,
         "action_type": action_type,
@@ -276,39 +342,72 @@ def decide(
         "reminder_after_seconds": rule.reminder_after_seconds,
         "escalate_to": tuple(rule.escalate_to),
     }
+    facts = {
+        "risk": risk,
+        "modifies_access": modifies_access,
+        # Deciding in Slack is a choice the policy makes for high and critical actions (issue 15, point 9).
+        "web_decision_only": rule.web_decision_only and RISKS.index(risk) >= RISKS.index("high"),
+        "require_known_requester": rule.require_known_requester or modifies_access,
+        "floors": ("risk-raised-by-credential",) if risk_reason else (),
+        "floor_reasons": (risk_reason,) if risk_reason else (),
+    }
     what = rule.what(action_type)
     if rule.effect == DENY:
         reason = rule.reason or "denied by policy"
-        return PolicyDecision(rule.name, DENY, 0, "", ttl, f"rule `{rule.name}`: {what} is denied ({reason})", reason)
+        return PolicyDecision(
+            rule.name, DENY, 0, "", ttl, f"rule `{rule.name}`: {what} is denied ({reason})", reason, **facts
+        )
     if rule.effect == AUTO_APPROVE:
         decision = PolicyDecision(
-            rule.name, AUTO_APPROVE, 0, group, ttl, f"rule `{rule.name}`: {what} is auto-approved"
+            rule.name, AUTO_APPROVE, 0, group, ttl, f"rule `{rule.name}`: {what} is auto-approved", **facts
         )
     else:
         n = rule.required_approvals
         decision = PolicyDecision(
-            rule.name, REQUIRE, n, group, ttl, f"rule `{rule.name}`: {what} {_approvals_phrase(n, group)}", **common
+            rule.name,
+            REQUIRE,
+            n,
+            group,
+            ttl,
+            f"rule `{rule.name}`: {what} {_approvals_phrase(n, group)}",
+            **common,
+            **facts,
         )
-    return apply_floors(decision, modifies_access=modifies_access, action_type=action_type, common=common)
+    return apply_floors(
+        decision, modifies_access=modifies_access, action_type=action_type, common=common, access_reason=access_reason
+    )
 
 
 def apply_floors(
-    decision: PolicyDecision, *, modifies_access: bool, action_type: str, common: dict[str, Any] | None = None
+    decision: PolicyDecision,
+    *,
+    modifies_access: bool,
+    action_type: str,
+    common: dict[str, Any] | None = None,
+    access_reason: str = "",
 ) -> PolicyDecision:
-    """Access changes need two humans and are never auto-approved, whatever a rule says."""
+    """Access changes need two different humans, are never auto-approved, and are never decided by the agent's
+    owner or the person it acts for (approvals.permissions), whatever a rule says."""
     if not modifies_access or decision.effect == DENY:
         return decision
+    why = access_reason or f"{action_type} changes access"
+    floors = (*decision.floors, "access-needs-two-humans", "separation-of-duties", "known-requester")
+    reasons = (
+        *decision.floor_reasons,
+        f"{why}: at least {MIN_APPROVALS_FOR_ACCESS} approvals from different people, never auto-approved",
+        f"{why}: neither the agent's owner nor the person it acts for may decide it",
+        f"{why}: on_behalf_of must name a known person",
+    )
     if decision.effect == REQUIRE and decision.required_approvals >= MIN_APPROVALS_FOR_ACCESS:
-        return decision
+        return replace(decision, floors=floors, floor_reasons=reasons, require_known_requester=True)
     n = MIN_APPROVALS_FOR_ACCESS
     return replace(
         decision,
         effect=REQUIRE,
         required_approvals=n,
-        explanation=(
-            f"rule `{decision.rule}`: {action_type} changes access, "
-            f"so it {_approvals_phrase(n, decision.reviewer_group)} (floor)"
-        ),
-        floors=(*decision.floors, "access-needs-two-humans"),
+        explanation=f"rule `{decision.rule}`: {why}, so it {_approvals_phrase(n, decision.reviewer_group)} (floor)",
+        floors=floors,
+        floor_reasons=reasons,
+        require_known_requester=True,
         **(common or {}),
     )

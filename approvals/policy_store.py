@@ -38,6 +38,8 @@ FIELDS = (
     "reminder_after_seconds",
     "escalate_to",
     "reason",
+    "web_decision_only",
+    "require_known_requester",
 )
 DEFAULTS = {field: PolicyRule._meta.get_field(field).get_default() for field in FIELDS if field != "name"}
 
@@ -67,7 +69,16 @@ def rule_from_row(row: PolicyRule | dict[str, Any]) -> Rule:
         escalate_to=tuple(data.get("escalate_to") or ()),
         reason=data.get("reason") or "",
         description=data.get("description") or "",
+        web_decision_only=_flag(data, "web_decision_only"),
+        require_known_requester=_flag(data, "require_known_requester"),
     )
+
+
+def _flag(data: dict[str, Any], name: str) -> bool:
+    value = data.get(name) or False
+    if not isinstance(value, bool):
+        raise PolicyError(f"{name} is true or false")
+    return value
 
 
 def current_version() -> int:
@@ -248,7 +259,7 @@ def simulate(*, agent_name: str, action_type: str, params: dict[str, Any], on_be
     from agents.capabilities import capability_refusal
     from agents.models import Agent
     from approvals.action_types import registry
-    from approvals.policies import decide
+    from approvals.services.evaluation import evaluate
     from approvals.validation import schema_errors
 
     agent = Agent.objects.filter(name=agent_name).first()
@@ -258,16 +269,9 @@ def simulate(*, agent_name: str, action_type: str, params: dict[str, Any], on_be
     if found is None:
         raise PolicyError(f"no action type named {action_type!r}", field="action_type")
     refusal = capability_refusal(agent, found.name, params) or ("" if agent.is_active else "the agent is inactive")
-    version, rules = active_rules()
-    decision = decide(
-        agent_name=agent.name,
-        action_type=found.name,
-        risk=str(found.risk),
-        modifies_access=found.modifies_access,
-        params=params,
-        on_behalf_of=on_behalf_of,
-        rules=rules,
-    )
+    # The same evaluation a proposal (and an edit) gets: risk with the credential, floors, the requester.
+    evaluation = evaluate(agent_name=agent.name, action_type=found, params=params, on_behalf_of=on_behalf_of)
+    version, decision, exposure = evaluation.version, evaluation.decision, evaluation.exposure
     return {
         "policy_version": version,
         "rule": decision.rule,
@@ -279,6 +283,12 @@ def simulate(*, agent_name: str, action_type: str, params: dict[str, Any], on_be
         "reminder_after_seconds": decision.reminder_after_seconds,
         "escalate_to": list(decision.escalate_to),
         "floors": list(decision.floors),
+        "floor_reasons": list(decision.floor_reasons),
+        "risk": exposure.risk,
+        "modifies_access": exposure.modifies_access,
+        "on_behalf_of_user": evaluation.requester.get_username() if evaluation.requester is not None else None,
+        "requester_refusal": evaluation.requester_refusal,
+        "web_decision_only": decision.web_decision_only,
         "explanation": decision.explanation,
         "reason": decision.reason,
         "agent_may_propose": not refusal,

@@ -6,6 +6,7 @@ from typing import Any
 
 from approvals.models import ActionRequest, ActionStatus, Review
 from approvals.models.action import DECIDED, TERMINAL
+from approvals.permissions import review_counts, uncounted_reason
 
 
 def _iso(value) -> str | None:
@@ -29,7 +30,8 @@ def is_finished(action: ActionRequest) -> bool:
 
 def present_action(action: ActionRequest) -> dict[str, Any]:
     reviews = list(action.reviews.all())  # prefetched by selectors
-    approvals = sum(1 for r in reviews if r.verdict == Review.Verdict.APPROVE)
+    # Only approvals from someone eligible under the rule now in force count (an edit can change the rule).
+    approvals = sum(1 for r in reviews if review_counts(r, action))
     decision = None
     if action.status in DECIDED:
         decision = {
@@ -47,10 +49,19 @@ def present_action(action: ActionRequest) -> dict[str, Any]:
         "summary": action.summary,
         "agent": action.agent.name,
         "on_behalf_of": action.on_behalf_of,
+        # The person on_behalf_of was resolved to when proposed (approvals.people), or null: nobody known.
+        "on_behalf_of_user": action.on_behalf_of_user.get_username() if action.on_behalf_of_user_id else None,
         "risk": action.risk,
+        "modifies_access": action.modifies_access,
         "required_approvals": action.required_approvals,
         "approvals": approvals,
         "approved_by": [present_review(r, action.policy_rule)["reviewer"] for r in reviews if r.verdict == "approve"],
+        # Approvals given but not counted under the rule now in force, and why (e.g. the editor is not in it).
+        "uncounted_approvals": [
+            {"reviewer": present_review(r, action.policy_rule)["reviewer"], "reason": uncounted_reason(r, action)}
+            for r in reviews
+            if r.verdict == "approve" and not review_counts(r, action)
+        ],
         "policy": {
             "rule": action.policy_rule,
             "effect": action.policy_effect,

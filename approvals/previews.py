@@ -8,20 +8,45 @@ rejection, and never leaks the credential's secret.
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from django.core.cache import cache
+from django.db import transaction
 
 from approvals.action_types import registry
 from approvals.action_types.base import ActionType, Preview
-from approvals.canonical import canonical_json, digest
+from approvals.audit import Actor
+from approvals.canonical import digest
 from approvals.crypto import CredentialDecryptError, decrypt_secret
+from approvals.redaction import Redactor, redactor_for
+
+if TYPE_CHECKING:
+    from approvals.models import ActionRequest
 
 log = logging.getLogger(__name__)
 
+# A reviewer refreshing the page must not flood the log: one preview.read event per action per window.
+PREVIEW_READ_AUDIT_SECONDS = 60
 
-def compute_preview(action_type: ActionType | str, params: dict[str, Any], *, key: str = "preview") -> Preview:
-    """The preview of ``params`` for ``action_type``; ``key`` is passed as the client's idempotency key."""
+
+def compute_preview(
+    action_type: ActionType | str,
+    params: dict[str, Any],
+    *,
+    key: str = "preview",
+    action: ActionRequest | None = None,
+    viewer=None,
+    via: str = "preview",
+) -> Preview:
+    """The preview of ``params`` for ``action_type``; ``key`` is passed as the client's idempotency key.
+
+    Reading the live target is itself an act with the credential: it happens only when the credential
+    allows preview reads (else ``preview_without_reads``, no request made). Given the ``action``, the read
+    must also stay inside what the execution could do (the agent's capability and the type's checks against
+    the credential's scope, as they are now), and it is recorded in the action's timeline (``preview.read``)
+    as done for ``viewer`` (the reviewer looking; None: Countersign itself) through ``via``.
+    """
     from approvals.services.execution import credential_view
     from approvals.services.proposals import resolve_credential
 
@@ -30,9 +55,15 @@ def compute_preview(action_type: ActionType | str, params: dict[str, Any], *, ke
         if found is None:
             return Preview(kind="unavailable", error=f"action type {action_type} is not installed")
         action_type = found
-    secret = None
+    secret = credential = client = None
     try:
         credential = resolve_credential(action_type, params)
+        if action_type.preview_reads and credential is not None:
+            if not credential.allow_preview_reads:
+                return action_type.preview_without_reads(params, credential.name)
+            refusal = _read_refusal(action_type, params, credential, action)
+            if refusal:
+                return Preview(kind="unavailable", error=f"No diff could be computed: {refusal}")
         secret = decrypt_secret(credential.secret_encrypted) if credential else None
         client = action_type.make_client(credential_view(credential, secret), params, idempotency_key=key)
         preview = action_type.preview(params, client)
@@ -41,25 +72,69 @@ def compute_preview(action_type: ActionType | str, params: dict[str, Any], *, ke
     except Exception as exc:  # a preview must never break the page that shows it
         log.warning("preview of %s failed: %s", action_type.name, type(exc).__name__)
         detail = getattr(exc, "message", "") or getattr(exc, "detail", "") or type(exc).__name__
-        return Preview(kind="unavailable", error=_redact(str(detail), secret))
-    return _redact_preview(preview, secret)
+        preview = Preview(kind="unavailable", error=str(detail))
+    redactor = redactor_for(credential.kind if credential else None, secret, client)
+    preview = redact_preview(preview, redactor)
+    # A client that does not say what it read (a project's own type) is taken to have read.
+    reads = list(getattr(client, "reads", None) or []) if hasattr(client, "reads") else [f"read {action_type.name}"]
+    if client is None:
+        reads = []
+    if action is not None and credential is not None and action_type.preview_reads and reads:
+        actor = Actor.user(viewer, via) if viewer is not None else Actor.system(via)
+        _record_read(action, credential.name, reads, preview, actor)
+    return preview
 
 
-def _redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "[redacted]") if secret else text
+def _read_refusal(action_type: ActionType, params: dict[str, Any], credential, action) -> str | None:
+    """Why a preview read of ``params`` would go beyond what executing the action could do, or None."""
+    from agents.capabilities import capability_refusal
+    from approvals.action_types.base import ParamsRejected
+
+    try:
+        action_type.check_params(params, credential)
+    except ParamsRejected as exc:
+        return f"the read would be outside the credential's scope ({exc})"
+    if action is not None:
+        refusal = capability_refusal(action.agent, action_type.name, params)
+        if refusal:
+            return f"the read would be outside the agent's capability ({refusal})"
+    return None
 
 
-def _redact_preview(preview: Preview, secret: str | None) -> Preview:
-    if not secret:
+def _record_read(action: ActionRequest, credential: str, reads: list[str], preview: Preview, actor: Actor) -> None:
+    """A ``preview.read`` event in the action's timeline, at most one per action per window."""
+    from approvals.services.transitions import audit_action
+
+    try:
+        first = cache.add(f"preview-read:{action.id}", 1, timeout=PREVIEW_READ_AUDIT_SECONDS)
+    except Exception:  # the cache is down: record every read rather than none
+        first = True
+    if not first:
+        return
+    method, _, path = reads[0].partition(" ")
+    data = {
+        "credential": credential,
+        "method": method,
+        "path": path,
+        "reads": reads[:20],
+        "outcome": "unavailable" if preview.kind == "unavailable" else "read",
+    }
+    try:
+        with transaction.atomic():
+            audit_action(action, actor=actor, verb="preview.read", data=data)
+    except Exception:
+        log.exception("could not record the preview read of action %s", action.id)
+
+
+def redact_preview(preview: Preview, redactor: Redactor) -> Preview:
+    """The preview with every form of every secret the client sent scrubbed (approvals.redaction)."""
+    if not redactor:
         return preview
-    encoded = json.dumps(secret)[1:-1]
-    for field in ("before", "after"):
-        value = getattr(preview, field)
-        if value is not None and encoded in canonical_json(value):
-            setattr(preview, field, json.loads(canonical_json(value).replace(encoded, "[redacted]")))
-    preview.title = _redact(preview.title, secret)
-    preview.error = _redact(preview.error, secret)
-    preview.notes = [_redact(n, secret) for n in preview.notes]
+    preview.before = redactor.json(preview.before)
+    preview.after = redactor.json(preview.after)
+    preview.title = redactor.text(preview.title)
+    preview.error = redactor.text(preview.error)
+    preview.notes = [redactor.text(n) for n in preview.notes]
     return preview
 
 
@@ -76,5 +151,6 @@ def preview_as_dict(preview: Preview) -> dict[str, Any]:
         "after": preview.after,
         "notes": preview.notes,
         "error": preview.error,
+        "reads_off": preview.reads_off,
         "fingerprint": fingerprint(preview),
     }

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, Prefetch, QuerySet
 
 from agents.models import Agent
 from approvals.models import ActionRequest, Review
-from approvals.permissions import user_group_ids
+from approvals.permissions import counted_approvals, user_group_ids
 
 
 def _reviews() -> Prefetch:
-    return Prefetch("reviews", queryset=Review.objects.select_related("reviewer").order_by("created_at", "id"))
+    # ``counts``: whether each approval counts under the rule now in force (permissions.review_counts).
+    counts = ExpressionWrapper(counted_approvals(), output_field=BooleanField())
+    return Prefetch(
+        "reviews",
+        queryset=Review.objects.select_related("reviewer").annotate(counts=counts).order_by("created_at", "id"),
+    )
 
 
 def _with_related(qs: QuerySet) -> QuerySet:
-    return qs.select_related("agent", "agent__owner", "reviewer_group").prefetch_related(_reviews())
+    return qs.select_related("agent", "agent__owner", "reviewer_group", "on_behalf_of_user").prefetch_related(
+        _reviews()
+    )
 
 
 def actions_for(principal) -> QuerySet:
@@ -30,3 +37,8 @@ def actions_for(principal) -> QuerySet:
 
 def get_action_for(principal, action_id) -> ActionRequest | None:
     return actions_for(principal).filter(id=action_id).first()
+
+
+def reviewed_by(user, action_id) -> ActionRequest | None:
+    """An action ``user`` reviewed, even if it has since moved to a group they are not in (an edit's rule)."""
+    return _with_related(ActionRequest.objects.filter(id=action_id, reviews__reviewer=user)).first()

@@ -1,23 +1,34 @@
 """What Countersign shows in Slack: an action in its current state (Block Kit), its result, a
 reminder, and the modal that asks for a rejection's reason.
 
-Pure functions of what they are given: no database query, no network. All
-text an agent wrote is escaped for mrkdwn (``&``, ``<``, ``>``), so it can
-neither mention anyone (``<!channel>``) nor disguise a link, and code-block
-fences in it are broken up so it cannot leave the block it is shown in.
+Pure functions of what they are given: no database query, no network.
+
+Agent text is shown as it is, never as Slack formatting, and always within Slack's limits:
+
+- it goes into ``plain_text`` objects, which Slack never parses for ``*bold*``, ``_italic_``, ``~strike~``,
+  code, ``>`` quotes, mentions (``<!channel>``, ``<@U…>``) or links; only Countersign's own words and
+  dates are ``mrkdwn``;
+- invisible and reordering characters, and look-alike letters in mixed-script names, are marked
+  (``⟨U+202E⟩``, approvals/display.py), as on the pages;
+- every text is escaped first (``&``, ``<``, ``>``), then clipped to Slack's documented limit for its
+  field, measured on the escaped text (``clip``): never inside an entity, a ``<…>`` token, a marker
+  or a character with its combining marks. Slack refuses a message with ``invalid_blocks`` when any
+  field is over its limit, which would keep the action out of the channel reviewers watch.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from approvals.action_types import registry
 from approvals.action_types.base import Preview
 from approvals.diffs import json_diff, text_diff
+from approvals.display import MARK_CLOSE, MARK_OPEN, action_findings, mark_invisible
 from approvals.models import ActionRequest, ActionStatus, Review
 
 # Interaction ids: the buttons' action_id and the modal's callback_id come back in Slack's payloads.
@@ -29,14 +40,38 @@ REJECT_VIEW = "countersign_reject_modal"
 REASON_BLOCK = "countersign_reason"
 REASON_INPUT = "reason"
 
-MAX_HEADER = 150  # Slack's limit for a header block
+# Slack's limits (Block Kit reference: blocks, composition objects, elements, views), in characters of
+# the text as sent (escaped). Counted in UTF-16 code units, never fewer than Slack's characters.
+MAX_BLOCKS = 50
+MAX_HEADER = 150
+MAX_SECTION_TEXT = 3000
+MAX_FIELD = 2000
+MAX_FIELDS = 10
+MAX_CONTEXT_TEXT = 2000
+MAX_CONTEXT_ELEMENTS = 10
+MAX_BUTTON_TEXT = 75
+MAX_BUTTON_VALUE = 2000
+MAX_BUTTON_URL = 3000
+MAX_CONFIRM_TITLE = 100
+MAX_CONFIRM_TEXT = 300
+MAX_CONFIRM_BUTTON = 30
+MAX_MODAL_TITLE = 24
+MAX_MODAL_BUTTON = 24
+MAX_INPUT_LABEL = 2000
+MAX_PRIVATE_METADATA = 3000
+MAX_MESSAGE_TEXT = 40_000  # a message's top-level text, chat.update's too
+FALLBACK_CHARS = 300  # the notification text: Slack allows 40,000, a notification shows one line
+MAX_EPHEMERAL = 3000
 MAX_REASON = 2000  # the service layer's limit for a comment or reason
+
 EXCERPT_LINES = 20
 EXCERPT_LINE_CHARS = 160
 EXCERPT_CHARS = 1800
 PARAM_KEYS = 8
+PARAM_KEY_CHARS = 80
 PARAM_VALUE_CHARS = 120
 RESULT_CHARS = 2500
+FINDINGS_SHOWN = 5
 
 HEADLINES = {
     ActionStatus.PENDING: ":hourglass_flowing_sand: Approval needed",
@@ -49,26 +84,103 @@ HEADLINES = {
     ActionStatus.CANCELLED: ":no_entry_sign: Withdrawn",
 }
 RISK_MARKS = {"low": ":large_green_circle:", "medium": ":large_yellow_circle:", "high": ":red_circle:"}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+_LINE_BREAKS = re.compile(r"[\r\n\t]+")
+_ENTITY = re.compile(r"&(?:amp|lt|gt);")
+_ZWJ = "\u200d"
+
+
+# --- text within limits --------------------------------------------------------------------------
 
 
 def escape(text: Any) -> str:
-    """Text for a mrkdwn field: Slack's three control characters escaped, nothing else touched."""
+    """Slack's three control characters escaped (``&``, ``<``, ``>``), nothing else touched."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _one_line(text: Any) -> str:
-    return _CONTROL.sub(" ", str(text)).strip()
+def slack_len(text: str) -> int:
+    """The length Slack's limits are checked against, counted in UTF-16 code units (≥ characters)."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _extends(text: str, i: int) -> bool:
+    """Whether ``text[i]`` belongs to the character before it (a combining mark, an emoji joiner or modifier)."""
+    ch = text[i]
+    o = ord(ch)
+    return (
+        unicodedata.category(ch).startswith("M")
+        or ch in (_ZWJ, "\ufe0e", "\ufe0f")
+        or text[i - 1] == _ZWJ
+        or 0x1F3FB <= o <= 0x1F3FF
+        or 0xE0020 <= o <= 0xE007F
+    )
 
 
-def code_block(lines: Sequence[str], limit: int = 2800) -> str:
-    """Lines in a code block that fits a section (3000 characters, counted after escaping)."""
-    body = "\n".join(escape(line).replace("```", "`\u200b`\u200b`") for line in lines)
-    return f"```{_clip(body, limit)}```"
+def atoms(text: str) -> Iterator[str]:
+    """``text`` in pieces a clip may not split: ``<…>`` tokens, entities, markers, characters with their marks."""
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        end = -1
+        if ch == "<":
+            close = text.find(">", i)
+            if close != -1 and "<" not in text[i + 1 : close]:
+                end = close + 1
+        elif ch == "&":
+            entity = _ENTITY.match(text, i)
+            end = entity.end() if entity else -1
+        elif ch == MARK_OPEN:
+            close = text.find(MARK_CLOSE, i, i + 40)
+            end = close + 1 if close != -1 else -1
+        if end == -1:
+            end = i + 1
+            while end < n and _extends(text, end):
+                end += 1
+        yield text[i:end]
+        i = end
+
+
+def clip(text: str, limit: int) -> str:
+    """Slack text (escaped already) cut to ``limit`` with an ellipsis, at an atom boundary (see ``atoms``)."""
+    if slack_len(text) <= limit:
+        return text
+    budget = limit - 1  # the ellipsis
+    kept: list[str] = []
+    for atom in atoms(text):
+        size = slack_len(atom)
+        if size > budget:
+            break
+        kept.append(atom)
+        budget -= size
+    return "".join(kept).rstrip() + "…"
+
+
+def shown(text: Any, *, one_line: bool = False, limit: int | None = None) -> str:
+    """Agent text as Slack shows it: invisible characters marked, line breaks folded if asked, then escaped.
+
+    With ``limit`` (the clip that follows), only the first ``limit + 1`` characters are worked on: each
+    shows as at least one character, so the clip comes out the same, and a huge value costs nothing.
+    """
+    raw = "" if text is None else str(text)
+    if limit is not None:
+        raw = raw[: limit + 1]
+    marked = mark_invisible(raw)
+    if one_line:
+        marked = _LINE_BREAKS.sub(" ", marked).strip()
+    return escape(marked)
+
+
+def plain(text: str, limit: int, *, emoji: bool = False) -> dict[str, Any]:
+    """A plain_text object (never parsed for formatting, mentions or links); ``text`` is escaped already."""
+    return {"type": "plain_text", "text": clip(text, limit) or "—", "emoji": emoji}
+
+
+def mrkdwn(text: str, limit: int) -> dict[str, Any]:
+    """A mrkdwn object for Countersign's own words; any agent text in ``text`` must not be in it."""
+    return {"type": "mrkdwn", "text": clip(text, limit) or "—"}
+
+
+def section(text: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "section", "text": text}
 
 
 def slack_date(at: datetime | None) -> str:
@@ -84,7 +196,10 @@ def action_link(base_url: str, action: ActionRequest) -> str:
 
 def button_value(action: ActionRequest, fingerprint: str) -> str:
     """What the Approve and Reject buttons carry back: the action and the preview the reviewer saw."""
-    return json.dumps({"action": str(action.id), "fingerprint": fingerprint}, separators=(",", ":"))
+    value = json.dumps({"action": str(action.id), "fingerprint": fingerprint}, separators=(",", ":"))
+    if len(value) > MAX_BUTTON_VALUE:  # a fingerprint is a digest; anything longer is not one of ours
+        value = json.dumps({"action": str(action.id), "fingerprint": ""}, separators=(",", ":"))
+    return value
 
 
 def parse_button_value(value: str) -> tuple[str, str | None]:
@@ -114,54 +229,85 @@ def action_message(
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
-            "text": {"type": "plain_text", "text": _clip(f"{headline}: {_one_line(action.summary)}", MAX_HEADER)},
+            "text": plain(
+                f"{escape(headline)}: {shown(action.summary, one_line=True, limit=MAX_HEADER)}", MAX_HEADER, emoji=True
+            ),
         },
         {"type": "section", "fields": _fields(action, len(approvals))},
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Policy:* {escape(action.policy_explanation)}"}},
+        section(plain(f"Policy: {shown(action.policy_explanation, limit=MAX_SECTION_TEXT)}", MAX_SECTION_TEXT)),
     ]
+    warning = _findings_block(action)
+    if warning:
+        blocks.append(warning)
     params = _params_text(action)
     if params:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": params}})
+        blocks.append(section(plain(params, MAX_SECTION_TEXT)))
     if action.is_pending:
         if preview is not None:
             blocks.extend(preview_blocks(preview))
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _progress(action, approvals)}]})
-        blocks.append(_buttons(action, link, fingerprint))
+        blocks.append({"type": "context", "elements": [mrkdwn(_progress(action, approvals), MAX_CONTEXT_TEXT)]})
+        blocks.extend(_decision_blocks(action, link, fingerprint))
     else:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": outcome_text(action, reviews)}})
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{link}|Open in Countersign>"}]})
-    text = escape(f"{headline}: {_one_line(action.summary)} (agent {action.agent.name})")
-    return text, blocks
+        blocks.append(section(mrkdwn(outcome_text(action, reviews), MAX_SECTION_TEXT)))
+        reason = _reason_text(action)
+        if reason:
+            blocks.append(section(plain(reason, MAX_SECTION_TEXT)))
+        blocks.append({"type": "context", "elements": [mrkdwn(f"<{link}|Open in Countersign>", MAX_CONTEXT_TEXT)]})
+    text = clip(
+        f"{escape(headline)}: {shown(action.summary, one_line=True, limit=FALLBACK_CHARS)} "
+        f"(agent {shown(action.agent.name, limit=FALLBACK_CHARS)})",
+        FALLBACK_CHARS,
+    )
+    return text, blocks[:MAX_BLOCKS]
 
 
-def _fields(action: ActionRequest, approvals: int) -> list[dict[str, str]]:
+def _fields(action: ActionRequest, approvals: int) -> list[dict[str, Any]]:
     owner = action.agent.owner.get_username() if action.agent.owner_id else "nobody"
     risk = f"{RISK_MARKS.get(action.risk, ':rotating_light:')} {action.risk}"
     when = (
-        ("*Expires*", slack_date(action.expires_at))
+        ("Expires", slack_date(action.expires_at))
         if action.is_pending
-        else ("*Decided*", slack_date(action.decided_at or action.finished_at))
+        else ("Decided", slack_date(action.decided_at or action.finished_at))
     )
-    pairs = [
-        ("*Agent*", f"{escape(action.agent.name)} (owner {escape(owner)})"),
-        ("*On behalf of*", escape(action.on_behalf_of) if action.on_behalf_of else "—"),
-        ("*Risk*", risk),
-        ("*Action type*", escape(action.action_type)),
-        ("*Approvals*", f"{approvals} of {action.required_approvals}"),
-        when,
+    fields = [
+        plain(f"Agent\n{shown(action.agent.name)} (owner {shown(owner)})", MAX_FIELD),
+        plain(
+            f"On behalf of\n{shown(action.on_behalf_of, limit=MAX_FIELD) if action.on_behalf_of else '—'}", MAX_FIELD
+        ),
+        plain(f"Risk\n{escape(risk)}", MAX_FIELD, emoji=True),
+        plain(f"Action type\n{shown(action.action_type)}", MAX_FIELD),
+        plain(f"Approvals\n{approvals} of {action.required_approvals}", MAX_FIELD),
+        mrkdwn(f"{when[0]}\n{when[1]}", MAX_FIELD),  # mrkdwn for the date in each reader's time zone
     ]
-    return [{"type": "mrkdwn", "text": f"{label}\n{value}"} for label, value in pairs]
+    return fields[:MAX_FIELDS]
+
+
+def _findings_block(action: ActionRequest) -> dict[str, Any] | None:
+    """A warning when the proposal holds invisible characters or look-alike letters (shown marked)."""
+    found = action_findings(action)
+    if not found:
+        return None
+    lines = [
+        "\u26a0\ufe0f This proposal contains characters you could not see or could misread. They are shown "
+        f"marked, like {MARK_OPEN}U+202E{MARK_CLOSE}; what runs is exactly what the agent sent.",
+        *(f"• {escape(line)}" for line in found[:FINDINGS_SHOWN]),
+    ]
+    if len(found) > FINDINGS_SHOWN:
+        lines.append(f"… and {len(found) - FINDINGS_SHOWN} more in Countersign")
+    return section(plain("\n".join(lines), MAX_SECTION_TEXT))
 
 
 def _params_text(action: ActionRequest) -> str:
+    """The parameters, one line each (keys and values marked, escaped and clipped); for a plain_text section."""
     params = action.effective_params
     if not isinstance(params, dict) or not params:
         return ""
-    title = "*Parameters* (edited by a reviewer)" if action.edited_params is not None else "*Parameters*"
-    lines = [title]
+    lines = ["Parameters (edited by a reviewer)" if action.edited_params is not None else "Parameters"]
     for key in list(params)[:PARAM_KEYS]:
-        value = escape(_clip(json.dumps(params[key], ensure_ascii=False, sort_keys=True), PARAM_VALUE_CHARS))
-        lines.append(f"• {escape(_one_line(key))}: `{value.replace('`', chr(39))}`")
+        key_text = clip(shown(key, one_line=True, limit=PARAM_KEY_CHARS), PARAM_KEY_CHARS)
+        value = json.dumps(params[key], ensure_ascii=False, sort_keys=True)
+        value = clip(shown(value, one_line=True, limit=PARAM_VALUE_CHARS), PARAM_VALUE_CHARS)
+        lines.append(f"• {key_text}: {value}")
     if len(params) > PARAM_KEYS:
         lines.append(f"… and {len(params) - PARAM_KEYS} more in Countersign")
     return "\n".join(lines)
@@ -182,15 +328,13 @@ def _who(review: Review) -> str:
 
 
 def outcome_text(action: ActionRequest, reviews: Sequence[Review]) -> str:
-    """Who decided, when, and what happened since."""
+    """Who decided, when, and what happened since (Countersign's words; the reason is shown apart, as plain text)."""
     status = action.status
     decided = slack_date(action.decided_at)
     if status == ActionStatus.REJECTED:
         rejection = next((r for r in reviews if r.verdict == Review.Verdict.REJECT), None)
         by = _who(rejection) if rejection else "policy"
-        lines = _clip(action.decision_reason or "", 1500).splitlines()[:10]
-        reason = "\n".join(f">{escape(line)}" for line in lines)
-        return f"Rejected by {by} on {decided}." + (f"\n{reason}" if reason else "")
+        return f"Rejected by {by} on {decided}."
     if status == ActionStatus.EXPIRED:
         approvals = sum(1 for r in reviews if r.verdict == Review.Verdict.APPROVE)
         return f"Expired on {decided} with {approvals} of {action.required_approvals} approvals; nothing was run."
@@ -210,42 +354,54 @@ def outcome_text(action: ActionRequest, reviews: Sequence[Review]) -> str:
     return text
 
 
-def _buttons(action: ActionRequest, link: str, fingerprint: str) -> dict[str, Any]:
+def _reason_text(action: ActionRequest) -> str:
+    """The decision's reason, whoever wrote it, as plain text of any length (clipped by ``plain``)."""
+    if action.status != ActionStatus.REJECTED or not action.decision_reason:
+        return ""
+    return f"Reason: {shown(action.decision_reason, limit=MAX_SECTION_TEXT)}"
+
+
+def _decision_blocks(action: ActionRequest, link: str, fingerprint: str) -> list[dict[str, Any]]:
+    """Approve / Reject / Open buttons; or, when the policy wants the web page, only a link to it."""
+    open_button = {
+        "type": "button",
+        "action_id": OPEN,
+        "text": plain("Open in Countersign", MAX_BUTTON_TEXT),
+        "url": link[:MAX_BUTTON_URL],
+    }
+    if action.web_decision_only:
+        note = (
+            f"This {escape(action.risk)}-risk action is decided in Countersign only, where you sign in and see "
+            "the full diff. Approve and Reject are not offered in Slack."
+        )
+        review = {**open_button, "text": plain("Review in Countersign", MAX_BUTTON_TEXT), "style": "primary"}
+        return [
+            {"type": "context", "elements": [mrkdwn(note, MAX_CONTEXT_TEXT)]},
+            {"type": "actions", "block_id": DECIDE_BLOCK, "elements": [review]},
+        ]
     value = button_value(action, fingerprint)
     approve: dict[str, Any] = {
         "type": "button",
         "action_id": APPROVE,
-        "text": {"type": "plain_text", "text": "Approve"},
+        "text": plain("Approve", MAX_BUTTON_TEXT),
         "style": "primary",
         "value": value,
     }
     if action.risk in ("high", "critical"):
         approve["confirm"] = {
-            "title": {"type": "plain_text", "text": f"Approve a {action.risk}-risk action?"},
-            "text": {"type": "mrkdwn", "text": f"*{escape(_one_line(action.summary))}*"},
-            "confirm": {"type": "plain_text", "text": "Approve"},
-            "deny": {"type": "plain_text", "text": "Cancel"},
+            "title": plain(f"Approve a {escape(action.risk)}-risk action?", MAX_CONFIRM_TITLE),
+            "text": plain(shown(action.summary, one_line=True, limit=MAX_CONFIRM_TEXT), MAX_CONFIRM_TEXT),
+            "confirm": plain("Approve", MAX_CONFIRM_BUTTON),
+            "deny": plain("Cancel", MAX_CONFIRM_BUTTON),
         }
-    return {
-        "type": "actions",
-        "block_id": DECIDE_BLOCK,
-        "elements": [
-            approve,
-            {
-                "type": "button",
-                "action_id": REJECT,
-                "text": {"type": "plain_text", "text": "Reject…"},
-                "style": "danger",
-                "value": value,
-            },
-            {
-                "type": "button",
-                "action_id": OPEN,
-                "text": {"type": "plain_text", "text": "Open in Countersign"},
-                "url": link,
-            },
-        ],
+    reject = {
+        "type": "button",
+        "action_id": REJECT,
+        "text": plain("Reject…", MAX_BUTTON_TEXT),
+        "style": "danger",
+        "value": value,
     }
+    return [{"type": "actions", "block_id": DECIDE_BLOCK, "elements": [approve, reject, open_button]}]
 
 
 # --- the preview excerpt ------------------------------------------------------------------------
@@ -254,23 +410,23 @@ def _buttons(action: ActionRequest, link: str, fingerprint: str) -> dict[str, An
 def preview_blocks(preview: Preview) -> list[dict[str, Any]]:
     """What the action would change, read from the live target: a diff excerpt, capped."""
     if preview.kind == "unavailable":
-        text = f"*Preview unavailable:* {escape(preview.error or 'the target could not be read')}"
-        return [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+        text = f"Preview unavailable: {shown(preview.error or 'the target could not be read', limit=MAX_SECTION_TEXT)}"
+        return [section(plain(text, MAX_SECTION_TEXT))]
     lines = excerpt_lines(preview)
-    title = escape(_clip(_one_line(preview.title), 300)) if preview.title else ""
+    title = shown(preview.title, one_line=True, limit=300) if preview.title else ""
     if not lines and not title:
         return []
-    text = "*What it will change*" + (f" — {title}" if title else "")
-    if lines:
-        text += "\n" + code_block(_cap(lines), limit=2800 - len(text))
-    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    head = "What it will change" + (f" — {clip(title, 300)}" if title else "")
+    text = "\n".join([head, *_cap([shown(line, limit=EXCERPT_LINE_CHARS) for line in lines])]) if lines else head
+    blocks: list[dict[str, Any]] = [section(plain(text, MAX_SECTION_TEXT))]
     if preview.notes:
-        notes = " ".join(escape(_one_line(n)) for n in preview.notes[:5])
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(notes, 1000)}]})
+        notes = " ".join(shown(n, one_line=True, limit=MAX_CONTEXT_TEXT) for n in preview.notes[:5])
+        blocks.append({"type": "context", "elements": [plain(notes, MAX_CONTEXT_TEXT)]})
     return blocks
 
 
 def excerpt_lines(preview: Preview) -> list[str]:
+    """The excerpt's lines, raw (agent and target text: mark and escape them to show them)."""
     if preview.kind == "text":
         diff = text_diff(_as_text(preview.before), _as_text(preview.after))
         lines = []
@@ -286,8 +442,8 @@ def excerpt_lines(preview: Preview) -> list[str]:
         lines = []
         for change in changes:
             before, after = _compact(change.before), _compact(change.after)
-            shown = {"added": after, "removed": before, "changed": f"{before} → {after}"}[change.kind]
-            lines.append(f"{marks[change.kind]} {change.path}: {shown}")
+            shown_value = {"added": after, "removed": before, "changed": f"{before} → {after}"}[change.kind]
+            lines.append(f"{marks[change.kind]} {change.path}: {shown_value}")
         return lines or ["(no change: the target already looks like this)"]
     if preview.kind == "message":
         after = preview.after if isinstance(preview.after, dict) else {"text": _as_text(preview.after)}
@@ -302,18 +458,20 @@ def _as_text(value: Any) -> str:
 
 
 def _compact(value: Any) -> str:
-    return _clip(json.dumps(value, ensure_ascii=False, sort_keys=True), 80)
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 def _cap(lines: list[str]) -> list[str]:
+    """Escaped lines, each clipped, at most EXCERPT_LINES of them and EXCERPT_CHARS in all (as sent)."""
     kept: list[str] = []
     size = 0
     for line in lines[:EXCERPT_LINES]:
-        line = _clip(line, EXCERPT_LINE_CHARS)
-        if size + len(line) > EXCERPT_CHARS:
+        line = clip(line, EXCERPT_LINE_CHARS)
+        if size + slack_len(line) > EXCERPT_CHARS:
             break
         kept.append(line)
-        size += len(line) + 1
+        size += slack_len(line) + 1
     if len(kept) < len(lines):
         kept.append(f"… {len(lines) - len(kept)} more line(s) in Countersign")
     return kept
@@ -323,22 +481,21 @@ def _cap(lines: list[str]) -> list[str]:
 
 
 def result_message(action: ActionRequest) -> tuple[str, list[dict[str, Any]]]:
-    """The execution's outcome, for the message's thread."""
+    """The execution's outcome, for the message's thread (the result is the target's text: plain_text)."""
     result = action.result if isinstance(action.result, dict) else {}
+    blocks: list[dict[str, Any]] = []
     if action.status == ActionStatus.SUCCEEDED:
         lead = ":white_check_mark: *Executed.*"
+        blocks.append(section(mrkdwn(lead, MAX_SECTION_TEXT)))
     else:
-        lead = f":warning: *Execution failed:* {escape(_one_line(result.get('error') or 'unknown error'))}"
-    body = json.dumps(result, indent=2, sort_keys=True, ensure_ascii=False)
-    body = (
-        body
-        if len(body) <= RESULT_CHARS
-        else body[:RESULT_CHARS] + "\n… (truncated; the full result is in Countersign)"
-    )
-    blocks = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": lead}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": code_block(body.splitlines())}},
-    ]
+        lead = ":warning: *Execution failed.*"
+        blocks.append(section(mrkdwn(lead, MAX_SECTION_TEXT)))
+        error = shown(result.get("error") or "unknown error", one_line=True, limit=MAX_SECTION_TEXT)
+        blocks.append(section(plain(f"Error: {error}", MAX_SECTION_TEXT)))
+    body = shown(json.dumps(result, indent=2, sort_keys=True, ensure_ascii=False), limit=RESULT_CHARS)
+    if slack_len(body) > RESULT_CHARS:
+        body = clip(body, RESULT_CHARS) + "\n(truncated; the full result is in Countersign)"
+    blocks.append(section(plain(body, MAX_SECTION_TEXT)))
     return lead, blocks
 
 
@@ -349,28 +506,35 @@ def reminder_text(action: ActionRequest, approvals: int, base_url: str) -> str:
     )
 
 
+def ephemeral_text(text: str) -> str:
+    """A short answer to one person (Countersign's words, possibly quoting an error): escaped and clipped."""
+    return clip(escape(mark_invisible(text)), MAX_EPHEMERAL)
+
+
 def reject_modal(action: ActionRequest, *, channel: str, message_ts: str) -> dict[str, Any]:
     """The modal a Reject click opens; its submission carries the reason (view_submission)."""
     metadata = json.dumps({"action": str(action.id), "channel": channel, "ts": message_ts}, separators=(",", ":"))
+    if len(metadata) > MAX_PRIVATE_METADATA:  # Slack's ids are short; a longer one is not Slack's
+        metadata = json.dumps({"action": str(action.id), "channel": "", "ts": ""}, separators=(",", ":"))
+    summary = shown(action.summary, one_line=True, limit=MAX_SECTION_TEXT)
     return {
         "type": "modal",
         "callback_id": REJECT_VIEW,
         "private_metadata": metadata,
-        "title": {"type": "plain_text", "text": "Reject the action"},
-        "submit": {"type": "plain_text", "text": "Reject"},
-        "close": {"type": "plain_text", "text": "Cancel"},
+        "title": plain("Reject the action", MAX_MODAL_TITLE),
+        "submit": plain("Reject", MAX_MODAL_BUTTON),
+        "close": plain("Cancel", MAX_MODAL_BUTTON),
         "blocks": [
-            {
-                "type": "section",
-                "text": {
-                    "type": "mrkdwn",
-                    "text": f"*{escape(_one_line(action.summary))}*\nThe reason goes back to the agent to adapt.",
-                },
-            },
+            section(
+                plain(
+                    clip(summary, MAX_SECTION_TEXT - 60) + "\nThe reason goes back to the agent to adapt.",
+                    MAX_SECTION_TEXT,
+                )
+            ),
             {
                 "type": "input",
                 "block_id": REASON_BLOCK,
-                "label": {"type": "plain_text", "text": "Why reject it?"},
+                "label": plain("Why reject it?", MAX_INPUT_LABEL),
                 "element": {
                     "type": "plain_text_input",
                     "action_id": REASON_INPUT,

@@ -3,8 +3,10 @@
 Everything is escaped first; only the markup this module writes itself is
 HTML. Links are made only for http(s) URLs (with the real address in a
 ``title`` so a label cannot hide it); every other ``<...>`` stays text.
-Bidirectional-override characters (the "Trojan Source" kind) are shown as
-visible markers instead of being allowed to reorder what a reviewer reads.
+Bidirectional-override characters (the "Trojan Source" kind), zero-width and
+other invisible characters, and look-alike letters in mixed-script names are
+shown as visible markers (approvals/display.py) instead of being allowed to
+hide or reorder what a reviewer reads.
 """
 
 from __future__ import annotations
@@ -16,25 +18,11 @@ from urllib.parse import urlsplit
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from approvals.display import is_invisible, marked_html_pieces
+
 # Placeholders: \x00<n>\x00 (NUL is removed from the input first, so none can be forged).
 _PH = "\x00{}\x00"
 _PH_RE = re.compile("\x00(\\d+)\x00")
-
-BIDI_CONTROLS = {
-    "\u061c": "ALM",
-    "\u200e": "LRM",
-    "\u200f": "RLM",
-    "\u202a": "LRE",
-    "\u202b": "RLE",
-    "\u202c": "PDF",
-    "\u202d": "LRO",
-    "\u202e": "RLO",
-    "\u2066": "LRI",
-    "\u2067": "RLI",
-    "\u2068": "FSI",
-    "\u2069": "PDI",
-}
-_BIDI_RE = re.compile("[" + "".join(BIDI_CONTROLS) + "]")
 
 _PRE_RE = re.compile(r"```(.*?)```", re.DOTALL)
 _CODE_RE = re.compile(r"`([^`\n]+)`")
@@ -117,14 +105,15 @@ class _Renderer:
                 )
         return match.group(0)  # anything else stays text (it is escaped already)
 
-    def bidi(self, match: re.Match[str]) -> str:
-        ch = match.group(0)
-        name = BIDI_CONTROLS[ch]
-        return self.keep(f'<span class="mrkdwn-invisible" title="U+{ord(ch):04X} {name}">[U+{ord(ch):04X}]</span>')
+    def marks(self, text: str) -> str:
+        """Invisible characters and look-alike letters as visible markers, set aside like any other markup."""
+        return "".join(self.keep(html) if marked else html for marked, html in marked_html_pieces(text))
 
 
 def _is_web_url(url: str) -> bool:
-    if not url or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F or ch in BIDI_CONTROLS for ch in url):
+    if not url or any(
+        ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F or is_invisible(url, i) for i, ch in enumerate(url)
+    ):
         return False
     try:
         parts = urlsplit(url)
@@ -161,7 +150,7 @@ def mrkdwn_to_html(text: str) -> SafeString:
     text = str(text).replace("\x00", "\ufffd").replace("\r\n", "\n").replace("\r", "\n")
     r = _Renderer()
     out = escape(text)  # first, always: nothing below ever sees a raw '<', '>', '&' or quote
-    out = _BIDI_RE.sub(r.bidi, out)
+    out = r.marks(out)
     out = _PRE_RE.sub(r.pre, out)
     out = _CODE_RE.sub(r.code, out)
     out = _ANGLE_RE.sub(r.angle, out)

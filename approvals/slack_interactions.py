@@ -16,9 +16,12 @@ applies the web's permission rules, and decides through the service layer with
 showed, so a changed target is refused as on the web (and the message is
 re-rendered with the fresh preview). Whoever is refused (unlinked, not a
 reviewer of this action) gets an ephemeral explanation, nothing changes, and
-the refusal is audited (``slack.interaction_refused``). Requests that fail
-the signature check are only logged: unauthenticated input never writes to
-the audit chain.
+the refusal is audited (``slack.interaction_refused``). An action whose policy
+wants it decided on the web page (``web_decision_only``: high and critical
+risk under such a rule) is shown in Slack without Approve / Reject; a decision
+for it that arrives anyway (an old message, a hand-made payload signed with
+the app's secret) is refused the same way. Requests that fail the signature
+check are only logged: unauthenticated input never writes to the audit chain.
 """
 
 from __future__ import annotations
@@ -33,18 +36,27 @@ from typing import Any, TypedDict
 from urllib.parse import parse_qs
 
 from celery import shared_task
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.db import transaction
 from slack_sdk.signature import SignatureVerifier
 
 from approvals import services, slack_notify
-from approvals.audit import Actor, record_event
+from approvals.audit import Actor, record_refusal
 from approvals.errors import NotAllowed, ServiceError, TargetChanged
 from approvals.models import ActionRequest, Review
 from approvals.outbox import RetryLater
 from approvals.permissions import review_refusal
-from approvals.slack_blocks import APPROVE, REASON_BLOCK, REASON_INPUT, REJECT, REJECT_VIEW, parse_button_value
+from approvals.slack_blocks import (
+    APPROVE,
+    REASON_BLOCK,
+    REASON_INPUT,
+    REJECT,
+    REJECT_VIEW,
+    action_link,
+    ephemeral_text,
+    parse_button_value,
+)
 from approvals.slack_blocks import reject_modal as build_reject_modal
 from approvals.slack_client import SlackNotConfigured, SlackRefused, SlackUnavailable, call, signing_secret, web_client
 from approvals.slack_users import reviewer_for
@@ -218,6 +230,17 @@ def handle(interaction: Interaction) -> str:
             "Nothing was changed.",
         )
         return "unmapped"
+    if action.web_decision_only:
+        # Whoever it is: the policy wants this decided on the web page (log-in, full diff), never from Slack.
+        link = action_link(settings.COUNTERSIGN_BASE_URL, action)
+        refuse(
+            interaction,
+            action,
+            "web_decision_only",
+            f"This {action.risk}-risk action can only be decided in Countersign, where you sign in and see the "
+            f"full diff: {link} . Nothing was changed.",
+        )
+        return "web_only"
     refusal = review_refusal(reviewer, action)
     if refusal:
         refuse(interaction, action, "not_allowed", f"You cannot decide this action: {refusal}. Nothing was changed.")
@@ -298,22 +321,23 @@ def _audit_refused(
     elif interaction.get("action"):
         action_id = ActionRequest.objects.filter(id=interaction["action"]).values_list("id", flat=True).first()
     agent_name = action.agent.name if action is not None else ""
-    with transaction.atomic():
-        record_event(
-            actor=SLACK,
-            verb="slack.interaction_refused",
-            object_type="action" if action_id else "slack",
-            object_id=str(action_id or interaction.get("slack_user") or "unknown"),
-            action_id=action_id,
-            agent_name=agent_name,
-            data={
-                "reason": reason,
-                "detail": detail[:500],
-                "slack_user": interaction.get("slack_user", ""),
-                "team": interaction.get("team", ""),
-                "interaction": interaction.get("kind", ""),
-            },
-        )
+    # Counted per Slack user, reason and kind of click, one event a minute (a flood cannot fill the log).
+    record_refusal(
+        actor=SLACK,
+        verb="slack.interaction_refused",
+        kind=":".join([reason, *(str(interaction.get(k, "")) for k in ("team", "slack_user", "kind"))]),
+        reason=reason,
+        object_type="action" if action_id else "slack",
+        object_id=str(action_id or interaction.get("slack_user") or "unknown"),
+        action_id=action_id,
+        agent_name=agent_name,
+        data={
+            "detail": detail[:500],
+            "slack_user": interaction.get("slack_user", ""),
+            "team": interaction.get("team", ""),
+            "interaction": interaction.get("kind", ""),
+        },
+    )
 
 
 def ephemeral(interaction: Interaction, text: str) -> None:
@@ -327,7 +351,7 @@ def ephemeral(interaction: Interaction, text: str) -> None:
             "chat_postEphemeral",
             channel=interaction["channel"],
             user=interaction["slack_user"],
-            text=text,
+            text=ephemeral_text(text),
         )
     except (SlackRefused, SlackUnavailable, RetryLater, SlackNotConfigured) as exc:
         log.warning("Slack interaction: could not answer %s: %s", interaction["slack_user"], exc)

@@ -67,7 +67,7 @@ def send(action: ActionRequest, event: str, target: str) -> None:
     preview = None
     if action.is_pending and (event != REMINDER or not posted):
         # Network I/O to the target: before taking any lock.
-        preview = compute_preview(action.action_type, action.params)
+        preview = compute_preview(action.action_type, action.params, action=action, via="slack")
     try:
         with transaction.atomic():
             row, _ = Notification.objects.select_for_update().get_or_create(action=action, channel=channel)
@@ -141,7 +141,8 @@ def _sync(
 
 def _render(action: ActionRequest, reviews: list[Review], preview: Preview | None) -> tuple[str, list[dict]]:
     if action.is_pending and preview is None:
-        preview = compute_preview(action.action_type, action.params)  # only on a rare race; see send()
+        # only on a rare race; see send()
+        preview = compute_preview(action.action_type, action.params, action=action, via="slack")
     return action_message(
         action,
         reviews=reviews,

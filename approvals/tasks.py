@@ -37,6 +37,14 @@ def send_due_reminders() -> int:
     return services.send_due_reminders()
 
 
+@shared_task(name="approvals.report_refusal_counts")
+def report_refusal_counts() -> int:
+    """Beat: the refusals counted (not written one by one) in minutes that are over (approvals.audit)."""
+    from approvals.audit import report_refusal_counts as report
+
+    return report()
+
+
 @shared_task(name="approvals.audit_checkpoint")
 def audit_checkpoint() -> int:
     """Beat: sign the audit chain's head into the log (approvals.audit_checkpoints); -1 when no key is set."""

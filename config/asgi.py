@@ -11,21 +11,25 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
 from approvals import outbox  # noqa: E402
-from approvals.routing import websocket_urlpatterns  # noqa: E402
+from approvals.middleware import RequestGuard  # noqa: E402
+from approvals.routing import ExactOriginValidator, websocket_urlpatterns  # noqa: E402
 
 # This process serves websockets, so in embedded mode it is the one that
 # relays live events written by the worker (see approvals.outbox).
 outbox.mark_process_serves_websockets()
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+# The guard runs before Django reads a byte: size limits, unreadable paths and query strings (approvals.middleware).
+# Sockets open only from the site's exact origin, port included (approvals.routing).
+application = RequestGuard(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": ExactOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )
 
 # Everything loaded so far lives as long as the process: move it out of the garbage collector's sight. A full

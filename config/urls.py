@@ -1,18 +1,22 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularAPIView
 
-from approvals.web.auth import ThrottledLoginView
+from approvals.api.schema import SwaggerView
+from approvals.web.auth import ThrottledAdminAuthenticationForm, ThrottledLoginView
 from approvals.web.ops import healthz, metrics, readyz
 from approvals.web.slack_views import interactivity as slack_interactivity
+
+# The admin's log-in is slowed down like the reviewers' (a second door to the same accounts).
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     path("api/v1/", include("approvals.api.urls")),
     path("humanlayer/v1/", include("approvals.humanlayer.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its init script as a file: no inline script, so the CSP holds here too.
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
+    path("api/docs/", SwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
@@ -23,5 +27,7 @@ urlpatterns = [
     path("", include("approvals.web.urls")),
 ]
 
+handler400 = "approvals.web.ops.bad_request"
+handler403 = "approvals.web.ops.forbidden"
 handler404 = "approvals.web.ops.not_found"
 handler500 = "approvals.web.ops.server_error"

@@ -108,8 +108,14 @@ TARGET_SECRET = "s3cr3t-target-token-never-shown"
 
 @pytest.fixture
 def credential(target, db):
+    # Preview reads on: the tests that show a diff read it from the target (tests/test_preview_reads.py: off).
     return create_credential(
-        name="internal-api", kind="http_bearer", secret=TARGET_SECRET, scope={"base_url": target.url}, actor=CLI
+        name="internal-api",
+        kind="http_bearer",
+        secret=TARGET_SECRET,
+        scope={"base_url": target.url},
+        actor=CLI,
+        allow_preview_reads=True,
     )
 
 

@@ -19,6 +19,11 @@ For Countersign's own bot (notifications and interactivity) it also answers
 ``users.info`` (``add_user``), ``views.open``, ``chat.postEphemeral`` (kept in
 ``ephemerals``), and keeps the blocks of posted and updated messages
 (``message(channel, ts)``).
+
+Like Slack, it refuses Block Kit over Slack's documented limits (``block_errors``): a message or
+view with a field too long, too many fields or blocks, a mrkdwn-only place given plain text or the
+reverse answers ``{"ok": false, "error": "invalid_blocks", "errors": [...]}`` (``invalid_arguments``
+for a view) and changes nothing; a text over 40,000 characters answers ``msg_too_long``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,143 @@ from urllib.parse import parse_qsl, urlsplit
 BOT_USER_ID = "U0COUNTER"
 BOT_ID = "B0COUNTER"
 TEAM_ID = "T0FAKE001"
+
+
+# --- Slack's limits, as its Block Kit reference documents them --------------------------------------
+
+MAX_MESSAGE_TEXT = 40_000
+
+
+def slack_len(text: str) -> int:
+    """Characters as Slack's limits count them (UTF-16 code units: an emoji outside the BMP counts two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _text_object(obj: Any, where: str, limit: int, errors: list[str], *, plain_only: bool = False) -> None:
+    if not isinstance(obj, dict) or obj.get("type") not in ("plain_text", "mrkdwn"):
+        errors.append(f"{where}: must be a text object")
+        return
+    if plain_only and obj["type"] != "plain_text":
+        errors.append(f"{where}: must be plain_text")
+    text = obj.get("text")
+    if not isinstance(text, str) or not text:
+        errors.append(f"{where}.text: must be more than 0 characters")
+    elif slack_len(text) > limit:
+        errors.append(f"{where}.text: must be less than {limit + 1} characters ({slack_len(text)})")
+    if "emoji" in obj and (obj["type"] != "plain_text" or not isinstance(obj["emoji"], bool)):
+        errors.append(f"{where}.emoji: only a boolean on plain_text")
+
+
+def _string(value: Any, where: str, limit: int, errors: list[str]) -> None:
+    if not isinstance(value, str) or slack_len(value) > limit:
+        errors.append(f"{where}: must be a string of at most {limit} characters")
+
+
+def _element(element: Any, where: str, errors: list[str]) -> None:
+    if not isinstance(element, dict) or element.get("type") != "button":
+        errors.append(f"{where}: unsupported element")
+        return
+    _text_object(element.get("text"), f"{where}.text", 75, errors, plain_only=True)
+    if "action_id" in element:
+        _string(element["action_id"], f"{where}.action_id", 255, errors)
+    if "value" in element:
+        _string(element["value"], f"{where}.value", 2000, errors)
+    if "url" in element:
+        _string(element["url"], f"{where}.url", 3000, errors)
+    if element.get("style") not in (None, "primary", "danger"):
+        errors.append(f"{where}.style: must be primary or danger")
+    confirm = element.get("confirm")
+    if confirm is not None:
+        _text_object(confirm.get("title"), f"{where}.confirm.title", 100, errors, plain_only=True)
+        _text_object(confirm.get("text"), f"{where}.confirm.text", 300, errors)
+        _text_object(confirm.get("confirm"), f"{where}.confirm.confirm", 30, errors, plain_only=True)
+        _text_object(confirm.get("deny"), f"{where}.confirm.deny", 30, errors, plain_only=True)
+
+
+def block_errors(blocks: Any, *, max_blocks: int = 50) -> list[str]:
+    """What Slack would refuse in ``blocks`` (empty: nothing); the limits of Slack's Block Kit reference."""
+    errors: list[str] = []
+    if isinstance(blocks, str):
+        try:
+            blocks = json.loads(blocks)
+        except ValueError:
+            return ["blocks: not JSON"]
+    if not isinstance(blocks, list):
+        return ["blocks: must be an array"]
+    if len(blocks) > max_blocks:
+        errors.append(f"blocks: at most {max_blocks} ({len(blocks)})")
+    for i, block in enumerate(blocks):
+        where = f"blocks[{i}]"
+        if not isinstance(block, dict):
+            errors.append(f"{where}: must be an object")
+            continue
+        if "block_id" in block:
+            _string(block["block_id"], f"{where}.block_id", 255, errors)
+        kind = block.get("type")
+        if kind == "header":
+            _text_object(block.get("text"), f"{where}.text", 150, errors, plain_only=True)
+        elif kind == "section":
+            if "text" not in block and "fields" not in block:
+                errors.append(f"{where}: needs text or fields")
+            if "text" in block:
+                _text_object(block["text"], f"{where}.text", 3000, errors)
+            fields = block.get("fields")
+            if fields is not None:
+                if not isinstance(fields, list) or not 1 <= len(fields) <= 10:
+                    errors.append(f"{where}.fields: 1 to 10 items")
+                else:
+                    for j, field_ in enumerate(fields):
+                        _text_object(field_, f"{where}.fields[{j}]", 2000, errors)
+        elif kind == "context":
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not 1 <= len(elements) <= 10:
+                errors.append(f"{where}.elements: 1 to 10 items")
+            else:
+                for j, element in enumerate(elements):
+                    _text_object(element, f"{where}.elements[{j}]", 2000, errors)
+        elif kind == "actions":
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not 1 <= len(elements) <= 25:
+                errors.append(f"{where}.elements: 1 to 25 items")
+            else:
+                for j, element in enumerate(elements):
+                    _element(element, f"{where}.elements[{j}]", errors)
+        elif kind == "input":
+            _text_object(block.get("label"), f"{where}.label", 2000, errors, plain_only=True)
+            element = block.get("element") or {}
+            if element.get("type") != "plain_text_input":
+                errors.append(f"{where}.element: unsupported element")
+            elif not 0 <= int(element.get("max_length", 3000)) <= 3000:
+                errors.append(f"{where}.element.max_length: at most 3000")
+        elif kind != "divider":
+            errors.append(f"{where}: unsupported block type {kind!r}")
+    return errors
+
+
+def view_errors(view: dict[str, Any]) -> list[str]:
+    """What Slack would refuse in a modal view."""
+    errors: list[str] = []
+    _text_object(view.get("title"), "view.title", 24, errors, plain_only=True)
+    for button in ("submit", "close"):
+        if button in view:
+            _text_object(view[button], f"view.{button}", 24, errors, plain_only=True)
+    if "private_metadata" in view:
+        _string(view["private_metadata"], "view.private_metadata", 3000, errors)
+    if "callback_id" in view:
+        _string(view["callback_id"], "view.callback_id", 255, errors)
+    return errors + block_errors(view.get("blocks"), max_blocks=100)
+
+
+def _message_errors(params: dict[str, Any]) -> dict[str, Any] | None:
+    """Slack's answer to a message whose text or blocks it would refuse, or None."""
+    text = params.get("text")
+    if isinstance(text, str) and slack_len(text) > MAX_MESSAGE_TEXT:
+        return {"ok": False, "error": "msg_too_long"}
+    if params.get("blocks"):
+        errors = block_errors(params["blocks"])
+        if errors:
+            return {"ok": False, "error": "invalid_blocks", "errors": errors}
+    return None
 
 
 @dataclass
@@ -71,6 +213,8 @@ class FakeSlack:
     ephemerals: list[dict[str, Any]] = field(default_factory=list)
     # what views.open opened: {"trigger_id", "view"}
     views: list[dict[str, Any]] = field(default_factory=list)
+    # what was refused as Slack would refuse it: {"method", "error", "errors"} (over a limit, malformed)
+    refused: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
 
     def __post_init__(self):
@@ -289,6 +433,10 @@ class FakeSlack:
         channel = self._channel(params.get("channel"))
         if channel is None:
             return {"ok": False, "error": "channel_not_found"}
+        refused = _message_errors(params)
+        if refused:
+            self.refused.append({"method": "chat.postMessage", **refused})
+            return refused
         if channel.get("is_archived"):
             return {"ok": False, "error": "is_archived"}
         text = params.get("text")
@@ -313,6 +461,10 @@ class FakeSlack:
         channel = self._channel(params.get("channel"))
         if channel is None:
             return {"ok": False, "error": "channel_not_found"}
+        refused = _message_errors(params)
+        if refused:
+            self.refused.append({"method": "chat.update", **refused})
+            return refused
         ts = params.get("ts")
         for (channel_id, _), messages in self.threads.items():
             for message in messages:
@@ -331,6 +483,10 @@ class FakeSlack:
             return {"ok": False, "error": "channel_not_found"}
         if not params.get("user"):
             return {"ok": False, "error": "user_not_in_channel"}
+        refused = _message_errors(params)
+        if refused:
+            self.refused.append({"method": "chat.postEphemeral", **refused})
+            return refused
         self.ephemerals.append({"channel": channel["id"], "user": params["user"], "text": params.get("text", "")})
         return {"ok": True, "message_ts": self._next_ts()}
 
@@ -342,6 +498,10 @@ class FakeSlack:
             view = json.loads(view)
         if not isinstance(view, dict) or view.get("type") != "modal":
             return {"ok": False, "error": "invalid_arguments"}
+        errors = view_errors(view)
+        if errors:
+            self.refused.append({"method": "views.open", "error": "invalid_arguments", "errors": errors})
+            return {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": errors}}
         self.views.append({"trigger_id": params["trigger_id"], "view": view})
         return {"ok": True, "view": {"id": f"V{len(self.views):08d}", **view}}
 

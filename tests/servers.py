@@ -44,7 +44,8 @@ class RecordingServer:
 
     ``resources`` maps a path to the JSON it answers (or a function of the
     RecordedRequest returning it); ``delay`` slows every
-    answer down (to catch a worker mid-request); ``status`` forces a status.
+    answer down (to catch a worker mid-request); ``status`` forces a status;
+    ``response_headers`` (a function of the RecordedRequest) adds headers to each answer.
     """
 
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -52,6 +53,7 @@ class RecordingServer:
     delay: float = 0.0
     status: int = 200
     port: int = 0
+    response_headers: object = None
 
     def start(self) -> RecordingServer:
         recorder = self
@@ -71,6 +73,8 @@ class RecordingServer:
                 self.send_response(recorder.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (recorder.response_headers(recorded) if recorder.response_headers else {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 

@@ -139,7 +139,13 @@ def test_credential_secret_is_write_only(staff, credential):
 
     response = staff.post(
         f"/admin/approvals/credential/{credential.pk}/change/",
-        {"scope": '{"base_url": "http://127.0.0.1:9/api"}', "secret": "rotated-secret-value"},
+        # The settings as the form shows them (checked boxes are posted back unchanged).
+        {
+            "scope": '{"base_url": "http://127.0.0.1:9/api"}',
+            "secret": "rotated-secret-value",
+            "allow_preview_reads": "on",
+            "result_visibility": ["status", "body"],
+        },
     )
     assert response.status_code == 302, response.content[:2000]
     credential.refresh_from_db()

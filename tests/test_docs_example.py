@@ -35,7 +35,14 @@ def close_ticket():
 def test_the_documented_action_type_previews_and_executes(close_ticket, agent, reviewer, target):
     target.resources["/api/tickets/4711"] = {"id": 4711, "status": "open"}
     base = f"{target.url}/api"
-    create_credential(name="tracker", kind="http_bearer", secret=TARGET_SECRET, scope={"base_url": base}, actor=CLI)
+    create_credential(
+        name="tracker",
+        kind="http_bearer",
+        secret=TARGET_SECRET,
+        scope={"base_url": base},
+        actor=CLI,
+        allow_preview_reads=True,
+    )
     grant_capability(agent=agent, action_type="ticket.close", actor=CLI, constraints={"credential": ["tracker"]})
     params = {"credential": "tracker", "ticket": 4711, "comment": "Fixed in 2026.11.3"}
     action, _ = services.propose_action(

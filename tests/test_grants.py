@@ -129,7 +129,8 @@ def test_a_target_echoing_the_secret_is_redacted_before_it_is_stored(agent, revi
     services.execute_action(action.id)
     action.refresh_from_db()
     assert action.status == ActionStatus.SUCCEEDED
-    assert action.result["body"] == {"you_sent": "Bearer [redacted]"}
+    # The whole header value Countersign sent is a secret-bearing value: it goes, scheme and all.
+    assert action.result["body"] == {"you_sent": "[redacted]"}
     assert TARGET_SECRET not in str(action.result)
 
 

@@ -253,6 +253,21 @@ def test_creates_are_idempotent_per_call_id_and_lookups_are_per_agent(hl, web_se
     assert ActionRequest.objects.count() == 1
 
 
+def test_none_arguments_and_hostile_call_ids_through_the_sdk(hl, rita_token, web_server):
+    """``send_email(cc=None)`` is an ordinary call; a NUL in a call id, or an offset past bigint, is a JSON 400."""
+    call = hl.create_function_call(FunctionCallSpec(fn="send_email", kwargs={"to": "ops@example.com", "cc": None}))
+    assert hl.get_function_call(call.call_id).spec.kwargs == {"to": "ops@example.com", "cc": None}
+    with pytest.raises(HumanLayerException, match="400"):
+        hl.get_function_call("a\x00b")
+    approver = {"Authorization": f"Bearer {rita_token}"}
+    base = f"{web_server.url}/humanlayer/v1"
+    for path in ("function_calls/a%00b", "contact_requests/a%00b", "agent/function_calls/a%00b/respond"):
+        response = httpx.request("POST" if path.endswith("respond") else "GET", f"{base}/{path}", headers=approver)
+        assert response.status_code == 400 and response.headers["Content-Type"] == "application/json", path
+    pending = httpx.get(f"{base}/agent/function_calls/pending", params={"offset": 2**63}, headers=approver)
+    assert pending.status_code == 400 and "offset" in pending.json()["errors"]
+
+
 def test_approver_side_clients_list_pending_and_respond_with_a_reviewer_token(hl, rita_token, web_server):
     call = hl.create_function_call(
         FunctionCallSpec(fn="restart", kwargs={"service": "billing"}, reject_options=[ResponseOption(name="later")])

@@ -23,7 +23,7 @@ from tests.conftest import TARGET_SECRET, propose_body, token_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# AllowedHostsOriginValidator admits only origins on ALLOWED_HOSTS.
+# Sockets open only from the site's exact origin: scheme, host and port (approvals.routing).
 SAME_ORIGIN = [(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")]
 WAIT = 10  # seconds for one push to arrive; a timeout fails the test
 

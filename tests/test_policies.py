@@ -200,7 +200,8 @@ def scim_params():
 @pytest.mark.parametrize("fields", [{"effect": "auto_approve"}, {"effect": "require", "required_approvals": 1}])
 def test_no_rule_lowers_the_two_human_floor_for_access_changes(agent_api, scim_capability, fields):
     rule("sneaky", action_type="scim.*", **fields)
-    body = propose(agent_api, action_type="scim.group_membership", params=scim_params())
+    # An access change must name a known requester (approvals.people); the agent's owner will do here.
+    body = propose(agent_api, action_type="scim.group_membership", params=scim_params(), on_behalf_of="olivia")
     assert body["status"] == "pending"
     assert body["required_approvals"] == 2
     assert "changes access" in body["policy"]["explanation"] and "(floor)" in body["policy"]["explanation"]
@@ -208,7 +209,7 @@ def test_no_rule_lowers_the_two_human_floor_for_access_changes(agent_api, scim_c
 
 def test_a_deny_rule_still_denies_access_changes(agent_api, scim_capability):
     rule("no-access", action_type="scim.*", effect="deny", reason="Access changes go through the IAM team.")
-    body = propose(agent_api, action_type="scim.group_membership", params=scim_params())
+    body = propose(agent_api, action_type="scim.group_membership", params=scim_params(), on_behalf_of="olivia")
     assert body["status"] == "rejected"
 
 

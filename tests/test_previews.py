@@ -108,7 +108,12 @@ def test_an_unreachable_target_shows_preview_unavailable_and_rejection_still_wor
     url = dead.url
     dead.stop()  # nothing listens there now
     credential = create_credential(
-        name="dead-api", kind="http_bearer", secret=TARGET_SECRET, scope={"base_url": url}, actor=CLI
+        name="dead-api",
+        kind="http_bearer",
+        secret=TARGET_SECRET,
+        scope={"base_url": url},
+        actor=CLI,
+        allow_preview_reads=True,
     )
     action = propose_put(agent, credential)
     page = browser.get(f"/actions/{action.id}").content.decode()

@@ -16,6 +16,7 @@ from django.core.management import call_command
 from agents.services import create_agent
 from approvals.credentials import create_credential
 from tests.conftest import CLI
+from tests.test_secret_forms import echo_forms, forms_to_find, leaks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,7 +58,7 @@ def test_a_known_secret_appears_nowhere_but_at_the_target(
 ):
     create_credential(name="ticket-api", kind="http_bearer", secret=SECRET, scope={"base_url": target.url}, actor=CLI)
     _, _, key = create_agent(name="leak-probe", owner=owner, actor=CLI, allow=["http.request"])
-    target.resources["/echo"] = lambda request: {"headers": request.headers}  # a target that echoes everything
+    target.resources["/echo"] = echo_forms  # a target that echoes everything, in every encoding
     target.resources["/broken"] = lambda request: {"error": "boom", "auth": request.headers.get("Authorization")}
 
     agent = Recorder(web_server.url, headers={"Authorization": f"Bearer {key}"})
@@ -83,7 +84,7 @@ def test_a_known_secret_appears_nowhere_but_at_the_target(
     web.post(f"/actions/{ids[0]}/approve", data={"comment": "ok", "csrfmiddlewaretoken": csrf_from(page.text)})
     done = agent.get(f"/api/v1/actions/{ids[0]}/wait?timeout=30").json()
     assert done["status"] == "succeeded", done
-    assert done["result"]["body"]["headers"]["Authorization"] == "Bearer [redacted]"
+    assert done["result"]["body"]["Authorization plain"] == "[redacted]"
 
     target.status = 500
     page = web.get(f"/actions/{ids[1]}")
@@ -114,3 +115,5 @@ def test_a_known_secret_appears_nowhere_but_at_the_target(
     assert len(agent.bodies) > 10 and len(web.bodies) > 10 and export.getvalue().count("\n") > 10
     leaked = [where for where, text in places.items() if SECRET in text]
     assert leaked == []
+    # Nor any other form of it: base64, URL-encoded, hex, JSON-escaped, inside a JWT (tests/test_secret_forms.py).
+    assert leaks(places, forms_to_find([SECRET, f"Bearer {SECRET}"])) == []

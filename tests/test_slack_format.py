@@ -157,9 +157,11 @@ def test_javascript_links_are_left_as_text():
 def test_bidi_overrides_are_made_visible_not_obeyed():
     html = mrkdwn_to_html("approve invoice\u202egpj.exe please")
     assert "\u202e" not in html
-    assert '<span class="mrkdwn-invisible" title="U+202E RLO">[U+202E]</span>' in html
-    assert inspect(html).text == "approve invoice[U+202E]gpj.exe please"
-    assert "[U+2066]" in mrkdwn_to_html("`a\u2066b`")  # inside code too
+    assert '<span class="invisible-char" title="U+202E RIGHT-TO-LEFT OVERRIDE">⟨U+202E⟩</span>' in html
+    assert inspect(html).text == "approve invoice⟨U+202E⟩gpj.exe please"
+    assert "⟨U+2066⟩" in mrkdwn_to_html("`a\u2066b`")  # inside code too
+    assert "⟨U+200B⟩" in mrkdwn_to_html("zero\u200bwidth")  # and every other invisible character
+    assert "⟨Cyrillic \u0430 U+0430⟩" in mrkdwn_to_html("post to #prod-\u0430dmins")  # look-alike letters flagged
 
 
 def test_labels_cannot_hide_where_a_link_goes():

@@ -142,7 +142,7 @@ def test_reject_opens_a_modal_and_its_reason_rejects_through_services(
     after = slack.message(APPROVALS, message["ts"])
     assert block(after["blocks"], "header")[0]["text"]["text"].startswith(":x: Rejected: ")
     assert "Rejected by *rita* (via slack)" in all_text(after["blocks"])
-    assert ">Not during the freeze.\n>Ask again Monday." in all_text(after["blocks"])
+    assert "Reason: Not during the freeze.\nAsk again Monday." in all_text(after["blocks"])  # plain_text, as written
 
 
 def test_an_empty_reason_is_answered_in_the_modal_and_decides_nothing(slack, worker, announced, rita_in_slack):

@@ -82,16 +82,18 @@ def test_a_pending_action_is_posted_with_its_facts_a_diff_excerpt_a_link_and_but
     [header] = block(blocks, "header")
     assert header["text"]["text"] == ":hourglass_flowing_sand: Approval needed: Give Ann admin"
     fields = {f["text"].split("\n")[0]: f["text"].split("\n", 1)[1] for f in block(blocks, "section")[0]["fields"]}
-    assert fields["*Agent*"] == "helper-bot (owner olivia)"
-    assert fields["*On behalf of*"] == "alice@example.com"
-    assert fields["*Risk*"].endswith(action.risk)
-    assert fields["*Approvals*"] == "0 of 1"
-    assert fields["*Expires*"].startswith("<!date^")
+    assert fields["Agent"] == "helper-bot (owner olivia)"
+    assert fields["On behalf of"] == "alice@example.com"
+    assert fields["Risk"].endswith(action.risk)
+    assert fields["Approvals"] == "0 of 1"
+    assert fields["Expires"].startswith("<!date^")
+    # Agent text is plain_text (never parsed as formatting); only the date is mrkdwn.
+    assert [f["type"] for f in block(blocks, "section")[0]["fields"]] == ["plain_text"] * 5 + ["mrkdwn"]
     text = all_text(blocks)
-    assert f"*Policy:* {action.policy_explanation}" in text
-    assert '• method: `"PUT"`' in text and '• path: `"/users/7"`' in text
+    assert f"Policy: {action.policy_explanation}" in text
+    assert '• method: "PUT"' in text and '• path: "/users/7"' in text
     # The excerpt is the diff Countersign computed from the live target, not the agent's claim.
-    assert '+ groups[1]: "admin"' in text and "*What it will change* — PUT " in text
+    assert '+ groups[1]: "admin"' in text and "What it will change — PUT " in text
 
     actions = buttons(blocks)
     assert set(actions) == {APPROVE, REJECT, OPEN}
@@ -180,20 +182,20 @@ def test_multi_approval_messages_count_up_then_show_the_outcome(slack, agent, re
     )
     action = propose(agent)
     deliver_due()
-    assert "*Approvals*\n0 of 2" in all_text(current(slack, action)["blocks"])
+    assert "Approvals\n0 of 2" in all_text(current(slack, action)["blocks"])
 
     token_client(reviewer).post(f"/api/v1/actions/{action.id}/approve", {"comment": "fine"}, format="json")
     deliver_due()
     message = current(slack, action)
     text = all_text(message["blocks"])
-    assert "*Approvals*\n1 of 2" in text and "*1 of 2 approvals* so far: *rita* (via api). Needs 1 more." in text
+    assert "Approvals\n1 of 2" in text and "*1 of 2 approvals* so far: *rita* (via api). Needs 1 more." in text
     assert set(buttons(message["blocks"])) == {APPROVE, REJECT, OPEN}  # the second reviewer still needs them
 
     services.approve_action(action_id=action.id, reviewer=second_reviewer, via=Review.Via.WEB)
     deliver_due()
     message = current(slack, action)
     text = all_text(message["blocks"])
-    assert "*Approvals*\n2 of 2" in text and "Approved by *rita* (via api), *sam* (via web)" in text
+    assert "Approvals\n2 of 2" in text and "Approved by *rita* (via api), *sam* (via web)" in text
     assert buttons(message["blocks"]) == {}
     assert len(slack.calls_to("chat.update")) == 2 and len(slack.calls_to("chat.postMessage")) == 1
 
@@ -253,7 +255,8 @@ def test_a_failed_execution_says_why_in_the_thread(slack, agent, reviewer, crede
     assert services.execute_action(action.id) == ActionStatus.FAILED
     deliver_due()
     [reply] = slack.replies(APPROVALS, posted(action).external_id)
-    assert ":warning: *Execution failed:*" in all_text(reply["blocks"])
+    assert ":warning: *Execution failed.*" in all_text(reply["blocks"])
+    assert "Error: POST " in all_text(reply["blocks"]) and "answered 500" in all_text(reply["blocks"])
     assert block(current(slack, action)["blocks"], "header")[0]["text"]["text"].startswith(":warning: Failed: ")
 
 

@@ -95,7 +95,12 @@ def scim():
 @pytest.fixture
 def scim_credential(scim):
     return create_credential(
-        name="idp", kind="scim_bearer", secret=SCIM_TOKEN, scope={"base_url": scim.base_url}, actor=CLI
+        name="idp",
+        kind="scim_bearer",
+        secret=SCIM_TOKEN,
+        scope={"base_url": scim.base_url},
+        actor=CLI,
+        allow_preview_reads=True,
     )
 
 
@@ -113,7 +118,10 @@ def propose(agent, **overrides) -> ActionRequest:
     action, _ = services.propose_action(
         agent=agent,
         proposal=services.Proposal(
-            action_type="scim.group_membership", params=params(**overrides), summary="Rotate on-call access"
+            action_type="scim.group_membership",
+            params=params(**overrides),
+            summary="Rotate on-call access",
+            on_behalf_of="olivia",  # an access change names a known requester (the agent's owner, here)
         ),
     )
     return action
@@ -143,7 +151,12 @@ def test_propose_preview_approve_execute_changes_the_real_group(
 ):
     response = agent_api.post(
         "/api/v1/actions",
-        {"action_type": "scim.group_membership", "params": params(), "summary": "Swap bob for alice"},
+        {
+            "action_type": "scim.group_membership",
+            "params": params(),
+            "summary": "Swap bob for alice",
+            "on_behalf_of": "olivia",
+        },
         format="json",
     )
     assert response.status_code == 201, response.content
@@ -270,7 +283,14 @@ def test_server_down_preview_unavailable_and_execution_fails_clearly(
 
 def test_a_refused_token_is_reported_without_the_token(scim, scim_agent, reviewer, second_reviewer):
     wrong = "wrong-token-also-secret"
-    create_credential(name="idp", kind="scim_bearer", secret=wrong, scope={"base_url": scim.base_url}, actor=CLI)
+    create_credential(
+        name="idp",
+        kind="scim_bearer",
+        secret=wrong,
+        scope={"base_url": scim.base_url},
+        actor=CLI,
+        allow_preview_reads=True,
+    )
     action = propose(scim_agent)
     preview = compute_preview("scim.group_membership", action.effective_params)
     assert preview.kind == "unavailable"
@@ -291,7 +311,10 @@ def test_the_executor_client_is_narrowed_and_keeps_the_token_to_itself(scim, sci
     client = scim_type.make_client(credential_view(scim_credential, SCIM_TOKEN), params(), idempotency_key="k")
     assert SCIM_TOKEN not in repr(client) and not hasattr(client, "reveal")
     public = {name for name in dir(client) if not name.startswith("_")}
-    assert public == {"base_url", "group", "find_users", "user_names", "patch_members", "redact"}
+    assert public == {
+        *("base_url", "group", "find_users", "user_names", "patch_members", "redact"),
+        *("redactor", "reads"),  # scrubs without handing out what it scrubs; what a preview read
+    }
     # The only write goes to the group the params name, whatever ids it is handed.
     client.patch_members(add_ids=[scim.ids["dave"]], remove_ids=[])
     assert scim.members(scim.group_id) == {"bob", "carol", "dave"}

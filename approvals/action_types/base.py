@@ -40,6 +40,8 @@ class Preview:
     after: Any = None
     notes: list[str] = field(default_factory=list)
     error: str = ""
+    # True when no diff was computed because the credential does not allow preview reads.
+    reads_off: bool = False
 
 
 class ActionType:
@@ -55,6 +57,13 @@ class ActionType:
     executes: ClassVar[bool] = True
     # An idempotent type may be retried after a crash mid-execution (see is_idempotent).
     idempotent: ClassVar[bool] = False
+    # Which result keys carry the target's "status", "headers" or "body": the credential's result_visibility
+    # drops the parts it does not show (approvals.redaction.apply_visibility). Unmapped keys are always kept.
+    result_parts: ClassVar[dict[str, str]] = {}
+    # Whether preview() reads the live target with the credential: then it runs only for a credential that
+    # allows preview reads, and preview_without_reads() answers otherwise (approvals.previews). True unless a
+    # type says otherwise: a project's own type that reads is gated too. Types without a credential never are.
+    preview_reads: ClassVar[bool] = True
 
     def credential_name(self, params: dict[str, Any]) -> str | None:
         """The credential the params name, if this type uses one."""
@@ -65,6 +74,15 @@ class ActionType:
 
     def preview(self, params: dict[str, Any], client) -> Preview:
         return Preview(kind="none")
+
+    def preview_without_reads(self, params: dict[str, Any], credential_name: str) -> Preview:
+        """What reviewers see when the credential does not allow preview reads: no request is made."""
+        return Preview(
+            kind="unavailable",
+            error=f"No diff could be computed: preview reads are off for the credential {credential_name}, "
+            "so Countersign did not read the target. Check the current state yourself before approving.",
+            reads_off=True,
+        )
 
     def is_idempotent(self, params: dict[str, Any]) -> bool:
         """Whether running these params twice has the effect of running them once.

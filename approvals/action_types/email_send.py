@@ -20,6 +20,7 @@ from django.core.validators import validate_email
 
 from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
 from approvals.models.action import Risk
+from approvals.redaction import Redactor
 
 MAX_RECIPIENTS = 50
 MAX_SUBJECT_CHARS = 200
@@ -71,6 +72,14 @@ class OneMessageSender:
     def __init__(self, message: EmailMessage):
         self._message = message
         self._sent = False
+        # The mail server's login is a secret Countersign puts on the wire (AUTH PLAIN sends base64 of
+        # "\0user\0password", AUTH LOGIN the password's base64): a server reply that echoes it is scrubbed.
+        user, password = str(settings.EMAIL_HOST_USER or ""), str(settings.EMAIL_HOST_PASSWORD or "")
+        self._redactor = Redactor([password, f"\0{user}\0{password}"] if password else [])
+
+    @property
+    def redactor(self) -> Redactor:
+        return self._redactor
 
     @property
     def backend(self) -> str:

@@ -10,6 +10,7 @@ from django.conf import settings
 
 from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
 from approvals.models.action import Risk
+from approvals.redaction import Redactor, wire_values
 from approvals.tls import client_tls
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -53,12 +54,16 @@ class ScopedHttpClient:
         auth_headers: dict[str, str],
         secret: str | None,
         idempotency_key: str = "",
+        kind: str = "",
     ):
         self._url = url
         self._method = method
         self._auth_headers = auth_headers
-        self._secret = secret
+        # Every secret-bearing value this client puts on the wire: the header values exactly as sent
+        # ("Bearer X", "Basic base64(user:pass)"), the secret, and for basic auth the password alone.
+        self._redactor = Redactor(frozenset(wire_values(kind, secret) | {v for v in auth_headers.values() if v}))
         self._fixed_headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        self.reads: list[str] = []  # "GET /path" of each preview read, for the action's timeline
 
     @property
     def url(self) -> str:
@@ -68,8 +73,13 @@ class ScopedHttpClient:
     def method(self) -> str:
         return self._method
 
+    @property
+    def redactor(self) -> Redactor:
+        """Scrubs every form of the secret-bearing values this client sends (approvals.redaction)."""
+        return self._redactor
+
     def redact(self, text: str) -> str:
-        return text.replace(self._secret, "[redacted]") if self._secret else text
+        return self._redactor.text(text)
 
     def _send(self, method: str, *, query=None, json_body=None, headers=None) -> httpx.Response:
         with httpx.Client(
@@ -90,7 +100,8 @@ class ScopedHttpClient:
         return self._send(self._method, query=query, json_body=json_body, headers=headers)
 
     def read_current(self, *, query=None) -> httpx.Response:
-        """GET the same resource, for previews (read access only)."""
+        """GET the same resource, for previews (read access only): the one URL the execution would use."""
+        self.reads.append(f"GET {self._url.path}")
         return self._send("GET", query=query)
 
 
@@ -117,6 +128,8 @@ class HttpRequest(ActionType):
     )
     risk = Risk.MEDIUM
     credential_kinds = ("http_bearer", "http_basic", "http_header")
+    result_parts = {"status_code": "status", "headers": "headers", "body": "body"}
+    preview_reads = True
     params_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -179,6 +192,7 @@ class HttpRequest(ActionType):
             auth_headers=auth_headers(credential.kind, secret, credential.scope),
             secret=secret,
             idempotency_key=idempotency_key,
+            kind=credential.kind,
         )
 
     def execute(self, params: dict[str, Any], client: ScopedHttpClient) -> dict[str, Any]:
@@ -189,13 +203,16 @@ class HttpRequest(ActionType):
         except httpx.HTTPError as exc:
             raise ExecutionError(f"request failed: {type(exc).__name__}", permanent=False) from None
         body = _body(response, client)
+        # Everything the target answered; the credential's result_visibility decides what is kept
+        # (approvals.services.execution, through result_parts). The request headers are never part of it.
+        answered = {"status_code": response.status_code, "headers": _headers(response, client), "body": body}
         if response.status_code >= 400:
             raise ExecutionError(
                 f"{client.method} {client.url} answered {response.status_code}",
                 permanent=response.status_code < 500,
-                details={"status_code": response.status_code, "body": body},
+                details=answered,
             )
-        return {"status_code": response.status_code, "body": body}
+        return answered
 
     def preview(self, params: dict[str, Any], client: ScopedHttpClient) -> Preview:
         if params["method"] not in ("PUT", "PATCH", "DELETE"):
@@ -211,6 +228,10 @@ class HttpRequest(ActionType):
         if params["method"] == "PATCH" and isinstance(before, dict) and isinstance(after, dict):
             after = {**before, **after}
         return Preview(kind="json", title=f"{params['method']} {client.url}", before=before, after=after)
+
+
+def _headers(response: httpx.Response, client: ScopedHttpClient) -> dict[str, str]:
+    return {client.redact(k.lower()): client.redact(v) for k, v in response.headers.items()}
 
 
 def _body(response: httpx.Response, client: ScopedHttpClient) -> Any:

@@ -19,6 +19,7 @@ from django.conf import settings
 from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
 from approvals.action_types.http_request import target_url
 from approvals.models.action import Risk
+from approvals.redaction import Redactor
 from approvals.tls import client_tls
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -54,10 +55,12 @@ class ScimGroupClient:
 
     def __init__(self, *, base_url: str, secret: str | None, group_ref: str):
         self._base = base_url.rstrip("/")
-        self._secret = secret
         self._headers = {"Accept": f"{SCIM_MEDIA_TYPE}, application/json"}
         if secret:
             self._headers["Authorization"] = f"Bearer {secret}"
+        # The secret-bearing values this client puts on the wire, exactly as sent.
+        self._redactor = Redactor(frozenset({secret, self._headers["Authorization"]} if secret else ()))
+        self.reads: list[str] = []  # "GET /path" of each read, for the action's timeline when it is a preview
         self._group_ref = group_ref
         self._group: dict[str, Any] | None = None
 
@@ -65,8 +68,13 @@ class ScimGroupClient:
     def base_url(self) -> str:
         return self._base
 
+    @property
+    def redactor(self) -> Redactor:
+        """Scrubs every form of the secret-bearing values this client sends (approvals.redaction)."""
+        return self._redactor
+
     def redact(self, text: str) -> str:
-        return text.replace(self._secret, "[redacted]") if self._secret else text
+        return self._redactor.text(text)
 
     # --- transport -----------------------------------------------------------------
 
@@ -76,6 +84,8 @@ class ScimGroupClient:
         except ValueError as exc:
             raise ExecutionError(f"refused to call {path!r}: it {exc}") from None
         headers = dict(self._headers)
+        if method == "GET":
+            self.reads.append(f"GET {url.path}")
         content = None
         if body is not None:
             headers["Content-Type"] = SCIM_MEDIA_TYPE
@@ -242,6 +252,8 @@ class ScimGroupMembership(ActionType):
     modifies_access = True
     credential_kinds = ("scim_bearer",)
     idempotent = True
+    result_parts = {"status_code": "status"}
+    preview_reads = True
     params_schema = {
         "type": "object",
         "additionalProperties": False,

@@ -13,6 +13,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
 from approvals.models.action import Risk
 from approvals.models.credential import SLACK_CHANNEL_ID_RE, SLACK_CHANNEL_RE
+from approvals.redaction import Redactor
 
 MAX_TEXT = 40_000  # Slack truncates longer messages
 THREAD_TS_PATTERN = r"^[0-9]{1,12}\.[0-9]{1,9}$"
@@ -37,14 +38,16 @@ class SlackChannelClient:
     any other Slack method or to reach the token.
     """
 
-    __slots__ = ("_channel", "_secret", "_thread_ts", "_web")
+    __slots__ = ("_channel", "_redactor", "_thread_ts", "_web", "reads")
 
     def __init__(self, *, token: str, channel: str, thread_ts: str | None, base_url: str, timeout: int):
         # No retry handlers: a "connection reset" after Slack accepted the post would post it twice.
         self._web = WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=[])
-        self._secret = token
+        # The secret-bearing values the WebClient puts on the wire: the token, as "Bearer <token>".
+        self._redactor = Redactor(frozenset({token, f"Bearer {token}"} if token else ()))
         self._channel = channel
         self._thread_ts = thread_ts
+        self.reads: list[str] = []  # Slack methods read for a preview, for the action's timeline
 
     def __repr__(self) -> str:
         return f"<SlackChannelClient channel={self._channel}>"
@@ -57,8 +60,13 @@ class SlackChannelClient:
     def thread_ts(self) -> str | None:
         return self._thread_ts
 
+    @property
+    def redactor(self) -> Redactor:
+        """Scrubs every form of the secret-bearing values this client sends (approvals.redaction)."""
+        return self._redactor
+
     def redact(self, text: str) -> str:
-        return text.replace(self._secret, "[redacted]") if self._secret else text
+        return self._redactor.text(text)
 
     def post_message(self, *, text: str, unfurl_links: bool | None = None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"channel": self._channel, "text": text}
@@ -69,12 +77,14 @@ class SlackChannelClient:
         return self._call("chat_postMessage", **kwargs)
 
     def channel_info(self) -> dict[str, Any]:
+        self.reads.append(f"conversations.info {self._channel}")
         return self._call("conversations_info", channel=self._channel).get("channel") or {}
 
     def thread_parent(self) -> dict[str, Any] | None:
         """The message that starts the approved thread, or None if Slack returns none."""
         if not self._thread_ts:
             return None
+        self.reads.append(f"conversations.replies {self._channel} {self._thread_ts}")
         data = self._call("conversations_replies", channel=self._channel, ts=self._thread_ts, limit=1)
         messages = data.get("messages") or []
         return messages[0] if messages else None
@@ -121,6 +131,8 @@ class SlackPostMessage(ActionType):
     )
     risk = Risk.MEDIUM
     credential_kinds = ("slack_bot",)
+    result_parts = {"status_code": "status"}
+    preview_reads = True
     params_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -190,10 +202,21 @@ class SlackPostMessage(ActionType):
             result["thread_ts"] = thread_ts
         return result
 
-    def preview(self, params: dict[str, Any], client: SlackChannelClient) -> Preview:
+    def preview_without_reads(self, params: dict[str, Any], credential_name: str) -> Preview:
+        # The message itself needs no read: show it, and say what was not looked up.
+        preview = self.preview(params, None)
+        preview.reads_off = True
+        preview.notes.insert(
+            0,
+            f"Slack was not read (preview reads are off for the credential {credential_name}): "
+            "the channel's name and the thread's first message are not shown.",
+        )
+        return preview
+
+    def preview(self, params: dict[str, Any], client: SlackChannelClient | None) -> Preview:
         notes: list[str] = []
         title = f"Message to {params['channel']}"
-        if SLACK_CHANNEL_ID_RE.fullmatch(params["channel"]):
+        if client is not None and SLACK_CHANNEL_ID_RE.fullmatch(params["channel"]):
             try:
                 info = client.channel_info()
             except ExecutionError as exc:
@@ -206,7 +229,9 @@ class SlackPostMessage(ActionType):
         parent = None
         if params.get("thread_ts"):
             title += " (thread reply)"
-            if not SLACK_CHANNEL_ID_RE.fullmatch(params["channel"]):
+            if client is None:
+                pass
+            elif not SLACK_CHANNEL_ID_RE.fullmatch(params["channel"]):
                 notes.append("The thread's first message is not shown: Slack finds threads by channel ID only.")
             else:
                 try:

@@ -1,6 +1,15 @@
-"""OpenAPI additions for what is not a DRF view (the async long-poll)."""
+"""OpenAPI additions for what is not a DRF view (the async long-poll), and the Swagger UI page."""
 
 from __future__ import annotations
+
+from drf_spectacular.views import SpectacularSwaggerSplitView
+
+
+class SwaggerView(SpectacularSwaggerSplitView):
+    """The API docs page. No OPTIONS metadata: DRF rendered it through the page's template renderer, which has no
+    template for it (a 500); now OPTIONS is a 405 like any other method the page does not take."""
+
+    metadata_class = None
 
 
 def add_wait_endpoint(result, generator, request, public):
@@ -45,6 +54,7 @@ def add_wait_endpoint(result, generator, request, public):
                         (400, "Invalid input"),
                         (401, "Not authenticated"),
                         (404, "Not found"),
+                        (405, "Any method but GET (the answer names it in Allow)"),
                         (429, "This agent key is over its request rate"),
                     ]
                 },

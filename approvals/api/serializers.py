@@ -13,9 +13,9 @@ MAX_CONTEXT_BYTES = 64 * 1024
 
 class ProposalInput(serializers.Serializer):
     action_type = serializers.CharField(max_length=100)
-    params = serializers.DictField(child=serializers.JSONField(), allow_empty=True)
+    params = serializers.DictField(child=serializers.JSONField(allow_null=True), allow_empty=True)
     summary = serializers.CharField(max_length=280, trim_whitespace=True)
-    context = serializers.DictField(child=serializers.JSONField(), required=False, default=dict)
+    context = serializers.DictField(child=serializers.JSONField(allow_null=True), required=False, default=dict)
     on_behalf_of = serializers.CharField(max_length=254, required=False, allow_blank=True, default="")
     idempotency_key = serializers.CharField(max_length=255, required=False, allow_blank=False)
     callback_url = serializers.URLField(max_length=2048, required=False, allow_blank=True, default="")
@@ -47,7 +47,7 @@ class ProposalInput(serializers.Serializer):
 
 class ApproveInput(serializers.Serializer):
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
-    params = serializers.DictField(child=serializers.JSONField(), required=False)
+    params = serializers.DictField(child=serializers.JSONField(allow_null=True), required=False)
     preview_fingerprint = serializers.CharField(
         max_length=64,
         required=False,
@@ -63,6 +63,7 @@ class PreviewOutput(serializers.Serializer):
     after = serializers.JSONField(allow_null=True)
     notes = serializers.ListField(child=serializers.CharField())
     error = serializers.CharField()
+    reads_off = serializers.BooleanField(help_text="No diff: the credential does not allow preview reads.")
     fingerprint = serializers.CharField()
 
 
@@ -97,6 +98,11 @@ class LinksOutput(serializers.Serializer):
     review = serializers.CharField()
 
 
+class UncountedApprovalOutput(serializers.Serializer):
+    reviewer = serializers.CharField()
+    reason = serializers.CharField()
+
+
 class ActionOutput(serializers.Serializer):
     """Documentation of approvals.presenters.present_action, which produces it."""
 
@@ -109,10 +115,22 @@ class ActionOutput(serializers.Serializer):
     summary = serializers.CharField()
     agent = serializers.CharField()
     on_behalf_of = serializers.CharField()
-    risk = serializers.ChoiceField(choices=["low", "medium", "high", "critical"])
+    on_behalf_of_user = serializers.CharField(
+        allow_null=True, help_text="The username on_behalf_of was resolved to when proposed; null: nobody known."
+    )
+    risk = serializers.ChoiceField(
+        choices=["low", "medium", "high", "critical"], help_text="The type's risk, raised by its credential's."
+    )
+    modifies_access = serializers.BooleanField(
+        help_text="At the access floor (the type or its credential changes access): two different people, "
+        "never the agent's owner or the person it acts for."
+    )
     required_approvals = serializers.IntegerField()
-    approvals = serializers.IntegerField()
+    approvals = serializers.IntegerField(help_text="Approvals that count under the rule now in force.")
     approved_by = serializers.ListField(child=serializers.CharField(), help_text="Who approved so far.")
+    uncounted_approvals = UncountedApprovalOutput(
+        many=True, help_text="Approvals given that do not count under the rule now in force, and why."
+    )
     policy = PolicyOutput()
     decision = DecisionOutput(allow_null=True)
     result = serializers.JSONField(allow_null=True)
@@ -151,7 +169,7 @@ class ProblemOutput(serializers.Serializer):
 class SimulateInput(serializers.Serializer):
     agent = serializers.CharField(max_length=64)
     action_type = serializers.CharField(max_length=100)
-    params = serializers.DictField(child=serializers.JSONField(), required=False, default=dict)
+    params = serializers.DictField(child=serializers.JSONField(allow_null=True), required=False, default=dict)
     on_behalf_of = serializers.CharField(max_length=254, required=False, allow_blank=True, default="")
 
 
@@ -166,6 +184,12 @@ class SimulationOutput(serializers.Serializer):
     reminder_after_seconds = serializers.IntegerField(allow_null=True)
     escalate_to = serializers.ListField(child=serializers.CharField())
     floors = serializers.ListField(child=serializers.CharField())
+    floor_reasons = serializers.ListField(child=serializers.CharField(), help_text="Why each floor applied.")
+    risk = serializers.ChoiceField(choices=["low", "medium", "high", "critical"], help_text="Credential included.")
+    modifies_access = serializers.BooleanField()
+    on_behalf_of_user = serializers.CharField(allow_null=True, help_text="Whom on_behalf_of names; null: nobody.")
+    requester_refusal = serializers.CharField(help_text="Non-empty: the proposal would be refused with 400 for this.")
+    web_decision_only = serializers.BooleanField()
     explanation = serializers.CharField()
     reason = serializers.CharField()
     agent_may_propose = serializers.BooleanField()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals.api import views
+from approvals.api import containment, views
 from approvals.api.wait import wait_for_action
 
 urlpatterns = [
@@ -13,4 +13,8 @@ urlpatterns = [
     path("actions/<uuid:action_id>/approve", views.ApproveView.as_view(), name="api-action-approve"),
     path("policies/simulate", views.SimulateView.as_view(), name="api-policy-simulate"),
     path("actions/<uuid:action_id>/reject", views.RejectView.as_view(), name="api-action-reject"),
+    path("agents/<slug:name>/freeze", containment.FreezeAgentView.as_view(), name="api-agent-freeze"),
+    path("agents/<slug:name>/unfreeze", containment.UnfreezeAgentView.as_view(), name="api-agent-unfreeze"),
+    path("executions/pause", containment.PauseExecutionsView.as_view(), name="api-executions-pause"),
+    path("executions/resume", containment.ResumeExecutionsView.as_view(), name="api-executions-resume"),
 ]

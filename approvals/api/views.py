@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status as http
 from rest_framework.exceptions import NotFound, ValidationError
@@ -15,6 +17,7 @@ from agents.models import Agent, AgentKey
 from approvals import policy_store, selectors, services
 from approvals.action_types import registry
 from approvals.api.problems import PROBLEM_CONTENT_TYPE
+from approvals.api.refusals import record_agent_on_reviewer_endpoint
 from approvals.api.serializers import (
     ActionOutput,
     ActionPageOutput,
@@ -64,7 +67,11 @@ class IsReviewer(BasePermission):
 
     def has_permission(self, request, view):
         user = request.user
-        return not isinstance(request.auth, AgentKey) and not isinstance(user, Agent) and user.is_active
+        if isinstance(request.auth, AgentKey) or isinstance(user, Agent):
+            # An agent reaching for a reviewer's power is the confused deputy at work: it leaves a trace.
+            record_agent_on_reviewer_endpoint(request)
+            return False
+        return user.is_active
 
 
 class IsAgentOrReviewer(BasePermission):
@@ -72,11 +79,30 @@ class IsAgentOrReviewer(BasePermission):
         return IsAgent().has_permission(request, view) or IsReviewer().has_permission(request, view)
 
 
+MAX_CURSOR_CHARS = 200
+
+
 class NewestFirst(CursorPagination):
     ordering = ("-created_at", "-id")
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 200
+
+    def decode_cursor(self, request):
+        """DRF's cursor, checked before it reaches the database: its position must be a time, as the cursors
+        this API issues carry (anything else made PostgreSQL's filter raise, a 500 that logged the cursor)."""
+        encoded = request.query_params.get(self.cursor_query_param)
+        if encoded is not None and len(encoded) > MAX_CURSOR_CHARS:
+            raise NotFound(self.invalid_cursor_message)
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                position = datetime.fromisoformat(cursor.position)
+            except ValueError:
+                raise NotFound(self.invalid_cursor_message) from None
+            if position.tzinfo is None:
+                raise NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 class ActionTypesView(APIView):
@@ -208,7 +234,10 @@ class ApproveView(APIView):
             edited_params=serializer.validated_data.get("params"),
             preview_fingerprint=serializer.validated_data.get("preview_fingerprint"),
         )
-        return Response(present_action(_visible_action(request, action_id)))
+        # An edit can move the action to a group the reviewer is not in; they still see what they just did
+        # (``uncounted_approvals`` says their approval does not count under the rule now in force).
+        action = selectors.get_action_for(request.user, action_id) or selectors.reviewed_by(request.user, action_id)
+        return Response(present_action(action))
 
 
 class RejectView(APIView):
@@ -235,7 +264,8 @@ class PreviewView(APIView):
     def get(self, request, action_id):
         """What the action would change, read from the live target now (reviewers only)."""
         action = _visible_action(request, action_id)
-        return Response(preview_as_dict(compute_preview(action.action_type, action.params)))
+        preview = compute_preview(action.action_type, action.params, action=action, viewer=request.user, via="api")
+        return Response(preview_as_dict(preview))
 
 
 class SimulateView(APIView):

@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import close_old_connections, connections
 from django.http import JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
 
 from agents.authentication import authenticate_agent_key
 from agents.ratelimit import hit
@@ -68,8 +68,14 @@ def _snapshot(principal, action_id):
         connections.close_all()
 
 
-@require_GET
+@csrf_exempt  # reads only; without this a POST met Django's HTML CSRF page instead of this API's 405
 async def wait_for_action(request, action_id):
+    if request.method != "GET":
+        response = problem_response(
+            405, "Method not allowed", f"{request.method} is not allowed here; use GET.", slug="method-not-allowed"
+        )
+        response["Allow"] = "GET"
+        return response
     try:
         timeout = float(request.GET.get("timeout", "30"))
     except ValueError:

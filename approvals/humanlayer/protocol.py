@@ -27,7 +27,7 @@ CONTACT_TYPE = "human.question"
 FUNCTION_KEY = "humanlayer:fc:"
 CONTACT_KEY = "humanlayer:hc:"
 MAX_SUMMARY = 280
-CALL_ID = r"^[A-Za-z0-9._~:-]{1,200}$"
+CALL_ID = r"^[A-Za-z0-9._~:-]{1,200}\Z"
 APPROVED_STATES = (ActionStatus.APPROVED, ActionStatus.EXECUTING, ActionStatus.SUCCEEDED, ActionStatus.FAILED)
 
 
@@ -51,7 +51,7 @@ def _unique_names(options):
 
 class FunctionCallSpecInput(serializers.Serializer):
     fn = serializers.CharField(max_length=200)
-    kwargs = serializers.DictField(child=serializers.JSONField(), allow_empty=True)
+    kwargs = serializers.DictField(child=serializers.JSONField(allow_null=True), allow_empty=True)
     channel = serializers.JSONField(required=False, allow_null=True)
     reject_options = ResponseOptionInput(many=True, required=False, allow_null=True, max_length=20)
     state = serializers.JSONField(required=False, allow_null=True)

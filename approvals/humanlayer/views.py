@@ -10,8 +10,11 @@ async client (aiohttp) refuses to parse any other content type.
 
 from __future__ import annotations
 
+import re
+
 from django.db.models import QuerySet
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status as http
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
@@ -24,9 +27,20 @@ from approvals.errors import Conflict
 from approvals.humanlayer import protocol
 from approvals.humanlayer.authentication import HumanLayerBearerAuthentication
 from approvals.models import ActionStatus, Review
+from approvals.validation import unstorable_text
 
 PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 200
+MAX_OFFSET = 1_000_000
+CALL_ID = re.compile(protocol.CALL_ID)
+
+
+def _whole_number(raw: str | None, default: int) -> int | None:
+    """``raw`` as a non-negative integer of at most 10 digits (``default`` when absent), or None."""
+    if raw is None:
+        return default
+    raw = raw.strip()
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 10 else None
 
 
 def json_problem(status_code: int, title: str, detail: str, *, slug: str) -> JsonResponse:
@@ -65,6 +79,12 @@ class _Kind:
         )
 
     def find(self, principal, call_id: str):
+        # Checked before the database: PostgreSQL refuses NUL, and no call was ever created with another shape.
+        problem = unstorable_text(call_id)
+        if problem:
+            raise ValidationError({"call_id": [f"A call id may not contain {problem}."]})
+        if not CALL_ID.fullmatch(call_id):
+            raise NotFound("No such call.")
         found = list(self.actions_for(principal).filter(idempotency_key=self.key_prefix + call_id)[:2])
         if not found:
             raise NotFound(f"No such call: {call_id}.")
@@ -125,13 +145,16 @@ class PendingView(_HumanLayerView):
     kind: _Kind = FUNCTION_CALLS
 
     def get(self, request):
-        try:
-            limit = min(int(request.query_params.get("limit", PAGE_LIMIT)), MAX_PAGE_LIMIT)
-            offset = int(request.query_params.get("offset", 0))
-            if limit < 1 or offset < 0:
-                raise ValueError
-        except ValueError:
-            raise ValidationError({"limit": ["limit >= 1 and offset >= 0, as integers."]}) from None
+        limit = _whole_number(request.query_params.get("limit"), PAGE_LIMIT)
+        offset = _whole_number(request.query_params.get("offset"), 0)
+        if limit is None or limit < 1:
+            raise ValidationError(
+                {"limit": [f"A whole number from 1 (more than {MAX_PAGE_LIMIT} gives {MAX_PAGE_LIMIT})."]}
+            )
+        if offset is None or offset > MAX_OFFSET:
+            # Bounded before the database: 2**63 is past PostgreSQL's bigint, a 500 otherwise.
+            raise ValidationError({"offset": [f"A whole number from 0 to {MAX_OFFSET}."]})
+        limit = min(limit, MAX_PAGE_LIMIT)
         qs = self.kind.actions_for(request.user).filter(status=ActionStatus.PENDING).order_by("created_at", "id")
         total = qs.count()
         items = [self.kind.present(a) for a in qs[offset : offset + limit]]
@@ -195,6 +218,7 @@ class EscalateView(_HumanLayerView):
         )
 
 
+@csrf_exempt  # a POST to an unknown path is a 404 in JSON, not Django's HTML CSRF page
 def not_found(request, *args, **kwargs):
     """Any other path under /humanlayer/: still JSON, which is all the SDK can read."""
     return json_problem(404, "Not found", "No such HumanLayer endpoint.", slug="not-found")

@@ -1,5 +1,5 @@
 from approvals.models.action import ActionRequest, ActionStatus, Review
-from approvals.models.audit import AuditEvent
+from approvals.models.audit import AuditEvent, RefusalTally
 from approvals.models.credential import Credential
 from approvals.models.grant import ExecutionGrant
 from approvals.models.notification import Notification
@@ -20,6 +20,7 @@ __all__ = [
     "OutboxMessage",
     "PolicyRule",
     "PolicyVersion",
+    "RefusalTally",
     "Review",
     "ReviewerToken",
     "SlackIdentity",

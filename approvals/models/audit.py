@@ -42,3 +42,29 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.verb} {self.object_type}:{self.object_id}"
+
+
+class RefusalTally(models.Model):
+    """Refusals of one kind by one actor in one minute (approvals.audit.record_refusal).
+
+    The first refusal of a minute is written to the audit log; later ones only raise ``count``, and the
+    count is written as one ``refusals.counted`` event once the minute is over, so a flood of refused
+    attempts cannot fill the log. Rows are deleted once reported.
+    """
+
+    key = models.CharField(max_length=64)  # sha256 of (verb, actor type, actor, via, kind)
+    minute = models.DateTimeField()
+    count = models.PositiveIntegerField(default=1)
+    verb = models.CharField(max_length=64)
+    actor_type = models.CharField(max_length=16)
+    actor = models.CharField(max_length=150)
+    via = models.CharField(max_length=16, blank=True)
+    kind = models.CharField(max_length=200, blank=True)
+    agent_name = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "minute"], name="refusal_tally_one_per_minute")]
+        indexes = [models.Index(fields=["minute"], name="refusal_tally_minute")]
+
+    def __str__(self) -> str:
+        return f"{self.verb} by {self.actor} at {self.minute:%H:%M}: {self.count}"

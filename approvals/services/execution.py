@@ -13,7 +13,6 @@ blindly again.
 
 from __future__ import annotations
 
-import json
 import logging
 import traceback
 from datetime import timedelta
@@ -26,9 +25,11 @@ from django.utils import timezone
 from approvals.action_types import registry
 from approvals.action_types.base import ExecutionError
 from approvals.audit import Actor
-from approvals.canonical import canonical_json, digest
+from approvals.canonical import digest
 from approvals.crypto import CredentialDecryptError, decrypt_secret
 from approvals.models import ActionRequest, ActionStatus, ExecutionGrant
+from approvals.redaction import Redactor, apply_visibility, redactor_for, wire_values
+from approvals.services import containment
 from approvals.services.approval import mint_grant_and_enqueue
 from approvals.services.transitions import audit_action, lock_action, transition
 
@@ -43,7 +44,7 @@ def execute_action(action_id) -> str:
         return ActionRequest.objects.values_list("status", flat=True).get(id=action_id)
     action, params, credential = plan
     action_type = registry.get(action.action_type)
-    secret = None
+    secret = client = None
     try:
         secret = decrypt_secret(credential.secret_encrypted) if credential else None
         client = action_type.make_client(credential_view(credential, secret), params, idempotency_key=str(action.id))
@@ -55,23 +56,22 @@ def execute_action(action_id) -> str:
         outcome, payload = ActionStatus.FAILED, {"error": str(exc)}
     except Exception as exc:
         # The message could echo anything, the secret included: report the type, log a redacted trace.
-        log.error("executor for %s crashed:\n%s", action.action_type, _redact(traceback.format_exc(), secret))
+        trace = redactor_for(credential.kind if credential else None, secret, client).text(traceback.format_exc())
+        log.error("executor for %s crashed:\n%s", action.action_type, trace)
         outcome, payload = ActionStatus.FAILED, {"error": f"executor crashed ({type(exc).__name__})"}
-    return _finish(action_id, outcome, _redact_json(payload, secret))
+    # Every form of every secret the client put on the wire (approvals.redaction), in the result.
+    redactor = redactor_for(credential.kind if credential else None, secret, client)
+    return _finish(action_id, outcome, result_for_agent(payload, redactor, credential, action_type))
 
 
-def _redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "[redacted]") if secret else text
-
-
-def _redact_json(payload: dict[str, Any], secret: str | None) -> dict[str, Any]:
-    """The stored result never holds the secret, whatever the target or executor echoed."""
-    if not secret:
-        return payload
-    encoded = canonical_json(payload)
-    if secret not in encoded and json.dumps(secret)[1:-1] not in encoded:
-        return payload
-    return json.loads(encoded.replace(json.dumps(secret)[1:-1], "[redacted]"))
+def result_for_agent(payload: dict[str, Any], redactor: Redactor, credential, action_type) -> dict[str, Any]:
+    """The one result the agent, reviewers, webhooks and Slack see: scrubbed, then cut to what the
+    credential shows (``result_visibility``; the request headers Countersign sent are never in a result)."""
+    payload = redactor.json(payload)
+    if credential is not None and action_type is not None:
+        visibility = credential.result_visibility or []
+        payload = apply_visibility(payload, visibility, action_type.result_parts)
+    return payload
 
 
 class CredentialView:
@@ -84,6 +84,10 @@ class CredentialView:
 
     def reveal(self) -> str | None:
         return self._secret
+
+    def wire_secrets(self) -> set[str]:
+        """The secret values any client of this credential sends (clients add the exact header values)."""
+        return wire_values(self.kind, self._secret)
 
     def __repr__(self) -> str:
         return f"<CredentialView {self.name} kind={self.kind}>"
@@ -105,6 +109,10 @@ def _redeem(action_id):
         action_type = registry.get(action.action_type)
         if action.status != ActionStatus.APPROVED or (action_type is not None and not action_type.executes):
             return None  # already executing, finished, never approved, or nothing for Countersign to run
+        if containment.executions_paused():
+            # Held, not refused: the action stays approved; resume_executions dispatches it with a fresh grant.
+            audit_action(action, actor=WORKER, verb="execution.held", data={"reason": "executions are paused"})
+            return None
         # of=self: the credential join is nullable, and PostgreSQL refuses FOR UPDATE on it.
         grant = (
             ExecutionGrant.objects.select_for_update(of=("self",))
@@ -147,7 +155,9 @@ def _grant_refusal(grant: ExecutionGrant | None, action: ActionRequest, action_t
     actual = grant.credential.name if grant.credential else None
     if expected_credential != actual:
         return "credential does not match the approved one"
-    return None
+    # The approval is not a licence once the agent lost its standing: disabled, frozen, keyless, or no longer
+    # holding the capability (or its constraints no longer admit these params). The action fails as revoked.
+    return containment.execution_refusal(action, params)
 
 
 def _finish(action_id, outcome: str, payload: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from agents.capabilities import capability_refusal
 from agents.models import Agent
-from approvals import policies, policy_store
+from approvals import policies
 from approvals.action_types import registry
 from approvals.action_types.base import ActionType, ParamsRejected
 from approvals.audit import Actor, record_event
@@ -21,6 +21,7 @@ from approvals.canonical import digest
 from approvals.errors import IdempotencyConflict, InvalidInput, NotAllowed
 from approvals.models import ActionRequest, ActionStatus, Credential, Review
 from approvals.services.approval import complete_approval
+from approvals.services.evaluation import Evaluation, evaluate
 from approvals.services.transitions import audit_action, publish, transition
 from approvals.validation import schema_errors
 
@@ -104,20 +105,41 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
             )
         raise NotAllowed(refusal)
 
-    validate_params(action_type, proposal.params)
-    policy_version, rules = policy_store.active_rules()
-    decision = policies.decide(
+    credential = validate_params(action_type, proposal.params)
+    # Risk follows the credential; the person on_behalf_of names is resolved now, once (approvals.people).
+    evaluation = evaluate(
         agent_name=agent.name,
-        action_type=action_type.name,
-        risk=str(action_type.risk),
-        modifies_access=action_type.modifies_access,
+        action_type=action_type,
         params=proposal.params,
         on_behalf_of=proposal.on_behalf_of,
-        rules=rules,
+        credential=credential,
+        find_credential=False,
     )
+    refusal = evaluation.requester_refusal
+    if refusal:
+        with transaction.atomic():
+            record_event(
+                actor=Actor.agent(agent),
+                verb="action.refused",
+                object_type="agent",
+                object_id=str(agent.id),
+                agent_name=agent.name,
+                data={
+                    "action_type": action_type.name,
+                    "reason": refusal,
+                    "on_behalf_of": proposal.on_behalf_of,
+                    "policy": {**evaluation.decision.as_dict(), "floors": list(evaluation.decision.floors)},
+                },
+            )
+        detail = (
+            f"on_behalf_of {proposal.on_behalf_of!r} names nobody Countersign knows."
+            if proposal.on_behalf_of.strip()
+            else "on_behalf_of is required: say whom this action is for."
+        )
+        raise InvalidInput(detail, errors={"on_behalf_of": [refusal]})
     try:
         with transaction.atomic():
-            action = _create(agent, proposal, action_type, decision, request_digest, policy_version)
+            action = _create(agent, proposal, action_type, evaluation, request_digest)
     except IntegrityError:
         # Lost a race with the same idempotency key.
         existing = _existing_for_key(agent, proposal.idempotency_key or "", request_digest)
@@ -138,10 +160,10 @@ def _create(
     agent: Agent,
     proposal: Proposal,
     action_type: ActionType,
-    decision: policies.PolicyDecision,
+    evaluation: Evaluation,
     request_digest: str,
-    policy_version: int,
 ) -> ActionRequest:
+    decision, policy_version, requester = evaluation.decision, evaluation.version, evaluation.requester
     now = timezone.now()
     ttl = min(proposal.expires_in or decision.ttl_seconds, settings.COUNTERSIGN_MAX_TTL_SECONDS)
     group = Group.objects.get_or_create(name=decision.reviewer_group)[0] if decision.reviewer_group else None
@@ -152,10 +174,13 @@ def _create(
         summary=proposal.summary,
         context=proposal.context,
         on_behalf_of=proposal.on_behalf_of,
+        on_behalf_of_user=requester,
         idempotency_key=proposal.idempotency_key or None,
         request_digest=request_digest,
         callback_url=proposal.callback_url,
-        risk=str(action_type.risk),
+        risk=evaluation.exposure.risk,
+        modifies_access=evaluation.exposure.modifies_access,
+        web_decision_only=decision.web_decision_only,
         required_approvals=decision.required_approvals,
         reviewer_group=group,
         policy_rule=decision.rule,
@@ -180,8 +205,15 @@ def _create(
             "summary": action.summary,
             "risk": action.risk,
             "on_behalf_of": action.on_behalf_of,
+            "on_behalf_of_user": requester.get_username() if requester is not None else None,
+            "modifies_access": action.modifies_access,
             "params_digest": digest(action.params),
-            "policy": {**decision.as_dict(), "version": policy_version, "floors": list(decision.floors)},
+            "policy": {
+                **decision.as_dict(),
+                "version": policy_version,
+                "floors": list(decision.floors),
+                "floor_reasons": list(decision.floor_reasons),
+            },
         },
     )
     policy_actor = Actor("policy", decision.rule, "policy")

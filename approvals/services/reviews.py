@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
@@ -11,13 +14,14 @@ from agents.capabilities import constraint_violation
 from agents.models import Agent, Capability
 from approvals import notifications
 from approvals.action_types import registry
-from approvals.audit import Actor
+from approvals.audit import Actor, record_refusal
 from approvals.canonical import digest
-from approvals.errors import Conflict, InvalidInput, NotAllowed, NotFound, NotPending, TargetChanged
+from approvals.errors import Conflict, EditRefused, InvalidInput, NotAllowed, NotFound, NotPending, TargetChanged
 from approvals.models import ActionRequest, ActionStatus, Review
-from approvals.permissions import review_refusal
+from approvals.permissions import review_refusal, uncounted_reason
 from approvals.previews import compute_preview, fingerprint, preview_as_dict
 from approvals.services.approval import complete_approval
+from approvals.services.evaluation import EditOutcome, reevaluate_edit
 from approvals.services.transitions import approval_count, audit_action, lock_action, publish, transition
 
 MAX_COMMENT = 2000
@@ -39,6 +43,43 @@ def _require_pending(action: ActionRequest) -> None:
         raise NotPending("The action expired; it can no longer be decided.")
 
 
+def _refusals_recorded(verdict: str) -> Callable:
+    """A decision refused (NotAllowed: eligibility, separation of duties, group, role) is recorded in the audit
+    log, whatever the door (web, API, Slack, HumanLayer). Recorded here, after the decision's transaction
+    rolled back, so the event survives it; counted per reviewer, kind and minute (record_refusal)."""
+
+    def wrap(decide: Callable[..., ActionRequest]) -> Callable[..., ActionRequest]:
+        @functools.wraps(decide)
+        def recorded(*, action_id, reviewer, via: str, **kwargs: Any) -> ActionRequest:
+            try:
+                return decide(action_id=action_id, reviewer=reviewer, via=via, **kwargs)
+            except EditRefused:
+                raise  # the edit, not the reviewer, was refused; audited as action.edit_refused
+            except NotAllowed as exc:
+                record_decision_refused(action_id, reviewer, via, verdict, exc.detail)
+                raise
+
+        return recorded
+
+    return wrap
+
+
+def record_decision_refused(action_id, reviewer, via: str, verdict: str, reason: str) -> None:
+    agent_name = ActionRequest.objects.filter(id=action_id).values_list("agent__name", flat=True).first()
+    record_refusal(
+        actor=Actor.user(reviewer, via),
+        verb="decision.refused",
+        kind=f"{verdict}: {reason}",
+        reason=reason,
+        object_type="action",
+        object_id=str(action_id),
+        action_id=action_id if agent_name is not None else None,
+        agent_name=agent_name or "",
+        data={"verdict": verdict},
+    )
+
+
+@_refusals_recorded("approve")
 def approve_action(
     *,
     action_id,
@@ -58,6 +99,15 @@ def approve_action(
         raise InvalidInput("Comment too long.", errors={"comment": [f"At most {MAX_COMMENT} characters."]})
     if preview_fingerprint is not None:
         _refuse_if_target_changed(action_id, preview_fingerprint)
+    try:
+        return _approve(action_id, reviewer, via, comment, edited_params)
+    except EditRefused as exc:
+        # The approval rolled back; the refused edit is still a fact worth keeping (who tried what, and why not).
+        _audit_refused_edit(action_id, reviewer, via, edited_params, exc)
+        raise
+
+
+def _approve(action_id, reviewer, via: str, comment: str, edited_params: dict[str, Any] | None) -> ActionRequest:
     with transaction.atomic():
         action = _locked_pending(action_id)
         refusal = review_refusal(reviewer, action)
@@ -69,19 +119,12 @@ def approve_action(
         action_type = registry.get(action.action_type)
         edits = None
         if edited_params is not None and edited_params != action.effective_params:
-            from approvals.services.proposals import validate_params
-
-            validate_params(action_type, edited_params)
-            # A reviewer may narrow what the agent asked for, never widen it past the agent's capability.
-            capability = Capability.objects.filter(agent=action.agent, action_type=action.action_type).first()
-            violation = capability and constraint_violation(action.agent.name, capability, edited_params)
-            if violation:
-                raise InvalidInput("The edit is outside the agent's capability.", errors={"params": [violation]})
-            if approval_count(action) > 0:
-                raise Conflict("Others already approved these parameters; approve them as they are, or reject.")
+            # An edit is a new proposal for the policy: re-evaluated, never more lenient (services.evaluation).
+            outcome = check_edit(action, action_type, edited_params)
             edits = {"before": action.effective_params, "after": edited_params}
             action.edited_params = edited_params
-        Review.objects.create(
+            _apply_policy(action, outcome, actor=Actor.user(reviewer, via))
+        review = Review.objects.create(
             action=action,
             reviewer=reviewer,
             verdict=Review.Verdict.APPROVE,
@@ -91,6 +134,7 @@ def approve_action(
         )
         actor = Actor.user(reviewer, via)
         approvals = approval_count(action)
+        not_counted = uncounted_reason(review, action) if edits else ""
         audit_action(
             action,
             actor=actor,
@@ -101,6 +145,7 @@ def approve_action(
                 "approvals": approvals,
                 "required_approvals": action.required_approvals,
                 **({"edited_params": edits, "params_digest": digest(edited_params)} if edits else {}),
+                **({"counts": False, "not_counted": not_counted} if not_counted else {}),
             },
         )
         if approvals >= action.required_approvals:
@@ -112,12 +157,99 @@ def approve_action(
     return action
 
 
+def check_edit(action: ActionRequest, action_type, edited_params: dict[str, Any]) -> EditOutcome:
+    """Everything approving with ``edited_params`` checks, without writing: the schema, credential and type's
+    checks, the agent's capability, that nobody approved yet, and the policy on the edited action.
+
+    Raises InvalidInput, Conflict or EditRefused; returns what the action will need. approvals.desk's live
+    check calls this too, so what the reviewer is told while typing is what approving does.
+    """
+    from approvals.services.proposals import validate_params
+
+    validate_params(action_type, edited_params)
+    # A reviewer may narrow what the agent asked for, never widen it past the agent's capability.
+    capability = Capability.objects.filter(agent_id=action.agent_id, action_type=action.action_type).first()
+    violation = capability and constraint_violation(action.agent.name, capability, edited_params)
+    if violation:
+        raise InvalidInput(
+            "The edit is outside the agent's capability.",
+            errors={"params": [f"Outside the agent's capability: {violation}"]},
+        )
+    if action.reviews.filter(verdict=Review.Verdict.APPROVE).exists():
+        raise Conflict("Others already approved these parameters; approve them as they are, or reject.")
+    outcome = reevaluate_edit(action, action_type, edited_params)
+    if outcome.denied:
+        raise EditRefused(
+            f"The edited action is denied by rule `{outcome.rule}`: {outcome.denied}",
+            errors={"params": [outcome.explanation]},
+            extra={"policy": outcome.as_dict()},
+        )
+    if outcome.requester_refusal:
+        raise EditRefused(
+            f"The edited action cannot be approved: {outcome.requester_refusal}",
+            errors={"params": [outcome.requester_refusal]},
+            extra={"policy": outcome.as_dict()},
+        )
+    return outcome
+
+
+def _apply_policy(action: ActionRequest, outcome: EditOutcome, *, actor: Actor) -> None:
+    """Put the rule now in force on the action (locked by the caller) and audit the change, if any."""
+    changes = outcome.changes(action)
+    if not changes and outcome.explanation == action.policy_explanation:
+        return
+    decision = outcome.evaluation.decision
+    action.policy_rule = outcome.rule
+    action.policy_effect = outcome.effect
+    action.policy_explanation = outcome.explanation[:500]
+    action.required_approvals = outcome.required_approvals
+    action.risk = outcome.risk
+    action.modifies_access = outcome.modifies_access
+    action.web_decision_only = outcome.web_decision_only
+    if "reviewer_group" in changes:
+        action.reviewer_group = Group.objects.get_or_create(name=outcome.reviewer_group)[0]
+        # The group now in force hears about it where its rule says (as well as where the first rule said).
+        action.notify_channels = list(dict.fromkeys([*action.notify_channels, *decision.notify]))
+        action.escalate_channels = list(dict.fromkeys([*action.escalate_channels, *decision.escalate_to]))
+    action.policy_version = outcome.evaluation.version or action.policy_version
+    action.updated_at = timezone.now()
+    action.save()
+    audit_action(
+        action,
+        actor=actor,
+        verb="action.policy_reevaluated",
+        data={
+            "policy": {
+                **outcome.as_dict(),
+                "version": outcome.evaluation.version,
+                "floor_reasons": list(decision.floor_reasons),
+                "matched": {"rule": decision.rule, "effect": decision.effect, "explanation": decision.explanation},
+            },
+            "changes": changes,
+            "params_digest": digest(action.edited_params),
+        },
+    )
+
+
+def _audit_refused_edit(action_id, reviewer, via: str, edited_params, exc: EditRefused) -> None:
+    action = ActionRequest.objects.select_related("agent").filter(id=action_id).first()
+    if action is None:
+        return
+    with transaction.atomic():
+        audit_action(
+            action,
+            actor=Actor.user(reviewer, via),
+            verb="action.edit_refused",
+            data={"reason": exc.detail, "policy": exc.extra.get("policy", {}), "params_digest": digest(edited_params)},
+        )
+
+
 def _refuse_if_target_changed(action_id, seen: str) -> None:
     # Outside the transaction: reading the target is network I/O, and no row lock is held across it.
     action = ActionRequest.objects.filter(id=action_id).only("action_type", "params").first()
     if action is None:
         return  # the locked read below answers 404
-    fresh = compute_preview(action.action_type, action.params)
+    fresh = compute_preview(action.action_type, action.params, action=action, via="approval")
     if fingerprint(fresh) != seen:
         raise TargetChanged(
             "The target changed since you reviewed it; review the fresh preview and approve again.",
@@ -125,6 +257,7 @@ def _refuse_if_target_changed(action_id, seen: str) -> None:
         )
 
 
+@_refusals_recorded("reject")
 def reject_action(*, action_id, reviewer, via: str, reason: str) -> ActionRequest:
     reason = (reason or "").strip()
     if not reason:

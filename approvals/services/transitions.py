@@ -8,6 +8,7 @@ from approvals import notifications, outbox
 from approvals.audit import Actor, record_event
 from approvals.events import ActionEvent
 from approvals.models import ActionRequest, OutboxMessage, Review
+from approvals.permissions import counted_approvals
 
 
 def lock_action(action_id, *, agent=None) -> ActionRequest:
@@ -19,7 +20,8 @@ def lock_action(action_id, *, agent=None) -> ActionRequest:
 
 
 def approval_count(action: ActionRequest) -> int:
-    return action.reviews.filter(verdict=Review.Verdict.APPROVE).count()
+    """Approvals that count: from someone eligible under the rule now in force (permissions.counted_approvals)."""
+    return Review.objects.filter(action_id=action.id).filter(counted_approvals()).count()
 
 
 def transition(action: ActionRequest, to: str, *, actor: Actor, verb: str, data: dict[str, Any] | None = None) -> None:

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from approvals import dashboard as stats
 from approvals import desk, selectors
+from approvals.display import mark_invisible
 from approvals.web import charts
 
 
@@ -37,5 +38,9 @@ def check_params(request, action_id):
     action = selectors.get_action_for(request.user, action_id)
     if action is None:
         raise Http404("No such action")
-    result = desk.check_edited_params(action, request.POST.get("params", ""))
-    return JsonResponse(asdict(result))
+    result = asdict(desk.check_edited_params(action, request.POST.get("params", ""), reviewer=request.user))
+    # The messages may quote the parameters: marked as the page marks them (approvals/display.py).
+    result["errors"] = {
+        mark_invisible(field): [mark_invisible(m) for m in messages] for field, messages in result["errors"].items()
+    }
+    return JsonResponse(result)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views.csrf import csrf_failure as django_csrf_failure
 
-from approvals.api.problems import problem_response
+from approvals.http_errors import dialect, error_response
 
 
 def healthz(request):
@@ -46,17 +47,34 @@ def readyz(request):
 
 
 def not_found(request, exception=None):
-    if request.path.startswith("/api/"):
-        return problem_response(404, "Not found", "No such resource.", slug="not-found")
-    return render(request, "404.html", status=404)
+    if dialect(request.path) == "page":
+        return render(request, "404.html", status=404)
+    return error_response(request.path, 404, "Not found", "No such resource.", slug="not-found")
 
 
 def server_error(request):
-    if request.path.startswith("/api/"):
-        return problem_response(
-            500, "Internal error", "Something went wrong on our side; it was logged.", slug="internal-error"
-        )
-    return HttpResponse("<h1>Something went wrong</h1><p>It was logged.</p>", status=500)
+    return error_response(
+        request.path, 500, "Internal error", "Something went wrong on our side; it was logged.", slug="internal-error"
+    )
+
+
+def bad_request(request, exception=None):
+    """Django's SuspiciousOperation answers (a Host not allowed, too many form fields, ...), in the path's dialect."""
+    return error_response(request.path, 400, "Invalid input", "The request could not be read.", slug="invalid-input")
+
+
+def forbidden(request, exception=None):
+    return error_response(request.path, 403, "Not allowed", "You may not do this.", slug="not-allowed")
+
+
+def csrf_failure(request, reason=""):
+    """A POST without a valid CSRF token. Pages keep Django's explanation; API clients get their dialect
+    (only a browser session is subject to CSRF; agent keys and tokens are not)."""
+    if dialect(request.path) == "page":
+        return django_csrf_failure(request, reason=reason)
+    return error_response(
+        request.path, 403, "Not allowed", "A session-authenticated request needs a CSRF token.", slug="not-allowed"
+    )
 
 
 def metrics(request):

@@ -24,6 +24,7 @@ def preview_display(preview: Preview) -> dict[str, Any]:
         "title": preview.title,
         "notes": preview.notes,
         "error": preview.error,
+        "reads_off": preview.reads_off,
         "fingerprint": fingerprint(preview),
     }
     if preview.kind == "text":

@@ -18,6 +18,7 @@ from django.utils import formats, timezone
 from django.utils.timesince import timesince, timeuntil
 
 from approvals import desk
+from approvals.display import mark_html
 from approvals.models import ActionRequest, ActionStatus
 
 SOON = 2 * 3600
@@ -68,9 +69,11 @@ def queue_rows(actions: Sequence[ActionRequest], *, now: datetime | None = None)
             "href": detail.replace(placeholder, action_id),
             "risk": action.risk,
             "status": action.status,
-            "summary": action.summary,
+            # Agent text, with invisible characters and look-alike letters marked (approvals/display.py).
+            "summary": mark_html(action.summary),
             "action_type": action.action_type,
-            "on_behalf_of": action.on_behalf_of,
+            "on_behalf_of": mark_html(action.on_behalf_of) if action.on_behalf_of else "",
+            "on_behalf_of_resolved": action.on_behalf_of_user_id is not None,
             "agent": action.agent.name,
             "approvals": str(approvals.get(action.pk, 0)),
             "required": str(action.required_approvals),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals.web import audit_views, desk_views, views
+from approvals.web import audit_views, containment_views, desk_views, views
 
 app_name = "approvals"
 
@@ -16,4 +16,6 @@ urlpatterns = [
     path("actions/<uuid:action_id>/approve", views.approve, name="approve"),
     path("actions/<uuid:action_id>/reject", views.reject, name="reject"),
     path("actions/<uuid:action_id>/check-params", desk_views.check_params, name="check-params"),
+    path("agents/<slug:name>/freeze", containment_views.freeze_agent, name="freeze-agent"),
+    path("executions/switch", containment_views.execution_switch, name="execution-switch"),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime
 
 from django.contrib import messages
@@ -16,10 +17,12 @@ from agents.models import Agent
 from approvals import desk, policy_store, selectors, services
 from approvals.action_types import registry
 from approvals.errors import ServiceError, TargetChanged
-from approvals.models import ActionStatus, AuditEvent, PolicyRule, Review
-from approvals.permissions import eligible_reviewers, review_refusal
+from approvals.models import ActionRequest, ActionStatus, AuditEvent, PolicyRule, Review
+from approvals.permissions import eligible_reviewers, review_counts, review_refusal, uncounted_reason
 from approvals.presenters import is_finished
 from approvals.previews import compute_preview
+from approvals.services.reviews import record_decision_refused
+from approvals.validation import BadJSON, load_json
 from approvals.web.preview_display import edits_display, preview_display
 from approvals.web.queue_rows import queue_rows
 
@@ -31,6 +34,18 @@ def _action_or_404(request, action_id):
     if action is None:
         raise Http404("No such action")
     return action
+
+
+def _decidable_or_404(request, action_id, verdict: str):
+    """The action to decide; deciding one the user may not even see is a refused decision (recorded), then 404."""
+    try:
+        return _action_or_404(request, action_id)
+    except Http404:
+        hidden = ActionRequest.objects.select_related("agent", "reviewer_group").filter(id=action_id).first()
+        if hidden is not None:
+            reason = review_refusal(request.user, hidden) or "not allowed to see this action"
+            record_decision_refused(action_id, request.user, Review.Via.WEB, verdict, reason)
+        raise
 
 
 @login_required
@@ -82,9 +97,11 @@ def history(request):
     if before:
         try:
             created, _, last_id = before.partition("|")
-            qs = qs.filter(created_at__lte=datetime.fromisoformat(created)).exclude(
-                created_at=datetime.fromisoformat(created), id__gte=last_id
-            )
+            # Both parts parsed here, before the database: a bad id raised there (a 500), not here.
+            at, last = datetime.fromisoformat(created), uuid.UUID(last_id)
+            if at.tzinfo is None:
+                raise ValueError("naive time")
+            qs = qs.filter(created_at__lte=at).exclude(created_at=at, id__gte=last)
         except ValueError:
             messages.error(request, "That page link is not valid; showing the newest actions.")
             return redirect("approvals:history")
@@ -102,6 +119,8 @@ def _detail_context(request, action) -> dict:
     already = any(r.reviewer_id == request.user.pk for r in reviews)
     events = list(AuditEvent.objects.filter(action_id=action.id).order_by("seq"))
     approved_by = [r.reviewer for r in reviews if r.verdict == Review.Verdict.APPROVE and r.reviewer_id]
+    # An edit can change the rule in force; approvals given before it by people it does not admit don't count.
+    uncounted = [(r.reviewer, uncounted_reason(r, action)) for r in reviews if uncounted_reason(r, action)]
     return {
         "action": action,
         "reviews": reviews,
@@ -109,7 +128,8 @@ def _detail_context(request, action) -> dict:
         "can_still_approve": eligible_reviewers(action, exclude={r.reviewer_id for r in reviews})
         if action.is_pending
         else [],
-        "approvals": sum(1 for r in reviews if r.verdict == Review.Verdict.APPROVE),
+        "approvals": sum(1 for r in reviews if review_counts(r, action)),
+        "uncounted": uncounted,
         "can_review": action.is_pending and refusal is None and not already,
         "review_refusal": refusal,
         "already_reviewed": already and action.is_pending,
@@ -133,7 +153,8 @@ def detail(request, action_id):
     context = {**_detail_context(request, action), "page": "detail"}
     if action.is_pending:
         # Read from the live target now; the approve form carries its fingerprint back (stale-preview guard).
-        context["preview"] = preview_display(compute_preview(action.action_type, action.params))
+        preview = compute_preview(action.action_type, action.params, action=action, viewer=request.user, via="web")
+        context["preview"] = preview_display(preview)
     return render(request, "approvals/detail.html", context)
 
 
@@ -148,7 +169,7 @@ def detail_live(request, action_id):
 @login_required
 @require_POST
 def approve(request, action_id):
-    action = _action_or_404(request, action_id)
+    action = _decidable_or_404(request, action_id, "approve")
     if (
         desk.needs_confirmation(action)
         and request.POST.get("confirm_risk") != "yes"
@@ -163,15 +184,15 @@ def approve(request, action_id):
     raw = request.POST.get("params", "").strip()
     if raw:
         try:
-            edited = json.loads(raw)
-        except ValueError as exc:
-            messages.error(request, f"The edited parameters are not valid JSON: {exc}")
+            edited = load_json(raw)
+        except BadJSON as exc:
+            messages.error(request, f"The edited parameters were refused: {exc}")
             return redirect("approvals:detail", action_id=action_id)
         if not isinstance(edited, dict):
             messages.error(request, "The edited parameters must be a JSON object.")
             return redirect("approvals:detail", action_id=action_id)
     try:
-        services.approve_action(
+        approved = services.approve_action(
             action_id=action_id,
             reviewer=request.user,
             via=Review.Via.WEB,
@@ -184,14 +205,24 @@ def approve(request, action_id):
     except ServiceError as exc:
         messages.error(request, _message(exc))
     else:
-        messages.success(request, "Approved.")
+        mine = approved.reviews.filter(reviewer=request.user).first()
+        not_counted = uncounted_reason(mine, approved) if mine else ""
+        if not_counted:
+            messages.warning(
+                request,
+                f"Your approval is recorded but does not count ({not_counted}). {approved.policy_explanation}",
+            )
+        else:
+            messages.success(request, "Approved.")
+        if selectors.get_action_for(request.user, action_id) is None:
+            return redirect("approvals:queue")  # the edit moved it to a group you are not in
     return redirect("approvals:detail", action_id=action_id)
 
 
 @login_required
 @require_POST
 def reject(request, action_id):
-    _action_or_404(request, action_id)
+    _decidable_or_404(request, action_id, "reject")
     try:
         services.reject_action(
             action_id=action_id, reviewer=request.user, via=Review.Via.WEB, reason=request.POST.get("reason", "")
@@ -218,7 +249,7 @@ def policies(request):
     result, error = None, ""
     if form["agent"] or form["action_type"]:
         try:
-            params = json.loads(form["params"] or "{}")
+            params = load_json(form["params"] or "{}")
             if not isinstance(params, dict):
                 raise ValueError("the parameters must be a JSON object")
             result = policy_store.simulate(

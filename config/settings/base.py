@@ -34,6 +34,9 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# Websockets open only from these exact origins (scheme://host[:port]); empty: the socket's own scheme and Host.
+# Set it behind a proxy that terminates TLS or rewrites the host, e.g. "https://countersign.example.com".
+COUNTERSIGN_WEBSOCKET_ORIGINS = env_list("COUNTERSIGN_WEBSOCKET_ORIGINS")
 # Absolute base for links sent outside the browser (Slack, email, webhooks).
 COUNTERSIGN_BASE_URL = env_str("COUNTERSIGN_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
@@ -56,7 +59,6 @@ MIDDLEWARE = [
     "config.request_id.RequestIdMiddleware",  # first: every response and log line carries the id
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "approvals.middleware.ApiBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -64,7 +66,12 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "approvals.middleware.ContentSecurityPolicyMiddleware",
+    "approvals.middleware.MethodNotAllowedMiddleware",  # inside the CSP one: its pages get the header too
+    "approvals.api.refusals.AgentKeyOnPagesMiddleware",  # an agent key on a reviewer page: audited
 ]
+# Body size limits and unreadable addresses are refused before Django reads anything: approvals.middleware.RequestGuard
+# (ASGI, config/asgi.py). A POST without a CSRF token is answered in the path's dialect (problem JSON under /api/).
+CSRF_FAILURE_VIEW = "approvals.web.ops.csrf_failure"
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -88,6 +95,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "approvals.context_processors.containment",
             ],
         },
     },
@@ -195,6 +203,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "approvals.sweep_outbox", "schedule": 5.0},
     "fail-stuck-executions": {"task": "approvals.fail_stuck_executions", "schedule": 30.0},
     "send-reminders": {"task": "approvals.send_due_reminders", "schedule": 15.0},
+    "report-refusal-counts": {"task": "approvals.report_refusal_counts", "schedule": 60.0},
     "audit-checkpoint": {
         "task": "approvals.audit_checkpoint",
         "schedule": float(env_int("COUNTERSIGN_AUDIT_CHECKPOINT_SECONDS", 300)),
@@ -207,8 +216,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 COUNTERSIGN_METRICS_TOKEN = env_str("COUNTERSIGN_METRICS_TOKEN")
+# Failed log-ins slow down per (username, address): 1, 2, 4 … 60 s; never a lock (approvals/web/auth.py).
 COUNTERSIGN_LOGIN_WINDOW_SECONDS = env_int("COUNTERSIGN_LOGIN_WINDOW_SECONDS", 900)
-COUNTERSIGN_LOGIN_MAX_FAILURES_PER_USER = env_int("COUNTERSIGN_LOGIN_MAX_FAILURES_PER_USER", 5)
+COUNTERSIGN_LOGIN_DELAY_BASE_SECONDS = env_int("COUNTERSIGN_LOGIN_DELAY_BASE_SECONDS", 1)
+COUNTERSIGN_LOGIN_DELAY_MAX_SECONDS = env_int("COUNTERSIGN_LOGIN_DELAY_MAX_SECONDS", 60)
 COUNTERSIGN_LOGIN_MAX_FAILURES_PER_IP = env_int("COUNTERSIGN_LOGIN_MAX_FAILURES_PER_IP", 30)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "approvals:queue"
@@ -236,8 +247,8 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
-# Bodies above the API limit are refused with 413 by ApiBodyLimitMiddleware;
-# Django's own limit sits above it so ours is the one that answers.
+# Pages' bodies (forms, Slack's interactivity posts) up to this size; the API and HumanLayer take 256 KiB. Larger
+# bodies are refused with 413 by the ASGI guard (approvals.middleware.RequestGuard) before they are read.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 REST_FRAMEWORK = {

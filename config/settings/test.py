@@ -20,5 +20,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F405
     _options = DATABASES["default"].setdefault("OPTIONS", {})  # noqa: F405
     _options["options"] = f"{_options.get('options', '')} -c countersign.audit_maintenance=on".strip()
-# Many tests log in from 127.0.0.1 within one window; the per-user limit is what the throttle test checks.
+# Many tests log in from 127.0.0.1 within one window; the per-(username, address) delay is what tests check.
 COUNTERSIGN_LOGIN_MAX_FAILURES_PER_IP = 1000

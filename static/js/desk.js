@@ -200,6 +200,8 @@
       out.dataset.state = "valid";
       textarea.removeAttribute("aria-invalid");
       if (result.changed) out.append(Object.assign(document.createElement("p"), { className: "ok-text small", textContent: "✓ Valid. You will approve the edited parameters." }));
+      // The policy re-evaluated on the edit: the rule now in force, and whether this approval would count.
+      if (result.changed && result.policy && result.policy.message) out.append(Object.assign(document.createElement("p"), { className: result.policy.your_approval_counts ? "muted small policy-check" : "warn small policy-check", textContent: result.policy.message }));
       if (button) button.disabled = false;
       return;
     }

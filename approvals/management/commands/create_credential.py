@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from approvals.audit import Actor
 from approvals.credentials import create_credential
 from approvals.models import Credential
+from approvals.models.credential import RESULT_PARTS, RISKS
 
 
 class Command(BaseCommand):
@@ -18,6 +19,23 @@ class Command(BaseCommand):
             "--method", action="append", default=[], help="allowed HTTP method (repeatable; default all)"
         )
         parser.add_argument("--header", help="for http_header: the header name carrying the secret")
+        parser.add_argument(
+            "--show",
+            default="status,body",
+            help="what results may show the agent and reviewers: a comma-separated subset of "
+            f"{','.join(RESULT_PARTS)} (default status,body; the request headers Countersign sent never show)",
+        )
+        parser.add_argument(
+            "--allow-preview-reads",
+            action="store_true",
+            help="let Countersign read the live target with this credential to show reviewers a diff (default off)",
+        )
+        parser.add_argument(
+            "--access-control",
+            action="store_true",
+            help="using this credential changes who has access: every action using it gets the access floor",
+        )
+        parser.add_argument("--min-risk", choices=RISKS, default="", help="every action using it is at least this risk")
 
     def handle(self, name, kind, base_url, method, header, **options):
         if Credential.objects.filter(name=name).exists():
@@ -34,5 +52,24 @@ class Command(BaseCommand):
         secret = sys.stdin.readline().rstrip("\r\n") if kind != "none" else ""
         if kind != "none" and not secret:
             raise CommandError("no secret on stdin (pipe it in: echo -n $TOKEN | manage.py create_credential ...)")
-        create_credential(name=name, kind=kind, secret=secret, scope=scope, actor=Actor("user", "cli", "cli"))
-        self.stdout.write(f"stored credential {name} ({kind}) for {scope.get('base_url', '-')}")
+        show = [part.strip() for part in options["show"].split(",") if part.strip()]
+        unknown = sorted(set(show) - set(RESULT_PARTS))
+        if unknown:
+            raise CommandError(f"--show takes {','.join(RESULT_PARTS)}, not {','.join(unknown)}")
+        create_credential(
+            name=name,
+            kind=kind,
+            secret=secret,
+            scope=scope,
+            actor=Actor("user", "cli", "cli"),
+            access_control=options["access_control"],
+            min_risk=options["min_risk"] or "",
+            allow_preview_reads=options["allow_preview_reads"],
+            result_visibility=list(dict.fromkeys(show)),
+        )
+        self.stdout.write(
+            f"stored credential {name} ({kind}) for {scope.get('base_url', '-')}; "
+            f"results show {','.join(show) or '-'}; preview reads {'on' if options['allow_preview_reads'] else 'off'}"
+            + ("; access control" if options["access_control"] else "")
+            + (f"; at least {options['min_risk']} risk" if options["min_risk"] else "")
+        )

@@ -8,7 +8,7 @@ from django.db import transaction
 from agents.models import Agent
 from agents.services import create_agent, grant_capability, rotate_key
 from approvals.audit import Actor
-from approvals.credentials import create_credential, set_secret
+from approvals.credentials import create_credential, set_secret, update_settings
 from approvals.models import Credential
 
 REVIEWER = "reviewer"
@@ -42,9 +42,12 @@ class Command(BaseCommand):
                     secret=secrets.token_urlsafe(24),
                     scope={"base_url": base_url.rstrip("/"), "methods": ["GET"]},
                     actor=actor,
+                    # The demo's target is Countersign itself: reviewers may see a diff read from it.
+                    allow_preview_reads=True,
                 )
             else:
                 set_secret(credential=credential, secret=secrets.token_urlsafe(24), actor=actor)
+                update_settings(credential=credential, actor=actor, allow_preview_reads=True)
             agent = Agent.objects.filter(name=AGENT).first()
             if agent is None:
                 _, _, key = create_agent(
