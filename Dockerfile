@@ -1,6 +1,7 @@
 # Countersign: one image for web, worker and beat (docs/deploy.md). Production settings; secrets from the
 # environment (or NAME_FILE for mounted secrets). Build: docker build -t countersign .
-FROM python:3.11-slim-bookworm
+# Pinned to a patch release: a rebuild gets the same interpreter; bump it on purpose (and docker-compose.yml's images).
+FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -17,9 +18,11 @@ ENV PATH=/app/.venv/bin:$PATH
 
 COPY . .
 
-# Static files are collected at build time (WhiteNoise serves them, compressed). The settings need a secret
-# key and a database URL to import; these build-time values are never used to run anything.
+# Static files are collected at build time: hashed names, gzip and brotli copies, which WhiteNoise serves with a
+# one-year cache (config/settings/production.py). The settings need a secret key, a database URL and keys to
+# import; these build-time values exist only in this RUN step and are never used to run anything.
 RUN SECRET_KEY=build-only-not-a-secret DATABASE_URL=postgres://build@localhost/build \
+    COUNTERSIGN_CREDENTIAL_KEYS=build-only COUNTERSIGN_AUDIT_CHECKPOINT_KEY=build-only \
     COUNTERSIGN_VAR_DIR=/tmp/build-var STATIC_ROOT=/app/staticfiles \
     DJANGO_SETTINGS_MODULE=config.settings.production \
     python manage.py collectstatic --noinput -v 0 \

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install migrate run clean bench-load
+.PHONY: demo test lint format install migrate run clean bench-load soak
 .PHONY: bench bench-submit bench-push bench-execute bench-history bench-audit bench-memory
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -19,13 +19,19 @@ install: $(STAMP)
 migrate: install
 	$(PY) manage.py migrate --noinput
 
-# Embedded by default (SQLite, no Redis); set DATABASE_URL and REDIS_URL for PostgreSQL and Redis.
+# Embedded by default (SQLite and a redis-server of its own in var/); set DATABASE_URL and REDIS_URL for PostgreSQL
+# and Redis. config/supervise.py runs the Procfile (and the embedded Redis), restarting a process that dies.
 demo: migrate
 	$(PY) manage.py seed_demo --base-url http://127.0.0.1:$(PORT)
-	LOG_LEVEL=$${LOG_LEVEL:-WARNING} PORT=$(PORT) $(VENV)/bin/honcho start -f Procfile
+	LOG_LEVEL=$${LOG_LEVEL:-WARNING} PORT=$(PORT) $(PY) -m config.supervise
 
 run: migrate
-	PORT=$(PORT) $(VENV)/bin/honcho start -f Procfile
+	PORT=$(PORT) $(PY) -m config.supervise
+
+# Not in CI: the embedded demo under steady traffic for SOAK_SECONDS (default 1800) in a var/ of its own; ends with
+# restarts, executions and the audit chain checked (docs/RELIABILITY.md).
+soak: install
+	$(PY) bench/soak.py
 
 lint: install
 	$(VENV)/bin/ruff check .

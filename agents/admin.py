@@ -19,7 +19,7 @@ from django.urls import path
 
 from agents.capabilities import validate_constraints
 from agents.models import Agent, AgentKey, Capability
-from agents.services import create_agent, set_key_expiry
+from agents.services import WEBHOOK_SECRET_OVERLAP, create_agent, rotate_webhook_secret, set_key_expiry
 from approvals.action_types import registry
 from approvals.audit import Actor
 from approvals.errors import ServiceError
@@ -38,12 +38,38 @@ def admin_actor(request) -> Actor:
     return Actor.user(request.user, "admin")
 
 
-def key_issued_response(request, agent: Agent, raw_key: str) -> TemplateResponse:
-    """The only time a key is shown: rendered straight into the response, never stored in a message or session."""
+def key_issued_response(request, agent: Agent, raw_key: str, webhook_secret: str = "") -> TemplateResponse:
+    """The only time a key is shown: rendered straight into the response, never stored in a message or session.
+
+    A new agent's webhook secret is shown with its first key, the same way.
+    """
     response = TemplateResponse(
         request,
         "admin/agents/key_issued.html",
-        {**admin.site.each_context(request), "title": f"New key for {agent.name}", "agent": agent, "key": raw_key},
+        {
+            **admin.site.each_context(request),
+            "title": f"New key for {agent.name}",
+            "agent": agent,
+            "key": raw_key,
+            "webhook_secret": webhook_secret,
+        },
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def webhook_secret_issued_response(request, agent: Agent, secret: str) -> TemplateResponse:
+    """The only time a rotated webhook secret is shown (as for keys: straight into a no-store response)."""
+    response = TemplateResponse(
+        request,
+        "admin/agents/webhook_secret_issued.html",
+        {
+            **admin.site.each_context(request),
+            "title": f"New webhook secret for {agent.name}",
+            "agent": agent,
+            "secret": secret,
+            "overlap_hours": f"{WEBHOOK_SECRET_OVERLAP.total_seconds() / 3600:g}",
+        },
     )
     response["Cache-Control"] = "no-store"
     return response
@@ -110,7 +136,22 @@ class AgentAdmin(admin.ModelAdmin):
         freeze = path(
             "<path:object_id>/freeze/", self.admin_site.admin_view(self.freeze_view), name="agents_agent_freeze"
         )
-        return [freeze, *super().get_urls()]
+        rotate_secret = path(
+            "<path:object_id>/rotate-webhook-secret/",
+            self.admin_site.admin_view(self.rotate_webhook_secret_view),
+            name="agents_agent_rotate_webhook_secret",
+        )
+        return [freeze, rotate_secret, *super().get_urls()]
+
+    def rotate_webhook_secret_view(self, request, object_id):
+        """The change page's "Rotate webhook secret" button (a POST): the new secret is shown once."""
+        agent = get_object_or_404(Agent, pk=object_id)
+        if not self.has_change_permission(request, agent):
+            raise PermissionDenied
+        if request.method != "POST":
+            return redirect("admin:agents_agent_change", agent.pk)
+        secret = rotate_webhook_secret(agent=agent, actor=admin_actor(request))
+        return webhook_secret_issued_response(request, agent, secret)
 
     def freeze_view(self, request, object_id):
         """The change page's Freeze / Unfreeze button: one agent, a reason, one step."""
@@ -183,6 +224,7 @@ class AgentAdmin(admin.ModelAdmin):
         obj.pk = agent.pk
         obj._state.adding = False
         request._countersign_new_key = raw
+        request._countersign_webhook_secret = agent.webhook_secret
 
     def save_formset(self, request, form, formset, change):
         if formset.model is not Capability:
@@ -214,7 +256,7 @@ class AgentAdmin(admin.ModelAdmin):
     def response_add(self, request, obj, post_url_continue=None):
         raw = getattr(request, "_countersign_new_key", None)
         if raw:
-            return key_issued_response(request, obj, raw)
+            return key_issued_response(request, obj, raw, getattr(request, "_countersign_webhook_secret", ""))
         return super().response_add(request, obj, post_url_continue)
 
     @admin.action(description="Rotate key (issue a new one, shown once; revoke the old)")

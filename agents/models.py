@@ -13,6 +13,9 @@ def _webhook_secret() -> str:
     return secrets.token_hex(32)
 
 
+new_webhook_secret = _webhook_secret  # the name migration 0001 refers to stays
+
+
 class Agent(models.Model):
     """A service identity. It may only propose; its owner answers for it."""
 
@@ -24,7 +27,12 @@ class Agent(models.Model):
     # Frozen by staff (the kill switch): keys suspended, pending actions cancelled, executions stopped.
     frozen_at = models.DateTimeField(null=True, blank=True)
     frozen_reason = models.CharField(max_length=500, blank=True)
+    # Shared with the agent to sign its webhooks; shown once (create_agent, rotate_webhook_secret, the admin).
     webhook_secret = models.CharField(max_length=64, default=_webhook_secret, editable=False)
+    # After a rotation, webhooks are signed with the old secret too until this time, so that the agent can
+    # switch over without rejecting a delivery (the header then carries two v1 signatures).
+    previous_webhook_secret = models.CharField(max_length=64, blank=True, editable=False)
+    previous_webhook_secret_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     # An authenticated agent is DRF's request.user on agent endpoints.
@@ -107,9 +115,22 @@ class Capability(models.Model):
         from agents.capabilities import validate_constraints
         from approvals.action_types import registry
 
-        if registry.get(self.action_type) is None:
+        action_type = registry.get(self.action_type)
+        if action_type is None:
             raise ValidationError({"action_type": f"No action type named {self.action_type!r}."})
         try:
             validate_constraints(self.constraints)
         except ValidationError as exc:
             raise ValidationError({"constraints": exc.messages}) from None
+        schema = action_type.params_schema
+        if schema.get("additionalProperties") is False:
+            # A constrained parameter must be present: naming one the type lacks would refuse every proposal.
+            known = schema.get("properties", {})
+            unknown = sorted(set(self.constraints or {}) - set(known))
+            if unknown:
+                raise ValidationError(
+                    {
+                        "constraints": f"{self.action_type} has no parameter {', '.join(unknown)} "
+                        f"(its parameters: {', '.join(known)})."
+                    }
+                )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
 from agents.keys import new_key
-from agents.models import Agent, AgentKey, Capability
+from agents.models import Agent, AgentKey, Capability, new_webhook_secret
 from approvals.audit import Actor, record_event
 
 
@@ -84,6 +84,37 @@ def rotate_key(*, agent: Agent, actor: Actor) -> tuple[AgentKey, str]:
         for old in AgentKey.objects.filter(agent=agent, revoked_at__isnull=True).exclude(pk=new.pk):
             revoke_key(key=old, actor=actor)
     return new, raw
+
+
+WEBHOOK_SECRET_OVERLAP = timedelta(hours=24)
+
+
+def rotate_webhook_secret(*, agent: Agent, actor: Actor, overlap: timedelta = WEBHOOK_SECRET_OVERLAP) -> str:
+    """A new webhook secret, returned once (the caller shows it). For ``overlap`` the old one signs too, so the
+    agent can switch over without rejecting a delivery; audited without either secret."""
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        until = timezone.now() + overlap if overlap > timedelta(0) else None
+        agent.previous_webhook_secret = agent.webhook_secret if until else ""
+        agent.previous_webhook_secret_until = until
+        agent.webhook_secret = new_webhook_secret()
+        agent.save(update_fields=["webhook_secret", "previous_webhook_secret", "previous_webhook_secret_until"])
+        _audit(
+            actor,
+            "agent.webhook_secret_rotated",
+            agent,
+            {"previous_secret_valid_until": until.isoformat() if until else None},
+        )
+    return agent.webhook_secret
+
+
+def webhook_signing_secrets(agent: Agent) -> list[str]:
+    """The secrets a webhook is signed with now: the current one, and the previous one during its overlap."""
+    secrets = [agent.webhook_secret]
+    until = agent.previous_webhook_secret_until
+    if agent.previous_webhook_secret and until is not None and until > timezone.now():
+        secrets.append(agent.previous_webhook_secret)
+    return secrets
 
 
 def update_agent(*, agent: Agent, actor: Actor, **changes) -> Agent:

@@ -31,9 +31,20 @@ def channel_kind(channel: str) -> tuple[str, str]:
     return kind, target
 
 
+def status_channels(action: ActionRequest) -> list[str]:
+    """Where a change must be told: the policy's channels, and its Slack escalation channels once reminded.
+
+    A reminder posts the whole message (with buttons) in a Slack escalation channel; from then on every
+    change must update it there too. The Slack sender only updates what it posted in a channel it does not
+    notify, never announces there. Email escalation stays a one-off reminder: a sent mail cannot change.
+    """
+    escalated = [c for c in action.escalate_channels if channel_kind(c)[0] == "slack"] if action.reminded_at else []
+    return list(dict.fromkeys([*action.notify_channels, *escalated]))
+
+
 def enqueue(action: ActionRequest, event: str, channels: list[str] | None = None) -> None:
-    """One notify message per channel (default: the channels the action's policy named)."""
-    for channel in action.notify_channels if channels is None else channels:
+    """One notify message per channel (default: ``status_channels``)."""
+    for channel in status_channels(action) if channels is None else channels:
         outbox.enqueue(OutboxMessage.Kind.NOTIFY, payload={"event": event, "channel": channel}, action_id=action.id)
 
 

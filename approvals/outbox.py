@@ -21,7 +21,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Exists, OuterRef, Subquery
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from approvals.events import groups_for
@@ -86,9 +86,19 @@ WORKER_KINDS = frozenset({OutboxMessage.Kind.WEBHOOK, OutboxMessage.Kind.NOTIFY}
 
 # Every proposal and decision runs these two right after its commit: written out, they cost a third of what
 # building the same statements through the ORM did (docs/BENCHMARKS.md, section 1).
+# One action's webhooks go out in order: one is not claimed while an earlier one of its action is undelivered
+# (still retrying), so the agent never hears "approved" before "pending". Answered from the partial index
+# outbox_webhook_undelivered (action_id, id), which holds only undelivered webhooks.
 _CLAIM_SQL = (
     "UPDATE {table} SET claimed_until = %s WHERE id = %s AND delivered_at IS NULL "
-    "AND next_attempt_at <= %s AND (claimed_until IS NULL OR claimed_until < %s)"
+    "AND next_attempt_at <= %s AND (claimed_until IS NULL OR claimed_until < %s) "
+    "AND (kind <> 'webhook' OR NOT EXISTS (SELECT 1 FROM {table} earlier WHERE earlier.action_id = {table}.action_id "
+    "AND earlier.kind = 'webhook' AND earlier.delivered_at IS NULL AND earlier.id < {table}.id))"
+)
+_TAKE_OVER_SQL = (
+    "UPDATE {table} SET claimed_until = %s WHERE id = %s AND delivered_at IS NULL "
+    "AND (kind <> 'webhook' OR NOT EXISTS (SELECT 1 FROM {table} earlier WHERE earlier.action_id = {table}.action_id "
+    "AND earlier.kind = 'webhook' AND earlier.delivered_at IS NULL AND earlier.id < {table}.id))"
 )
 _DELIVERED_SQL = (
     "UPDATE {table} SET delivered_at = %s, attempts = %s, claimed_until = NULL, last_error = '' WHERE id = %s"
@@ -104,9 +114,7 @@ def _run(sql: str, params: list) -> int:
 def _claim(message_id: int, *, take_over: bool = False, written: OutboxMessage | None = None) -> OutboxMessage | None:
     now = timezone.now()
     if take_over:
-        claimed = OutboxMessage.objects.filter(id=message_id, delivered_at__isnull=True).update(
-            claimed_until=now + LEASE
-        )
+        claimed = _run(_TAKE_OVER_SQL, [now + LEASE, message_id])
     else:
         claimed = _run(_CLAIM_SQL, [now + LEASE, message_id, now, now])
     if claimed != 1:
@@ -152,7 +160,27 @@ def deliver(message_id: int, *, in_worker: bool = False, written: OutboxMessage 
     if handler is _hand_to_worker:
         return False  # the lease stays until the worker delivers it, or expires and the sweep re-dispatches
     _run(_DELIVERED_SQL, [timezone.now(), message.attempts + 1, message.id])
+    if in_worker and message.kind == OutboxMessage.Kind.WEBHOOK:
+        _deliver_next_webhook(message)
     return True
+
+
+def _deliver_next_webhook(delivered: OutboxMessage) -> None:
+    """The action's next webhook may have been waiting for this one: send it now, from this worker, rather than
+    at the next sweep. Claimed like any message (due, nobody holding it, nothing earlier undelivered)."""
+    next_id = (
+        OutboxMessage.objects.filter(
+            kind=OutboxMessage.Kind.WEBHOOK,
+            action_id=delivered.action_id,
+            delivered_at__isnull=True,
+            id__gt=delivered.id,
+        )
+        .order_by("id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    if next_id is not None and _claim(next_id) is not None:
+        deliver(next_id, in_worker=True)
 
 
 def _hand_to_worker(message: OutboxMessage) -> None:
@@ -237,6 +265,15 @@ def sweep(limit: int = 500) -> int:
     )
     if not can_deliver_push():
         pending = pending.exclude(kind=OutboxMessage.Kind.PUSH)
+    # A webhook waiting for an earlier one of its action is due but cannot be claimed: left out, so that a dead
+    # callback's queue never fills the sweep's batch and starves what can go.
+    earlier_webhook = OutboxMessage.objects.filter(
+        kind=OutboxMessage.Kind.WEBHOOK,
+        action_id=OuterRef("action_id"),
+        delivered_at__isnull=True,
+        id__lt=OuterRef("id"),
+    )
+    pending = pending.filter(~Q(kind=OutboxMessage.Kind.WEBHOOK) | ~Exists(earlier_webhook))
     delivered = 0
     for message_id in pending.order_by("id").values_list("id", flat=True)[:limit]:
         if deliver(message_id):

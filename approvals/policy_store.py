@@ -133,6 +133,11 @@ def _validated(data: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise PolicyError(f"unknown field(s): {', '.join(sorted(unknown))}")
     merged = {**DEFAULTS, **data}
+    for name in FIELDS:
+        # A YAML list or mapping where text belongs would otherwise be stored as its Python repr.
+        field = PolicyRule._meta.get_field(name)
+        if field.get_internal_type() in ("CharField", "TextField", "SlugField") and not isinstance(merged[name], str):
+            raise PolicyError(f"{name} is text, not {type(merged[name]).__name__} {merged[name]!r}")
     rule_from_row(merged)
     row = PolicyRule(**merged)
     try:
@@ -194,7 +199,7 @@ def plan_replace(rules: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Pla
         raise PolicyError("the file holds a list of rules under `rules:`")
     validated, names = [], set()
     for index, data in enumerate(rules):
-        if not isinstance(data, dict) or not data.get("name"):
+        if not isinstance(data, dict) or not data.get("name") or not isinstance(data["name"], str):
             raise PolicyError(f"rule #{index + 1} needs a name")
         if data["name"] in names:
             raise PolicyError(f"rule {data['name']!r} appears twice")
@@ -245,7 +250,11 @@ def from_yaml(text: str) -> list[dict[str, Any]]:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PolicyError(f"not valid YAML: {exc}") from None
+        # One line (a command's error, a form's message): the problem and where, not PyYAML's excerpt.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PolicyError(f"not valid YAML{where}: {problem}") from None
     if not isinstance(document, dict) or set(document) != {"rules"}:
         raise PolicyError("the file is a mapping with one key, `rules`, holding a list")
     return document["rules"] or []

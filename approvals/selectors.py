@@ -18,6 +18,12 @@ def _reviews() -> Prefetch:
     )
 
 
+def reviews_of(action: ActionRequest) -> list[Review]:
+    """``action``'s reviews, oldest first, each annotated with whether it ``counts`` (for Slack and email)."""
+    prefetch = _reviews()
+    return list(prefetch.queryset.filter(action_id=action.id))
+
+
 def _with_related(qs: QuerySet) -> QuerySet:
     return qs.select_related("agent", "agent__owner", "reviewer_group", "on_behalf_of_user").prefetch_related(
         _reviews()

@@ -30,6 +30,7 @@ from approvals.action_types.base import Preview
 from approvals.diffs import json_diff, text_diff
 from approvals.display import MARK_CLOSE, MARK_OPEN, action_findings, mark_invisible
 from approvals.models import ActionRequest, ActionStatus, Review
+from approvals.permissions import review_counts
 
 # Interaction ids: the buttons' action_id and the modal's callback_id come back in Slack's payloads.
 APPROVE = "countersign_approve"
@@ -222,10 +223,14 @@ def action_message(
     preview: Preview | None = None,
     fingerprint: str = "",
 ) -> tuple[str, list[dict[str, Any]]]:
-    """(fallback text, blocks) for ``action`` as it is now; buttons only while it is pending."""
+    """(fallback text, blocks) for ``action`` as it is now; buttons only while it is pending.
+
+    Approvals are those that count under the rule now in force (``permissions.review_counts``), as the
+    API and the pages count them: after an edit changed the group, Slack says the same as they do.
+    """
     link = action_link(base_url, action)
     headline = HEADLINES.get(action.status, action.status)
-    approvals = [r for r in reviews if r.verdict == Review.Verdict.APPROVE]
+    approvals = counted(action, reviews)
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
@@ -313,6 +318,11 @@ def _params_text(action: ActionRequest) -> str:
     return "\n".join(lines)
 
 
+def counted(action: ActionRequest, reviews: Sequence[Review]) -> list[Review]:
+    """The approvals among ``reviews`` that count (annotated ``counts`` from approvals.selectors, or checked)."""
+    return [r for r in reviews if review_counts(r, action)]
+
+
 def _progress(action: ActionRequest, approvals: Sequence[Review]) -> str:
     group = action.reviewer_group.name if action.reviewer_group_id else "reviewers"
     needed = action.required_approvals
@@ -336,11 +346,13 @@ def outcome_text(action: ActionRequest, reviews: Sequence[Review]) -> str:
         by = _who(rejection) if rejection else "policy"
         return f"Rejected by {by} on {decided}."
     if status == ActionStatus.EXPIRED:
-        approvals = sum(1 for r in reviews if r.verdict == Review.Verdict.APPROVE)
+        approvals = len(counted(action, reviews))
         return f"Expired on {decided} with {approvals} of {action.required_approvals} approvals; nothing was run."
     if status == ActionStatus.CANCELLED:
         return f"Withdrawn by the agent on {decided}; nothing was run."
-    by = ", ".join(_who(r) for r in reviews if r.verdict == Review.Verdict.APPROVE) or "policy"
+    # Those whose approval counted; if none counts any more (a group changed after the decision), all who approved.
+    approvers = counted(action, reviews) or [r for r in reviews if r.verdict == Review.Verdict.APPROVE]
+    by = ", ".join(_who(r) for r in approvers) or "policy"
     text = f"Approved by {by} on {decided}."
     action_type = registry.get(action.action_type)
     if status == ActionStatus.APPROVED:
@@ -500,9 +512,14 @@ def result_message(action: ActionRequest) -> tuple[str, list[dict[str, Any]]]:
 
 
 def reminder_text(action: ActionRequest, approvals: int, base_url: str) -> str:
+    """A reminder's words as the action is now: still waiting, or (once decided) that it no longer is."""
+    link = action_link(base_url, action)
+    if not action.is_pending:
+        headline = HEADLINES.get(action.status, escape(action.status))
+        return f":alarm_clock: Reminder answered: {headline}. <{link}|Open in Countersign>"
     return (
         f":alarm_clock: Still waiting for a decision: {approvals} of {action.required_approvals} approvals, "
-        f"expires {slack_date(action.expires_at)}. <{action_link(base_url, action)}|Review it in Countersign>"
+        f"expires {slack_date(action.expires_at)}. <{link}|Review it in Countersign>"
     )
 
 

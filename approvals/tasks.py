@@ -55,3 +55,18 @@ def audit_checkpoint() -> int:
     except CheckpointError as exc:
         log.error("no audit checkpoint: %s", exc)  # loud every interval, without a traceback
         return -1
+
+
+@shared_task(name="approvals.prune_expired_records")
+def prune_expired_records() -> int:
+    """Beat: delivered outbox rows, webhook delivery logs and finished actions' notifications past retention."""
+    from approvals.services.retention import prune_expired_records as prune
+
+    return prune().total
+
+
+@shared_task(name="approvals.beat_heartbeat")
+def beat_heartbeat() -> None:
+    """Beat schedules this so that it has something to publish often: the heartbeat itself is written by beat
+    when it publishes the task (config/heartbeat.py), so a worker that is down does not make beat look dead.
+    Nothing to do here."""

@@ -10,6 +10,7 @@ import httpx
 from django.conf import settings
 
 from agents.models import Agent
+from agents.services import webhook_signing_secrets
 from approvals.callbacks import callback_refusal
 from approvals.canonical import canonical_json
 from approvals.models import ActionRequest, OutboxMessage
@@ -22,10 +23,23 @@ class WebhookError(Exception):
     pass
 
 
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
+def sign(secret: str | list[str], body: bytes, timestamp: int | None = None) -> str:
+    """The signature header; with several secrets (during a rotation's overlap) one ``v1=`` per secret."""
     t = int(time.time()) if timestamp is None else timestamp
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
+    keys = [secret] if isinstance(secret, str) else secret
+    macs = (hmac.new(key.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest() for key in keys)
+    return ",".join([f"t={t}", *(f"v1={mac}" for mac in macs)])
+
+
+def webhook_body(payload: dict) -> bytes:
+    """The action's JSON as the API returns it, plus ``event`` (type, per-action sequence, time of the change).
+
+    Built from the message's stored snapshot, so every retry sends the same bytes.
+    """
+    body = dict(payload["action"])
+    if "event" in payload:  # messages written before events were numbered have none
+        body["event"] = payload["event"]
+    return canonical_json(body).encode()
 
 
 def post_webhook(message: OutboxMessage) -> None:
@@ -35,7 +49,7 @@ def post_webhook(message: OutboxMessage) -> None:
     if refusal:  # re-checked at delivery: DNS may have changed since the proposal
         record_attempt(message, action, started=started, error=f"callback refused: {refusal}")
         raise WebhookError(f"callback refused: {refusal}")
-    body = canonical_json(message.payload["action"]).encode()
+    body = webhook_body(message.payload)
     try:
         response = _post(action, body, message)
     except httpx.HTTPError as exc:
@@ -56,7 +70,7 @@ def _post(action: ActionRequest, body: bytes, message: OutboxMessage) -> httpx.R
         content=body,
         headers={
             "Content-Type": "application/json",
-            "Countersign-Signature": sign(agent.webhook_secret, body),
+            "Countersign-Signature": sign(webhook_signing_secrets(agent), body),
             "Countersign-Event": f"action.{message.payload['action']['status']}",
             "Countersign-Delivery": str(message.id),
         },

@@ -12,3 +12,8 @@ from config.settings.production import *  # noqa: F403
 COUNTERSIGN_BENCH_ENDPOINTS = env_bool("COUNTERSIGN_BENCH_ENDPOINTS", default=False)
 if COUNTERSIGN_BENCH_ENDPOINTS:
     ROOT_URLCONF = "bench.urls"
+
+# Pages, not static files, are measured: serve static/ from the checkout as development does, so that no
+# collectstatic step is needed before a run (production's manifest storage refuses names that were not collected).
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"}}  # noqa: F405
+WHITENOISE_USE_FINDERS = True

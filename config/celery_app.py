@@ -31,3 +31,19 @@ def _freeze_what_startup_loaded(**kwargs) -> None:
     """As the web process does (config/asgi.py): a full collection would otherwise walk everything Django and
     the tasks loaded, pausing an execution now and then for tens of milliseconds."""
     gc.freeze()
+
+
+@signals.beat_init.connect(weak=False)
+def _heartbeat_on_start(**kwargs) -> None:
+    from config.heartbeat import record_heartbeat
+
+    record_heartbeat()
+
+
+@signals.after_task_publish.connect(weak=False)
+def _heartbeat_on_publish(sender=None, **kwargs) -> None:
+    """Beat published its heartbeat task: it is alive and reaches the broker (config/heartbeat.py)."""
+    from config.heartbeat import HEARTBEAT_TASK, record_heartbeat
+
+    if sender == HEARTBEAT_TASK:
+        record_heartbeat()

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 from approvals.api.schema import SwaggerView
 from approvals.web.auth import ThrottledAdminAuthenticationForm, ThrottledLoginView
 from approvals.web.ops import healthz, metrics, readyz
+from approvals.web.password_views import PasswordSetDoneView, SetPasswordView
 from approvals.web.slack_views import interactivity as slack_interactivity
 
 # The admin's log-in is slowed down like the reviewers' (a second door to the same accounts).
@@ -19,6 +20,9 @@ urlpatterns = [
     path("api/docs/", SwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # The one-time set-password link printed by create_reviewer (approvals.accounts.password_link).
+    path("accounts/reset/<uidb64>/<token>/", SetPasswordView.as_view(), name="password_set"),
+    path("accounts/reset/done/", PasswordSetDoneView.as_view(), name="password_set_done"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),

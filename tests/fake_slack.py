@@ -12,8 +12,19 @@ Authorization header). Requests without the bot token get ``not_authed`` /
 ``invalid_auth`` as Slack answers them. ``fail(method, error)`` makes a method
 answer ``{"ok": false, "error": ...}``; ``rate_limit(method, retry_after)``
 makes it answer HTTP 429 with ``Retry-After``; ``drop_connection(method)``
-makes it hang up after recording the call. ``wait_for(...)`` blocks until a
-matching call arrived (for tests where another process calls Slack).
+makes it hang up after recording the call; ``answer_late(method, seconds)``
+makes it do what was asked (post the message) and answer only after
+``seconds``, when a client with a shorter timeout has given up: the outcome
+is unknown to the caller, but the message is in the channel.
+``wait_for(...)`` blocks until a matching call arrived (for tests where
+another process calls Slack).
+
+Messages keep their ``metadata`` (``{"event_type", "event_payload"}``) as Slack
+does; ``conversations.history`` lists a channel's messages newest first (top-level
+ones and thread replies also sent to the channel), with ``oldest``, ``limit`` and
+``cursor``, and their metadata only with ``include_all_metadata`` (``conversations.replies``
+too). ``conversations.list`` lists the channels. ``channel_messages``
+reads the same list for assertions.
 
 For Countersign's own bot (notifications and interactivity) it also answers
 ``users.info`` (``add_user``), ``views.open``, ``chat.postEphemeral`` (kept in
@@ -220,6 +231,7 @@ class FakeSlack:
     def __post_init__(self):
         self._failures: dict[str, _Failure] = {}
         self._delays: dict[str, float] = {}
+        self._late: dict[str, list] = {}  # method -> [seconds, times left or None]
         self._cond = threading.Condition()
         self._ts = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
@@ -261,6 +273,21 @@ class FakeSlack:
         with self._cond:
             return list(self.threads.get((channel_id, ts), [])[1:])
 
+    def channel_messages(self, channel_id: str) -> list[dict[str, Any]]:
+        """What a person scrolling the channel sees, oldest first: top-level messages and replies also sent
+        to the channel (``reply_broadcast``), as they are now."""
+        with self._cond:
+            return copy.deepcopy(self._in_channel(channel_id))
+
+    def _in_channel(self, channel_id: str) -> list[dict[str, Any]]:
+        found = []
+        for (cid, _), messages in self.threads.items():
+            if cid != channel_id:
+                continue
+            found.append(messages[0])
+            found.extend(m for m in messages[1:] if m.get("subtype") == "thread_broadcast")
+        return sorted(found, key=lambda m: float(m["ts"]))
+
     def fail(self, method: str, error: str, *, status: int = 200, times: int | None = None) -> None:
         """Make ``method`` answer ``{"ok": false, "error": error}`` (``times`` times, or until ``clear_failures``)."""
         self._failures[method] = _Failure(error=error, status=status, times=times)
@@ -277,8 +304,14 @@ class FakeSlack:
         """Make ``method`` take ``seconds`` before it answers (to hold a caller mid-call)."""
         self._delays[method] = seconds
 
+    def answer_late(self, method: str, seconds: float, *, times: int | None = None) -> None:
+        """Make ``method`` do its work, then answer only after ``seconds`` (a reply that outlives the caller's
+        timeout: Slack accepted the post, the client never learns it)."""
+        self._late[method] = [seconds, times]
+
     def clear_failures(self) -> None:
         self._failures.clear()
+        self._late.clear()
 
     # --- reading what happened -------------------------------------------------------
 
@@ -317,13 +350,16 @@ class FakeSlack:
                     return
                 status, payload, headers = answer
                 data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                    self.send_header("Content-Length", str(len(data)))
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # a late answer: the caller has given up and hung up
 
             do_GET = do_POST = _handle
 
@@ -397,7 +433,15 @@ class FakeSlack:
         if handler is None:
             return 200, {"ok": False, "error": "unknown_method", "req_method": method}, {}
         with self._cond:
-            return 200, handler(params), {}
+            answer = handler(params)
+            late = self._late.get(method)
+            if late is not None and late[1] is not None:
+                late[1] -= 1
+                if late[1] <= 0:
+                    self._late.pop(method, None)
+        if late is not None:
+            time.sleep(late[0])  # done, but the caller has stopped listening
+        return 200, answer, {}
 
     def _auth_error(self, call: SlackCall) -> str | None:
         presented = None
@@ -442,16 +486,32 @@ class FakeSlack:
         text = params.get("text")
         if not text and not params.get("blocks"):
             return {"ok": False, "error": "no_text"}
+        metadata = params.get("metadata")
+        if isinstance(metadata, str):
+            try:
+                metadata = json.loads(metadata)
+            except ValueError:
+                return {"ok": False, "error": "invalid_metadata_format"}
+        if metadata is not None and (
+            not isinstance(metadata, dict)
+            or not isinstance(metadata.get("event_type"), str)
+            or not isinstance(metadata.get("event_payload"), dict)
+        ):
+            return {"ok": False, "error": "invalid_metadata_format"}
         ts = self._next_ts()
         message = {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "text": text or "", "ts": ts}
         if params.get("blocks"):
             message["blocks"] = params["blocks"]
+        if metadata is not None:
+            message["metadata"] = metadata
         thread_ts = params.get("thread_ts")
         if thread_ts:
             thread = self.threads.get((channel["id"], thread_ts))
             if thread is None:
                 return {"ok": False, "error": "thread_not_found"}
             message["thread_ts"] = thread_ts
+            if params.get("reply_broadcast") in (True, "true", "1", 1):
+                message["subtype"] = "thread_broadcast"
             thread.append(message)
         else:
             self.threads[(channel["id"], ts)] = [{**message, "thread_ts": ts}]
@@ -531,4 +591,43 @@ class FakeSlack:
         if thread is None:
             return {"ok": False, "error": "thread_not_found"}
         limit = int(params.get("limit") or 1000)
-        return {"ok": True, "messages": thread[:limit], "has_more": len(thread) > limit}
+        messages = copy.deepcopy(thread[:limit])
+        if str(params.get("include_all_metadata", "")).lower() not in ("1", "true"):
+            for message in messages:
+                message.pop("metadata", None)
+        return {"ok": True, "messages": messages, "has_more": len(thread) > limit}
+
+    def _m_conversations_list(self, params):
+        live_only = str(params.get("exclude_archived", "")).lower() in ("1", "true")
+        listed = [c for c in self.channels.values() if not (live_only and c.get("is_archived"))]
+        limit = max(1, min(int(params.get("limit") or 100), 1000))
+        start = int(params.get("cursor") or 0)
+        more = start + limit < len(listed)
+        return {
+            "ok": True,
+            "channels": copy.deepcopy(listed[start : start + limit]),
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
+
+    def _m_conversations_history(self, params):
+        channel = self.channels.get(str(params.get("channel") or ""))  # IDs only, like Slack
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        oldest = float(params.get("oldest") or 0)
+        limit = max(1, min(int(params.get("limit") or 100), 999))
+        start = int(params.get("cursor") or 0)
+        with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+        messages = [m for m in reversed(self._in_channel(channel["id"])) if float(m["ts"]) > oldest]
+        page = []
+        for message in messages[start : start + limit]:
+            message = copy.deepcopy(message)
+            if not with_metadata:
+                message.pop("metadata", None)
+            page.append(message)
+        more = start + limit < len(messages)
+        return {
+            "ok": True,
+            "messages": page,
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }

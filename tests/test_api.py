@@ -258,6 +258,26 @@ def test_idempotency_key_may_come_as_a_header(agent_api):
     assert first.json()["id"] == again.json()["id"]
 
 
+def test_an_empty_idempotency_key_header_is_refused_not_ignored(agent_api):
+    # `-H "Idempotency-Key: $(uuidgen)"` on a machine without uuidgen sends the header empty: proposing anyway
+    # would drop the idempotency the caller asked for, and their retry would propose twice.
+    for empty in ("", "   "):
+        body = assert_problem(
+            agent_api.post("/api/v1/actions", propose_body(), format="json", HTTP_IDEMPOTENCY_KEY=empty),
+            400,
+            "Idempotency-Key",
+        )
+        assert "Empty" in body["errors"]["Idempotency-Key"][0]
+    assert not ActionRequest.objects.exists()
+
+
+def test_the_schema_declares_the_idempotency_key_header():
+    schema = json.loads(Client().get("/api/schema/?format=json").content)
+    header = next(p for p in schema["paths"]["/api/v1/actions"]["post"]["parameters"] if p["name"] == "Idempotency-Key")
+    assert header["in"] == "header" and not header.get("required")
+    assert header["schema"]["minLength"] == 1
+
+
 def test_idempotency_keys_belong_to_one_agent(agent_api, other_agent_api):
     mine = propose(agent_api, idempotency_key="shared")
     theirs = propose(other_agent_api, idempotency_key="shared")

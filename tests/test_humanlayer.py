@@ -237,14 +237,6 @@ def test_creates_are_idempotent_per_call_id_and_lookups_are_per_agent(hl, web_se
         hl.create_function_call(FunctionCallSpec(fn="restart", kwargs={"service": "auth"}), call_id="call-fixed-1")
     with pytest.raises(HumanLayerException, match="404"):
         hl.get_function_call("call-nobody-made")
-    # Escalation belongs to Countersign's policies; asking for it per call says so, as JSON.
-    escalate = httpx.post(
-        f"{web_server.url}/humanlayer/v1/agent/function_calls/call-fixed-1/escalate_email",
-        json={"escalation_msg": "please"},
-        headers={"Authorization": f"Bearer {hl.backend.connection.api_key}"},
-    )
-    assert escalate.status_code == 501 and "policies" in escalate.json()["detail"]
-
     # Another agent's lookup of the same call id finds nothing.
     _, _, other_key = create_agent(name="other-bot", owner=owner, actor=CLI, allow=["decision.only"])
     other = HumanLayer(api_key=other_key, run_id="other")
@@ -335,3 +327,61 @@ def test_every_answer_is_json_even_errors(web_server, agent_key, owner):
 @pytest.fixture
 def rita_token(reviewer):
     return ReviewerToken.issue(reviewer)[1]
+
+
+# --- escalate_email -------------------------------------------------------------------------------
+
+
+def test_escalation_reminds_the_policy_channels_and_reviewers_the_agent_names(hl, reviewer, outsider):
+    from humanlayer.core.models import EmailRecipient, Escalation
+
+    from approvals.models import AuditEvent, OutboxMessage
+
+    call = hl.create_function_call(FunctionCallSpec(fn="restart", kwargs={"service": "billing"}), call_id="call-esc")
+    action = ActionRequest.objects.get(idempotency_key__endswith="call-esc")
+
+    # Countersign does not mail people an agent picks who have no part in the decision.
+    with pytest.raises(HumanLayerException, match="400"):
+        hl.escalate_email_function_call(
+            call.call_id,
+            Escalation(escalation_msg="look", additional_recipients=[EmailRecipient(address=outsider.email)]),
+        )
+    assert not OutboxMessage.objects.filter(action_id=action.id, kind=OutboxMessage.Kind.NOTIFY).exists()
+
+    escalated = hl.escalate_email_function_call(
+        call.call_id,
+        Escalation(
+            escalation_msg="The deploy is blocked", additional_recipients=[EmailRecipient(address="RITA@example.com")]
+        ),
+    )
+    assert escalated.call_id == call.call_id and escalated.status.approved is None
+    sent = OutboxMessage.objects.filter(action_id=action.id, kind=OutboxMessage.Kind.NOTIFY)
+    assert [m.payload for m in sent] == [{"event": "reminder", "channel": f"email:{reviewer.email}"}]
+    event = AuditEvent.objects.get(action_id=action.id, verb="action.escalated")
+    assert (event.actor, event.data["message"]) == ("helper-bot", "The deploy is blocked")
+
+    # Once a minute per call; and never once decided.
+    with pytest.raises(HumanLayerException, match="429"):
+        hl.escalate_email_function_call(call.call_id, Escalation(escalation_msg="again"))
+    services.reject_action(action_id=action.id, reviewer=reviewer, via="web", reason="not now")
+    from django.core.cache import cache
+
+    cache.delete(f"humanlayer:escalated:{action.id}")
+    with pytest.raises(HumanLayerException, match="409"):
+        hl.escalate_email_function_call(call.call_id, Escalation(escalation_msg="still?"))
+
+
+def test_escalation_by_another_channel_or_by_a_reviewer_is_refused(hl, web_server, reviewer):
+    call = hl.create_function_call(FunctionCallSpec(fn="restart", kwargs={"service": "auth"}), call_id="call-esc-2")
+    url = f"{web_server.url}/humanlayer/v1/agent/function_calls/{call.call_id}/escalate_email"
+    agent_auth = {"Authorization": f"Bearer {hl.backend.connection.api_key}"}
+    slack = httpx.post(
+        url, json={"escalation_msg": "x", "channel": {"slack": {"channel_or_user_id": "C1"}}}, headers=agent_auth
+    )
+    assert slack.status_code == 400 and slack.headers["content-type"] == "application/json"
+    assert "email only" in str(slack.json())
+    missing = httpx.post(url, json={}, headers=agent_auth)
+    assert missing.status_code == 400 and "escalation_msg" in missing.json()["errors"]
+    _, token = ReviewerToken.issue(reviewer)
+    by_reviewer = httpx.post(url, json={"escalation_msg": "x"}, headers={"Authorization": f"Bearer {token}"})
+    assert by_reviewer.status_code in (401, 403) and by_reviewer.headers["content-type"] == "application/json"

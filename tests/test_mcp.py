@@ -154,3 +154,53 @@ def test_rejections_and_invalid_input_come_back_as_readable_tool_results(web_ser
     assert not waited.is_error
     assert "Rejected. Do not do it. Reason: Use a migration instead." in waited.content[0].text
     assert waited.structured_content["action"]["decision"]["reason"] == "Use a migration instead."
+
+
+def test_bad_arguments_are_tool_errors_the_model_can_correct_and_answers_read_as_answers(
+    web_server, agent, agent_key, rita
+):
+    from agents.services import grant_capability
+    from tests.conftest import CLI
+
+    grant_capability(agent=agent, action_type="human.question", actor=CLI)
+    params = StdioServerParameters(
+        command=str(VENV_BIN / "countersign-mcp"),
+        env={**process_env("", ""), "COUNTERSIGN_URL": web_server.url, "COUNTERSIGN_API_KEY": agent_key},
+    )
+
+    async def scenario():
+        async with Client(params) as client:
+            # Each mistake a model makes comes back as a result it reads (not a JSON-RPC error its client hides).
+            mistakes = {
+                "action_id": await client.call_tool("get_action", {}),
+                "params": await client.call_tool("propose_action", {"action_type": "decision.only", "summary": "s"}),
+                "summary": await client.call_tool("propose_action", {"action_type": "decision.only", "params": {}}),
+                "timeout_seconds": await client.call_tool(
+                    "wait_for_action", {"action_id": "x", "timeout_seconds": 10_000}
+                ),
+                "until": await client.call_tool("wait_for_action", {"action_id": "x", "until": "forever"}),
+                "wait": await client.call_tool("get_action", {"action_id": "x", "wait": True}),
+            }
+            asked = await client.call_tool(
+                "propose_action",
+                {"action_type": "human.question", "params": {"question": "Which region?"}, "summary": "Region"},
+            )
+            rita.decide_next("approve", comment="eu-west-1, as always.")
+            answered = await client.call_tool(
+                "wait_for_action", {"action_id": asked.structured_content["action"]["id"], "timeout_seconds": 30}
+            )
+            return mistakes, answered
+
+    mistakes, answered = asyncio.run(scenario())
+    for argument, result in mistakes.items():
+        assert result.is_error, (argument, result)
+        assert result.structured_content["error"] == {"kind": "InvalidArgument", "argument": argument, "problem": None}
+        assert f"Invalid argument '{argument}'" in result.content[0].text
+    assert "missing" in mistakes["action_id"].content[0].text
+    assert "0 to 600" in mistakes["timeout_seconds"].content[0].text
+    assert not ActionRequest.objects.filter(action_type="decision.only").exists()  # nothing half-proposed
+
+    assert not answered.is_error
+    text = answered.content[0].text
+    assert "The reviewer answered: eu-west-1, as always." in text
+    assert "You may now do it yourself" not in text

@@ -203,14 +203,17 @@ def test_a_redis_outage_loses_and_repeats_nothing(outage_stack):
         message="every webhook",
     )
     seen: dict[str, list[str]] = {}
+    sequences: dict[str, list[int]] = {}
     for request in hooks.requests:
         body = request.json()
         seen.setdefault(body["id"], []).append(body["status"])
+        sequences.setdefault(body["id"], []).append(body["event"]["sequence"])
+    # In order, too: one action's webhooks wait for each other (approvals.outbox), whichever worker sends them.
     for verdict, action_ids in ids.items():
         for action_id in action_ids:
-            assert sorted(seen.get(action_id, [])) == sorted(expected[verdict]), (verdict, seen.get(action_id))
-    # (Each status is its own outbox message, so two workers may deliver them out of order.)
-    assert sorted(seen[warm_id]) == sorted(expected["approve"]), seen[warm_id]
+            assert seen.get(action_id) == expected[verdict], (verdict, seen.get(action_id))
+            assert sequences[action_id] == list(range(1, len(expected[verdict]) + 1)), sequences[action_id]
+    assert seen[warm_id] == expected["approve"], seen[warm_id]
 
     # Every push row was delivered to the channel layer; a socket opened now hears new events live.
     assert not OutboxMessage.objects.filter(kind="push", delivered_at__isnull=True).exists()

@@ -114,6 +114,7 @@ def test_sigterm_to_uvicorn_lets_an_open_wait_answer_and_cuts_off_no_request(sta
 
     outcomes: Counter[str] = Counter()
     stop_traffic = threading.Event()
+    sigterm_sent = threading.Event()
 
     def traffic():
         # Normal requests on fresh connections, before, during and after the SIGTERM.
@@ -125,6 +126,12 @@ def test_sigterm_to_uvicorn_lets_an_open_wait_answer_and_cuts_off_no_request(sta
                 outcomes[f"answered {response.status_code}"] += 1
             except httpx.ConnectError:
                 outcomes["refused (listener closed)"] += 1
+            except httpx.RemoteProtocolError as exc:
+                # At shutdown uvicorn closes a connection it accepted but whose request it had not parsed yet (no
+                # request cycle: nothing of it reached the application). To the client that is a closed listener,
+                # which a proxy retries; a response cut short would be another error.
+                unread = sigterm_sent.is_set() and "without sending a response" in str(exc)
+                outcomes["closed before the request was read" if unread else f"cut off: {exc}"] += 1
             except httpx.HTTPError as exc:
                 outcomes[f"cut off: {type(exc).__name__}"] += 1
             time.sleep(0.02)
@@ -138,6 +145,7 @@ def test_sigterm_to_uvicorn_lets_an_open_wait_answer_and_cuts_off_no_request(sta
     time.sleep(1.0)
 
     signalled = time.monotonic()
+    sigterm_sent.set()
     web_a.proc.send_signal(signal.SIGTERM)
     time.sleep(1.0)
     assert web_a.proc.poll() is None  # still draining: the wait is open

@@ -247,6 +247,98 @@ def test_the_async_client(web_server, agent_key, rita):
     assert listed == [second, first]  # newest first
 
 
+def test_one_async_client_serves_successive_event_loops(web_server, agent_key, rita):
+    # docs/agents.md makes the client at module level; every asyncio.run is a new event loop.
+    client = AsyncCountersign(web_server.url, agent_key)
+    first = asyncio.run(client.propose("decision.only", {"n": 1}, "First"))
+    rita.decide_next("approve", comment="fine")
+    assert asyncio.run(client.wait(first.id, timeout=30, until="decision")).status == "approved"
+
+    @require_approval(client)
+    async def send(to: str) -> str:
+        return f"sent to {to}"
+
+    rita.decide_next("approve")
+    assert asyncio.run(send("ops")) == "sent to ops"
+
+    async def in_context() -> str:
+        async with client:  # closes this loop's connections only; the client stays usable
+            return (await client.get(first.id)).status
+
+    assert asyncio.run(in_context()) == "approved"
+    assert asyncio.run(client.get(first.id)).status == "approved"
+    assert asyncio.run(client.aclose()) is None
+
+
+def test_a_closed_loops_connections_are_forgotten_not_reused(web_server, agent_key):
+    client = AsyncCountersign(web_server.url, agent_key)
+    loop = asyncio.new_event_loop()
+    assert "decision.only" in [t.name for t in loop.run_until_complete(client.action_types())]
+    loop.close()  # without aclose(): its keep-alive connection is dead with it
+
+    action = asyncio.run(client.propose("decision.only", {"n": 1}, "After a closed loop"))
+    assert asyncio.run(client.get(action.id)).is_pending
+    assert loop not in client._pools
+
+
+def test_errors_without_an_answer_are_wrapped_and_the_decorator_withdraws(web_server, agent_key):
+    # A client closed by its owner: httpx raises RuntimeError; the SDK's callers see a CountersignError.
+    with Countersign(web_server.url, agent_key) as closed:
+        pass
+    with pytest.raises(Unavailable) as caught:
+        closed.action_types()
+    assert "closed" in str(caught.value) and isinstance(caught.value, CountersignError)
+
+    async def on_a_closed_client():
+        given = httpx.AsyncClient()
+        await given.aclose()
+        with pytest.raises(Unavailable):
+            await AsyncCountersign(web_server.url, agent_key, http_client=given).get(str(uuid.uuid4()))
+
+    asyncio.run(on_a_closed_client())
+
+    # Too many redirects (or anything else httpx raises) is wrapped too, and a success that is not JSON is an
+    # APIError. When the wait breaks after proposing, the decorator withdraws the proposal instead of leaving it
+    # pending for a reviewer to approve a call that will never run.
+    real = httpx.Client(timeout=30)
+
+    def broken_wait(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/wait"):
+            return httpx.Response(200, html="<html>Sign in to the proxy</html>")
+        forwarded = real.send(
+            real.build_request(request.method, request.url, headers=request.headers, content=request.content)
+        )
+        return httpx.Response(forwarded.status_code, headers=forwarded.headers, content=forwarded.content)
+
+    def redirect_loop(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(307, headers={"Location": str(request.url)})
+
+    with (
+        Countersign(
+            web_server.url,
+            agent_key,
+            http_client=httpx.Client(transport=httpx.MockTransport(redirect_loop), follow_redirects=True),
+        ) as looping,
+        pytest.raises(Unavailable) as caught,
+    ):
+        looping.action_types()
+    assert "TooManyRedirects" in str(caught.value)
+
+    with Countersign(
+        web_server.url, agent_key, http_client=httpx.Client(transport=httpx.MockTransport(broken_wait))
+    ) as c:
+
+        @require_approval(c)
+        def deploy(version: str) -> str:
+            raise AssertionError("must not run")
+
+        with pytest.raises(countersign.APIError) as caught:
+            deploy("v2")
+    assert "not JSON" in str(caught.value)
+    assert ActionRequest.objects.get().status == ActionStatus.CANCELLED
+    real.close()
+
+
 def test_ask_returns_the_reviewers_answer(cs, agent, rita):
     from agents.services import grant_capability
     from tests.conftest import CLI
@@ -361,3 +453,61 @@ def test_decorating_a_blocking_function_with_the_async_client_is_refused(web_ser
             pass
 
     asyncio.run(client.aclose())
+
+
+# --- verify_webhook: the agent's side of a signed webhook ---------------------------------------------------
+
+
+def _signature(secret: str, body: bytes, t: int) -> str:
+    import hashlib
+    import hmac
+
+    return hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+WEBHOOK_SECRET = "0f" * 32
+WEBHOOK_BODY = b'{"event":{"at":"2026-12-04T20:00:00Z","sequence":2,"type":"action.approved"},"status":"approved"}'
+
+
+def test_verify_webhook_returns_the_event_for_a_signature_made_with_the_secret():
+    t = int(time.time())
+    good = _signature(WEBHOOK_SECRET, WEBHOOK_BODY, t)
+    event = countersign.verify_webhook(WEBHOOK_BODY, f"t={t},v1={good}", WEBHOOK_SECRET)
+    assert event["status"] == "approved" and event["event"]["sequence"] == 2
+    # During a secret rotation the header carries one v1 per secret: any one matching is enough.
+    other = _signature("another-secret", WEBHOOK_BODY, t)
+    assert countersign.verify_webhook(WEBHOOK_BODY.decode(), f"t={t}, v1={other}, v1={good}", WEBHOOK_SECRET)
+
+
+@pytest.mark.parametrize(
+    ("body", "header", "message"),
+    [
+        (WEBHOOK_BODY.replace(b"approved", b"rejected"), None, "signature"),  # body changed on the way
+        (WEBHOOK_BODY, "wrong-secret", "signature"),  # signed by someone without the secret
+        (WEBHOOK_BODY, "", "missing"),
+        (WEBHOOK_BODY, "t=soon,v1=00", "timestamp"),
+        (WEBHOOK_BODY, "v1=00", "missing"),
+        (WEBHOOK_BODY, "stale", "timestamp"),  # a captured delivery replayed an hour later
+        (b"[1, 2]", None, "object"),
+    ],
+)
+def test_verify_webhook_refuses_what_the_secret_did_not_sign_now(body, header, message):
+    t = int(time.time())
+    if header is None:
+        header = f"t={t},v1={_signature(WEBHOOK_SECRET, body if body == b'[1, 2]' else WEBHOOK_BODY, t)}"
+    elif header == "wrong-secret":
+        header = f"t={t},v1={_signature('guessed', body, t)}"
+    elif header == "stale":
+        header = f"t={t - 3600},v1={_signature(WEBHOOK_SECRET, body, t - 3600)}"
+    with pytest.raises(countersign.InvalidWebhook, match=message) as caught:
+        countersign.verify_webhook(body, header, WEBHOOK_SECRET)
+    assert isinstance(caught.value, CountersignError)
+
+
+def test_verify_webhook_tolerance_is_the_callers_choice():
+    t = int(time.time()) - 3600
+    header = f"t={t},v1={_signature(WEBHOOK_SECRET, WEBHOOK_BODY, t)}"
+    assert countersign.verify_webhook(WEBHOOK_BODY, header, WEBHOOK_SECRET, tolerance=None)["status"] == "approved"
+    assert countersign.verify_webhook(WEBHOOK_BODY, header, WEBHOOK_SECRET, tolerance=7200)
+    with pytest.raises(countersign.InvalidWebhook):
+        countersign.verify_webhook(WEBHOOK_BODY, header, WEBHOOK_SECRET, tolerance=60)

@@ -122,6 +122,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
         "REDIS_URL": "redis://127.0.0.1:6379/9",
         "ALLOWED_HOSTS": "countersign.example.com",
         "COUNTERSIGN_CREDENTIAL_KEYS": "yGJBSU187eXkGrQ0HtwNUkuxb3XfR5Rd7fKrKFBT3Ts=",
+        "COUNTERSIGN_AUDIT_CHECKPOINT_KEY": "deploy-check-audit-checkpoint-key-0123456789",
         "COUNTERSIGN_VAR_DIR": str(tmp_path),
     }
     result = subprocess.run(

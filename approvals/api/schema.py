@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.templatetags.static import static
 from drf_spectacular.views import SpectacularSwaggerSplitView
 
 
@@ -10,6 +11,16 @@ class SwaggerView(SpectacularSwaggerSplitView):
     template for it (a 500); now OPTIONS is a 405 like any other method the page does not take."""
 
     metadata_class = None
+
+    # Through the staticfiles storage, not SWAGGER_UI_DIST's literal path: in production that is the hashed,
+    # compressed, long-cached name (config/settings/production.py); in development the plain one.
+    @staticmethod
+    def _swagger_ui_resource(filename: str) -> str:
+        return static(f"vendor/swagger-ui/{filename}")
+
+    @staticmethod
+    def _swagger_ui_favicon() -> str:
+        return static("vendor/swagger-ui/favicon-32x32.png")
 
 
 def add_wait_endpoint(result, generator, request, public):

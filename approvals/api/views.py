@@ -163,6 +163,18 @@ class ActionsView(APIView):
     @extend_schema(
         operation_id="propose_action",
         request=ProposalInput,
+        parameters=[
+            OpenApiParameter(
+                name="Idempotency-Key",
+                location=OpenApiParameter.HEADER,
+                required=False,
+                type={"type": "string", "minLength": 1},
+                description=(
+                    "Instead of `idempotency_key` in the body (the body wins when both are sent): the same key again "
+                    "returns the first action (200), or 409 with another body. Sent empty, it is a 400."
+                ),
+            )
+        ],
         responses={200: ActionOutput, 201: ActionOutput, **_problems(400, 401, 403, 409, 413, 415, 429)},
     )
     def post(self, request):
@@ -172,6 +184,10 @@ class ActionsView(APIView):
         if not isinstance(data, dict):
             raise ValidationError({"body": ["Expected a JSON object."]})
         header_key = request.headers.get("Idempotency-Key")
+        if header_key is not None and not header_key.strip():
+            # An empty header is a key that failed to be made (`$(uuidgen)` with no uuidgen): ignoring it would
+            # propose without the idempotency the caller asked for, and a retry would propose twice.
+            raise ValidationError({"Idempotency-Key": ["Empty. Send a unique key (a UUID), or no header at all."]})
         if header_key and "idempotency_key" not in data:
             data = {**data, "idempotency_key": header_key}
         serializer = ProposalInput(data=data)

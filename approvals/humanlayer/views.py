@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from django.core.cache import cache
 from django.db.models import QuerySet
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -203,19 +204,66 @@ class RespondView(_HumanLayerView):
 
 
 class EscalateView(_HumanLayerView):
-    """``POST /agent/.../{call_id}/escalate_email``: not offered; Countersign's policies escalate."""
+    """``POST /agent/.../{call_id}/escalate_email``: remind the people who may decide, now.
 
-    permission_classes = [IsAgentOrReviewer]
+    To the policy's channels and, by email, to ``additional_recipients`` / ``channel.email`` who may decide the
+    action (anyone else is refused: an agent does not choose whom Countersign mails). Once a minute per call.
+    """
+
+    permission_classes = [IsAgent]
     kind: _Kind = FUNCTION_CALLS
 
     def post(self, request, call_id):
-        self.kind.find(request.user, call_id)
-        return json_problem(
-            501,
-            "Not implemented",
-            "Countersign escalates through its policies (reminders and escalation channels), not per request.",
-            slug="not-implemented",
-        )
+        action = self.kind.find(request.user, call_id)
+        data = request.data if isinstance(request.data, dict) else {}
+        message = data.get("escalation_msg")
+        if not isinstance(message, str):
+            raise ValidationError({"escalation_msg": ["A text saying why it is urgent."]})
+        addresses = [*_recipient_addresses(data.get("additional_recipients")), *_channel_address(data.get("channel"))]
+        if not cache.add(f"humanlayer:escalated:{action.id}", 1, timeout=ESCALATION_INTERVAL_SECONDS):
+            response = json_problem(
+                429,
+                "Too many escalations",
+                f"This call was escalated less than {ESCALATION_INTERVAL_SECONDS} s ago.",
+                slug="rate-limited",
+            )
+            response["Retry-After"] = str(ESCALATION_INTERVAL_SECONDS)
+            return response
+        try:
+            services.escalate_action(action_id=action.id, agent=request.user, message=message, addresses=addresses)
+        except Exception:
+            cache.delete(f"humanlayer:escalated:{action.id}")  # a refused escalation doesn't use up the minute
+            raise
+        return Response(self.kind.present(self.kind.find(request.user, call_id)))
+
+
+ESCALATION_INTERVAL_SECONDS = 60
+
+
+def _recipient_addresses(recipients) -> list[str]:
+    if recipients is None:
+        return []
+    if not isinstance(recipients, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("address"), str) for r in recipients
+    ):
+        raise ValidationError({"additional_recipients": ['A list of {"address": "someone@example.com"}.']})
+    return [r["address"] for r in recipients]
+
+
+def _channel_address(channel) -> list[str]:
+    if channel is None:
+        return []
+    if not isinstance(channel, dict):
+        raise ValidationError({"channel": ["A contact channel object."]})
+    others = sorted(k for k, v in channel.items() if v is not None and k != "email")
+    if others:
+        raise ValidationError({"channel": [f"Escalation is by email only, not {', '.join(others)}."]})
+    email = channel.get("email")
+    if email is None:
+        return []
+    if not isinstance(email, dict) or not isinstance(email.get("address"), str):
+        raise ValidationError({"channel": ['{"email": {"address": "someone@example.com"}}.']})
+    return [email["address"]]
 
 
 @csrf_exempt  # a POST to an unknown path is a 404 in JSON, not Django's HTML CSRF page

@@ -108,6 +108,9 @@ class ActionRequest(models.Model):
     execution_attempts = models.PositiveSmallIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
+    # The sequence number of the newest webhook event of this action (approvals.services.transitions.publish):
+    # the agent orders events by it, and a redelivery carries the same number.
+    webhook_sequence = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -36,6 +36,13 @@ class OutboxMessage(models.Model):
                 fields=["next_attempt_at"], name="outbox_undelivered", condition=models.Q(delivered_at__isnull=True)
             ),
             models.Index(fields=["kind", "id"], name="outbox_kind_id"),
+            # A webhook is not claimed while an earlier one of its action is undelivered (approvals.outbox):
+            # this answers that question from the few undelivered webhooks only.
+            models.Index(
+                fields=["action_id", "id"],
+                name="outbox_webhook_undelivered",
+                condition=models.Q(delivered_at__isnull=True, kind="webhook"),
+            ),
         ]
 
     def __str__(self) -> str:

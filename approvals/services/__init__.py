@@ -10,6 +10,7 @@ from approvals.services.proposals import Proposal, propose_action
 from approvals.services.reviews import (
     approve_action,
     cancel_action,
+    escalate_action,
     expire_due_actions,
     reject_action,
     send_due_reminders,
@@ -19,6 +20,7 @@ __all__ = [
     "Proposal",
     "approve_action",
     "cancel_action",
+    "escalate_action",
     "execute_action",
     "expire_due_actions",
     "fail_stuck_executions",

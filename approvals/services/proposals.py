@@ -16,7 +16,7 @@ from agents.models import Agent
 from approvals import policies
 from approvals.action_types import registry
 from approvals.action_types.base import ActionType, ParamsRejected
-from approvals.audit import Actor, record_event
+from approvals.audit import Actor, record_refusal
 from approvals.canonical import digest
 from approvals.errors import IdempotencyConflict, InvalidInput, NotAllowed
 from approvals.models import ActionRequest, ActionStatus, Credential, Review
@@ -94,15 +94,7 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
 
     refusal = capability_refusal(agent, action_type.name, proposal.params)
     if refusal:
-        with transaction.atomic():
-            record_event(
-                actor=Actor.agent(agent),
-                verb="action.refused",
-                object_type="agent",
-                object_id=str(agent.id),
-                agent_name=agent.name,
-                data={"action_type": action_type.name, "reason": refusal},
-            )
+        _record_refused(agent, action_type, refusal)
         raise NotAllowed(refusal)
 
     credential = validate_params(action_type, proposal.params)
@@ -117,20 +109,13 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
     )
     refusal = evaluation.requester_refusal
     if refusal:
-        with transaction.atomic():
-            record_event(
-                actor=Actor.agent(agent),
-                verb="action.refused",
-                object_type="agent",
-                object_id=str(agent.id),
-                agent_name=agent.name,
-                data={
-                    "action_type": action_type.name,
-                    "reason": refusal,
-                    "on_behalf_of": proposal.on_behalf_of,
-                    "policy": {**evaluation.decision.as_dict(), "floors": list(evaluation.decision.floors)},
-                },
-            )
+        _record_refused(
+            agent,
+            action_type,
+            refusal,
+            on_behalf_of=proposal.on_behalf_of,
+            policy={**evaluation.decision.as_dict(), "floors": list(evaluation.decision.floors)},
+        )
         detail = (
             f"on_behalf_of {proposal.on_behalf_of!r} names nobody Countersign knows."
             if proposal.on_behalf_of.strip()
@@ -147,6 +132,20 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
             raise
         return existing, False
     return action, True
+
+
+def _record_refused(agent: Agent, action_type: ActionType, reason: str, **data: Any) -> None:
+    """An agent's proposal refused before anything was written: audited, counted per minute (record_refusal)."""
+    record_refusal(
+        actor=Actor.agent(agent),
+        verb="action.refused",
+        kind=f"{action_type.name}: {reason}",
+        reason=reason,
+        object_type="agent",
+        object_id=str(agent.id),
+        agent_name=agent.name,
+        data={"action_type": action_type.name, **data},
+    )
 
 
 def _existing_for_key(agent: Agent, key: str, request_digest: str) -> ActionRequest | None:

@@ -329,3 +329,59 @@ def send_due_reminders(limit: int = 500) -> int:
             notifications.enqueue(action, notifications.REMINDER, channels=channels)
             sent += 1
     return sent
+
+
+MAX_ESCALATION_MESSAGE = 2000
+
+
+def escalate_action(*, action_id, agent: Agent, message: str, addresses: list[str]) -> ActionRequest:
+    """The agent asks for its pending action to be looked at now (HumanLayer's escalate_email).
+
+    The reminder goes where the policy says (its notify and escalation channels) and, by email, to the
+    ``addresses`` the agent adds, each of which must be someone who may decide the action: Countersign never
+    mails people an agent picks who have no part in the decision.
+    """
+    message = (message or "").strip()
+    if not message:
+        raise InvalidInput("An escalation needs a message.", errors={"escalation_msg": ["Say why it is urgent."]})
+    if len(message) > MAX_ESCALATION_MESSAGE:
+        raise InvalidInput(
+            "Message too long.", errors={"escalation_msg": [f"At most {MAX_ESCALATION_MESSAGE} characters."]}
+        )
+    with transaction.atomic():
+        action = _locked_pending(action_id, agent=agent)
+        _require_pending(action)
+        recipients = _escalation_recipients(action, addresses)
+        channels = list(
+            dict.fromkeys(
+                [*action.notify_channels, *action.escalate_channels, *(f"email:{user.email}" for user in recipients)]
+            )
+        )
+        if not channels:
+            raise InvalidInput(
+                "Nobody to escalate to: the policy names no notification channels.",
+                errors={"additional_recipients": ["Name a reviewer who may decide this action."]},
+            )
+        audit_action(
+            action,
+            actor=Actor.agent(agent),
+            verb="action.escalated",
+            data={"message": message, "channels": channels},
+        )
+        notifications.enqueue(action, notifications.REMINDER, channels=channels)
+    return action
+
+
+def _escalation_recipients(action: ActionRequest, addresses: list[str]) -> list:
+    from django.contrib.auth import get_user_model
+
+    users = []
+    for address in dict.fromkeys(a.strip().lower() for a in addresses if a and a.strip()):
+        user = get_user_model().objects.filter(email__iexact=address, is_active=True).first()
+        if user is None or review_refusal(user, action) is not None:
+            raise InvalidInput(
+                "An escalation goes only to people who may decide the action.",
+                errors={"additional_recipients": [f"{address} is not a reviewer who may decide this action."]},
+            )
+        users.append(user)
+    return users

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import F
+from django.utils import timezone
+
 from approvals import notifications, outbox
 from approvals.audit import Actor, record_event
 from approvals.events import ActionEvent
@@ -60,5 +63,24 @@ def publish(action: ActionRequest, *, approvals: int | None = None) -> None:
     if action.callback_url:
         from approvals.presenters import present_action
 
-        # A snapshot: the agent learns each status in order, even if the action moved on before delivery.
-        outbox.enqueue(OutboxMessage.Kind.WEBHOOK, payload={"action": present_action(action)}, action_id=action.id)
+        # A snapshot: the agent learns each status in order, even if the action moved on before delivery
+        # (approvals.outbox delivers one action's webhooks in sequence), and can tell a redelivery by its number.
+        event = {"type": f"action.{action.status}", "sequence": next_webhook_sequence(action), "at": _iso_now()}
+        outbox.enqueue(
+            OutboxMessage.Kind.WEBHOOK, payload={"action": present_action(action), "event": event}, action_id=action.id
+        )
+
+
+def next_webhook_sequence(action: ActionRequest) -> int:
+    """Number the action's next webhook event: 1, 2, 3… with no gaps, in the order of its changes.
+
+    Counted in the database, in the caller's transaction (which holds the action's row lock or just created
+    it), so a stale copy of the action cannot hand out a number twice.
+    """
+    ActionRequest.objects.filter(id=action.id).update(webhook_sequence=F("webhook_sequence") + 1)
+    action.webhook_sequence = ActionRequest.objects.filter(id=action.id).values_list("webhook_sequence", flat=True)[0]
+    return action.webhook_sequence
+
+
+def _iso_now() -> str:
+    return timezone.now().isoformat().replace("+00:00", "Z")

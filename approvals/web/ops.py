@@ -24,16 +24,14 @@ def readyz(request):
         checks["database"] = f"error: {type(exc).__name__}"
     from django.conf import settings
 
-    if settings.REDIS_URL:
-        try:
-            import redis
+    # REDIS_URL, or the embedded redis-server's socket (config/settings/base.py).
+    try:
+        import redis
 
-            redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2).ping()
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = f"error: {type(exc).__name__}"
-    else:
-        checks["redis"] = "not configured (embedded mode)"
+        redis.Redis.from_url(settings.COUNTERSIGN_CHANNEL_REDIS_URL, socket_timeout=2).ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"error: {type(exc).__name__}"
     try:
         from config.celery_app import app
 
@@ -78,7 +76,11 @@ def csrf_failure(request, reason=""):
 
 
 def metrics(request):
-    """Prometheus text format. With COUNTERSIGN_METRICS_TOKEN set, a matching bearer token is required."""
+    """Prometheus text format, behind a bearer token (COUNTERSIGN_METRICS_TOKEN).
+
+    Without a token it is open only where COUNTERSIGN_METRICS_PUBLIC says so: by default in development and the
+    embedded demo, never by default in production, which answers 404 (there is nothing a client could send).
+    """
     import hmac
 
     from django.conf import settings
@@ -88,8 +90,11 @@ def metrics(request):
     from approvals.metrics import CountersignCollector
 
     token = settings.COUNTERSIGN_METRICS_TOKEN
-    if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
-        return HttpResponse("metrics token required\n", status=401, content_type="text/plain")
+    if token:
+        if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
+            return HttpResponse("metrics token required\n", status=401, content_type="text/plain")
+    elif not settings.COUNTERSIGN_METRICS_PUBLIC:
+        return not_found(request)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CountersignCollector())
     ProcessCollector(registry=registry)

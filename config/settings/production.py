@@ -14,14 +14,22 @@ if not (os.environ.get("SECRET_KEY") or os.environ.get("SECRET_KEY_FILE")):
     raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) must be set in production")
 if not (os.environ.get("DATABASE_URL") or os.environ.get("DATABASE_URL_FILE")):
     raise ImproperlyConfigured("DATABASE_URL must be set in production (PostgreSQL)")
+# config/settings/base.py would generate these into var/ (the demo's way); a production installation gives its own,
+# the same to every process, kept outside the database.
+if not (os.environ.get("COUNTERSIGN_CREDENTIAL_KEYS") or os.environ.get("COUNTERSIGN_CREDENTIAL_KEYS_FILE")):
+    raise ImproperlyConfigured("COUNTERSIGN_CREDENTIAL_KEYS (or _FILE) must be set in production")
+if not (os.environ.get("COUNTERSIGN_AUDIT_CHECKPOINT_KEY") or os.environ.get("COUNTERSIGN_AUDIT_CHECKPOINT_KEY_FILE")):
+    raise ImproperlyConfigured("COUNTERSIGN_AUDIT_CHECKPOINT_KEY (or _FILE) must be set in production")
 
 from config.env import env_bool, env_int
 from config.settings.base import *  # noqa: F403
+from config.staticfiles import one_year_for_hashed_files
 
 DEBUG = False
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
-# Load balancers probe these over plain HTTP inside the network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# Load balancers and container healthchecks probe these over plain HTTP inside the network; they carry no secret.
+# /metrics is not exempt: its bearer token must not travel in clear text (scrape it through the TLS proxy).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 if env_bool("BEHIND_TLS_PROXY", default=True):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
@@ -29,3 +37,17 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=True)
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
+
+# /metrics needs COUNTERSIGN_METRICS_TOKEN (or _FILE) as a bearer token; without one it answers 404, unless the
+# operator opens it on purpose with COUNTERSIGN_METRICS_PUBLIC=true (approvals/web/ops.py).
+COUNTERSIGN_METRICS_PUBLIC = env_bool("COUNTERSIGN_METRICS_PUBLIC", default=False)
+
+# Static files: collected once per release (`manage.py collectstatic`, the Dockerfile does it) under hashed names,
+# pre-compressed (gzip and brotli), served by WhiteNoise with a one-year immutable cache. No finders: what is served
+# is exactly what was collected, and a template naming a file that was not collected fails loudly.
+STORAGES = {
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "config.staticfiles.StaticFilesStorage"},  # WhiteNoise's manifest storage
+}
+WHITENOISE_USE_FINDERS = False
+WHITENOISE_ADD_HEADERS_FUNCTION = one_year_for_hashed_files

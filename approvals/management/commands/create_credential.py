@@ -1,5 +1,6 @@
 import sys
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from approvals.audit import Actor
@@ -41,14 +42,20 @@ class Command(BaseCommand):
         if Credential.objects.filter(name=name).exists():
             raise CommandError(f"a credential named {name!r} already exists")
         scope = {}
-        if kind.startswith("http_"):
+        if kind.startswith("http_") or kind == Credential.Kind.SCIM_BEARER:
+            # SCIM too: the executor may only reach the identity provider's SCIM base.
             if not base_url or not base_url.lower().startswith(("http://", "https://")):
-                raise CommandError("--base-url http(s)://... is required for HTTP credentials")
+                raise CommandError(f"--base-url http(s)://... is required for {kind} credentials")
             scope["base_url"] = base_url.rstrip("/")
+        elif base_url or method or header:
+            raise CommandError(f"--base-url, --method and --header are for HTTP and SCIM credentials, not {kind}")
+        if kind.startswith("http_"):
             if method:
                 scope["methods"] = sorted({m.upper() for m in method})
             if header:
                 scope["header"] = header
+        elif method or header:
+            raise CommandError(f"--method and --header are for HTTP credentials, not {kind}")
         secret = sys.stdin.readline().rstrip("\r\n") if kind != "none" else ""
         if kind != "none" and not secret:
             raise CommandError("no secret on stdin (pipe it in: echo -n $TOKEN | manage.py create_credential ...)")
@@ -56,6 +63,22 @@ class Command(BaseCommand):
         unknown = sorted(set(show) - set(RESULT_PARTS))
         if unknown:
             raise CommandError(f"--show takes {','.join(RESULT_PARTS)}, not {','.join(unknown)}")
+        if kind == Credential.Kind.HTTP_BASIC and ":" not in secret:
+            raise CommandError("an http_basic secret is user:password")
+        try:
+            self._create(name, kind, secret, scope, show, options)
+        except ValidationError as exc:
+            problems = exc.message_dict if hasattr(exc, "error_dict") else {"credential": exc.messages}
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in problems.items())) from None
+        self.stdout.write(
+            f"stored credential {name} ({kind}) for {scope.get('base_url', '-')}; "
+            f"results show {','.join(show) or '-'}; preview reads {'on' if options['allow_preview_reads'] else 'off'}"
+            + ("; access control" if options["access_control"] else "")
+            + (f"; at least {options['min_risk']} risk" if options["min_risk"] else "")
+        )
+
+    @staticmethod
+    def _create(name, kind, secret, scope, show, options) -> None:
         create_credential(
             name=name,
             kind=kind,
@@ -66,10 +89,4 @@ class Command(BaseCommand):
             min_risk=options["min_risk"] or "",
             allow_preview_reads=options["allow_preview_reads"],
             result_visibility=list(dict.fromkeys(show)),
-        )
-        self.stdout.write(
-            f"stored credential {name} ({kind}) for {scope.get('base_url', '-')}; "
-            f"results show {','.join(show) or '-'}; preview reads {'on' if options['allow_preview_reads'] else 'off'}"
-            + ("; access control" if options["access_control"] else "")
-            + (f"; at least {options['min_risk']} risk" if options["min_risk"] else "")
         )

@@ -24,6 +24,8 @@ class Command(BaseCommand):
                 plan = replace_rules(rules, actor=Actor("user", "cli", "cli"), comment=comment or f"imported {file}")
         except OSError as exc:
             raise CommandError(f"cannot read {file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise CommandError(f"cannot read {file}: not UTF-8 text") from None
         except PolicyError as exc:
             raise CommandError(f"{file}: {exc}") from None
         if plan.empty:

@@ -1,17 +1,20 @@
 import secrets
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from agents.models import Agent
 from agents.services import create_agent, grant_capability, rotate_key
+from approvals.accounts import save_person
 from approvals.audit import Actor
 from approvals.credentials import create_credential, set_secret, update_settings
 from approvals.models import Credential
 
 REVIEWER = "reviewer"
+User = get_user_model()
 AGENT = "demo-agent"
 CREDENTIAL = "countersign-self"
 
@@ -23,16 +26,23 @@ class Command(BaseCommand):
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
 
     def handle(self, base_url, **options):
+        if not base_url.lower().startswith(("http://", "https://")) or "?" in base_url or "#" in base_url:
+            raise CommandError(f"--base-url takes http(s)://host[:port], not {base_url!r}")
         actor = Actor("user", "seed_demo", "cli")
         password = secrets.token_urlsafe(12)
         with transaction.atomic():
-            group, _ = Group.objects.get_or_create(name="reviewers")
-            User = get_user_model()
-            user, _ = User.objects.get_or_create(username=REVIEWER, defaults={"email": "reviewer@example.com"})
-            user.is_staff = True
-            user.set_password(password)
-            user.save()
-            user.groups.add(group)
+            # A reviewer who is also staff, with the admin permissions the pages link to (countersign-staff).
+            try:
+                user = save_person(
+                    username=REVIEWER,
+                    email=None if User.objects.filter(username=REVIEWER).exists() else "reviewer@example.com",
+                    groups=[settings.COUNTERSIGN_DEFAULT_REVIEWER_GROUP],
+                    staff=True,
+                    password=password,
+                    actor=actor,
+                ).user
+            except ValidationError as exc:
+                raise CommandError(f"the demo reviewer: {'; '.join(exc.messages)}") from None
             # The demo target is Countersign's own /healthz: a real HTTP call, no outside service.
             credential = Credential.objects.filter(name=CREDENTIAL).first()
             if credential is None:

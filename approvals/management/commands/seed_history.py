@@ -89,8 +89,11 @@ class Command(BaseCommand):
     def handle(self, count, pending, agents, days, batch, audit, seed, rebuild_indexes, **options):
         if connection.vendor != "postgresql":
             raise CommandError("seed_history uses COPY: PostgreSQL only")
-        if pending > count:
-            raise CommandError("--pending cannot exceed the count")
+        for flag, value in (("the count", count), ("--agents", agents), ("--days", days), ("--batch", batch)):
+            if value < 1:
+                raise CommandError(f"{flag} must be at least 1, not {value}")
+        if not 0 <= pending <= count:
+            raise CommandError("--pending is between 0 and the count")
         rng = random.Random(seed + ActionRequest.objects.count())
         groups, reviewers, agent_ids = self._people(agents)
         self._types = [(t, registry.get(t)) for t, _ in TYPES]

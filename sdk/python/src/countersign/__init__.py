@@ -35,6 +35,7 @@ from countersign.errors import (
     WaitTimeout,
 )
 from countersign.models import Action, ActionType, Decision, Review
+from countersign.webhooks import InvalidWebhook, verify_webhook
 
 __all__ = [
     "APIError",
@@ -50,6 +51,7 @@ __all__ = [
     "ExecutionFailed",
     "Expired",
     "InvalidInput",
+    "InvalidWebhook",
     "NotAllowed",
     "NotAuthenticated",
     "NotFound",
@@ -63,4 +65,5 @@ __all__ = [
     "__version__",
     "default_on_reject",
     "require_approval",
+    "verify_webhook",
 ]

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -29,6 +31,9 @@ MAX_SERVER_WAIT = 60.0  # the server's longest long-poll
 DEFAULT_WAIT = 600.0  # wait()'s overall timeout unless told otherwise
 RETRIES = 3  # attempts after the first for a single request (get, propose, action_types)
 UNTIL = ("decision", "completion")
+# What a request can raise besides an answer: the retryable network errors (httpx.TransportError) and the rest,
+# which are wrapped without a retry (a closed client, a bad URL, too many redirects, an undecodable body).
+_HTTP_FAILURES = (httpx.HTTPError, httpx.InvalidURL, RuntimeError)
 
 
 class _Retryable(Exception):
@@ -67,6 +72,25 @@ def raise_for_problem(response: httpx.Response) -> None:
 def _pause(seconds: float, deadline: float | None) -> float:
     """``seconds``, but never past the overall deadline."""
     return seconds if deadline is None else max(0.0, min(seconds, deadline - time.monotonic()))
+
+
+def _failed(exc: Exception) -> errors.Unavailable:
+    """A request that never got an answer, as this package's error (never a bare httpx or RuntimeError)."""
+    if isinstance(exc, httpx.TransportError):
+        return _unavailable(exc)
+    return errors.Unavailable(f"The request to Countersign failed: {type(exc).__name__}: {exc}")
+
+
+def _json(response: httpx.Response) -> Any:
+    """The answer's JSON; a success that is not JSON (a proxy's page, a wrong URL) is an ``APIError``."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise errors.APIError(
+            f"Countersign's answer ({response.status_code}, {response.headers.get('Content-Type', 'no type')}) "
+            f"is not JSON: is {response.request.url} a Countersign server?",
+            status=response.status_code,
+        ) from exc
 
 
 def _unavailable(exc: Exception) -> errors.Unavailable:
@@ -212,8 +236,10 @@ class Countersign(_Base):
                 time.sleep(backoff(attempt))
                 attempt += 1
                 continue
+            except _HTTP_FAILURES as exc:
+                raise _failed(exc) from exc
             raise_for_problem(response)
-            return response.json()
+            return _json(response)
 
     # --- the API -----------------------------------------------------------------
 
@@ -284,12 +310,14 @@ class Countersign(_Base):
                 time.sleep(_pause(backoff(attempt), deadline))
                 attempt += 1
                 continue
+            except _HTTP_FAILURES as exc:
+                raise _failed(exc) from exc
             if response.status_code == 429 and remaining != 0:
                 time.sleep(_pause(_retry_after(response) or backoff(attempt), deadline))
                 attempt += 1
                 continue
             raise_for_problem(response)
-            attempt, last = 0, Action.from_json(response.json())
+            attempt, last = 0, Action.from_json(_json(response))
             if _done(last, until):
                 return _settle(last, check)
             if deadline is not None and time.monotonic() >= deadline:
@@ -310,7 +338,14 @@ class Countersign(_Base):
 
 
 class AsyncCountersign(_Base):
-    """The same client for asyncio: every method is a coroutine (``actions`` an async iterator)."""
+    """The same client for asyncio: every method is a coroutine (``actions`` an async iterator).
+
+    One instance serves any number of event loops (a module-level client used by several ``asyncio.run`` calls,
+    or by threads that each run a loop): its HTTP connections are made lazily, one pool per running loop, because
+    an ``httpx.AsyncClient``'s connections belong to the loop that opened them and die with it. ``aclose()`` (or
+    leaving ``async with``) closes the current loop's pool; the instance stays usable and opens a new one on the
+    next call. A given ``http_client`` is used as is, on the caller's loop, and never closed by this client.
+    """
 
     def __init__(
         self,
@@ -321,12 +356,34 @@ class AsyncCountersign(_Base):
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
         super().__init__(base_url, api_key, timeout)
-        self._http = http_client or httpx.AsyncClient(timeout=timeout)
-        self._owns_http = http_client is None
+        self._given_http = http_client
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._pools_lock = threading.Lock()  # threads running their own loops share one instance
+
+    def _http(self) -> httpx.AsyncClient:
+        """The HTTP client for the running loop, made on first use in that loop."""
+        if self._given_http is not None:
+            return self._given_http
+        loop = asyncio.get_running_loop()
+        with self._pools_lock:
+            # A closed loop's pool cannot be closed any more (its sockets went with the loop): forget it.
+            for old in [other for other in self._pools if other.is_closed()]:
+                del self._pools[old]
+            client = self._pools.get(loop)
+            if client is None or client.is_closed:
+                client = self._pools[loop] = httpx.AsyncClient(timeout=self.timeout)
+            return client
 
     async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        """Close this loop's connections (a given ``http_client`` is the caller's to close)."""
+        if self._given_http is not None:
+            return
+        with self._pools_lock:
+            client = self._pools.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
     async def __aenter__(self) -> AsyncCountersign:
         return self
@@ -335,7 +392,7 @@ class AsyncCountersign(_Base):
         await self.aclose()
 
     async def _send(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> httpx.Response:
-        return await self._http.request(
+        return await self._http().request(
             method, self.base_url + path, headers=self._headers, timeout=timeout or self.timeout, **kw
         )
 
@@ -352,8 +409,10 @@ class AsyncCountersign(_Base):
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
                 continue
+            except _HTTP_FAILURES as exc:
+                raise _failed(exc) from exc
             raise_for_problem(response)
-            return response.json()
+            return _json(response)
 
     async def action_types(self) -> list[ActionType]:
         return [ActionType.from_json(t) for t in await self._request("GET", "/api/v1/action-types", retry=True)]
@@ -407,12 +466,14 @@ class AsyncCountersign(_Base):
                 await asyncio.sleep(_pause(backoff(attempt), deadline))
                 attempt += 1
                 continue
+            except _HTTP_FAILURES as exc:
+                raise _failed(exc) from exc
             if response.status_code == 429 and remaining != 0:
                 await asyncio.sleep(_pause(_retry_after(response) or backoff(attempt), deadline))
                 attempt += 1
                 continue
             raise_for_problem(response)
-            attempt, last = 0, Action.from_json(response.json())
+            attempt, last = 0, Action.from_json(_json(response))
             if _done(last, until):
                 return _settle(last, check)
             if deadline is not None and time.monotonic() >= deadline:

@@ -13,7 +13,8 @@ the decorator waits for the decision, and then:
   loop can hand back to the model.
 
 Other errors (a bad key, a type the agent may not propose, an unreachable
-service) raise: they need a programmer, not a model.
+service) raise: they need a programmer, not a model. When the wait breaks
+after the proposal was made, the proposal is withdrawn first (best effort).
 """
 
 from __future__ import annotations
@@ -139,6 +140,9 @@ def require_approval(
                 return None, exc
             except errors.ActionError as exc:
                 return None, exc
+            except errors.CountersignError:
+                _give_up_sync(client, action.id)
+                raise
             return _approved_call(bound, params, approved), None
 
         if not is_async:
@@ -178,9 +182,20 @@ async def _decide_async(client: AsyncCountersign, proposal, args: tuple, kwargs:
         return None, exc
     except errors.ActionError as exc:
         return None, exc
+    except errors.CountersignError:
+        # The wait broke (unreachable, a bad answer): the call will not run, so nobody should approve it.
+        with contextlib.suppress(errors.CountersignError):
+            await client.cancel(action.id)
+        raise
     return _approved_call(bound, params, approved), None
 
 
 def _withdraw_sync(client: Countersign, action_id: str) -> None:
     with contextlib.suppress(errors.Conflict):  # decided meanwhile: still not run, the answer came too late
+        client.cancel(action_id)
+
+
+def _give_up_sync(client: Countersign, action_id: str) -> None:
+    """The wait broke (unreachable, a bad answer): the call will not run, so nobody should approve it."""
+    with contextlib.suppress(errors.CountersignError):  # best effort: the error being raised says what went wrong
         client.cancel(action_id)

@@ -5,7 +5,8 @@
     ``InvalidInput`` 400 (``.errors``: field -> messages), ``NotAuthenticated`` 401,
     ``NotAllowed`` 403, ``NotFound`` 404, ``Conflict`` 409, ``PayloadTooLarge`` 413,
     ``RateLimited`` 429 (``.retry_after``), ``ServerError`` 5xx
-  ``Unavailable`` (the service could not be reached in time: network errors, 5xx)
+  ``Unavailable`` (the service could not be reached in time: network errors, 5xx; or the request failed
+    without an answer: a closed client, an invalid URL. Nothing from httpx escapes unwrapped)
   ``ActionError`` (the action ended without approval, or failed; ``.action``)
     ``Rejected`` (``.reason``), ``Expired``, ``Cancelled``, ``ExecutionFailed`` (``.error``)
   ``WaitTimeout`` (still not decided/finished when the overall timeout ran out; ``.action``)

@@ -26,6 +26,7 @@ from countersign.models import Action, ActionType
 
 MAX_WAIT_SECONDS = 600
 DEFAULT_WAIT_SECONDS = 30
+QUESTION = "human.question"
 
 INSTRUCTIONS = (
     "Countersign puts a person between you and consequential actions. Call list_action_types to see "
@@ -203,6 +204,8 @@ def describe(action: Action) -> str:
             f"Pending: {action.approvals} of {action.required_approvals} approvals so far. "
             f"Call wait_for_action with action_id={action.id!r} to wait for the decision."
         )
+    elif action.status == "rejected" and action.action_type == QUESTION:
+        head = f"The reviewer declined to answer. Reason: {decision.reason if decision else ''}".rstrip()
     elif action.status == "rejected":
         head = f"Rejected. Do not do it. Reason: {action.decision.reason if decision else ''}".rstrip()
     elif action.status == "expired":
@@ -211,6 +214,14 @@ def describe(action: Action) -> str:
         head = "Withdrawn before a decision. Do not do it."
     elif action.status == "failed":
         head = f"Approved, but Countersign's execution failed: {action.error}"
+    elif action.status == "approved" and action.action_type == QUESTION:
+        # A question has nothing to do afterwards: the approval's comment is the answer itself.
+        answer = "\n\n".join(decision.comments) if decision else ""
+        head = (
+            f"The reviewer answered: {answer}"
+            if answer
+            else "The reviewer acknowledged the question but wrote no answer; ask again if you need one."
+        )
     elif action.is_finished and action.status == "approved":
         answer = " / ".join(decision.comments) if decision else ""
         head = "Approved. You may now do it yourself, with exactly these parameters: " + json.dumps(
@@ -244,12 +255,39 @@ def _error_result(exc: errors.CountersignError) -> types.CallToolResult:
     return _result(text, {"error": {"kind": type(exc).__name__, "problem": exc.problem}}, error=True)
 
 
+class BadArgument(Exception):
+    """A tool argument that is missing or wrong: a tool error the model can read and correct (the MCP spec's
+    "tool execution error"), not a JSON-RPC error, which clients hide from the model."""
+
+    def __init__(self, argument: str, message: str):
+        super().__init__(f"Invalid argument {argument!r}: {message}")
+        self.argument = argument
+
+
+def _bad_argument_result(exc: BadArgument, tool: str) -> types.CallToolResult:
+    return _result(
+        f"{exc} Call {tool} again with it corrected.",
+        {"error": {"kind": "InvalidArgument", "argument": exc.argument, "problem": None}},
+        error=True,
+    )
+
+
+def _check_known(name: str, args: dict[str, Any]) -> None:
+    schema = _static_schema(name) or {}
+    for key in args:
+        if key not in schema.get("properties", {}):
+            known = ", ".join(schema.get("properties", {})) or "none"
+            raise BadArgument(key, f"{name} takes no such argument (it takes: {known}).")
+
+
 def _text_arg(args: dict[str, Any], name: str, *, required: bool = True) -> str | None:
     value = args.get(name)
     if value is None and not required:
         return None
+    if value is None:
+        raise BadArgument(name, "missing; it is required (a non-empty string).")
     if not isinstance(value, str) or not value:
-        raise MCPError(code=types.INVALID_PARAMS, message=f"{name} must be a non-empty string")
+        raise BadArgument(name, f"must be a non-empty string, not {json.dumps(value)[:80]}.")
     return value
 
 
@@ -309,6 +347,8 @@ def build_server(base_url: str, api_key: str | None = None, *, timeout: float = 
                 return await _call(client, params.name, args)
         except MissingKey as exc:
             return _result(str(exc), {"error": {"kind": "NotAuthenticated", "problem": None}}, error=True)
+        except BadArgument as exc:
+            return _bad_argument_result(exc, params.name)
         except errors.CountersignError as exc:
             return _error_result(exc)
 
@@ -325,6 +365,10 @@ def build_server(base_url: str, api_key: str | None = None, *, timeout: float = 
 
 
 async def _call(client: AsyncCountersign, name: str, args: dict[str, Any]) -> types.CallToolResult:
+    if _static_schema(name) is None:
+        # Not an input error but a call to a tool that does not exist: a protocol error, per the MCP spec.
+        raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name}")
+    _check_known(name, args)
     if name == "list_action_types":
         found = await client.action_types()
         listing = [
@@ -344,8 +388,10 @@ async def _call(client: AsyncCountersign, name: str, args: dict[str, Any]) -> ty
         action_type = _text_arg(args, "action_type")
         summary = _text_arg(args, "summary")
         action_params = args.get("params")
+        if action_params is None:
+            raise BadArgument("params", "missing; it is required (an object matching the action type's params).")
         if not isinstance(action_params, dict):
-            raise MCPError(code=types.INVALID_PARAMS, message="params must be an object")
+            raise BadArgument("params", f"must be an object, not {json.dumps(action_params)[:80]}.")
         options = {
             k: args[k] for k in ("context", "reasoning", "on_behalf_of", "idempotency_key", "expires_in") if k in args
         }
@@ -357,10 +403,10 @@ async def _call(client: AsyncCountersign, name: str, args: dict[str, Any]) -> ty
         action_id = _text_arg(args, "action_id")
         seconds = args.get("timeout_seconds", DEFAULT_WAIT_SECONDS)
         until = args.get("until", "decision")
-        if not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_WAIT_SECONDS:
-            raise MCPError(code=types.INVALID_PARAMS, message=f"timeout_seconds must be 0 to {MAX_WAIT_SECONDS}")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_WAIT_SECONDS:
+            raise BadArgument("timeout_seconds", f"must be a number from 0 to {MAX_WAIT_SECONDS}.")
         if until not in ("decision", "completion"):
-            raise MCPError(code=types.INVALID_PARAMS, message="until must be decision or completion")
+            raise BadArgument("until", '"decision" or "completion".')
         try:
             action = await client.wait(action_id, timeout=seconds, until=until, check=False)  # type: ignore[arg-type]
         except errors.WaitTimeout as exc:
