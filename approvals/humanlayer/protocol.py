@@ -1,4 +1,4 @@
-"""The HumanLayer wire shapes (../shared/HUMANLAYER.md) and how they map onto Countersign actions.
+"""The HumanLayer wire shapes (docs/HUMANLAYER.md) and how they map onto Countersign actions.
 
 - A FunctionCall is a ``decision.only`` action: params ``{"function": fn, "kwargs": kwargs}``
   (what reviewers see), ``reject_options`` in ``context`` (the detail page offers them as
