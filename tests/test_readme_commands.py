@@ -79,10 +79,12 @@ def demo_env(line: str, var_dir: Path, substitutions: dict[str, str]) -> tuple[d
 
 def make_steps(env: dict[str, str], port: int) -> list[str]:
     """What `make demo` runs, as make prints it; the venv is already installed (-o: its stamp counts as fresh)."""
+    # Run from `make test`, this make is a sub-make: without its parent's flags it prints only the recipe.
+    own = {k: v for k, v in env.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     dry = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "demo", f"PORT={port}"],
+        ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "demo", f"PORT={port}"],
         cwd=ROOT,
-        env=env,
+        env=own,
         capture_output=True,
         text=True,
         timeout=60,
