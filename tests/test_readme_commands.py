@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 from tests.conftest import ARTIFACTS
+from tests.reliability_support import RedisServer
 from tests.servers import ROOT, free_port, wait_until
 from tests.test_embedded import NOT_EMBEDDED, Supervised, manage
 
@@ -164,10 +165,14 @@ def test_the_embedded_line_works_as_written(tmp_path):
 
 
 def test_the_postgresql_and_redis_line_works_as_written_without_any_key(tmp_path, postgres_readme_database):
-    # Only the addresses change: this machine's test database and Redis, not the README's `countersign` and db 0.
+    # Only the addresses change: a database and a redis-server of the demo's own, not the README's `countersign`
+    # and db 0. Not the suite's Redis: the suite's own worker listens there and would take the demo's tasks.
     line = demo_line(with_database=True)
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/9")
-    run_the_readme(tmp_path, line, {"DATABASE_URL": postgres_readme_database, "REDIS_URL": redis_url})
+    redis_server = RedisServer(name="readme-redis").start()
+    try:
+        run_the_readme(tmp_path, line, {"DATABASE_URL": postgres_readme_database, "REDIS_URL": redis_server.url()})
+    finally:
+        redis_server.close()
 
 
 @pytest.mark.parametrize("missing", ["COUNTERSIGN_CREDENTIAL_KEYS", "COUNTERSIGN_AUDIT_CHECKPOINT_KEY"])
