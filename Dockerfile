@@ -39,4 +39,7 @@ EXPOSE 8000
 
 # The web process; docker-compose.yml runs the worker and beat from the same image with their own commands.
 # WEB_CONCURRENCY (uvicorn reads it) = worker processes; FORWARDED_ALLOW_IPS = the TLS proxy's address.
-CMD ["uvicorn", "config.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+# Keep-alive longer than the proxy's idle timeout, and a graceful shutdown that outlasts the longest `wait` (60 s)
+# and ends before the orchestrator's SIGKILL (docs/deploy.md, "Keep-alive and graceful shutdown"). `exec`: uvicorn
+# is PID 1 and gets the SIGTERM itself.
+CMD ["sh", "-c", "exec uvicorn config.asgi:application --host 0.0.0.0 --port 8000 --no-access-log --timeout-keep-alive ${WEB_KEEPALIVE_SECONDS:-75} --timeout-graceful-shutdown ${WEB_GRACEFUL_SHUTDOWN_SECONDS:-65}"]

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install migrate run clean bench-load soak
+.PHONY: demo test lint format install migrate run clean bench-load soak chaos
 .PHONY: bench bench-submit bench-push bench-execute bench-history bench-audit bench-memory
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -32,6 +32,13 @@ run: migrate
 # restarts, executions and the audit chain checked (docs/RELIABILITY.md).
 soak: install
 	$(PY) bench/soak.py
+
+# Not in CI: the production shape on this machine (its own PostgreSQL cluster and redis-server, two webs, two
+# workers, beat) under load, through worker SIGKILLs mid-execution, a web SIGKILL, Redis stopped for 30 s and a
+# PostgreSQL restart; prints each invariant and recovery time, exits 1 if one failed (docs/RELIABILITY.md, "Chaos
+# run"; CHAOS_* knobs there). About 3 minutes.
+chaos: install
+	$(PY) bench/chaos.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -28,7 +28,13 @@ from approvals import selectors
 from approvals.models import ActionRequest, ActionStatus
 
 WINDOWS = (7, 30)
-APPROVED = (ActionStatus.APPROVED, ActionStatus.EXECUTING, ActionStatus.SUCCEEDED, ActionStatus.FAILED)
+APPROVED = (
+    ActionStatus.APPROVED,
+    ActionStatus.EXECUTING,
+    ActionStatus.SUCCEEDED,
+    ActionStatus.FAILED,
+    ActionStatus.UNKNOWN,
+)
 DECIDED = (*APPROVED, ActionStatus.REJECTED)
 HUMAN = "require"  # the policy effect of actions that people decide
 TOP = 10
@@ -93,6 +99,7 @@ class Dashboard:
     by_agent: list[RateRow]
     by_type: list[RateRow]
     recent_failures: list[ActionRequest]
+    unknown: int = 0  # executions whose outcome nobody knows yet (interrupted; a reviewer resolves them)
 
     @property
     def approval_rate(self) -> float | None:
@@ -125,7 +132,16 @@ def dashboard_for(principal, *, days: int = 7, now: datetime | None = None) -> D
 
     tz = timezone.get_current_timezone()
     per_day: dict[date, dict[str, int]] = {}
-    totals = {"approved": 0, "rejected": 0, "today": 0, "expired": 0, "by_policy": 0, "succeeded": 0, "failed": 0}
+    totals = {
+        "approved": 0,
+        "rejected": 0,
+        "today": 0,
+        "expired": 0,
+        "by_policy": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "unknown": 0,
+    }
     outcomes = (
         in_window.annotate(day=TruncDate("decided_at", tzinfo=tz))
         .values("day", "status", "policy_effect")
@@ -133,7 +149,7 @@ def dashboard_for(principal, *, days: int = 7, now: datetime | None = None) -> D
     )
     for row in outcomes:
         status, n, day = row["status"], row["n"], row["day"]
-        if status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
+        if status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.UNKNOWN):
             totals[status] += row["finished"]
         if status == ActionStatus.EXPIRED:
             kind = "expired"
@@ -167,6 +183,7 @@ def dashboard_for(principal, *, days: int = 7, now: datetime | None = None) -> D
         p90_seconds=p90,
         succeeded=totals["succeeded"],
         failed=totals["failed"],
+        unknown=totals["unknown"],
         per_day=[Day(d, *(per_day.get(d, {}).get(k, 0) for k in ("approved", "rejected", "expired"))) for d in dates],
         by_agent=by_agent,
         by_type=by_type,

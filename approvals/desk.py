@@ -54,6 +54,13 @@ log = logging.getLogger(__name__)
 
 STATUS_CHOICES = [s.value for s in ActionStatus]
 ALL = "all"
+# A status whose name alone would mislead a reader; every other status shows as its name.
+STATUS_LABELS = {ActionStatus.UNKNOWN.value: "outcome unknown"}
+
+
+def status_label(status: str) -> str:
+    """A status as the pages show it: ``unknown`` reads "outcome unknown", not as a status nobody knows."""
+    return STATUS_LABELS.get(str(status), str(status))
 
 
 @dataclass(frozen=True)
@@ -464,7 +471,7 @@ def _facet_options(
     """Each facet's options (not counted yet), with the condition each one adds."""
     return {
         "status": [(FacetOption(ALL, "any status", None, filters.status == ALL), Q())]
-        + [(FacetOption(s, s, None, filters.status == s), Q(status=s)) for s in STATUS_CHOICES],
+        + [(FacetOption(s, status_label(s), None, filters.status == s), Q(status=s)) for s in STATUS_CHOICES],
         "risk": [
             (FacetOption(r.value, r.value, None, r.value in filters.risks), filters.risk_condition([r.value]))
             for r in Risk
@@ -641,12 +648,19 @@ def needs_confirmation(action: ActionRequest) -> bool:
 @dataclass(frozen=True)
 class Step:
     label: str
-    state: str  # done, current, todo, failed, stopped
+    state: str  # done, current, todo, failed, stopped, unknown
 
     @property
     def spoken(self) -> str:
         """The state in words, for screen readers (the page shows it by colour and a tick)."""
-        return {"done": "done", "current": "now", "todo": "next", "failed": "failed", "stopped": "ended"}[self.state]
+        return {
+            "done": "done",
+            "current": "now",
+            "todo": "next",
+            "failed": "failed",
+            "stopped": "ended",
+            "unknown": "outcome unknown",
+        }[self.state]
 
 
 def progress_steps(action: ActionRequest) -> list[Step]:
@@ -669,6 +683,8 @@ def progress_steps(action: ActionRequest) -> list[Step]:
     steps.append(Step("Executed", "done" if started else "todo"))
     if status == ActionStatus.SUCCEEDED:
         return [*steps, Step("Succeeded", "done")]
+    if status == ActionStatus.UNKNOWN:
+        return [*steps, Step("Outcome unknown", "unknown")]
     return [*steps, Step("Failed", "failed")]
 
 

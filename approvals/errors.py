@@ -36,6 +36,12 @@ class NotPending(Conflict):
     title, slug = "Action is no longer pending", "not-pending"
 
 
+class NotUnknown(Conflict):
+    """Only an execution whose outcome is unknown is resolved (approvals.services.outcomes)."""
+
+    title, slug = "The action's outcome is not unknown", "not-unknown"
+
+
 class IdempotencyConflict(Conflict):
     title, slug = "Idempotency key reused with a different body", "idempotency-conflict"
 

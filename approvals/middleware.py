@@ -10,12 +10,16 @@ missing length for an empty body, which made every chunked request read as ``{}`
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import unquote_to_bytes
 
+from django import db
 from django.conf import settings
 
 from approvals.api.parsers import MAX_BODY_BYTES
 from approvals.http_errors import BARE_PAGE_CSP, dialect, error_body, error_response
+
+log = logging.getLogger(__name__)
 
 
 def body_limit(path: str) -> int:
@@ -143,6 +147,32 @@ async def _refuse_too_large(scope, send, limit: int) -> None:
         f"The request body is larger than {limit // 1024} KiB.",
         "body-too-large",
     )
+
+
+class DatabaseUnavailableMiddleware:
+    """A view that lost the database (PostgreSQL restarting or failing over) answers 503 with ``Retry-After``, in
+    the path's dialect, instead of a 500: nothing is wrong with the request or the code, and it is worth
+    repeating in a moment. Repeating is safe: a proposal carries its Idempotency-Key, and a decision that was
+    recorded after all answers 409. Logged as a warning, without a traceback."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, (db.OperationalError, db.InterfaceError)):
+            return None
+        log.warning("%s %s: the database could not be reached (%s)", request.method, request.path, exception)
+        return error_response(
+            request.path,
+            503,
+            "Unavailable",
+            "The database could not be reached. Try again in a moment.",
+            slug="unavailable",
+            Retry_After="1",
+        )
 
 
 class MethodNotAllowedMiddleware:

@@ -21,11 +21,11 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Exists, OuterRef, Q, Subquery
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from approvals.events import groups_for
-from approvals.models import ActionRequest, ActionStatus, ExecutionGrant, OutboxMessage
+from approvals.models import OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +201,16 @@ def _deliver_push(message: OutboxMessage) -> None:
 
 
 def _deliver_execute(message: OutboxMessage) -> None:
+    """Hand the execute task to the broker, counted on its grant first (``dispatched_at``, ``dispatches``) and
+    named after that dispatch, so the lost-execution sweep can ask the broker for it
+    (approvals.services.execution.redispatch_lost_executions)."""
+    from approvals.services.execution import record_dispatch
     from config.celery_app import app
 
-    app.send_task("approvals.execute_action", args=[str(message.action_id)], retry_policy=PUBLISH_RETRY)
+    task_id = record_dispatch(message.payload.get("grant"))
+    app.send_task(
+        "approvals.execute_action", args=[str(message.action_id)], task_id=task_id, retry_policy=PUBLISH_RETRY
+    )
 
 
 def _deliver_webhook(message: OutboxMessage) -> None:
@@ -258,7 +265,6 @@ _HANDLERS = {
 
 def sweep(limit: int = 500) -> int:
     """Deliver what is due and was not delivered right after its commit."""
-    redispatch_lost_executions()
     now = timezone.now()
     pending = OutboxMessage.objects.filter(
         delivered_at__isnull=True, next_attempt_at__lte=now, created_at__lte=now - SWEEP_GRACE
@@ -279,47 +285,6 @@ def sweep(limit: int = 500) -> int:
         if deliver(message_id):
             delivered += 1
     return delivered
-
-
-def redispatch_lost_executions(limit: int = 100) -> int:
-    """Queue execution again for approved actions whose execute message reached the broker but never a worker.
-
-    Handing a task to the broker is not running it: a Redis restart without persistence drops every queued
-    task, and with it the only message that would have run an approved action. An action still ``approved``
-    with an unredeemed grant ``COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS`` after its newest execute message was
-    delivered gets a new one. A duplicate is harmless: the worker redeems a grant at most once and a second
-    task finds the action no longer approved (approvals.services.execution).
-    """
-    from approvals.services.containment import executions_paused
-
-    if executions_paused():
-        return 0  # held on purpose, not lost: resume_executions dispatches them
-    cutoff = timezone.now() - timedelta(seconds=settings.COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS)
-    newest_execute = OutboxMessage.objects.filter(kind=OutboxMessage.Kind.EXECUTE, action_id=OuterRef("id"))
-    unredeemed = ExecutionGrant.objects.filter(action_id=OuterRef("id"), redeemed_at__isnull=True)
-    lost = list(
-        # Normally none: approved long ago and not finished (decision.only ends approved, with finished_at).
-        ActionRequest.objects.filter(status=ActionStatus.APPROVED, decided_at__lte=cutoff, finished_at__isnull=True)
-        .annotate(handed_at=Subquery(newest_execute.order_by("-id").values("delivered_at")[:1]))
-        .filter(Exists(unredeemed), handed_at__lte=cutoff)
-        .values_list("id", flat=True)[:limit]
-    )
-    for action_id in lost:
-        with transaction.atomic():
-            still_approved = (
-                ActionRequest.objects.select_for_update(of=("self",))
-                .filter(id=action_id, status=ActionStatus.APPROVED)
-                .values_list("id", flat=True)
-                .first()
-            )
-            grant = ExecutionGrant.objects.filter(action_id=action_id).order_by("-created_at").first()
-            if still_approved is None or grant is None or grant.redeemed_at is not None:
-                continue
-            log.warning("action %s approved but never executed; queueing its execution again", action_id)
-            enqueue(
-                OutboxMessage.Kind.EXECUTE, payload={"grant": str(grant.id), "redispatch": True}, action_id=action_id
-            )
-    return len(lost)
 
 
 def _relay_pending_pushes() -> None:

@@ -31,6 +31,7 @@ from approvals.diffs import json_diff, text_diff
 from approvals.display import MARK_CLOSE, MARK_OPEN, action_findings, mark_invisible
 from approvals.models import ActionRequest, ActionStatus, Review
 from approvals.permissions import review_counts
+from approvals.services.outcomes import resolution_of
 
 # Interaction ids: the buttons' action_id and the modal's callback_id come back in Slack's payloads.
 APPROVE = "countersign_approve"
@@ -80,6 +81,7 @@ HEADLINES = {
     ActionStatus.EXECUTING: ":gear: Running",
     ActionStatus.SUCCEEDED: ":white_check_mark: Done",
     ActionStatus.FAILED: ":warning: Failed",
+    ActionStatus.UNKNOWN: ":grey_question: Outcome unknown",
     ActionStatus.REJECTED: ":x: Rejected",
     ActionStatus.EXPIRED: ":hourglass: Expired",
     ActionStatus.CANCELLED: ":no_entry_sign: Withdrawn",
@@ -257,7 +259,15 @@ def action_message(
         reason = _reason_text(action)
         if reason:
             blocks.append(section(plain(reason, MAX_SECTION_TEXT)))
-        blocks.append({"type": "context", "elements": [mrkdwn(f"<{link}|Open in Countersign>", MAX_CONTEXT_TEXT)]})
+        note = resolution_note(action)
+        if note:
+            blocks.append(section(plain(note, MAX_SECTION_TEXT)))
+        if action.status == ActionStatus.UNKNOWN:
+            # No buttons: what happened is recorded on the page, where the reviewer signs in and writes what they
+            # checked (a note is required).
+            blocks.append(section(mrkdwn(f"{UNKNOWN_ADVICE} <{link}|Record what happened in Countersign>", 500)))
+        else:
+            blocks.append({"type": "context", "elements": [mrkdwn(f"<{link}|Open in Countersign>", MAX_CONTEXT_TEXT)]})
     text = clip(
         f"{escape(headline)}: {shown(action.summary, one_line=True, limit=FALLBACK_CHARS)} "
         f"(agent {shown(action.agent.name, limit=FALLBACK_CHARS)})",
@@ -360,10 +370,32 @@ def outcome_text(action: ActionRequest, reviews: Sequence[Review]) -> str:
         text += " Countersign runs it next." if executes else " The agent carries it out itself."
     elif status == ActionStatus.EXECUTING:
         text += " Running now."
+    elif status == ActionStatus.UNKNOWN:
+        text += (
+            f" The execution was interrupted on {slack_date(action.finished_at)} after it may have reached the "
+            "target: *nobody knows whether it took effect*."
+        )
+    elif (done := resolution_of(action)) is not None:
+        what = "it took effect" if status == ActionStatus.SUCCEEDED else "it did not happen"
+        text += (
+            f" The execution's outcome was unknown; *{escape(done.get('by') or 'a reviewer')}* checked the target "
+            f"and recorded that {what} (*{status}*)."
+        )
     elif status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
         outcome = "succeeded" if status == ActionStatus.SUCCEEDED else "failed"
         text += f" Execution {outcome} on {slack_date(action.finished_at)}; the result is in the thread."
     return text
+
+
+UNKNOWN_ADVICE = ":warning: *Check the target before retrying*, then record whether it took effect."
+
+
+def resolution_note(action: ActionRequest) -> str:
+    """What the reviewer who settled an unknown outcome checked, as plain text (a person's words)."""
+    done = resolution_of(action)
+    if done is None or not done.get("note"):
+        return ""
+    return f"What they checked: {shown(done['note'], limit=MAX_SECTION_TEXT)}"
 
 
 def _reason_text(action: ActionRequest) -> str:
@@ -496,8 +528,18 @@ def result_message(action: ActionRequest) -> tuple[str, list[dict[str, Any]]]:
     """The execution's outcome, for the message's thread (the result is the target's text: plain_text)."""
     result = action.result if isinstance(action.result, dict) else {}
     blocks: list[dict[str, Any]] = []
-    if action.status == ActionStatus.SUCCEEDED:
+    if action.status == ActionStatus.SUCCEEDED and resolution_of(action) is None:
         lead = ":white_check_mark: *Executed.*"
+        blocks.append(section(mrkdwn(lead, MAX_SECTION_TEXT)))
+    elif action.status == ActionStatus.UNKNOWN:
+        lead = ":grey_question: *Execution interrupted: outcome unknown.*"
+        blocks.append(section(mrkdwn(f"{lead} {UNKNOWN_ADVICE}", MAX_SECTION_TEXT)))
+        error = shown(result.get("error") or "interrupted", one_line=True, limit=MAX_SECTION_TEXT)
+        blocks.append(section(plain(f"Error: {error}", MAX_SECTION_TEXT)))
+    elif resolution_of(action) is not None:
+        # Threaded late (Slack was unreachable while it was unknown): say how it was settled, not the advice.
+        what = "it took effect" if action.status == ActionStatus.SUCCEEDED else "it did not happen"
+        lead = f":grey_question: *Execution interrupted; a reviewer checked the target: {what}.*"
         blocks.append(section(mrkdwn(lead, MAX_SECTION_TEXT)))
     else:
         lead = ":warning: *Execution failed.*"

@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 REFRESH = "refresh"  # re-render now, even if the status and approvals did not change
 EVENTS = (STATUS, REMINDER, REFRESH)
 WORKER = Actor.system("worker")
-FINISHED = (ActionStatus.SUCCEEDED, ActionStatus.FAILED)
+FINISHED = (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.UNKNOWN)
 
 METADATA_EVENT = "countersign_action"  # Slack message metadata event_type on every message Countersign posts
 MAIN = "message"

@@ -17,13 +17,22 @@ def expire_due_actions() -> int:
     return services.expire_due_actions()
 
 
+@shared_task(name="approvals.settle_interrupted_executions")
+def settle_interrupted_executions() -> int:
+    return services.settle_interrupted_executions()
+
+
 @shared_task(name="approvals.fail_stuck_executions")
 def fail_stuck_executions() -> int:
-    return services.fail_stuck_executions()
+    """The interrupted-execution sweep's name before heartbeats: a message still queued under it runs the sweep."""
+    return services.settle_interrupted_executions()
 
 
 @shared_task(name="approvals.sweep_outbox")
 def sweep_outbox() -> int:
+    """Beat, and each worker as it (re)connects to the broker: what a broker outage leaves behind. Execute tasks
+    the broker lost are queued again (once each), then the outbox delivers what is due."""
+    services.redispatch_lost_executions()
     return outbox.sweep()
 
 

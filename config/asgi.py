@@ -5,7 +5,15 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
-from django.core.asgi import get_asgi_application
+from django.conf import settings
+
+from config import request_metrics
+
+# First, before anything imports prometheus_client: the workers of `uvicorn --workers N` count requests into one
+# directory per server, which /metrics adds up (config/request_metrics.py says why).
+request_metrics.prepare_process(settings.COUNTERSIGN_METRICS_DIR)
+
+from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
@@ -21,14 +29,17 @@ from approvals.routing import ExactOriginValidator, websocket_urlpatterns  # noq
 # relays live events written by the worker (see approvals.outbox).
 outbox.mark_process_serves_websockets()
 
+# Every request is counted and timed by route group, refused ones included (config/request_metrics.py).
 # The guard runs before Django reads a byte: size limits, unreadable paths and query strings (approvals.middleware).
 # Sockets open only from the site's exact origin, port included (approvals.routing).
-application = RequestGuard(
-    ProtocolTypeRouter(
-        {
-            "http": django_asgi_app,
-            "websocket": ExactOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-        }
+application = request_metrics.RequestMetrics(
+    RequestGuard(
+        ProtocolTypeRouter(
+            {
+                "http": django_asgi_app,
+                "websocket": ExactOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            }
+        )
     )
 )
 

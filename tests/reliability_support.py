@@ -110,7 +110,25 @@ def start_uvicorn(
     if workers > 1:
         args += ["--workers", str(workers)]
     web = ManagedProcess(name, args, env, log_dir).start()
-    url = f"http://127.0.0.1:{port}"
+    return _healthy(web, name, f"http://127.0.0.1:{port}")
+
+
+def start_procfile_web(
+    env: dict[str, str], name: str, *, port: int | None = None, log_dir: Path = LOG_DIR
+) -> tuple[ManagedProcess, str]:
+    """The Procfile's ``web`` command as config/supervise.py runs it (its keep-alive and graceful-shutdown flags
+    included), on ``port`` (a free one by default). ``proc`` is uvicorn itself (the shell ``exec``s it)."""
+    from config.supervise import read_procfile
+
+    command = dict(read_procfile(ROOT / "Procfile"))["web"]
+    port = port or free_port()
+    env = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
+    web = ManagedProcess(name, ["/bin/sh", "-c", f"exec {command}"], env, log_dir).start()
+    return _healthy(web, name, f"http://127.0.0.1:{port}")
+
+
+def _healthy(web: ManagedProcess, name: str, url: str) -> tuple[ManagedProcess, str]:
+    """Wait until ``web`` answers /healthz at ``url`` (a minute at most)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

@@ -1,8 +1,8 @@
 """A fast beat for the reliability scenarios: ``python -m tests.reliability_ticker [INTERVAL]``.
 
-Celery beat runs the outbox sweep every 5 s and the stuck-execution sweep every 30 s (config/settings/base.py);
-a test that crashes workers twenty times cannot wait that long per round. This process calls the same two
-functions the beat tasks call, every INTERVAL seconds, on the database and Redis of its environment.
+Celery beat runs the outbox sweep, the interrupted-execution sweep and the lost-execution redispatch every 5 s
+(config/settings/base.py); a test that crashes workers twenty times wants them faster. This process calls the
+same three functions the beat tasks call, every INTERVAL seconds, on the database and Redis of its environment.
 """
 
 from __future__ import annotations
@@ -27,10 +27,15 @@ def main() -> None:
     print("ticker ready", flush=True)
     while True:
         try:
-            settled = services.fail_stuck_executions()
+            settled = services.settle_interrupted_executions()
+            redispatched = services.redispatch_lost_executions()
             delivered = outbox.sweep()
-            if settled or delivered:
-                print(f"ticker: settled {settled} stuck, delivered {delivered} outbox messages", flush=True)
+            if settled or redispatched or delivered:
+                print(
+                    f"ticker: settled {settled} interrupted, redispatched {redispatched} lost, "
+                    f"delivered {delivered} outbox messages",
+                    flush=True,
+                )
         except Exception:
             log.exception("ticker round failed")
         finally:

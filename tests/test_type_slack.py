@@ -198,12 +198,24 @@ def test_rate_limiting_fails_once_with_retry_after_and_is_not_retried_blindly(sl
     assert SlackPostMessage().is_idempotent(action.params) is False
 
 
-def test_a_lost_reply_is_not_posted_again(slack_agent, reviewer, bot, slack):
-    """Slack got the post but the answer never came back: a retry would post it twice, so none is made."""
+def test_a_lost_reply_is_not_posted_again_and_its_outcome_is_unknown(slack_agent, reviewer, bot, slack):
+    """Slack got the post but the answer never came back: a retry would post it twice, so none is made, and the
+    action says it may have been posted (``unknown``), not that it failed."""
     slack.drop_connection("chat.postMessage")
     action = run(slack_agent, reviewer)
-    assert action.status == ActionStatus.FAILED
-    assert "could not reach Slack" in action.result["error"]
+    assert action.status == ActionStatus.UNKNOWN
+    assert "may have been posted" in action.result["error"]
+    assert action.result["advice"] == "check the target before retrying"
+    assert len(slack.calls_to("chat.postMessage")) == 1
+    assert AuditEvent.objects.filter(action_id=action.id, verb="execution.outcome_unknown").count() == 1
+
+
+def test_a_post_answered_after_the_timeout_is_unknown_though_it_is_in_the_channel(slack_agent, reviewer, bot, slack):
+    slack.answer_late("chat.postMessage", 3)
+    with override_settings(COUNTERSIGN_HTTP_TIMEOUT_SECONDS=1):
+        action = run(slack_agent, reviewer)
+    assert action.status == ActionStatus.UNKNOWN, action.result
+    assert action.result["transport_error"] == "TimeoutError"
     assert len(slack.calls_to("chat.postMessage")) == 1
 
 

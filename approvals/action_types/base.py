@@ -13,13 +13,26 @@ from approvals.models.action import Risk
 
 
 class ExecutionError(Exception):
-    """The executor could not do the action. ``permanent`` says retrying won't help."""
+    """The executor could not do the action. ``permanent`` says retrying won't help.
 
-    def __init__(self, message: str, *, permanent: bool = True, details: dict[str, Any] | None = None):
+    ``outcome_unknown`` says the request may have reached the target and nobody knows whether it took effect
+    (a timeout or a dropped connection after it was sent): the action then ends ``unknown``, not ``failed``,
+    because an agent that retries a ``failed`` action would repeat one that happened (approvals.services.execution).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = True,
+        details: dict[str, Any] | None = None,
+        outcome_unknown: bool = False,
+    ):
         super().__init__(message)
         self.message = message
         self.permanent = permanent
         self.details = details or {}
+        self.outcome_unknown = outcome_unknown
 
 
 class ParamsRejected(Exception):

@@ -72,6 +72,10 @@ class OneMessageSender:
     def __init__(self, message: EmailMessage):
         self._message = message
         self._sent = False
+        # How far the SMTP conversation got: "not sent", "sending" (DATA begun, no answer yet) or "accepted"
+        # (the server answered 250 to the message). A connection lost while "sending" may have delivered it.
+        self.data_state = "not sent"
+        self.refused: dict[str, str] = {}
         # The mail server's login is a secret Countersign puts on the wire (AUTH PLAIN sends base64 of
         # "\0user\0password", AUTH LOGIN the password's base64): a server reply that echoes it is scrubbed.
         user, password = str(settings.EMAIL_HOST_USER or ""), str(settings.EMAIL_HOST_PASSWORD or "")
@@ -104,18 +108,25 @@ class OneMessageSender:
         connection = get_connection(fail_silently=False)
         if not isinstance(connection, SmtpBackend):
             return connection.send_messages([self._message]) or 0, {}
-        refused: dict[str, str] = {}
+        refused = self.refused
         with connection:
             # Django's backend drops what smtplib returns: the recipients refused while others were accepted.
             smtp = connection.connection
-            sendmail = smtp.sendmail
+            sendmail, data = smtp.sendmail, smtp.data
 
             def sendmail_noting_refusals(*args, **kwargs):
                 result = sendmail(*args, **kwargs) or {}
                 refused.update(_refusals(result))
                 return result
 
-            smtp.sendmail = sendmail_noting_refusals
+            def data_noting_progress(*args, **kwargs):
+                self.data_state = "sending"
+                code, reply = data(*args, **kwargs)
+                if code == 250:
+                    self.data_state = "accepted"
+                return code, reply
+
+            smtp.sendmail, smtp.data = sendmail_noting_refusals, data_noting_progress
             sent = connection.send_messages([self._message]) or 0
         return sent, refused
 
@@ -123,6 +134,26 @@ class OneMessageSender:
         if self.backend.endswith("smtp.EmailBackend"):
             return f"the mail server {settings.EMAIL_HOST}:{settings.EMAIL_PORT}"
         return f"the email backend {self.backend}"
+
+
+def _send_telling_what_happened(client: OneMessageSender) -> tuple[int, dict[str, str]]:
+    """``client.send()``, except that a failure once the message was handed over is told as what it is."""
+    try:
+        return client.send()
+    except Exception as exc:
+        if client.data_state == "accepted":
+            # The server took the message; what failed came after it (closing the session).
+            return 1, client.refused
+        if client.data_state == "sending" and not isinstance(exc, smtplib.SMTPResponseException):
+            # The message was on its way and the server never said whether it took it.
+            raise ExecutionError(
+                f"the connection to {client.where()} was lost while sending the message "
+                f"({type(exc).__name__}): it may have been sent",
+                permanent=False,
+                outcome_unknown=True,
+                details={"transport_error": type(exc).__name__},
+            ) from None
+        raise
 
 
 class EmailSend(ActionType):
@@ -179,7 +210,7 @@ class EmailSend(ActionType):
 
     def execute(self, params: dict[str, Any], client: OneMessageSender) -> dict[str, Any]:
         try:
-            sent, refused = client.send()
+            sent, refused = _send_telling_what_happened(client)
         except smtplib.SMTPRecipientsRefused as exc:
             refused = _refusals(exc.recipients)
             raise ExecutionError(

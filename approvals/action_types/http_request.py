@@ -6,12 +6,11 @@ import json
 from typing import Any
 
 import httpx
-from django.conf import settings
 
+from approvals.action_types import transport
 from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
 from approvals.models.action import Risk
 from approvals.redaction import Redactor, wire_values
-from approvals.tls import client_tls
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 IDEMPOTENT_METHODS = ("GET", "PUT", "DELETE")  # RFC 9110, 9.2.2
@@ -82,19 +81,15 @@ class ScopedHttpClient:
         return self._redactor.text(text)
 
     def _send(self, method: str, *, query=None, json_body=None, headers=None) -> httpx.Response:
-        with httpx.Client(
-            timeout=settings.COUNTERSIGN_HTTP_TIMEOUT_SECONDS,
-            follow_redirects=False,
-            trust_env=False,
-            verify=client_tls(),
-        ) as c:
-            return c.request(
-                method,
-                self._url,
-                params=query or None,
-                json=json_body,
-                headers={**(headers or {}), **self._fixed_headers, **self._auth_headers},
-            )
+        """Raises ExecutionError, with ``outcome_unknown`` when the request may have taken effect (transport)."""
+        return transport.send(
+            method,
+            self._url,
+            what=f"{self._url.scheme}://{self._url.netloc.decode()}{self._url.path}",
+            params=query or None,
+            json=json_body,
+            headers={**(headers or {}), **self._fixed_headers, **self._auth_headers},
+        )
 
     def send(self, *, query=None, json_body=None, headers=None) -> httpx.Response:
         return self._send(self._method, query=query, json_body=json_body, headers=headers)
@@ -196,12 +191,7 @@ class HttpRequest(ActionType):
         )
 
     def execute(self, params: dict[str, Any], client: ScopedHttpClient) -> dict[str, Any]:
-        try:
-            response = client.send(
-                query=params.get("query"), json_body=params.get("json"), headers=params.get("headers")
-            )
-        except httpx.HTTPError as exc:
-            raise ExecutionError(f"request failed: {type(exc).__name__}", permanent=False) from None
+        response = client.send(query=params.get("query"), json_body=params.get("json"), headers=params.get("headers"))
         body = _body(response, client)
         # Everything the target answered; the credential's result_visibility decides what is kept
         # (approvals.services.execution, through result_parts). The request headers are never part of it.
@@ -219,8 +209,8 @@ class HttpRequest(ActionType):
             return Preview(kind="none", title=f"{params['method']} {client.url}")
         try:
             current = client.read_current(query=params.get("query"))
-        except httpx.HTTPError as exc:
-            return Preview(kind="unavailable", error=f"could not read the current resource ({type(exc).__name__})")
+        except ExecutionError as exc:
+            return Preview(kind="unavailable", error=f"could not read the current resource: {exc.message}")
         if current.status_code >= 400:
             return Preview(kind="unavailable", error=f"GET {client.url} answered {current.status_code}")
         before = _body(current, client)

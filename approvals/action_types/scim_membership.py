@@ -14,13 +14,12 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from django.conf import settings
 
+from approvals.action_types import transport
 from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
 from approvals.action_types.http_request import target_url
 from approvals.models.action import Risk
 from approvals.redaction import Redactor
-from approvals.tls import client_tls
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SCIM_MEDIA_TYPE = "application/scim+json"
@@ -90,18 +89,15 @@ class ScimGroupClient:
         if body is not None:
             headers["Content-Type"] = SCIM_MEDIA_TYPE
             content = json.dumps(body).encode()
-        try:
-            with httpx.Client(
-                timeout=settings.COUNTERSIGN_HTTP_TIMEOUT_SECONDS,
-                follow_redirects=False,
-                trust_env=False,
-                verify=client_tls(),
-            ) as c:
-                return c.request(method, url, params=query or None, content=content, headers=headers)
-        except httpx.HTTPError as exc:
-            raise ExecutionError(
-                f"could not reach the SCIM server at {self._base} ({type(exc).__name__})", permanent=False
-            ) from None
+        # The lookups are GETs: their failure changes nothing. The PATCH's, after it was sent, is an unknown outcome.
+        return transport.send(
+            method,
+            url,
+            what=f"the SCIM server at {self._base}",
+            params=query or None,
+            content=content,
+            headers=headers,
+        )
 
     def _check(self, response: httpx.Response, what: str) -> None:
         if response.status_code < 400:
@@ -329,7 +325,16 @@ class ScimGroupMembership(ActionType):
         status = client.patch_members(
             add_ids=[users[n]["id"] for n in plan["add"]], remove_ids=[users[n]["id"] for n in plan["remove"]]
         )
-        members = set(_member_ids(client.group(refresh=True))) if status else set(_member_ids(group))
+        try:
+            members = set(_member_ids(client.group(refresh=True))) if status else set(_member_ids(group))
+        except ExecutionError as exc:
+            # The server accepted the PATCH; whether the members now show it could not be read back.
+            raise ExecutionError(
+                f"the SCIM server accepted the change ({status}) but reading the group back failed: {exc.message}",
+                permanent=False,
+                outcome_unknown=True,
+                details={"status_code": status},
+            ) from None
         missing = [n for n in plan["add"] if users[n]["id"] not in members]
         stayed = [n for n in plan["remove"] if users[n]["id"] in members]
         if missing or stayed:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import socket
+import ssl
 from typing import Any
 from urllib.error import URLError
 
@@ -20,6 +22,8 @@ THREAD_TS_PATTERN = r"^[0-9]{1,12}\.[0-9]{1,9}$"
 # Slack errors after which trying again later could succeed.
 TRANSIENT_ERRORS = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 PARENT_TEXT_CHARS = 4000
+# Why urllib could not open the connection: the request never left, so nothing was posted.
+NOT_SENT_REASONS = (ConnectionRefusedError, socket.gaierror, ssl.SSLError)
 
 
 def channel_key(channel: str) -> str:
@@ -74,7 +78,7 @@ class SlackChannelClient:
             kwargs["thread_ts"] = self._thread_ts
         if unfurl_links is not None:
             kwargs["unfurl_links"] = unfurl_links
-        return self._call("chat_postMessage", **kwargs)
+        return self._call("chat_postMessage", writes=True, **kwargs)
 
     def channel_info(self) -> dict[str, Any]:
         self.reads.append(f"conversations.info {self._channel}")
@@ -89,15 +93,34 @@ class SlackChannelClient:
         messages = data.get("messages") or []
         return messages[0] if messages else None
 
-    def _call(self, method: str, **kwargs) -> dict[str, Any]:
+    def _call(self, method: str, *, writes: bool = False, **kwargs) -> dict[str, Any]:
         try:
             return dict(getattr(self._web, method)(**kwargs).data)
         except SlackApiError as exc:
             raise _api_error(method, exc, self) from None
         except (URLError, TimeoutError, ConnectionError, http.client.HTTPException, SlackClientError) as exc:
+            if writes and _may_have_reached_slack(exc):
+                # Slack may have posted it and the answer was lost: a retry could post it twice.
+                raise ExecutionError(
+                    f"Slack {_dotted(method)}: sent, but no answer came back ({type(exc).__name__}): "
+                    "the message may have been posted",
+                    permanent=False,
+                    outcome_unknown=True,
+                    details={"transport_error": type(exc).__name__},
+                ) from None
             raise ExecutionError(
                 f"Slack {_dotted(method)} failed: could not reach Slack ({type(exc).__name__})", permanent=False
             ) from None
+
+
+def _may_have_reached_slack(exc: Exception) -> bool:
+    """urllib wraps what goes wrong while connecting and sending in URLError; a refused connection, a name that
+    does not resolve or a failed TLS handshake sent nothing, and slack_sdk's own errors (SlackClientError) are
+    raised before a request is made. Anything else (a read timeout, a dropped connection, a garbled answer)
+    came after the request may have been received."""
+    if isinstance(exc, SlackClientError):
+        return False
+    return not (isinstance(exc, URLError) and isinstance(exc.reason, (*NOT_SENT_REASONS, str)))
 
 
 def _dotted(method: str) -> str:

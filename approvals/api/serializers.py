@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from approvals.callbacks import callback_refusal
 from approvals.canonical import canonical_json
+from approvals.models import ActionStatus
 
 MAX_CONTEXT_BYTES = 64 * 1024
 
@@ -71,6 +72,13 @@ class RejectInput(serializers.Serializer):
     reason = serializers.CharField(max_length=2000)
 
 
+class ResolveInput(serializers.Serializer):
+    outcome = serializers.ChoiceField(
+        choices=["succeeded", "failed"], help_text="`succeeded`: it took effect; `failed`: it did not happen."
+    )
+    note = serializers.CharField(max_length=2000, help_text="What you checked on the target, and what you found.")
+
+
 class ReviewOutput(serializers.Serializer):
     reviewer = serializers.CharField()
     verdict = serializers.ChoiceField(choices=["approve", "reject"])
@@ -108,7 +116,10 @@ class ActionOutput(serializers.Serializer):
 
     id = serializers.UUIDField()
     status = serializers.ChoiceField(
-        choices=["pending", "approved", "rejected", "expired", "cancelled", "executing", "succeeded", "failed"]
+        choices=list(ActionStatus.values),
+        help_text="`failed`: known not to have taken effect (safe to retry with a new proposal). `unknown`: the "
+        "execution was interrupted after it may have reached the target; check the target before retrying "
+        "(a reviewer can resolve it to `succeeded` or `failed`, recorded in `result.resolution`).",
     )
     action_type = serializers.CharField()
     params = serializers.DictField()

@@ -27,6 +27,7 @@ from approvals.api.serializers import (
     ProblemOutput,
     ProposalInput,
     RejectInput,
+    ResolveInput,
     SimulateInput,
     SimulationOutput,
 )
@@ -269,6 +270,29 @@ class RejectView(APIView):
         serializer.is_valid(raise_exception=True)
         services.reject_action(
             action_id=action_id, reviewer=request.user, via=Review.Via.API, reason=serializer.validated_data["reason"]
+        )
+        return Response(present_action(_visible_action(request, action_id)))
+
+
+class ResolveView(APIView):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="resolve_action",
+        request=ResolveInput,
+        responses={200: ActionOutput, **_problems(400, 401, 403, 404, 409)},
+    )
+    def post(self, request, action_id):
+        """Settle an execution whose outcome is `unknown`, after checking the target: `succeeded` (it took effect)
+        or `failed` (it did not happen). Reviewers of the action and staff; 409 unless the action is `unknown`."""
+        serializer = ResolveInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.resolve_unknown_outcome(
+            action_id,
+            user=request.user,
+            outcome=serializer.validated_data["outcome"],
+            note=serializer.validated_data["note"],
+            via=Review.Via.API,
         )
         return Response(present_action(_visible_action(request, action_id)))
 

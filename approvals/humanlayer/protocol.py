@@ -29,6 +29,14 @@ CONTACT_KEY = "humanlayer:hc:"
 MAX_SUMMARY = 280
 CALL_ID = r"^[A-Za-z0-9._~:-]{1,200}\Z"
 APPROVED_STATES = (ActionStatus.APPROVED, ActionStatus.EXECUTING, ActionStatus.SUCCEEDED, ActionStatus.FAILED)
+# Approved, then an execution interrupted after it may have reached the target. HumanLayer's status has no word
+# for it, and ``approved: true`` would make the SDK run the function (again, perhaps): it is answered as
+# ``approved: false`` with the advice. Countersign never executes the types this protocol maps onto
+# (decision.only, human.question), so this is a guard, not a path they take.
+OUTCOME_UNKNOWN_COMMENT = (
+    "A reviewer approved this call, but its execution was interrupted after it may have reached the target: "
+    "nobody knows whether it took effect. Do not run it again blindly: check the target before retrying."
+)
 
 
 # --- input ---------------------------------------------------------------------------
@@ -226,7 +234,10 @@ def function_status(action: ActionRequest) -> dict[str, Any]:
     if action.status == ActionStatus.PENDING:
         return status
     status["responded_at"] = _responded_at(action)
-    if action.status in APPROVED_STATES and _edited(action):
+    if action.status == ActionStatus.UNKNOWN:
+        status["approved"] = False
+        status["comment"] = OUTCOME_UNKNOWN_COMMENT
+    elif action.status in APPROVED_STATES and _edited(action):
         kwargs = (action.edited_params or {}).get("kwargs", action.edited_params)
         status["approved"] = False
         status["comment"] = (
@@ -262,7 +273,8 @@ def contact_status(action: ActionRequest) -> dict[str, Any]:
     if action.status == ActionStatus.PENDING:
         return status
     status["responded_at"] = _responded_at(action)
-    if action.status in APPROVED_STATES:
+    # A question's answer is the approval's comment: an execution's outcome (even unknown) does not change it.
+    if action.status in (*APPROVED_STATES, ActionStatus.UNKNOWN):
         answer = "\n\n".join(_human_comments(action))
         if answer:
             status["response_option_name"] = chosen_option(action.context.get("response_options"), answer)

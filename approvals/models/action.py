@@ -18,6 +18,9 @@ class ActionStatus(models.TextChoices):
     EXECUTING = "executing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # Interrupted after it may have reached the target: nobody knows whether it took effect. Terminal for the
+    # agent (check the target before retrying); a reviewer who checked resolves it to succeeded or failed.
+    UNKNOWN = "unknown"
 
 
 # The state machine. Only approvals.services moves an action along it, and
@@ -28,13 +31,31 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     ),
     ActionStatus.APPROVED: frozenset({ActionStatus.EXECUTING, ActionStatus.FAILED}),
     # executing -> approved: only the stuck sweep, re-queueing an idempotent action after a crash.
-    ActionStatus.EXECUTING: frozenset({ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.APPROVED}),
+    ActionStatus.EXECUTING: frozenset(
+        {ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.UNKNOWN, ActionStatus.APPROVED}
+    ),
+    # unknown -> succeeded / failed: only a reviewer or staff who checked the target (resolve_unknown_outcome).
+    ActionStatus.UNKNOWN: frozenset({ActionStatus.SUCCEEDED, ActionStatus.FAILED}),
 }
 DECIDED = frozenset(
-    {ActionStatus.APPROVED, ActionStatus.REJECTED, ActionStatus.EXECUTING, ActionStatus.SUCCEEDED, ActionStatus.FAILED}
+    {
+        ActionStatus.APPROVED,
+        ActionStatus.REJECTED,
+        ActionStatus.EXECUTING,
+        ActionStatus.SUCCEEDED,
+        ActionStatus.FAILED,
+        ActionStatus.UNKNOWN,
+    }
 )
 TERMINAL = frozenset(
-    {ActionStatus.REJECTED, ActionStatus.EXPIRED, ActionStatus.CANCELLED, ActionStatus.SUCCEEDED, ActionStatus.FAILED}
+    {
+        ActionStatus.REJECTED,
+        ActionStatus.EXPIRED,
+        ActionStatus.CANCELLED,
+        ActionStatus.SUCCEEDED,
+        ActionStatus.FAILED,
+        ActionStatus.UNKNOWN,
+    }
 )
 
 
@@ -106,6 +127,9 @@ class ActionRequest(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     execution_started_at = models.DateTimeField(null=True, blank=True)
     execution_attempts = models.PositiveSmallIntegerField(default=0)
+    # Renewed by the worker while the executor runs (approvals.services.execution): a stale beat, not a fixed
+    # window, tells the sweep that the execution was interrupted.
+    execution_heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
     # The sequence number of the newest webhook event of this action (approvals.services.transitions.publish):
@@ -173,6 +197,14 @@ class ActionRequest(models.Model):
             # The queue's risk facet across statuses counts "risk = X" (per group): without it a rare risk is
             # counted by reading the whole table (migration 0009_bench_indexes, docs/BENCHMARKS.md).
             models.Index(fields=["risk", "reviewer_group"], name="action_risk_group"),
+            # Actions in flight (pending, approved and not yet run, executing) and their oldest, for /metrics
+            # (approvals.metrics): finished actions, including approved decision.only ones, are not in it.
+            models.Index(
+                fields=["status"],
+                name="action_in_flight",
+                condition=models.Q(finished_at__isnull=True),
+                include=["created_at", "decided_at", "execution_started_at"],
+            ),
         ]
 
     def __str__(self) -> str:

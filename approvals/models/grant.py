@@ -22,6 +22,10 @@ class ExecutionGrant(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField()
     redeemed_at = models.DateTimeField(null=True, blank=True)
+    # The recorded dispatch attempts of this grant's execute task: when the newest was handed to the broker and
+    # how many there were. A redispatch is decided under a lock on this row (approvals.services.execution).
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    dispatches = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["created_at"]

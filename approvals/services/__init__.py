@@ -5,7 +5,12 @@ change, its audit event and its side effects (through the outbox) in one
 transaction. Views, consumers, Slack handlers and tasks all call these.
 """
 
-from approvals.services.execution import execute_action, fail_stuck_executions
+from approvals.services.execution import (
+    execute_action,
+    redispatch_lost_executions,
+    settle_interrupted_executions,
+)
+from approvals.services.outcomes import resolve_unknown_outcome
 from approvals.services.proposals import Proposal, propose_action
 from approvals.services.reviews import (
     approve_action,
@@ -23,8 +28,10 @@ __all__ = [
     "escalate_action",
     "execute_action",
     "expire_due_actions",
-    "fail_stuck_executions",
     "propose_action",
+    "redispatch_lost_executions",
     "reject_action",
+    "resolve_unknown_outcome",
     "send_due_reminders",
+    "settle_interrupted_executions",
 ]

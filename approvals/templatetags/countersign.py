@@ -48,6 +48,14 @@ def json_for_editing(value: Any) -> str:
     return display.escape_json_text("" if value is None else str(value))
 
 
+@register.filter(name="status_label")
+def status_label(status: str) -> str:
+    """A status as the pages show it (approvals.desk.status_label)."""
+    from approvals.desk import status_label as label
+
+    return label(status)
+
+
 @register.simple_tag
 def display_findings(action) -> list[str]:
     """What the detail page warns about: invisible characters and mixed-script names in what the agent sent."""

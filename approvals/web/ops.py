@@ -2,46 +2,48 @@
 
 from __future__ import annotations
 
-from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.csrf import csrf_failure as django_csrf_failure
 
+from approvals import health
 from approvals.http_errors import dialect, error_response
 
 
-def healthz(request):
+async def healthz(request):
+    """The process is alive and serving requests; no dependency is touched."""
     return JsonResponse({"status": "ok"})
 
 
-def readyz(request):
-    checks: dict[str, str] = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"error: {type(exc).__name__}"
-    from django.conf import settings
+async def readyz(request):
+    """This process can serve: its database answers. Redis and the broker are reported but do not decide it.
 
-    # REDIS_URL, or the embedded redis-server's socket (config/settings/base.py).
-    try:
-        import redis
+    Without Redis, proposals, decisions, reads and waits still succeed (they only need PostgreSQL) and every side
+    effect waits in the outbox until Redis is back (docs/RELIABILITY.md); taking every web process out of the load
+    balancer then would turn a Redis outage into a full one (docs/deploy.md, "Probes").
+    """
+    checks = await health.acheck((health.DATABASE, health.REDIS, health.BROKER))
+    ready = bool(checks[health.DATABASE].up)
+    body = {"status": "ready" if ready else "not ready", "checks": {name: c.detail for name, c in checks.items()}}
+    return JsonResponse(body, status=200 if ready else 503)
 
-        redis.Redis.from_url(settings.COUNTERSIGN_CHANNEL_REDIS_URL, socket_timeout=2).ping()
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = f"error: {type(exc).__name__}"
-    try:
-        from config.celery_app import app
 
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-        checks["broker"] = "ok"
-    except Exception as exc:
-        checks["broker"] = f"error: {type(exc).__name__}"
-    ready = all(not v.startswith("error") for v in checks.values())
-    return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+async def dependencies(request):
+    """For monitoring, not for load balancers: every dependency, 503 when any of them is down.
+
+    Beat's heartbeat counts only where this process can see it (beat's COUNTERSIGN_VAR_DIR); elsewhere it is
+    reported as unknown and does not fail the check.
+    """
+    checks = await health.acheck(health.ALL)
+    failing = [name for name, c in checks.items() if c.up is False]
+    beat = checks[health.BEAT]
+    body = {
+        "status": "failing" if failing else "ok",
+        "checks": {name: c.detail for name, c in checks.items()},
+        "failing": failing,
+        "beat_heartbeat_age_seconds": None if beat.age_seconds is None else round(beat.age_seconds, 1),
+    }
+    return JsonResponse(body, status=503 if failing else 200)
 
 
 def not_found(request, exception=None):
@@ -88,6 +90,7 @@ def metrics(request):
     from prometheus_client.process_collector import ProcessCollector
 
     from approvals.metrics import CountersignCollector
+    from config.request_metrics import register_request_metrics
 
     token = settings.COUNTERSIGN_METRICS_TOKEN
     if token:
@@ -97,5 +100,8 @@ def metrics(request):
         return not_found(request)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CountersignCollector())
+    # Request rate, latency and errors: every web process's counts, whichever process answers this scrape.
+    register_request_metrics(registry)
+    # process_*: the web process that answered only.
     ProcessCollector(registry=registry)
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -15,6 +15,7 @@ urlpatterns = [
     path("actions/<uuid:action_id>/live", views.detail_live, name="detail-live"),
     path("actions/<uuid:action_id>/approve", views.approve, name="approve"),
     path("actions/<uuid:action_id>/reject", views.reject, name="reject"),
+    path("actions/<uuid:action_id>/resolve", views.resolve, name="resolve"),
     path("actions/<uuid:action_id>/check-params", desk_views.check_params, name="check-params"),
     path("agents/<slug:name>/freeze", containment_views.freeze_agent, name="freeze-agent"),
     path("executions/switch", containment_views.execution_switch, name="execution-switch"),

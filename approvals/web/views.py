@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -21,12 +22,15 @@ from approvals.models import ActionRequest, ActionStatus, AuditEvent, PolicyRule
 from approvals.permissions import eligible_reviewers, review_counts, review_refusal, uncounted_reason
 from approvals.presenters import is_finished
 from approvals.previews import compute_preview
+from approvals.services.outcomes import VERDICT as resolution_verdict
+from approvals.services.outcomes import resolution_of, resolution_refusal
 from approvals.services.reviews import record_decision_refused
 from approvals.validation import BadJSON, load_json
 from approvals.web.preview_display import edits_display, preview_display
 from approvals.web.queue_rows import queue_rows
 
 HISTORY_PAGE = 50
+HISTORY_STATUSES = [s.value for s in ActionStatus if s != ActionStatus.PENDING]
 
 
 def _action_or_404(request, action_id):
@@ -93,6 +97,11 @@ def queue_row(request, action_id):
 @require_GET
 def history(request):
     qs = selectors.actions_for(request.user).exclude(status=ActionStatus.PENDING).order_by("-created_at", "-id")
+    # One status, or every decided one; anything else (a stale or hand-made link) shows them all.
+    wanted = request.GET.get("status", "")
+    status = wanted if wanted in HISTORY_STATUSES else ""
+    if status:
+        qs = qs.filter(status=status)
     before = request.GET.get("before")
     if before:
         try:
@@ -104,13 +113,20 @@ def history(request):
             qs = qs.filter(created_at__lte=at).exclude(created_at=at, id__gte=last)
         except ValueError:
             messages.error(request, "That page link is not valid; showing the newest actions.")
-            return redirect("approvals:history")
+            return redirect(reverse("approvals:history") + (f"?{urlencode({'status': status})}" if status else ""))
     page = list(qs[: HISTORY_PAGE + 1])
     next_cursor = None
     if len(page) > HISTORY_PAGE:
         page = page[:HISTORY_PAGE]
         next_cursor = f"{page[-1].created_at.isoformat()}|{page[-1].id}"
-    return render(request, "approvals/history.html", {"actions": page, "next_cursor": next_cursor, "page": "history"})
+    context = {
+        "actions": page,
+        "next_cursor": next_cursor,
+        "status": status,
+        "statuses": HISTORY_STATUSES,
+        "page": "history",
+    }
+    return render(request, "approvals/history.html", context)
 
 
 def _detail_context(request, action) -> dict:
@@ -143,7 +159,17 @@ def _detail_context(request, action) -> dict:
         "events": events,
         "steps": desk.progress_steps(action),
         "confirm_risk": desk.needs_confirmation(action),
+        **_resolution_context(request.user, action),
     }
+
+
+def _resolution_context(user, action) -> dict:
+    """Whether this user may settle the action's unknown outcome (and if not, why), and how it was settled."""
+    resolution = resolution_of(action)
+    if action.status != ActionStatus.UNKNOWN:
+        return {"can_resolve": False, "resolve_refusal": None, "resolution": resolution}
+    refusal = resolution_refusal(user, action)
+    return {"can_resolve": refusal is None, "resolve_refusal": refusal, "resolution": resolution}
 
 
 @login_required
@@ -231,6 +257,28 @@ def reject(request, action_id):
         messages.error(request, _message(exc))
     else:
         messages.success(request, "Rejected; the reason goes back to the agent.")
+    return redirect("approvals:detail", action_id=action_id)
+
+
+@login_required
+@require_POST
+def resolve(request, action_id):
+    """A reviewer who checked the target settles an execution whose outcome is unknown."""
+    _decidable_or_404(request, action_id, resolution_verdict)
+    outcome = request.POST.get("outcome", "")
+    try:
+        services.resolve_unknown_outcome(
+            action_id, user=request.user, outcome=outcome, note=request.POST.get("note", ""), via=Review.Via.WEB
+        )
+    except ServiceError as exc:
+        messages.error(request, _message(exc))
+    else:
+        messages.success(
+            request,
+            "Recorded: it took effect (succeeded)."
+            if outcome == ActionStatus.SUCCEEDED
+            else "Recorded: it did not happen (failed).",
+        )
     return redirect("approvals:detail", action_id=action_id)
 
 

@@ -74,6 +74,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.request_id.RequestIdMiddleware",  # first: every response and log line carries the id
+    # /healthz, /readyz, /healthz/dependencies answered here, before host validation, redirects, sessions and
+    # auth: a platform probes by the instance's address, over plain HTTP (approvals/web/probes.py).
+    "approvals.web.probes.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -84,6 +87,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "approvals.middleware.ContentSecurityPolicyMiddleware",
     "approvals.middleware.MethodNotAllowedMiddleware",  # inside the CSP one: its pages get the header too
+    "approvals.middleware.DatabaseUnavailableMiddleware",  # a lost database is a 503 to retry, not a 500
     "approvals.api.refusals.AgentKeyOnPagesMiddleware",  # an agent key on a reviewer page: audited
 ]
 # Body size limits and unreadable addresses are refused before Django reads anything: approvals.middleware.RequestGuard
@@ -135,6 +139,9 @@ if DATABASE_URL:
             "max_size": env_int("DB_POOL", 0),
             "timeout": env_int("DB_POOL_TIMEOUT", 10),
         }
+        # Check each pooled connection as it is handed out (one empty query): after a PostgreSQL restart the idle
+        # ones are dead, and without the check the requests that drew them answered 500 (docs/RELIABILITY.md).
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -168,7 +175,7 @@ if COUNTERSIGN_EMBEDDED_REDIS_SOCKET and len(str(COUNTERSIGN_EMBEDDED_REDIS_SOCK
 
     _digest = hashlib.sha256(str(VAR_DIR).encode()).hexdigest()[:16]
     COUNTERSIGN_EMBEDDED_REDIS_SOCKET = Path(tempfile.gettempdir()) / f"countersign-{_digest}.sock"
-# Where the channel layer and the broker live (readyz checks it).
+# Where the channel layer and the broker live (the probes check it: approvals/health.py).
 COUNTERSIGN_CHANNEL_REDIS_URL = REDIS_URL or f"unix://{COUNTERSIGN_EMBEDDED_REDIS_SOCKET}"
 # Every process shares one channel layer (Redis, embedded or not). A settings module that swaps in the in-memory
 # layer sets this False, and the web process then relays pushes written elsewhere (outbox.ensure_embedded_relay).
@@ -192,6 +199,9 @@ CHANNEL_LAYERS = {
                 {
                     "address": COUNTERSIGN_CHANNEL_REDIS_URL,
                     "socket_timeout": 30,
+                    # A Redis that drops packets instead of refusing: give up connecting after 2 s, not the
+                    # kernel's minutes (the receive loop retries every second; docs/RELIABILITY.md).
+                    "socket_connect_timeout": 2,
                     "retry_on_error": [_RedisConnectionError],
                 }
             ],
@@ -211,7 +221,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # How often a worker looks for messages a dead worker left unacknowledged (seconds, and every Nth look).
     "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
+    # A connection attempt to a Redis that drops packets gives up after 2 s, so the next (at most
+    # COUNTERSIGN_RECONNECT_MAX_SECONDS later) can find it back.
+    "socket_connect_timeout": 2,
 }
+# Reconnecting to the broker: at most this many seconds between attempts, in the worker, beat and the web
+# (config/celery_app.py: Celery's own backoff grows to 30 s, and came 12 s late after a 30 s outage), and never
+# giving up (Celery stops after 100 attempts by default: 100 s at this pace).
+COUNTERSIGN_RECONNECT_MAX_SECONDS = env_int("COUNTERSIGN_RECONNECT_MAX_SECONDS", 1)
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -223,10 +241,21 @@ CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 270
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# A worker renews a running execution's heartbeat this often (seconds); an execution whose heartbeat missed
+# COUNTERSIGN_EXECUTION_HEARTBEAT_MISSES beats in a row is interrupted (its worker died): the sweep, which runs once
+# per beat interval, re-queues it if it is idempotent, else settles it `unknown` (approvals/services/execution.py).
+COUNTERSIGN_EXECUTION_HEARTBEAT_SECONDS = max(1, env_int("COUNTERSIGN_EXECUTION_HEARTBEAT_SECONDS", 5))
+COUNTERSIGN_EXECUTION_HEARTBEAT_MISSES = max(2, env_int("COUNTERSIGN_EXECUTION_HEARTBEAT_MISSES", 3))
 CELERY_BEAT_SCHEDULE = {
     "expire-pending-actions": {"task": "approvals.expire_due_actions", "schedule": 5.0},
     "sweep-outbox": {"task": "approvals.sweep_outbox", "schedule": 5.0},
-    "fail-stuck-executions": {"task": "approvals.fail_stuck_executions", "schedule": 30.0},
+    # Once per heartbeat interval; a copy that waited longer than that for a worker is dropped (the next one is
+    # on its way), so sweeps that piled up while no worker ran do not all run at once.
+    "settle-interrupted-executions": {
+        "task": "approvals.settle_interrupted_executions",
+        "schedule": float(COUNTERSIGN_EXECUTION_HEARTBEAT_SECONDS),
+        "options": {"expires": float(COUNTERSIGN_EXECUTION_HEARTBEAT_SECONDS)},
+    },
     "send-reminders": {"task": "approvals.send_due_reminders", "schedule": 15.0},
     "report-refusal-counts": {"task": "approvals.report_refusal_counts", "schedule": 60.0},
     "audit-checkpoint": {
@@ -251,6 +280,12 @@ AUTH_PASSWORD_VALIDATORS = [
 # the embedded demo) and answers 404 in production unless COUNTERSIGN_METRICS_PUBLIC=true (production.py).
 COUNTERSIGN_METRICS_TOKEN = env_str("COUNTERSIGN_METRICS_TOKEN")
 COUNTERSIGN_METRICS_PUBLIC = env_bool("COUNTERSIGN_METRICS_PUBLIC", default=True)
+# How long /readyz and /healthz/dependencies wait for each dependency's answer (approvals/health.py): short enough
+# that a probe answers within 250 ms whatever is down.
+COUNTERSIGN_HEALTH_TIMEOUT_MS = env_int("COUNTERSIGN_HEALTH_TIMEOUT_MS", 150)
+# Where the workers of a multi-process uvicorn keep their request counters (one directory per server, made by the
+# first worker that starts, never here; config/request_metrics.py). A tmpfs is best; it must be the workers' own.
+COUNTERSIGN_METRICS_DIR = Path(env_str("COUNTERSIGN_METRICS_DIR", str(VAR_DIR / "metrics")))
 # Failed log-ins slow down per (username, address): 1, 2, 4 … 60 s; never a lock (approvals/web/auth.py).
 COUNTERSIGN_LOGIN_WINDOW_SECONDS = env_int("COUNTERSIGN_LOGIN_WINDOW_SECONDS", 900)
 COUNTERSIGN_LOGIN_DELAY_BASE_SECONDS = env_int("COUNTERSIGN_LOGIN_DELAY_BASE_SECONDS", 1)
@@ -315,8 +350,9 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "countersign",
-            # Not one pool per request (config/cache.py).
-            "OPTIONS": {"pool_class": "config.cache.ProcessConnectionPool"},
+            # Not one pool per request (config/cache.py). Connecting gives up after 2 s (a Redis that drops
+            # packets): the rate limit then fails open instead of holding the request.
+            "OPTIONS": {"pool_class": "config.cache.ProcessConnectionPool", "socket_connect_timeout": 2},
         }
     }
 else:
@@ -367,11 +403,14 @@ COUNTERSIGN_DEFAULT_NOTIFY = env_list("COUNTERSIGN_DEFAULT_NOTIFY")
 COUNTERSIGN_DEFAULT_TTL_SECONDS = env_int("COUNTERSIGN_DEFAULT_TTL_SECONDS", 24 * 3600)
 COUNTERSIGN_MAX_TTL_SECONDS = env_int("COUNTERSIGN_MAX_TTL_SECONDS", 7 * 24 * 3600)
 COUNTERSIGN_GRANT_TTL_SECONDS = env_int("COUNTERSIGN_GRANT_TTL_SECONDS", 600)
-COUNTERSIGN_STUCK_EXECUTION_SECONDS = env_int("COUNTERSIGN_STUCK_EXECUTION_SECONDS", 360)
 COUNTERSIGN_MAX_EXECUTION_ATTEMPTS = env_int("COUNTERSIGN_MAX_EXECUTION_ATTEMPTS", 3)
-# An approved action whose execute task was handed to the broker this long ago and never redeemed is queued
-# again by the outbox sweep (a Redis restart without persistence loses queued tasks; approvals/outbox.py).
-COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS = env_int("COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS", 60)
+# An approved action whose execute task was handed to the broker at least this long ago, never started, and is no
+# longer in the broker (neither queued nor held by a worker) is queued again (a Redis restart without persistence
+# loses queued tasks; redispatch_lost_executions in approvals/services/execution.py).
+COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS = env_int("COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS", 10)
+# A worker took the execute task this long ago and never started it: it died holding it (the broker would give it
+# back only after CELERY_VISIBILITY_TIMEOUT); queued again, once (approvals.services.execution).
+COUNTERSIGN_EXECUTE_ABANDONED_SECONDS = env_int("COUNTERSIGN_EXECUTE_ABANDONED_SECONDS", 30)
 COUNTERSIGN_HTTP_TIMEOUT_SECONDS = env_int("COUNTERSIGN_HTTP_TIMEOUT_SECONDS", 30)
 # Fernet keys, newest first; the first encrypts, all decrypt.
 COUNTERSIGN_CREDENTIAL_KEYS = env_list("COUNTERSIGN_CREDENTIAL_KEYS")

@@ -28,8 +28,10 @@ from config.staticfiles import one_year_for_hashed_files
 DEBUG = False
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
 # Load balancers and container healthchecks probe these over plain HTTP inside the network; they carry no secret.
+# approvals/web/probes.py answers them before SecurityMiddleware anyway (and before host validation); listed here
+# too so that the exemption holds wherever they are served from.
 # /metrics is not exempt: its bearer token must not travel in clear text (scrape it through the TLS proxy).
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^healthz/dependencies$"]
 if env_bool("BEHIND_TLS_PROXY", default=True):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)

@@ -27,6 +27,7 @@ from countersign.errors import (
     NotAllowed,
     NotAuthenticated,
     NotFound,
+    OutcomeUnknown,
     PayloadTooLarge,
     RateLimited,
     Rejected,
@@ -35,9 +36,10 @@ from countersign.errors import (
     WaitTimeout,
 )
 from countersign.models import Action, ActionType, Decision, Review
-from countersign.webhooks import InvalidWebhook, verify_webhook
+from countersign.webhooks import EVENT_TYPES, InvalidWebhook, verify_webhook
 
 __all__ = [
+    "EVENT_TYPES",
     "APIError",
     "Action",
     "ActionError",
@@ -55,6 +57,7 @@ __all__ = [
     "NotAllowed",
     "NotAuthenticated",
     "NotFound",
+    "OutcomeUnknown",
     "PayloadTooLarge",
     "RateLimited",
     "Rejected",

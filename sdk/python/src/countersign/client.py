@@ -287,7 +287,8 @@ class Countersign(_Base):
         (None: no limit); then ``WaitTimeout`` (its ``action`` is the last state
         seen) or ``Unavailable`` if Countersign could not be reached. With
         ``check`` (the default) an outcome without approval raises ``Rejected``,
-        ``Expired``, ``Cancelled`` or ``ExecutionFailed``.
+        ``Expired``, ``Cancelled``, ``ExecutionFailed`` (known not to have taken effect) or
+        ``OutcomeUnknown`` (interrupted, may have taken effect: check the target before retrying).
         """
         self._wait_args(until, timeout, poll)
         deadline = None if timeout is None else time.monotonic() + timeout

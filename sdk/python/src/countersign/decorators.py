@@ -10,7 +10,9 @@ the decorator waits for the decision, and then:
   proposal is then withdrawn, so nobody approves a call that will never run):
   the function does not run, and the call returns ``on_reject(error)``, by
   default the string ``"Not approved by a human: <reason>"`` that an LLM tool
-  loop can hand back to the model.
+  loop can hand back to the model. An action whose execution's outcome is
+  unknown (``OutcomeUnknown``: it may have taken effect) is answered the same
+  way, with "check the target before retrying", never by running it again.
 
 Other errors (a bad key, a type the agent may not propose, an unreachable
 service) raise: they need a programmer, not a model. When the wait breaks
@@ -43,6 +45,11 @@ def default_on_reject(error: errors.CountersignError) -> str:
         return "Not approved by a human: the request expired before anyone decided."
     if isinstance(error, errors.Cancelled):
         return "Not approved by a human: the request was withdrawn before a decision."
+    if isinstance(error, errors.OutcomeUnknown):
+        return (
+            "Approved, but the execution was interrupted after it may have taken effect: "
+            f"{errors.OUTCOME_UNKNOWN_ADVICE}."
+        )
     if isinstance(error, errors.WaitTimeout):
         return "Not approved by a human: nobody decided in time, so the request was withdrawn."
     return f"Not approved by a human: {error}"

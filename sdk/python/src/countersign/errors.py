@@ -8,7 +8,9 @@
   ``Unavailable`` (the service could not be reached in time: network errors, 5xx; or the request failed
     without an answer: a closed client, an invalid URL. Nothing from httpx escapes unwrapped)
   ``ActionError`` (the action ended without approval, or failed; ``.action``)
-    ``Rejected`` (``.reason``), ``Expired``, ``Cancelled``, ``ExecutionFailed`` (``.error``)
+    ``Rejected`` (``.reason``), ``Expired``, ``Cancelled``, ``ExecutionFailed`` (``.error``; known not to
+    have taken effect), ``OutcomeUnknown`` (``.error``, ``.advice``; interrupted, may have taken effect: NOT an
+    ``ExecutionFailed``, so ``except ExecutionFailed: retry`` never retries it)
   ``WaitTimeout`` (still not decided/finished when the overall timeout ran out; ``.action``)
 """
 
@@ -131,6 +133,21 @@ class ExecutionFailed(ActionError):
         return self.action.error or self.message
 
 
+OUTCOME_UNKNOWN_ADVICE = "check the target before retrying"
+
+
+class OutcomeUnknown(ActionError):
+    """It was approved and its execution was interrupted after it may have reached the target: nobody knows
+    whether it took effect. Not an ``ExecutionFailed`` on purpose: retrying blindly could do it twice. Check the
+    target (``advice``); a reviewer who checked may resolve it to ``succeeded`` or ``failed``."""
+
+    advice = OUTCOME_UNKNOWN_ADVICE
+
+    @property
+    def error(self) -> str:
+        return self.action.error or self.message
+
+
 class WaitTimeout(CountersignError):
     """The overall timeout passed while the action was still not decided (or not finished)."""
 
@@ -169,4 +186,10 @@ def outcome_error(action: Action) -> ActionError | None:
         return Cancelled("Cancelled before a decision.", action=action)
     if action.status == "failed":
         return ExecutionFailed(f"Execution failed: {action.error or 'unknown error'}", action=action)
+    if action.status == "unknown":
+        return OutcomeUnknown(
+            f"Outcome unknown: the execution was interrupted and may have taken effect "
+            f"({action.error or 'interrupted'}); {OUTCOME_UNKNOWN_ADVICE}.",
+            action=action,
+        )
     return None

@@ -13,9 +13,13 @@ EXPIRED = "expired"
 CANCELLED = "cancelled"
 EXECUTING = "executing"
 SUCCEEDED = "succeeded"
-FAILED = "failed"
+FAILED = "failed"  # known not to have taken effect: safe to retry with a new proposal
+# Interrupted after it may have reached the target: nobody knows whether it took effect. Check the target before
+# retrying. A reviewer who checked may resolve it to succeeded or failed (``result["resolution"]``).
+UNKNOWN = "unknown"
 
-TERMINAL = frozenset({REJECTED, EXPIRED, CANCELLED, SUCCEEDED, FAILED})
+STATUSES = (PENDING, APPROVED, REJECTED, EXPIRED, CANCELLED, EXECUTING, SUCCEEDED, FAILED, UNKNOWN)
+TERMINAL = frozenset({REJECTED, EXPIRED, CANCELLED, SUCCEEDED, FAILED, UNKNOWN})
 
 
 def _when(value: str | None) -> datetime | None:
@@ -147,10 +151,21 @@ class Action:
 
     @property
     def error(self) -> str:
-        """For a failed action, what went wrong."""
+        """For a failed action (or one whose outcome is unknown), what went wrong."""
         if isinstance(self.result, dict):
             return str(self.result.get("error") or "")
         return ""
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """Interrupted after it may have reached the target: check the target before retrying."""
+        return self.status == UNKNOWN
+
+    @property
+    def resolution(self) -> dict[str, Any] | None:
+        """How a reviewer settled an unknown outcome: ``{"outcome", "by", "note", "at"}``, else None."""
+        found = self.result.get("resolution") if isinstance(self.result, dict) else None
+        return found if isinstance(found, dict) else None
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,13 @@ import time
 from typing import Any
 
 from countersign.errors import CountersignError
+from countersign.models import STATUSES
 
 DEFAULT_TOLERANCE = 300
+# ``event.type`` (and the ``Countersign-Event`` header): one per status the action moved to. ``action.unknown``:
+# the execution was interrupted and may have taken effect (check the target before retrying); a reviewer's
+# resolution later sends ``action.succeeded`` or ``action.failed`` with ``result.resolution``.
+EVENT_TYPES = tuple(f"action.{status}" for status in STATUSES)
 
 
 class InvalidWebhook(CountersignError):

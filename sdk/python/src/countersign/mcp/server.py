@@ -32,7 +32,9 @@ INSTRUCTIONS = (
     "Countersign puts a person between you and consequential actions. Call list_action_types to see "
     "what you may propose; propose_action to ask for approval (it returns at once with the action's id); "
     "then wait_for_action until it is decided. Only act on an approval; a rejection's reason says what "
-    "the reviewer wants instead. For `decision.only` you do the work yourself after approval, with the "
+    "the reviewer wants instead. An execution that `failed` did not take effect; one whose outcome is "
+    "`unknown` may have: check the target before retrying. "
+    "For `decision.only` you do the work yourself after approval, with the "
     "approved parameters (a reviewer may have edited them). To ask a person a question, propose "
     '`human.question` with {"question": ...}; the reviewer\'s comment on the approval is the answer.'
 )
@@ -212,8 +214,20 @@ def describe(action: Action) -> str:
         head = "Expired: nobody decided in time. Do not do it."
     elif action.status == "cancelled":
         head = "Withdrawn before a decision. Do not do it."
+    elif action.status == "unknown":
+        head = (
+            "Approved, but Countersign's execution was interrupted after it may have reached the target: "
+            "NOBODY KNOWS WHETHER IT TOOK EFFECT. Do not retry blindly: check the target before retrying "
+            "(a reviewer may also record what happened, and this action then becomes succeeded or failed). "
+            f"Error: {action.error or 'interrupted'}"
+        )
+    elif action.status == "failed" and action.resolution:
+        head = (
+            "Approved; the execution was interrupted and a reviewer checked the target: it did not happen "
+            f"(note: {action.resolution.get('note', '')}). It is safe to propose it again if it is still needed."
+        )
     elif action.status == "failed":
-        head = f"Approved, but Countersign's execution failed: {action.error}"
+        head = f"Approved, but Countersign's execution failed (it did not take effect): {action.error}"
     elif action.status == "approved" and action.action_type == QUESTION:
         # A question has nothing to do afterwards: the approval's comment is the answer itself.
         answer = "\n\n".join(decision.comments) if decision else ""
@@ -231,6 +245,11 @@ def describe(action: Action) -> str:
             head += " (a reviewer edited them)"
         if answer:
             head += f". Reviewer's comment: {answer}"
+    elif action.status == "succeeded" and action.resolution:
+        head = (
+            "Approved; the execution was interrupted and a reviewer checked the target: it took effect "
+            f"(note: {action.resolution.get('note', '')}). Do not do it again."
+        )
     elif action.status == "succeeded":
         head = "Approved and done by Countersign. Result: " + json.dumps(action.result, ensure_ascii=False)
     else:
