@@ -15,7 +15,8 @@ LAST_USED_RESOLUTION = timedelta(seconds=30)
 
 
 def authenticate_agent_key(raw: str) -> AgentKey | None:
-    """The usable key for ``raw``, or None. Shared by DRF and the async wait view."""
+    """The usable key for ``raw``, or None. Used by AgentKeyAuthentication (every API request, the async wait
+    view included) and by the middleware that records an agent key shown to a reviewer page."""
     parsed = parse_key(raw)
     if parsed is None:
         return None

@@ -16,9 +16,12 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
+from approvals import keyset
 from approvals.models import AuditEvent
 
 PAGE_SIZE = 50
+# The cursor is the edge event's seq itself (the primary key, and the chain's order): the page's links show it.
+NEWEST_FIRST = (keyset.Key("seq", descending=True, kind=int),)
 
 
 @dataclass(frozen=True)
@@ -82,29 +85,23 @@ def _seq_bounds(since: datetime | None, until: datetime | None) -> tuple[int | N
 def audit_page(
     f: AuditFilter, *, before: int | None = None, after: int | None = None, size: int = PAGE_SIZE
 ) -> AuditPage:
-    """One page, newest first. ``before``/``after`` are seq cursors from a previous page's links."""
+    """One page, newest first. ``before``/``after`` are seq cursors from a previous page's links: the page
+    starts just beyond that event (approvals.keyset, on the one key ``seq``)."""
     qs = filtered(f)
     if after is not None:
-        rows = list(qs.filter(seq__gt=after).order_by("seq")[: size + 1])
-        more_newer = len(rows) > size
-        events = rows[:size][::-1]
-        more_older = _any(qs.filter(seq__lte=after).order_by("-seq"))
+        page = keyset.page(qs, NEWEST_FIRST, size=size, after=[after], backward=True, ordered_exists=True)
     else:
-        if before is not None:
-            qs_page = qs.filter(seq__lt=before)
-            more_newer = _any(qs.filter(seq__gte=before).order_by("seq"))
-        else:
-            qs_page, more_newer = qs, False
-        rows = list(qs_page.order_by("-seq")[: size + 1])
-        more_older = len(rows) > size
-        events = rows[:size]
+        cursor = [before] if before is not None else None
+        page = keyset.page(qs, NEWEST_FIRST, size=size, after=cursor, ordered_exists=True)
+    events = page.rows
     if not events:
         # Past either end: offer the way back.
-        return AuditPage(events=[], older=after + 1 if after is not None and more_older else None, newer=None)
+        more_older = after is not None and _any(qs.filter(seq__lte=after).order_by("-seq"))
+        return AuditPage(events=[], older=after + 1 if more_older else None, newer=None)
     return AuditPage(
         events=events,
-        older=events[-1].seq if more_older else None,
-        newer=events[0].seq if more_newer else None,
+        older=events[-1].seq if page.has_next else None,
+        newer=events[0].seq if page.has_prev else None,
     )
 
 

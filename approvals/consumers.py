@@ -18,7 +18,7 @@ import uuid
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from approvals import outbox, selectors
+from approvals import selectors
 from approvals.events import STAFF_GROUP, missed_events, reviewer_group
 from approvals.permissions import user_group_ids
 from approvals.presence import MISSED_BEATS, PresenceBook, heartbeat_seconds, presence_group
@@ -49,7 +49,6 @@ class ReviewerEventsConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated or not user.is_active:
             await self.close(code=4401)
             return
-        outbox.ensure_embedded_relay()
         self.joined = await _groups_for(user)
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)

@@ -105,11 +105,6 @@ class Dashboard:
     def approval_rate(self) -> float | None:
         return self.approved / self.decisions if self.decisions else None
 
-    @property
-    def failure_rate(self) -> float | None:
-        finished = self.succeeded + self.failed
-        return self.failed / finished if finished else None
-
 
 def window(value) -> int:
     """7 or 30 (days); anything else is 7."""

@@ -3,8 +3,8 @@
 Everything here reads through ``selectors.actions_for``, so a reviewer only
 ever counts, searches and pages through what they may see.
 
-Pages are keyset pages (a cursor holds the sort key of the edge row shown,
-primary key last), so page 20 costs what page 1 costs and rows inserted
+Pages are keyset pages (approvals.keyset: a cursor holds the sort key of the edge
+row shown, primary key last, tagged with the sort), so page 20 costs what page 1 costs and rows inserted
 meanwhile never shift a page. Counts are capped (``COUNT_CAP``): each is a
 ``COUNT`` over a ``LIMIT``-ed subquery. A page load is at most: the total, the
 rows (sorted from the matches alone when they are few), one GROUP BY over
@@ -15,12 +15,9 @@ combination can hold a connection for long. bench/queue_bench.py measures it.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -29,16 +26,16 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import OperationalError, connection, transaction
-from django.db.models import Count, F, Q, QuerySet, Value
+from django.db.models import Count, Q, QuerySet, Value
 
 from agents.models import Agent
-from approvals import selectors
+from approvals import keyset, selectors
 from approvals.action_types import registry
+from approvals.edits import check_edit
 from approvals.errors import ServiceError
 from approvals.models import ActionRequest, ActionStatus, Review
 from approvals.models.action import RISK_ORDER, RISK_RANK, Risk
 from approvals.permissions import counted_approvals
-from approvals.services.reviews import check_edit
 from approvals.validation import BadJSON, load_json, unstorable_text
 
 PAGE_SIZE = 50
@@ -63,27 +60,20 @@ def status_label(status: str) -> str:
     return STATUS_LABELS.get(str(status), str(status))
 
 
-@dataclass(frozen=True)
-class SortKey:
-    field: str
-    descending: bool
-
-
+_CREATED, _EXPIRES, _ID = (
+    keyset.Key("created_at", kind=datetime),
+    keyset.Key("expires_at", kind=datetime),
+    keyset.Key("id", kind=uuid.UUID),
+)
 # name -> (label, keys). The last key is the primary key, so every sort is total.
-SORTS: dict[str, tuple[str, tuple[SortKey, ...]]] = {
-    "newest": ("Newest first", (SortKey("created_at", True), SortKey("id", True))),
-    "oldest": ("Oldest first", (SortKey("created_at", False), SortKey("id", False))),
-    "risk": (
-        "Highest risk first",
-        (SortKey("risk_rank", True), SortKey("created_at", False), SortKey("id", False)),
-    ),
-    "expiry": ("Expiring soonest", (SortKey("expires_at", False), SortKey("id", False))),
+SORTS: dict[str, tuple[str, keyset.Ordering]] = {
+    "newest": ("Newest first", (replace(_CREATED, descending=True), replace(_ID, descending=True))),
+    "oldest": ("Oldest first", (_CREATED, _ID)),
+    "risk": ("Highest risk first", (keyset.Key("risk_rank", descending=True, kind=int), _CREATED, _ID)),
+    "expiry": ("Expiring soonest", (_EXPIRES, _ID)),
 }
 DEFAULT_SORT = "newest"
-
-
-class BadCursor(ValueError):
-    """A page link that is not ours, or was made for another sort."""
+BadCursor = keyset.BadCursor  # a page link that is not ours, or was made for another sort
 
 
 class TooSlow(Exception):
@@ -184,74 +174,15 @@ def _agent_id(name: str) -> uuid.UUID | None:
     return Agent.objects.filter(name=name).values_list("id", flat=True).first()
 
 
-# --- cursors -----------------------------------------------------------------------------
-
-
-def _encode_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
-
-
-def _decode_value(key: SortKey, raw: Any) -> Any:
-    if key.field in ("created_at", "expires_at"):
-        value = datetime.fromisoformat(str(raw))
-        if value.tzinfo is None:
-            raise ValueError("naive datetime")
-        return value
-    if key.field == "id":
-        return uuid.UUID(str(raw))
-    if key.field == "risk_rank":
-        if not isinstance(raw, int) or isinstance(raw, bool):
-            raise ValueError("rank")
-        return raw
-    raise ValueError(key.field)
+# --- cursors (approvals.keyset: a cursor is tagged with its sort) -----------------------------------
 
 
 def encode_cursor(sort: str, row: ActionRequest) -> str:
-    keys = SORTS[sort][1]
-    values = [_encode_value(getattr(row, k.field)) for k in keys]
-    raw = json.dumps([sort, *values], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return keyset.encode_cursor(sort, SORTS[sort][1], row)
 
 
 def decode_cursor(sort: str, token: str) -> list[Any]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = load_json(raw)  # strict: a cursor nested 2,000 deep is a bad cursor, not a RecursionError
-        keys = SORTS[sort][1]
-        if not isinstance(data, list) or len(data) != len(keys) + 1 or data[0] != sort:
-            raise ValueError("shape")
-        return [_decode_value(k, v) for k, v in zip(keys, data[1:], strict=True)]
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadCursor("That page link is not valid for this view.") from exc
-
-
-def _beyond(keys: tuple[SortKey, ...], values: list[Any], *, forward: bool) -> Q:
-    """Rows strictly after (``forward``) or before the row whose sort key is ``values``.
-
-    Written as (k1 > v1) OR (k1 = v1 AND k2 > v2) OR ..., plus a redundant
-    ``k1 >= v1`` so the database can start the index scan at the cursor.
-    """
-    clauses = Q()
-    equal = Q()
-    for key, value in zip(keys, values, strict=True):
-        smaller = key.descending == forward  # descending & forward, or ascending & backward -> smaller values
-        clauses |= equal & Q(**{f"{key.field}__{'lt' if smaller else 'gt'}": value})
-        equal &= Q(**{key.field: value})
-    first, value = keys[0], values[0]
-    bound = Q(**{f"{first.field}__{'lte' if first.descending == forward else 'gte'}": value})
-    return bound & clauses
-
-
-def _ordering(keys: tuple[SortKey, ...], *, forward: bool) -> list:
-    order = []
-    for key in keys:
-        descending = key.descending if forward else not key.descending
-        order.append(F(key.field).desc() if descending else F(key.field).asc())
-    return order
+    return keyset.decode_cursor(sort, SORTS[sort][1], token)
 
 
 # --- the queue ------------------------------------------------------------------------------
@@ -288,10 +219,6 @@ class QueuePage:
     @property
     def total_label(self) -> str:
         return _count_label(self.total)
-
-    @property
-    def is_first_page(self) -> bool:
-        return self.prev_cursor is None
 
 
 # What a queue row shows (templates/approvals/_queue_rows.html) and what its sort keys need: nothing else is
@@ -375,27 +302,10 @@ def queue_page(
         candidates = qs.order_by().values("pk")[:FILTER_FIRST_LIMIT]
         qs = qs.filter(pk__in=candidates)
 
-    page_qs = qs.filter(_beyond(keys, cursor, forward=forward)) if cursor else qs
-    ordered = page_qs.order_by(*_ordering(keys, forward=forward))[: page_size + 1]
-    rows = [] if total == 0 else _within(QUERY_TIMEOUT_MS, lambda: list(ordered))
-    if rows is None:
-        raise TooSlow("This view took too long to read; narrow it with a filter (a status, an agent, a type).")
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    if not forward:
-        rows.reverse()
-
-    next_cursor = prev_cursor = None
-    if rows:
-        first, last = rows[0], rows[-1]
-        if forward:
-            has_next = more
-            has_prev = cursor is not None and _exists_beyond(qs, keys, first, forward=False)
-        else:
-            has_prev = more
-            has_next = _exists_beyond(qs, keys, last, forward=True)
-        next_cursor = encode_cursor(filters.sort, last) if has_next else None
-        prev_cursor = encode_cursor(filters.sort, first) if has_prev else None
+    found = keyset.page(qs, keys, size=page_size, after=cursor, backward=not forward, read=_read_rows(total))
+    rows = found.rows
+    next_cursor = encode_cursor(filters.sort, rows[-1]) if found.has_next else None
+    prev_cursor = encode_cursor(filters.sort, rows[0]) if found.has_prev else None
 
     facets = _facet_counts(principal, filters, agent_id, total, candidates) if with_facets else {}
     return QueuePage(
@@ -403,9 +313,18 @@ def queue_page(
     )
 
 
-def _exists_beyond(qs: QuerySet, keys: tuple[SortKey, ...], row: ActionRequest, *, forward: bool) -> bool:
-    values = [getattr(row, k.field) for k in keys]
-    return qs.filter(_beyond(keys, values, forward=forward)).exists()
+def _read_rows(total: int | None) -> Callable[[Callable[[], list[Any]]], list[Any]]:
+    """How the page's rows are read: not at all when nothing matched, else within QUERY_TIMEOUT_MS."""
+
+    def read(fetch: Callable[[], list[Any]]) -> list[Any]:
+        if total == 0:
+            return []
+        rows = _within(QUERY_TIMEOUT_MS, fetch)
+        if rows is None:
+            raise TooSlow("This view took too long to read; narrow it with a filter (a status, an agent, a type).")
+        return rows
+
+    return read
 
 
 # --- counts, and time limits ------------------------------------------------------------------
@@ -583,7 +502,7 @@ class ParamsCheck:
     ok: bool
     changed: bool
     errors: dict[str, list[str]] = field(default_factory=dict)
-    # The policy on the edited action (approvals.services.evaluation): rule, approvals, group, and a sentence
+    # The policy on the edited action (approvals.evaluation): rule, approvals, group, and a sentence
     # for the reviewer, including whether their own approval would count under it. Empty when unchanged.
     policy: dict[str, Any] = field(default_factory=dict)
 
@@ -593,8 +512,8 @@ MAX_PARAMS_TEXT = 256 * 1024
 
 def check_edited_params(action: ActionRequest, raw: str, reviewer=None) -> ParamsCheck:
     """The checks ``approve_action`` runs on edited parameters (schema, credential, the type's own checks,
-    the agent's capability, the policy re-evaluated), without approving: the same service function
-    (``services.reviews.check_edit``). Empty text means "no edits"."""
+    the agent's capability, the policy re-evaluated), without approving: the one edit check approving runs
+    (``approvals.edits.check_edit``). Empty text means "no edits"."""
     text = (raw or "").strip()
     if not text:
         return ParamsCheck(ok=True, changed=False)

@@ -96,8 +96,12 @@ def is_invisible(text: str, i: int) -> bool:
     prev = text[i - 1] if i > 0 else ""
     nxt = text[i + 1] if i + 1 < len(text) else ""
     if ch == _ZWJ:
-        # Inside an emoji sequence (👩‍❤️‍👨): between two pictographs, possibly after a presentation selector.
-        return not (prev and (_pictographic(prev) or prev == _VS16) and nxt and _pictographic(nxt))
+        # Inside an emoji sequence (👩‍❤️‍👨): between two pictographs, possibly after a presentation selector
+        # that itself follows one (a stray selector is marked, and so is a joiner leaning on it).
+        after_emoji = _pictographic(prev) if prev else False
+        if prev == _VS16 and i > 1:
+            after_emoji = _pictographic(text[i - 2])
+        return not (after_emoji and nxt and _pictographic(nxt))
     if ch in (_VS15, _VS16):
         return not (prev and (_pictographic(prev) or (prev in "0123456789#*" and nxt == _KEYCAP)))
     return category in _ALWAYS_CATEGORIES or o in _IGNORABLE or 0xE0000 <= o <= 0xE007F

@@ -51,6 +51,18 @@ REPLAY_OVERLAP_SECONDS = 10
 REPLAY_OVERLAP_ROWS = 50
 
 
+def newest_push_seq() -> int:
+    """The id of the newest push (0: none yet): a page drawn now catches up from there (``missed_events``).
+
+    One read of the primary key index's end per page. Kept out of the push path on purpose: remembering it as
+    each push commits would cost every proposal and decision a cache write, to spare a reviewer's page a read.
+    """
+    return (
+        OutboxMessage.objects.filter(kind=OutboxMessage.Kind.PUSH).order_by("-id").values_list("id", flat=True).first()
+        or 0
+    )
+
+
 def missed_events(*, staff: bool, group_ids: set[int], since: int) -> tuple[list[dict], bool]:
     """Pushes after ``since`` that this reviewer's groups heard; (events, complete).
 

@@ -52,7 +52,9 @@ SENDERS = {"email": "approvals.notify_email.send", "slack": "approvals.slack_not
 
 
 def deliver(message: OutboxMessage) -> None:
-    """Outbox handler (in a worker). Raises to have the outbox retry with backoff."""
+    """Outbox handler (in a worker): the outbox names it (approvals.outbox.NOTIFY_SENDER) rather than importing it.
+
+    Raises to have the outbox retry with backoff (approvals.transport: ``retry_after``, ``permanent``)."""
     action = ActionRequest.objects.select_related("agent", "agent__owner", "reviewer_group").get(id=message.action_id)
     kind, target = channel_kind(message.payload["channel"])
     if kind not in SENDERS:

@@ -6,26 +6,32 @@ A message is claimed with a conditional UPDATE (a lease), so two processes
 never deliver it at the same time; a failed delivery is retried with backoff
 by ``sweep``, which beat runs every few seconds.
 
-Embedded mode (no Redis): the channel layer lives inside the web process, so
-pushes written by the worker or beat are relayed by the web process
-(``run_embedded_relay``) instead of being sent where nobody listens.
+Senders (webhooks, Slack, email) report a failed delivery through the one contract of approvals.transport
+(``TransportError``: ``permanent``, ``retry_after``); any other exception is a transient failure. The worker
+kinds' senders are named here, not imported: they enqueue through this module (a change's notifications, a
+refresh of a Slack message), so importing them back would make a circle.
+
+Every process shares the channel layer (Redis: embedded or not), so a push is sent from whichever process
+delivers it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
+from approvals.audit import Actor, record_event
 from approvals.events import groups_for
-from approvals.models import OutboxMessage
+from approvals.models import ActionRequest, OutboxMessage
+from approvals.transport import TransportError
+from approvals.webhooks import post_webhook
 
 log = logging.getLogger(__name__)
 
@@ -36,30 +42,6 @@ SWEEP_GRACE = timedelta(seconds=2)
 # sleeping between tries: while the broker is down the message stays here and the sweep retries it with
 # backoff, instead of every request that commits one waiting out Celery's retries (docs/RELIABILITY.md).
 PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
-
-_serves_websockets = False
-_relay_task: asyncio.Task | None = None
-
-
-class RetryLater(Exception):
-    """Raised by a handler whose target asked to be left alone (HTTP 429/503 + Retry-After).
-
-    The message is retried like any failure, but not before ``retry_after`` seconds
-    (capped at an hour, so a confused target cannot park a message forever).
-    """
-
-    def __init__(self, message: str, *, retry_after: float):
-        super().__init__(message)
-        self.retry_after = min(3600.0, max(0.0, float(retry_after)))
-
-
-def mark_process_serves_websockets() -> None:
-    global _serves_websockets
-    _serves_websockets = True
-
-
-def can_deliver_push() -> bool:
-    return settings.COUNTERSIGN_SHARED_CHANNEL_LAYER or _serves_websockets
 
 
 def enqueue(kind: str, *, payload: dict, action_id=None) -> OutboxMessage:
@@ -137,25 +119,11 @@ def deliver(message_id: int, *, in_worker: bool = False, written: OutboxMessage 
     message = _claim(message_id, take_over=in_worker, written=written)
     if message is None:
         return False
-    if message.kind == OutboxMessage.Kind.PUSH and not can_deliver_push():
-        # Leave it for the web process's relay; release the lease.
-        OutboxMessage.objects.filter(id=message.id).update(claimed_until=None)
-        return False
     handler = _hand_to_worker if message.kind in WORKER_KINDS and not in_worker else _HANDLERS[message.kind]
     try:
         handler(message)
     except Exception as exc:
-        attempts = message.attempts + 1
-        delay = min(MAX_BACKOFF_SECONDS, 2**attempts)
-        if isinstance(exc, RetryLater):
-            delay = max(delay, exc.retry_after)
-        OutboxMessage.objects.filter(id=message.id).update(
-            attempts=attempts,
-            claimed_until=None,
-            next_attempt_at=timezone.now() + timedelta(seconds=delay),
-            last_error=f"{type(exc).__name__}: {exc}"[:2000],
-        )
-        log.warning("outbox %s #%s failed (attempt %s): %s", message.kind, message.id, attempts, type(exc).__name__)
+        _failed(message, exc)
         return False
     if handler is _hand_to_worker:
         return False  # the lease stays until the worker delivers it, or expires and the sweep re-dispatches
@@ -163,6 +131,29 @@ def deliver(message_id: int, *, in_worker: bool = False, written: OutboxMessage 
     if in_worker and message.kind == OutboxMessage.Kind.WEBHOOK:
         _deliver_next_webhook(message)
     return True
+
+
+def _failed(message: OutboxMessage, exc: Exception) -> None:
+    """Retry with backoff (never sooner than a ``TransportError``'s ``retry_after``), or stop at a permanent one."""
+    attempts = message.attempts + 1
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    if isinstance(exc, TransportError) and exc.permanent:
+        # Sending it again cannot help: settled with its error, kept for the admin until retention prunes it.
+        OutboxMessage.objects.filter(id=message.id).update(
+            attempts=attempts, claimed_until=None, delivered_at=timezone.now(), last_error=error
+        )
+        log.error("outbox %s #%s failed for good (attempt %s): %s", message.kind, message.id, attempts, error)
+        return
+    delay = min(MAX_BACKOFF_SECONDS, 2**attempts)
+    if isinstance(exc, TransportError) and exc.retry_after is not None:
+        delay = max(delay, exc.retry_after)
+    OutboxMessage.objects.filter(id=message.id).update(
+        attempts=attempts,
+        claimed_until=None,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        last_error=error,
+    )
+    log.warning("outbox %s #%s failed (attempt %s): %s", message.kind, message.id, attempts, type(exc).__name__)
 
 
 def _deliver_next_webhook(delivered: OutboxMessage) -> None:
@@ -213,17 +204,13 @@ def _deliver_execute(message: OutboxMessage) -> None:
     )
 
 
-def _deliver_webhook(message: OutboxMessage) -> None:
-    from approvals.webhooks import post_webhook
-
-    post_webhook(message)
+# Named, not imported: approvals.notifications enqueues through this module (see the docstring).
+NOTIFY_SENDER = "approvals.notifications.deliver"
 
 
 def _deliver_notification(message: OutboxMessage) -> None:
-    from approvals.notifications import deliver as deliver_notification
-
     try:
-        deliver_notification(message)
+        import_string(NOTIFY_SENDER)(message)
     except Exception as exc:
         _audit_notification_failure(message, exc)
         raise
@@ -231,9 +218,6 @@ def _deliver_notification(message: OutboxMessage) -> None:
 
 def _audit_notification_failure(message: OutboxMessage, exc: Exception) -> None:
     """``notification.failed``: which channel, which attempt, the error's type (its text may quote a target)."""
-    from approvals.audit import Actor, record_event
-    from approvals.models import ActionRequest
-
     agent_name = ActionRequest.objects.filter(id=message.action_id).values_list("agent__name", flat=True).first() or ""
     try:
         with transaction.atomic():
@@ -258,7 +242,7 @@ def _audit_notification_failure(message: OutboxMessage, exc: Exception) -> None:
 _HANDLERS = {
     OutboxMessage.Kind.PUSH: _deliver_push,
     OutboxMessage.Kind.EXECUTE: _deliver_execute,
-    OutboxMessage.Kind.WEBHOOK: _deliver_webhook,
+    OutboxMessage.Kind.WEBHOOK: post_webhook,
     OutboxMessage.Kind.NOTIFY: _deliver_notification,
 }
 
@@ -269,8 +253,6 @@ def sweep(limit: int = 500) -> int:
     pending = OutboxMessage.objects.filter(
         delivered_at__isnull=True, next_attempt_at__lte=now, created_at__lte=now - SWEEP_GRACE
     )
-    if not can_deliver_push():
-        pending = pending.exclude(kind=OutboxMessage.Kind.PUSH)
     # A webhook waiting for an earlier one of its action is due but cannot be claimed: left out, so that a dead
     # callback's queue never fills the sweep's batch and starves what can go.
     earlier_webhook = OutboxMessage.objects.filter(
@@ -285,35 +267,3 @@ def sweep(limit: int = 500) -> int:
         if deliver(message_id):
             delivered += 1
     return delivered
-
-
-def _relay_pending_pushes() -> None:
-    try:
-        ids = list(
-            OutboxMessage.objects.filter(
-                kind=OutboxMessage.Kind.PUSH, delivered_at__isnull=True, next_attempt_at__lte=timezone.now()
-            )
-            .order_by("id")
-            .values_list("id", flat=True)[:200]
-        )
-        deliver_ids(ids)
-    finally:
-        close_old_connections()
-
-
-async def _relay_loop(interval: float) -> None:
-    while True:
-        try:
-            await sync_to_async(_relay_pending_pushes, thread_sensitive=False)()
-        except Exception:
-            log.exception("embedded event relay failed; retrying")
-        await asyncio.sleep(interval)
-
-
-def ensure_embedded_relay(interval: float = 0.2) -> None:
-    """Start the in-process relay once, when the channel layer is not shared."""
-    global _relay_task
-    if settings.COUNTERSIGN_SHARED_CHANNEL_LAYER:
-        return
-    if _relay_task is None or _relay_task.done():
-        _relay_task = asyncio.get_running_loop().create_task(_relay_loop(interval))

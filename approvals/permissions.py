@@ -17,12 +17,6 @@ def user_group_ids(user) -> set[int]:
     return cached
 
 
-def can_see(user, action: ActionRequest) -> bool:
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
-        return False
-    return user.is_staff or action.reviewer_group_id in user_group_ids(user)
-
-
 def review_refusal(user, action: ActionRequest) -> str | None:
     """Why ``user`` may not decide ``action``, or None when they may."""
     if not getattr(user, "is_authenticated", False) or not user.is_active:
@@ -49,7 +43,7 @@ def counted_approvals() -> Q:
     """The reviews (a ``Review`` filter) that count toward their action's required approvals.
 
     An approval counts only from someone eligible under the rule now in force (an edit can change the rule,
-    approvals.services.evaluation): the policy's own, or a member of the action's reviewer group who is,
+    approvals.evaluation): the policy's own, or a member of the action's reviewer group who is,
     where separation of duties applies, neither the agent's owner nor the person it acts for.
     """
     in_group = Exists(

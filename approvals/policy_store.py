@@ -268,7 +268,7 @@ def simulate(*, agent_name: str, action_type: str, params: dict[str, Any], on_be
     from agents.capabilities import capability_refusal
     from agents.models import Agent
     from approvals.action_types import registry
-    from approvals.services.evaluation import evaluate
+    from approvals.evaluation import evaluate
     from approvals.validation import schema_errors
 
     agent = Agent.objects.filter(name=agent_name).first()

@@ -29,7 +29,8 @@ def is_finished(action: ActionRequest) -> bool:
 
 
 def present_action(action: ActionRequest) -> dict[str, Any]:
-    reviews = list(action.reviews.all())  # prefetched by selectors
+    # Held by a proposal just written in this process (ActionRequest.hold_reviews), else prefetched by selectors.
+    reviews = action.held_reviews if action.held_reviews is not None else list(action.reviews.all())
     # Only approvals from someone eligible under the rule now in force count (an edit can change the rule).
     approvals = sum(1 for r in reviews if review_counts(r, action))
     decision = None

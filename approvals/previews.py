@@ -47,8 +47,8 @@ def compute_preview(
     the credential's scope, as they are now), and it is recorded in the action's timeline (``preview.read``)
     as done for ``viewer`` (the reviewer looking; None: Countersign itself) through ``via``.
     """
+    from approvals.params import resolve_credential
     from approvals.services.execution import credential_view
-    from approvals.services.proposals import resolve_credential
 
     if isinstance(action_type, str):
         found = registry.get(action_type)

@@ -5,9 +5,10 @@ This is the bot that posts approval requests and receives button clicks
 The token comes from ``SLACK_BOT_TOKEN`` (or ``_FILE``) or, failing that, from
 the admin-managed Credential named ``COUNTERSIGN_SLACK_CREDENTIAL``.
 
-Errors come in three kinds: rate limited (``RetryLater`` with Slack's
-``Retry-After``), unavailable (worth retrying with backoff) and refused
-(``SlackRefused``: retrying the same call cannot help).
+Errors come in three kinds, each a ``TransportError`` (approvals.transport): rate
+limited (``RetryLater`` with Slack's ``Retry-After``), unavailable
+(``SlackUnavailable``: worth retrying with backoff) and refused (``SlackRefused``,
+permanent: retrying the same call cannot help).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from approvals.action_types.slack_post import TRANSIENT_ERRORS, api_url
-from approvals.outbox import RetryLater
+from approvals.transport import RetryLater, TransportError
 
 DEFAULT_RETRY_AFTER = 30
 
@@ -30,15 +31,15 @@ class SlackNotConfigured(Exception):
     pass
 
 
-class SlackUnavailable(Exception):
+class SlackUnavailable(TransportError):
     """Slack could not be reached or failed on its side; the same call may work later."""
 
 
-class SlackRefused(Exception):
+class SlackRefused(TransportError):
     """Slack answered ``ok: false`` with an error retrying won't fix (channel_not_found, invalid_auth, …)."""
 
     def __init__(self, method: str, error: str):
-        super().__init__(f"Slack {method} refused: {error}")
+        super().__init__(f"Slack {method} refused: {error}", permanent=True)
         self.method = method
         self.error = error
 

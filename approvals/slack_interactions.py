@@ -7,7 +7,7 @@ The web process (``receive``, behind ``POST /slack/interactivity``):
 2. refuses a replay: each signature is accepted once (``cache.add``, atomic
    in Redis, kept longer than the window);
 3. reduces the payload to a small ``Interaction`` and hands it to a worker
-   (Celery task ``approvals.slack_interaction``), answering Slack at once,
+   (Celery task ``approvals.slack_interaction``, in approvals/tasks.py), answering Slack at once,
    well within its 3 seconds.
 
 The worker (``handle``) maps the Slack user to a reviewer (approvals.slack_users),
@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 from urllib.parse import parse_qs
 
-from celery import shared_task
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
@@ -45,7 +44,6 @@ from approvals import services, slack_notify
 from approvals.audit import Actor, record_refusal
 from approvals.errors import NotAllowed, ServiceError, TargetChanged
 from approvals.models import ActionRequest, Review
-from approvals.outbox import RetryLater
 from approvals.permissions import review_refusal
 from approvals.slack_blocks import (
     APPROVE,
@@ -60,6 +58,7 @@ from approvals.slack_blocks import (
 from approvals.slack_blocks import reject_modal as build_reject_modal
 from approvals.slack_client import SlackNotConfigured, SlackRefused, SlackUnavailable, call, signing_secret, web_client
 from approvals.slack_users import reviewer_for
+from approvals.transport import RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -200,13 +199,8 @@ def dispatch(interaction: Interaction) -> None:
 # --- the worker side ------------------------------------------------------------------------------
 
 
-@shared_task(name=TASK)
-def slack_interaction(interaction: dict) -> str:
-    return handle(Interaction(**interaction))
-
-
 def handle(interaction: Interaction) -> str:
-    """Carry out one interaction; returns what happened (for logs and tests)."""
+    """Carry out one interaction (the task ``TASK``, approvals/tasks.py); returns what happened (for logs and tests)."""
     action = ActionRequest.objects.select_related("agent", "agent__owner", "reviewer_group").filter(
         id=interaction["action"]
     )

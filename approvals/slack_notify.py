@@ -34,8 +34,8 @@ error (docs/slack.md). A Slack answer that says nothing was posted (refused,
 rate limited) removes the row, so the next attempt posts without looking.
 
 The rows of a channel are locked while Slack is called, so two workers never
-post the same copy twice. Rate limits raise ``RetryLater`` (the outbox waits
-Slack's ``Retry-After``) and outages raise (the outbox backs off); nothing is
+post the same copy twice. Rate limits raise ``RetryLater`` (approvals.transport: the
+outbox waits Slack's ``Retry-After``) and outages raise (the outbox backs off); nothing is
 lost and no other message waits. Errors retrying cannot fix (channel_not_found,
 invalid_auth, no token) are audited as ``notification.failed`` and not
 retried; the next event tries again.
@@ -58,11 +58,11 @@ from approvals.action_types.base import Preview
 from approvals.audit import Actor, record_event
 from approvals.models import ActionRequest, ActionStatus, Notification, OutboxMessage, Review
 from approvals.notifications import REMINDER, STATUS
-from approvals.outbox import RetryLater
 from approvals.previews import compute_preview, fingerprint
 from approvals.selectors import reviews_of
 from approvals.slack_blocks import action_message, counted, reminder_text, result_message
 from approvals.slack_client import SlackNotConfigured, SlackRefused, call, web_client
+from approvals.transport import RetryLater
 
 log = logging.getLogger(__name__)
 

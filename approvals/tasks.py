@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from approvals import outbox, services
+from approvals import outbox, services, slack_interactions
 
 
 @shared_task(name="approvals.execute_action")
@@ -39,6 +39,12 @@ def sweep_outbox() -> int:
 @shared_task(name="approvals.deliver_outbox")
 def deliver_outbox(message_id: int) -> bool:
     return outbox.deliver(message_id, in_worker=True)
+
+
+@shared_task(name=slack_interactions.TASK)
+def slack_interaction(interaction: dict) -> str:
+    """An Approve / Reject click or the reject modal, handed over by POST /slack/interactivity."""
+    return slack_interactions.handle(slack_interactions.Interaction(**interaction))
 
 
 @shared_task(name="approvals.send_due_reminders")

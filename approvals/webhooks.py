@@ -14,13 +14,13 @@ from agents.services import webhook_signing_secrets
 from approvals.callbacks import callback_refusal
 from approvals.canonical import canonical_json
 from approvals.models import ActionRequest, OutboxMessage
-from approvals.outbox import RetryLater
 from approvals.tls import client_tls
+from approvals.transport import RetryLater, TransportError
 from approvals.webhook_log import record_attempt, retry_after_seconds
 
 
-class WebhookError(Exception):
-    pass
+class WebhookError(TransportError):
+    """The callback refused or could not be sent to; retried with backoff (DNS and the agent's server may recover)."""
 
 
 def sign(secret: str | list[str], body: bytes, timestamp: int | None = None) -> str:
@@ -43,6 +43,7 @@ def webhook_body(payload: dict) -> bytes:
 
 
 def post_webhook(message: OutboxMessage) -> None:
+    """The outbox's webhook sender: raises ``TransportError`` (approvals.transport) or httpx's errors to be retried."""
     action = ActionRequest.objects.select_related("agent").get(id=message.action_id)
     started = time.monotonic()
     refusal = callback_refusal(action.callback_url)

@@ -1,6 +1,6 @@
 """The audit chain's costs (``make bench-audit``).
 
-1. Verification speed: ``seed_history --audit`` writes ``BENCH_AUDIT_ACTIONS`` (100k) actions' events (about
+1. Verification speed: ``bench.seed_history --audit`` writes ``BENCH_AUDIT_ACTIONS`` (100k) actions' events (about
    3.1 per action) into their own database (``countersign_perf_audit``), then ``manage.py verify_audit``
    checks the whole log; events/s from the time the command reports. Target >= 200k events/s. Also, once,
    each of its two checks alone (the chain over the stored bodies; the columns against them, in SQL), to
@@ -55,7 +55,7 @@ def verify_speed() -> dict:
         common.prepare_database(url, fresh=True)
         log(f"seeding {ACTIONS} actions with their audit events ...")
         subprocess.run(
-            [sys.executable, "manage.py", "seed_history", str(ACTIONS), "--pending", "0", "--audit"],
+            [sys.executable, "-m", "bench.seed_history", str(ACTIONS), "--pending", "0", "--audit"],
             cwd=ROOT,
             env=env,
             check=True,

@@ -1,6 +1,6 @@
 """Flat with history (``make bench-history``): the queue page and the API list at 10k and at 1M actions.
 
-Each size gets its own database (``countersign_perf_h<size>``), seeded by ``manage.py seed_history``
+Each size gets its own database (``countersign_perf_h<size>``), seeded by ``python -m bench.seed_history``
 (``--pending 100``: the queue holds the same 100 pending actions at every size; the rest is history).
 ``BENCH_HISTORY_REUSE=1`` keeps an already seeded database (migrations are still applied), so an index
 change can be measured without seeding a million rows again.
@@ -69,7 +69,7 @@ def seed(size: int) -> float:
     log(f"seeding {size} actions ...")
     started = time.monotonic()
     subprocess.run(
-        [sys.executable, "manage.py", "seed_history", str(size), "--pending", str(PENDING)],
+        [sys.executable, "-m", "bench.seed_history", str(size), "--pending", str(PENDING)],
         cwd=ROOT,
         env=common.server_env(url, LOG_LEVEL="WARNING", DB_POOL="0"),
         check=True,

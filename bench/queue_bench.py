@@ -95,7 +95,8 @@ def make_data(rows: int, fresh: bool) -> None:
                     id, agent_id, action_type, params, summary, context, on_behalf_of, request_digest, callback_url,
                     status, risk, required_approvals, reviewer_group_id, policy_rule, policy_effect,
                     policy_explanation, notify_channels, escalate_channels, decision_reason, created_at, expires_at,
-                    decided_at, execution_started_at, execution_attempts, finished_at, updated_at
+                    decided_at, execution_started_at, execution_attempts, finished_at, updated_at,
+                    modifies_access, web_decision_only, webhook_sequence
                 )
                 SELECT
                     gen_random_uuid(),
@@ -123,7 +124,8 @@ def make_data(rows: int, fresh: bool) -> None:
                     CASE WHEN s.status IN ('succeeded', 'failed') THEN 1 ELSE 0 END,
                     CASE WHEN s.status = 'pending' THEN NULL
                          ELSE t.created + ((i %% 600) * interval '1 minute') + interval '2 seconds' END,
-                    t.created
+                    t.created,
+                    false, false, 0
                 FROM generate_series(%s, %s) AS i,
                 LATERAL (SELECT now() - (i * interval '30 seconds') AS created) AS t,
                 LATERAL (SELECT CASE
@@ -164,7 +166,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from approvals import dashboard, desk
+    from approvals import dashboard, desk, keyset
     from approvals.models import ActionRequest
 
     call_command("migrate", verbosity=0)
@@ -232,8 +234,8 @@ def main() -> None:
         if (desk._count_all([qs]) or [desk.COUNT_CAP + 1])[0] <= desk.COUNT_CAP:  # as queue_page does
             qs = qs.filter(pk__in=qs.order_by().values("pk")[: desk.FILTER_FIRST_LIMIT])
         if after:
-            qs = qs.filter(desk._beyond(keys, desk.decode_cursor(filters.sort, after), forward=True))
-        plan = qs.order_by(*desk._ordering(keys, forward=True))[:51].explain()
+            qs = qs.filter(keyset.beyond(keys, desk.decode_cursor(filters.sort, after), forward=True))
+        plan = qs.order_by(*keyset.ordering(keys, forward=True))[:51].explain()
         used = sorted({w.strip('"') for line in plan.splitlines() for w in line.split() if w.startswith("action_")})
         print(f"  {name:<36} {', '.join(used) or plan.splitlines()[0]}")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import gc
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
 from django.conf import settings
 
@@ -21,13 +21,8 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
-from approvals import outbox  # noqa: E402
 from approvals.middleware import RequestGuard  # noqa: E402
 from approvals.routing import ExactOriginValidator, websocket_urlpatterns  # noqa: E402
-
-# This process serves websockets, so in embedded mode it is the one that
-# relays live events written by the worker (see approvals.outbox).
-outbox.mark_process_serves_websockets()
 
 # Every request is counted and timed by route group, refused ones included (config/request_metrics.py).
 # The guard runs before Django reads a byte: size limits, unreadable paths and query strings (approvals.middleware).

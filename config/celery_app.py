@@ -10,7 +10,7 @@ from kombu import Connection
 
 from config.request_id import connect_celery_signals
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
 
 class CappedBackoffConnection(Connection):

@@ -7,6 +7,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.contrib.auth.models import Group, User
+from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
 from agents.services import create_agent
@@ -16,6 +17,11 @@ from approvals.models import ReviewerToken
 from tests.servers import RecordingServer, process_env, start_web, start_worker
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+# CI runs the property tests on Hypothesis's fixed sequence of examples (.ci/run sets HYPOTHESIS_PROFILE=ci), so a
+# run there passes or fails the same way every time; a developer's runs keep exploring new examples.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 CLI = Actor("user", "tests", "cli")
 
 

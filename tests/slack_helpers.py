@@ -17,7 +17,7 @@ from django.test import Client, override_settings
 from django.utils import timezone
 from slack_sdk.signature import SignatureVerifier
 
-from approvals import outbox, services, slack_interactions
+from approvals import outbox, services, slack_interactions, tasks
 from approvals.models import ActionRequest, Notification, OutboxMessage
 from config.celery_app import app
 from tests.fake_slack import TEAM_ID, FakeSlack
@@ -68,7 +68,7 @@ class InlineWorker:
             if name == "approvals.deliver_outbox":
                 results.append(outbox.deliver(args[0], in_worker=True))
             elif name == slack_interactions.TASK:
-                results.append(slack_interactions.slack_interaction(*args))
+                results.append(tasks.slack_interaction(*args))
             elif name == "approvals.execute_action":
                 results.append(services.execute_action(args[0]))
             else:

@@ -7,21 +7,27 @@ No timings here: the benchmarks measure, the suite only checks behaviour.
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.urls import Resolver404, resolve
 
 from approvals.audit import EDITED, Actor, event_body, iter_events, record_event, verify_chain, verify_log
 from approvals.canonical import canonical_json
 from approvals.models import ActionRequest, ActionStatus, AuditEvent, Review
+from bench.seeding import Command as SeedHistory
 from config.request_id import bind_request_id, reset_request_id
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.django_db(transaction=True)
 def test_seed_history_makes_a_realistic_history_with_a_valid_chain():
-    call_command("seed_history", "300", "--pending", "7", "--audit", "--agents", "3", stdout=io.StringIO())
+    call_command(SeedHistory(), "300", "--pending", "7", "--audit", "--agents", "3", stdout=io.StringIO())
 
     assert ActionRequest.objects.count() == 300
     assert ActionRequest.objects.filter(status=ActionStatus.PENDING).count() == 7
@@ -39,8 +45,43 @@ def test_seed_history_makes_a_realistic_history_with_a_valid_chain():
     assert verify_chain(iter_events()) == (result.checked, None)  # the stored bodies are what record_event writes
 
     # A second seed continues the same chain.
-    call_command("seed_history", "20", "--pending", "0", "--audit", "--agents", "3", stdout=io.StringIO())
+    call_command(SeedHistory(), "20", "--pending", "0", "--audit", "--agents", "3", stdout=io.StringIO())
     assert verify_log().broken is None
+
+
+# Bad input: one clear error, nothing written (as every management command answers it: tests/test_commands.py).
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-5"], "at least 1"),
+        (["10", "--batch", "0"], "--batch must be at least 1"),
+        (["10", "--pending", "11"], "--pending is between"),
+    ],
+)
+@pytest.mark.django_db
+def test_seed_history_refuses_bad_input_in_one_line_and_writes_nothing(args, message):
+    before = (ActionRequest.objects.count(), AuditEvent.objects.count())
+    with pytest.raises(CommandError) as refused:
+        call_command(SeedHistory(), *args, stdout=io.StringIO(), stderr=io.StringIO())
+    text = str(refused.value)
+    assert message in text
+    assert "\n" not in text.strip(), text
+    assert (ActionRequest.objects.count(), AuditEvent.objects.count()) == before
+
+
+def test_seed_history_runs_from_a_shell_as_the_docs_say(stack_env):
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.seed_history", "10", "--pending", "11"],
+        cwd=ROOT,
+        env=stack_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == ["CommandError: --pending is between 0 and the count"], done.stderr
 
 
 @pytest.mark.django_db(transaction=True)

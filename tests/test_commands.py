@@ -108,9 +108,6 @@ CASES: list[tuple[str, list[str], str, str]] = [
     ("pause_executions", [], "", "--reason"),
     ("rotate_credential_keys", ["extra"], "", "unrecognized arguments"),
     ("seed_demo", ["--base-url", "localhost:8000"], "", "--base-url"),
-    ("seed_history", ["-5"], "", "at least 1"),
-    ("seed_history", ["10", "--batch", "0"], "", "--batch must be at least 1"),
-    ("seed_history", ["10", "--pending", "11"], "", "--pending is between"),
     ("verify_audit", ["--from-checkpoint", "/no/such/file"], "", "cannot read"),
     ("verify_audit", ["--from-checkpoint", "{f:checkpoint.json}"], "", "no audit checkpoint"),
 ]

@@ -477,7 +477,7 @@ def test_edited_params_are_checked_without_deciding(browser, agent_api, credenti
 
     result = check({"credential": "internal-api", "method": "PUT", "path": "/v1/restarts"})
     assert (result["ok"], result["changed"], result["errors"]) == (True, True, {})
-    # The policy is re-evaluated on the edit, as approving would (approvals.services.evaluation).
+    # The policy is re-evaluated on the edit, as approving would (approvals.evaluation).
     assert result["policy"]["rule"] == "default" and result["policy"]["your_approval_counts"] is True
     assert check({"credential": "internal-api", "method": "POST", "path": "/v1/restarts"})["changed"] is False
     assert check("")["ok"] is True

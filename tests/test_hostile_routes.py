@@ -163,11 +163,13 @@ def test_the_table_covers_the_routes_that_matter():
 
 
 @pytest.fixture(scope="module")
-def server(stack_env):
+def server(stack_env, tmp_path_factory):
     """A server of this module's own, with agent budgets out of the way: the table sends a few thousand requests
-    with one key, and a 429 would hide what the view does with the input."""
+    with one key, and a 429 would hide what the view does with the input. A var/ of its own: a beat heartbeat
+    another test's beat left in the repository's var/ would make /healthz/dependencies report beat down."""
     env = {
         **stack_env,
+        "COUNTERSIGN_VAR_DIR": str(tmp_path_factory.mktemp("hostile-var")),
         "COUNTERSIGN_AGENT_REQUEST_RATE": "1000000/min",
         "COUNTERSIGN_AGENT_PROPOSAL_RATE": "1000000/min",
         # Slack configured, so its endpoint checks signatures (unconfigured, it answers 503 to everything).

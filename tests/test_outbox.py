@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from approvals import outbox
 from approvals.models import OutboxMessage
+from approvals.transport import TransportError
 
 
 def push_message(**fields) -> OutboxMessage:
@@ -67,3 +68,62 @@ def test_two_deliverers_at_once_deliver_it_once():
         t.join(timeout=30)
     assert sorted(results) == [False, True]
     assert OutboxMessage.objects.get(id=message.id).attempts == 1
+
+
+# --- the transport contract (approvals/transport.py) ----------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("error", "at_least", "at_most"),
+    [
+        pytest.param(RuntimeError("boom"), 2, 3, id="any exception: backoff"),
+        pytest.param(TransportError("down"), 2, 3, id="transient: backoff"),
+        pytest.param(TransportError("slow down", retry_after=120), 120, 121, id="retry_after: not sooner"),
+        pytest.param(TransportError("slow down", retry_after=10**9), 3600, 3601, id="retry_after: capped"),
+    ],
+)
+def test_a_failed_delivery_is_retried_with_backoff_never_sooner_than_retry_after(error, at_least, at_most, monkeypatch):
+    def fail(message):
+        raise error
+
+    monkeypatch.setitem(outbox._HANDLERS, OutboxMessage.Kind.PUSH, fail)
+    message = push_message()
+    started = timezone.now()
+    assert outbox.deliver(message.id) is False
+    message.refresh_from_db()
+    assert message.delivered_at is None and message.attempts == 1 and message.claimed_until is None
+    assert message.last_error == f"{type(error).__name__}: {error}"
+    wait = (message.next_attempt_at - started).total_seconds()
+    assert at_least <= wait <= at_most, wait
+
+
+@pytest.mark.django_db
+def test_a_permanent_failure_is_not_retried(monkeypatch):
+    def refuse(message):
+        raise TransportError("channel_not_found", permanent=True)
+
+    monkeypatch.setitem(outbox._HANDLERS, OutboxMessage.Kind.PUSH, refuse)
+    message = push_message()
+    assert outbox.deliver(message.id) is False
+    message.refresh_from_db()
+    assert message.delivered_at is not None and message.attempts == 1
+    assert message.last_error == "TransportError: channel_not_found"
+    assert outbox.sweep() == 0 and outbox.deliver(message.id) is False
+
+
+# --- the newest push, which pages are drawn with --------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_page_is_drawn_with_the_newest_committed_push():
+    from django.db import transaction
+
+    from approvals.events import newest_push_seq
+
+    first = push_message()
+    assert newest_push_seq() == first.id
+    with transaction.atomic():
+        second = outbox.enqueue(OutboxMessage.Kind.PUSH, payload=dict(first.payload))
+        assert newest_push_seq() == second.id  # this transaction sees its own
+    assert newest_push_seq() == second.id

@@ -18,10 +18,6 @@ FORBIDDEN_HEADERS = {"authorization", "cookie", "host", "idempotency-key", "prox
 MAX_RESPONSE_CHARS = 64 * 1024
 
 
-def _base_url(scope: dict[str, Any]) -> httpx.URL:
-    return httpx.URL(str(scope.get("base_url", "")).rstrip("/") + "/")
-
-
 def target_url(base_url: str, path: str) -> httpx.URL:
     """Join ``path`` under ``base_url``; raise ValueError if it would leave it."""
     if not path.startswith("/") or path.startswith("//"):

@@ -1,13 +1,17 @@
-"""``Authorization: Token <token>`` for reviewers' personal tokens."""
+"""``Authorization: Token <token>`` for reviewers' personal tokens, and the API's door for views outside DRF."""
 
 from __future__ import annotations
 
 import hmac
 from datetime import timedelta
+from typing import Any
 
+from django.http import HttpRequest
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+from rest_framework.settings import api_settings
 
 from approvals.models import ReviewerToken
 
@@ -38,6 +42,25 @@ class ReviewerTokenAuthentication(authentication.BaseAuthentication):
         if found is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked reviewer token.")
         return found
+
+
+def authenticate_api_request(request: HttpRequest, view: Any = None) -> tuple[Any | None, float | None]:
+    """(who is asking, or None; seconds to wait when over their rate, or None), for an API view DRF does not run
+    (the async ``wait``): by the very classes every API view runs, REST_FRAMEWORK's authentication classes (an
+    agent key, a reviewer token, a session) and throttles (the agent key's ``requests`` budget, plus any scope
+    ``view.agent_rate_scopes`` names). A refused key is audited by them as anywhere else. Synchronous (it reads
+    the database and the rate-limit cache): call it through ``sync_to_async``."""
+    drf_request = Request(request, authenticators=[cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES])
+    try:
+        principal = drf_request.user
+    except exceptions.APIException:  # AuthenticationFailed: a key or token that is not (or no longer) good
+        return None, None
+    if not getattr(principal, "is_authenticated", False):
+        return None, None
+    for throttle in (cls() for cls in api_settings.DEFAULT_THROTTLE_CLASSES):
+        if not throttle.allow_request(drf_request, view):
+            return principal, throttle.wait() or 1.0
+    return principal, None
 
 
 class ReviewerTokenScheme(OpenApiAuthenticationExtension):

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status as http
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from agents.capabilities import granted_types
 from agents.models import Agent, AgentKey
-from approvals import policy_store, selectors, services
+from approvals import keyset, policy_store, selectors, services
 from approvals.action_types import registry
 from approvals.api.problems import PROBLEM_CONTENT_TYPE
 from approvals.api.refusals import record_agent_on_reviewer_endpoint
@@ -80,30 +81,50 @@ class IsAgentOrReviewer(BasePermission):
         return IsAgent().has_permission(request, view) or IsReviewer().has_permission(request, view)
 
 
-MAX_CURSOR_CHARS = 200
+class NewestFirst:
+    """The action list's keyset pages (approvals.keyset): newest first, ``?cursor=`` from a page's ``next`` or
+    ``previous`` link, ``?limit=`` actions a page. The cursor is checked before the database sees it: one this
+    API did not issue is a 404 problem."""
 
-
-class NewestFirst(CursorPagination):
-    ordering = ("-created_at", "-id")
+    ordering: keyset.Ordering = (
+        keyset.Key("created_at", descending=True, kind=datetime),
+        keyset.Key("id", descending=True, kind=uuid.UUID),
+    )
     page_size = 50
-    page_size_query_param = "limit"
     max_page_size = 200
+    invalid_cursor_message = "Invalid cursor"
+    NEXT, PREVIOUS = "next", "previous"  # the cursor's tag: which way it pages
 
-    def decode_cursor(self, request):
-        """DRF's cursor, checked before it reaches the database: its position must be a time, as the cursors
-        this API issues carry (anything else made PostgreSQL's filter raise, a 500 that logged the cursor)."""
-        encoded = request.query_params.get(self.cursor_query_param)
-        if encoded is not None and len(encoded) > MAX_CURSOR_CHARS:
+    def paginated_response(self, qs, request, present) -> Response:
+        after, backward = self._cursor(request.query_params.get("cursor"))
+        page = keyset.page(qs, self.ordering, size=self._size(request), after=after, backward=backward)
+        url = request.build_absolute_uri()
+        rows = page.rows
+        return Response(
+            {
+                "next": self._link(url, self.NEXT, rows[-1]) if page.has_next else None,
+                "previous": self._link(url, self.PREVIOUS, rows[0]) if page.has_prev else None,
+                "results": [present(row) for row in rows],
+            }
+        )
+
+    def _cursor(self, token: str | None) -> tuple[list | None, bool]:
+        if not token:  # absent or empty: the first page
+            return None, False
+        try:
+            tag, values = keyset.read_cursor(token, self.ordering)
+        except keyset.BadCursor:
+            raise NotFound(self.invalid_cursor_message) from None
+        if tag not in (self.NEXT, self.PREVIOUS):
             raise NotFound(self.invalid_cursor_message)
-        cursor = super().decode_cursor(request)
-        if cursor is not None and cursor.position is not None:
-            try:
-                position = datetime.fromisoformat(cursor.position)
-            except ValueError:
-                raise NotFound(self.invalid_cursor_message) from None
-            if position.tzinfo is None:
-                raise NotFound(self.invalid_cursor_message)
-        return cursor
+        return values, tag == self.PREVIOUS
+
+    def _size(self, request) -> int:
+        limit = request.query_params.get("limit")  # checked by the view: a whole number, at least 1
+        return min(int(limit), self.max_page_size) if limit else self.page_size
+
+    def _link(self, url: str, tag: str, row) -> str:
+        return replace_query_param(url, "cursor", keyset.encode_cursor(tag, self.ordering, row))
 
 
 class ActionTypesView(APIView):
@@ -157,9 +178,7 @@ class ActionsView(APIView):
             if wanted not in ActionStatus.values:
                 raise ValidationError({"status": [f"One of {', '.join(ActionStatus.values)}."]})
             qs = qs.filter(status=wanted)
-        paginator = NewestFirst()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response([present_action(a) for a in page])
+        return NewestFirst().paginated_response(qs, request, present_action)
 
     @extend_schema(
         operation_id="propose_action",

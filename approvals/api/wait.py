@@ -2,7 +2,10 @@
 
 It subscribes to the action's channel-layer group *before* reading the
 action, so an event between the read and the wait is not missed; database
-reads run in a thread that closes its connection straight after.
+reads run in a thread that closes its connection straight after. Who may ask,
+and how often, is decided by the same authentication classes and throttles as
+every other API request (approvals.api.authentication.authenticate_api_request),
+run in such a thread before the wait begins.
 """
 
 from __future__ import annotations
@@ -18,10 +21,8 @@ from django.db import close_old_connections, connections
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from agents.authentication import authenticate_agent_key
-from agents.ratelimit import hit
-from approvals import outbox, selectors
-from approvals.api.authentication import authenticate_reviewer_token
+from approvals import selectors
+from approvals.api.authentication import authenticate_api_request
 from approvals.api.problems import problem_response
 from approvals.events import action_group
 from approvals.models import ActionStatus
@@ -40,20 +41,10 @@ def _done(action, until: str) -> bool:
 
 
 def _authenticate(request):
-    """(the agent or reviewer asking, or None; seconds to wait when an agent key is over its rate)."""
+    """(the agent or reviewer asking, or None; seconds to wait when an agent key is over its rate): the API's
+    own authentication and throttles (approvals.api.authentication.authenticate_api_request)."""
     try:
-        header = request.headers.get("Authorization", "")
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() == "bearer":
-            key = authenticate_agent_key(credentials.strip())
-            if key is None:
-                return None, None
-            return key.agent, hit(key.public_id, "requests")
-        if scheme.lower() == "token":
-            found = authenticate_reviewer_token(credentials.strip())
-            return (found[0] if found else None), None
-        user = request.user
-        return (user if user.is_authenticated and user.is_active else None), None
+        return authenticate_api_request(request)
     finally:
         connections.close_all()
 
@@ -118,7 +109,6 @@ async def wait_for_action(request, action_id):
         response["WWW-Authenticate"] = 'Bearer realm="countersign"'
         return response
 
-    outbox.ensure_embedded_relay()
     layer = get_channel_layer()
     group = action_group(action_id)
     try:

@@ -219,13 +219,14 @@ class ActionRequest(models.Model):
     def is_pending(self) -> bool:
         return self.status == ActionStatus.PENDING
 
+    # The action's whole set of reviews when this process wrote them all (a proposal just created: none, or the
+    # policy's approval), so that presenting it needs no read-back (approvals.presenters); None: read them.
+    held_reviews: list[Review] | None = None
+
     def hold_reviews(self, reviews: list[Review]) -> None:
-        """Hold ``reviews`` as this action's whole set, as a prefetch would: for an action created in this
-        process, whose only reviews are the ones its creation wrote (presenting it needs no read-back)."""
-        held = self.reviews.all()
-        held._result_cache = list(reviews)
-        held._prefetch_done = True
-        self._prefetched_objects_cache = {"reviews": held}
+        """Hold ``reviews`` as this action's whole set: for an action created in this process, whose only reviews
+        are the ones its creation wrote."""
+        self.held_reviews = list(reviews)
 
     def move_to(self, status: str, *, at=None) -> str:
         """Change status in memory after checking the edge; returns the old status."""

@@ -12,6 +12,7 @@ from approvals.action_types.base import ActionType
 from approvals.audit import Actor
 from approvals.canonical import digest
 from approvals.models import ActionRequest, ActionStatus, ExecutionGrant, OutboxMessage
+from approvals.params import resolve_credential
 from approvals.services.transitions import audit_action, transition
 
 
@@ -28,8 +29,6 @@ def complete_approval(action: ActionRequest, *, actor: Actor, action_type: Actio
 
 def mint_grant_and_enqueue(action: ActionRequest, *, action_type: ActionType, actor: Actor) -> ExecutionGrant:
     """A single-use grant bound to the action, its credential and its approved params; then queue the run."""
-    from approvals.services.proposals import resolve_credential
-
     credential = resolve_credential(action_type, action.effective_params)
     grant = ExecutionGrant.objects.create(
         action=action,

@@ -15,15 +15,15 @@ from agents.capabilities import capability_refusal
 from agents.models import Agent
 from approvals import policies
 from approvals.action_types import registry
-from approvals.action_types.base import ActionType, ParamsRejected
+from approvals.action_types.base import ActionType
 from approvals.audit import Actor, record_refusal
 from approvals.canonical import digest
 from approvals.errors import IdempotencyConflict, InvalidInput, NotAllowed
-from approvals.models import ActionRequest, ActionStatus, Credential, Review
+from approvals.evaluation import Evaluation, evaluate
+from approvals.models import ActionRequest, ActionStatus, Review
+from approvals.params import validate_params
 from approvals.services.approval import complete_approval
-from approvals.services.evaluation import Evaluation, evaluate
 from approvals.services.transitions import audit_action, publish, transition
-from approvals.validation import schema_errors
 
 
 @dataclass(frozen=True)
@@ -49,33 +49,6 @@ class Proposal:
                 "expires_in": self.expires_in,
             }
         )
-
-
-def resolve_credential(action_type: ActionType, params: dict[str, Any]) -> Credential | None:
-    name = action_type.credential_name(params)
-    if not action_type.credential_kinds:
-        return None
-    credential = Credential.objects.filter(name=name, kind__in=action_type.credential_kinds).first() if name else None
-    if credential is None:
-        kinds = ", ".join(action_type.credential_kinds)
-        raise InvalidInput(
-            "Unknown credential.", errors={"params.credential": [f"No credential named {name!r} of kind {kinds}."]}
-        )
-    return credential
-
-
-def validate_params(action_type: ActionType, params: dict[str, Any], prefix: str = "params") -> Credential | None:
-    errors = schema_errors(action_type.params_schema, params, prefix)
-    if errors:
-        raise InvalidInput("Parameters do not match the action type's schema.", errors=errors)
-    credential = resolve_credential(action_type, params)
-    try:
-        action_type.check_params(params, credential)
-    except ParamsRejected as exc:
-        raise InvalidInput(
-            "Parameters were rejected.", errors={f"{prefix}.{k}": v for k, v in exc.errors.items()}
-        ) from None
-    return credential
 
 
 def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, bool]:

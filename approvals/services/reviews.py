@@ -10,18 +10,18 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
-from agents.capabilities import constraint_violation
-from agents.models import Agent, Capability
+from agents.models import Agent
 from approvals import notifications
 from approvals.action_types import registry
 from approvals.audit import Actor, record_refusal
 from approvals.canonical import digest
+from approvals.edits import check_edit
 from approvals.errors import Conflict, EditRefused, InvalidInput, NotAllowed, NotFound, NotPending, TargetChanged
+from approvals.evaluation import EditOutcome
 from approvals.models import ActionRequest, ActionStatus, Review
 from approvals.permissions import review_refusal, uncounted_reason
 from approvals.previews import compute_preview, fingerprint, preview_as_dict
 from approvals.services.approval import complete_approval
-from approvals.services.evaluation import EditOutcome, reevaluate_edit
 from approvals.services.transitions import approval_count, audit_action, lock_action, publish, transition
 
 MAX_COMMENT = 2000
@@ -119,7 +119,8 @@ def _approve(action_id, reviewer, via: str, comment: str, edited_params: dict[st
         action_type = registry.get(action.action_type)
         edits = None
         if edited_params is not None and edited_params != action.effective_params:
-            # An edit is a new proposal for the policy: re-evaluated, never more lenient (services.evaluation).
+            # An edit is a new proposal for the policy: re-evaluated, never more lenient (approvals.evaluation);
+            # the one edit check (approvals.edits), which the desk's live check calls too.
             outcome = check_edit(action, action_type, edited_params)
             edits = {"before": action.effective_params, "after": edited_params}
             action.edited_params = edited_params
@@ -155,42 +156,6 @@ def _approve(action_id, reviewer, via: str, comment: str, edited_params: dict[st
                 action.save(update_fields=["edited_params", "updated_at"])
             publish(action, approvals=approvals)
     return action
-
-
-def check_edit(action: ActionRequest, action_type, edited_params: dict[str, Any]) -> EditOutcome:
-    """Everything approving with ``edited_params`` checks, without writing: the schema, credential and type's
-    checks, the agent's capability, that nobody approved yet, and the policy on the edited action.
-
-    Raises InvalidInput, Conflict or EditRefused; returns what the action will need. approvals.desk's live
-    check calls this too, so what the reviewer is told while typing is what approving does.
-    """
-    from approvals.services.proposals import validate_params
-
-    validate_params(action_type, edited_params)
-    # A reviewer may narrow what the agent asked for, never widen it past the agent's capability.
-    capability = Capability.objects.filter(agent_id=action.agent_id, action_type=action.action_type).first()
-    violation = capability and constraint_violation(action.agent.name, capability, edited_params)
-    if violation:
-        raise InvalidInput(
-            "The edit is outside the agent's capability.",
-            errors={"params": [f"Outside the agent's capability: {violation}"]},
-        )
-    if action.reviews.filter(verdict=Review.Verdict.APPROVE).exists():
-        raise Conflict("Others already approved these parameters; approve them as they are, or reject.")
-    outcome = reevaluate_edit(action, action_type, edited_params)
-    if outcome.denied:
-        raise EditRefused(
-            f"The edited action is denied by rule `{outcome.rule}`: {outcome.denied}",
-            errors={"params": [outcome.explanation]},
-            extra={"policy": outcome.as_dict()},
-        )
-    if outcome.requester_refusal:
-        raise EditRefused(
-            f"The edited action cannot be approved: {outcome.requester_refusal}",
-            errors={"params": [outcome.requester_refusal]},
-            extra={"policy": outcome.as_dict()},
-        )
-    return outcome
 
 
 def _apply_policy(action: ActionRequest, outcome: EditOutcome, *, actor: Actor) -> None:

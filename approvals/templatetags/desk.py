@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import template
 
-from approvals.models import OutboxMessage
+from approvals.events import newest_push_seq
 
 register = template.Library()
 
@@ -12,10 +12,7 @@ register = template.Library()
 @register.simple_tag
 def live_seq() -> int:
     """The newest push when the page was drawn: the page's socket catches up from here (approvals.events)."""
-    return (
-        OutboxMessage.objects.filter(kind=OutboxMessage.Kind.PUSH).order_by("-id").values_list("id", flat=True).first()
-        or 0
-    )
+    return newest_push_seq()
 
 
 @register.filter

