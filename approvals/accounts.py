@@ -36,7 +36,7 @@ from approvals.audit import Actor, record_event
 
 STAFF_GROUP = "countersign-staff"
 
-# What the admin pages of agents/admin.py and approvals/admin.py let staff do, per model. Changes there go
+# What the admin pages of approvals/agent_admin.py and approvals/admin.py let staff do, per model. Changes there go
 # through audited services; models the admin shows read-only need only "view". No auth.* permission: staff
 # must not be able to change people or groups (their own included).
 STAFF_PERMISSIONS: dict[tuple[str, str], tuple[str, ...]] = {

@@ -1,7 +1,12 @@
+"""Staff's admin pages. The agents' pages (Agent, keys, capabilities) are in approvals/agent_admin.py, registered
+from here: what reduces an agent's reach cancels actions (approvals.services.containment), so they belong to the
+app that depends on both, and agents/ never imports approvals/ for them."""
+
 from django import forms
 from django.contrib import admin
 from django.shortcuts import redirect
 
+from approvals import agent_admin  # noqa: F401 - registers the agents' admin pages
 from approvals.audit import Actor
 from approvals.credentials import SETTINGS as CREDENTIAL_SETTINGS
 from approvals.credentials import create_credential, set_secret, update_scope, update_settings

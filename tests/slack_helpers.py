@@ -17,9 +17,10 @@ from django.test import Client, override_settings
 from django.utils import timezone
 from slack_sdk.signature import SignatureVerifier
 
-from approvals import outbox, services, slack_interactions, tasks
+from approvals import outbox, policy_store, services, slack_interactions, tasks
 from approvals.models import ActionRequest, Notification, OutboxMessage
 from config.celery_app import app
+from tests.conftest import CLI
 from tests.fake_slack import TEAM_ID, FakeSlack
 
 BOT_TOKEN = "xoxb-countersign-bot-token-0001"
@@ -233,3 +234,24 @@ def propose(agent, **overrides) -> ActionRequest:
     } | overrides
     action, _ = services.propose_action(agent=agent, proposal=services.Proposal(**fields))
     return action
+
+
+def remind_after_a_minute(name: str, *, notify: tuple[str, ...] = (), escalate_to: tuple[str, ...] = ()) -> None:
+    """A rule for decision.only actions that reminds after 60 s (and escalates to ``escalate_to``)."""
+    rule: dict[str, Any] = {
+        "name": name,
+        "action_type": "decision.only",
+        "effect": "require",
+        "reminder_after_seconds": 60,
+    }
+    if notify:
+        rule["notify"] = list(notify)
+    if escalate_to:
+        rule["escalate_to"] = list(escalate_to)
+    policy_store.save_rule(rule, actor=CLI)
+
+
+def send_reminder_now(action) -> int:
+    """The action's reminder falls due and the beat task sends it (its messages are then in the outbox)."""
+    ActionRequest.objects.filter(id=action.id).update(remind_at=timezone.now() - timedelta(seconds=1))
+    return services.send_due_reminders()

@@ -31,6 +31,8 @@ from tests.slack_helpers import (
     deliver_due,
     posted,
     propose,
+    remind_after_a_minute,
+    send_reminder_now,
     slack,  # noqa: F401 - fixture
     time_passes,
 )
@@ -95,20 +97,10 @@ def test_a_post_slack_accepted_after_the_timeout_is_found_not_posted_again(slack
 
 
 def test_a_reminder_slack_accepted_after_the_timeout_is_not_repeated(slack, agent, impatient):
-    policy_store.save_rule(
-        {
-            "name": "remind",
-            "action_type": "decision.only",
-            "effect": "require",
-            "notify": ["slack:#approvals"],
-            "reminder_after_seconds": 60,
-        },
-        actor=CLI,
-    )
+    remind_after_a_minute("remind", notify=("slack:#approvals",))
     action = propose(agent)
     deliver_due()
-    ActionRequest.objects.filter(id=action.id).update(remind_at=timezone.now() - timedelta(seconds=1))
-    assert services.send_due_reminders() == 1
+    assert send_reminder_now(action) == 1
     slack.answer_late("chat.postMessage", SLOW_ANSWER, times=1)
     assert deliver_due() == 0
     assert retry_later() == 1
@@ -188,21 +180,10 @@ def test_a_result_slack_accepted_after_the_timeout_is_threaded_once(
 
 
 def test_every_copy_shows_the_decision_and_none_keeps_its_buttons(slack, agent, reviewer):
-    policy_store.save_rule(
-        {
-            "name": "escalate",
-            "action_type": "decision.only",
-            "effect": "require",
-            "notify": ["slack:#approvals"],
-            "reminder_after_seconds": 60,
-            "escalate_to": ["slack:#sre-leads"],
-        },
-        actor=CLI,
-    )
+    remind_after_a_minute("escalate", notify=("slack:#approvals",), escalate_to=("slack:#sre-leads",))
     action = propose(agent)
     deliver_due()
-    ActionRequest.objects.filter(id=action.id).update(remind_at=timezone.now() - timedelta(seconds=1))
-    assert services.send_due_reminders() == 1
+    assert send_reminder_now(action) == 1
     deliver_due()
     # Before the decision: the message and its reminder in #approvals, the whole message in #sre-leads.
     assert len(ours(slack, APPROVALS, action)) == 2 and len(ours(slack, ESCALATION, action)) == 1
@@ -226,19 +207,9 @@ def test_every_copy_shows_the_decision_and_none_keeps_its_buttons(slack, agent, 
 
 def test_a_late_decision_still_reaches_the_escalated_copy_when_the_reminder_went_first(slack, agent, reviewer):
     """Expiry after escalation: the escalation channel's copy says expired, without buttons."""
-    policy_store.save_rule(
-        {
-            "name": "escalate",
-            "action_type": "decision.only",
-            "effect": "require",
-            "reminder_after_seconds": 60,
-            "escalate_to": ["slack:#sre-leads"],
-        },
-        actor=CLI,
-    )
+    remind_after_a_minute("escalate", escalate_to=("slack:#sre-leads",))
     action = propose(agent)
-    ActionRequest.objects.filter(id=action.id).update(remind_at=timezone.now() - timedelta(seconds=1))
-    services.send_due_reminders()
+    send_reminder_now(action)
     deliver_due()
     ActionRequest.objects.filter(id=action.id).update(expires_at=timezone.now() - timedelta(seconds=1))
     services.expire_due_actions()
@@ -250,19 +221,9 @@ def test_a_late_decision_still_reaches_the_escalated_copy_when_the_reminder_went
 
 def test_an_escalation_whose_answer_was_lost_is_found_and_closed_when_decided(slack, agent, reviewer, impatient):
     """The reminder's post to the escalation channel timed out; the action is decided before any retry."""
-    policy_store.save_rule(
-        {
-            "name": "escalate-only",
-            "action_type": "decision.only",
-            "effect": "require",
-            "reminder_after_seconds": 60,
-            "escalate_to": ["slack:#sre-leads"],
-        },
-        actor=CLI,
-    )
+    remind_after_a_minute("escalate-only", escalate_to=("slack:#sre-leads",))
     action = propose(agent)
-    ActionRequest.objects.filter(id=action.id).update(remind_at=timezone.now() - timedelta(seconds=1))
-    services.send_due_reminders()
+    send_reminder_now(action)
     slack.answer_late("chat.postMessage", SLOW_ANSWER, times=1)
     assert deliver_due() == 0
     [escalated] = ours(slack, ESCALATION, action)

@@ -34,6 +34,8 @@ from tests.slack_helpers import (
     mrkdwn_texts,
     posted,
     propose,
+    remind_after_a_minute,
+    send_reminder_now,
     slack,  # noqa: F401 - fixture
     time_passes,
     worker,  # noqa: F401 - fixture
@@ -284,21 +286,10 @@ def test_late_and_reordered_deliveries_converge_on_the_current_state(slack, agen
 
 
 def test_reminders_reply_in_the_thread_and_reach_escalation_channels_in_full(slack, agent):
-    policy_store.save_rule(
-        {
-            "name": "remind",
-            "action_type": "decision.only",
-            "effect": "require",
-            "notify": ["slack:#approvals"],
-            "reminder_after_seconds": 60,
-            "escalate_to": ["slack:#sre-leads"],
-        },
-        actor=CLI,
-    )
+    remind_after_a_minute("remind", notify=("slack:#approvals",), escalate_to=("slack:#sre-leads",))
     action = propose(agent)
     deliver_due()
-    ActionRequest.objects.filter(id=action.id).update(remind_at=timezone.now() - timedelta(seconds=1))
-    assert services.send_due_reminders() == 1
+    assert send_reminder_now(action) == 1
     deliver_due()
 
     [reminder] = slack.replies(APPROVALS, posted(action).external_id)

@@ -1,5 +1,8 @@
 """Staff manage agents, their keys and capabilities here; every change goes through audited services.
 
+Registered by approvals/admin.py (Django discovers only modules named ``admin``): it lives in approvals/, not
+agents/, because it calls approvals' containment service, and agents/ must not depend on approvals/.
+
 What reduces an agent's reach (disable, revoke a key, revoke or narrow a capability, freeze) goes through
 approvals.services.containment, which also cancels the actions that lost their ground; the rest through
 agents.services.
