@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install migrate run clean bench-load soak chaos
+.PHONY: demo test test-fast lint format install migrate run clean bench-load soak chaos
 .PHONY: bench bench-submit bench-push bench-execute bench-history bench-audit bench-memory
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -43,6 +43,8 @@ chaos: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 format: install
 	$(VENV)/bin/ruff check --fix .
@@ -50,6 +52,11 @@ format: install
 
 test: lint
 	$(VENV)/bin/pytest
+
+# The fast lane: tests/unit, the pure modules, in seconds. No PostgreSQL and no Redis: both URLs point at closed
+# ports, so a test that reached for either would fail here rather than quietly use a server.
+test-fast: install
+	DATABASE_URL=postgres://nobody@127.0.0.1:1/none REDIS_URL=redis://127.0.0.1:1/0 $(VENV)/bin/pytest tests/unit -q
 
 # 50 agents x 60 s on a fresh database, its own Redis, uvicorn --workers 2, a worker and beat (docs/RELIABILITY.md).
 # BENCH_AGENTS=10 BENCH_SECONDS=10 for a short run.

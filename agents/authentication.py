@@ -9,6 +9,7 @@ from rest_framework import authentication, exceptions
 
 from agents.keys import parse_key, secret_matches
 from agents.models import AgentKey
+from audit.chain import Actor, record_refusal
 
 # last_used_at is written at most this often per key, not on every request.
 LAST_USED_RESOLUTION = timedelta(seconds=30)
@@ -36,8 +37,6 @@ def authenticate_agent_key(raw: str) -> AgentKey | None:
 
 
 def _record_refused_key(key: AgentKey, refusal: str) -> None:
-    from approvals.audit import Actor, record_refusal
-
     agent = key.agent
     reason = f"{refusal}: {agent.frozen_reason}" if refusal == "agent frozen" and agent.frozen_reason else refusal
     record_refusal(

@@ -19,30 +19,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Any
 
-from django.core.exceptions import ValidationError
-
 from agents.models import Agent, Capability
-
-MAX_PATTERNS = 100
-
-
-def validate_constraints(constraints: Any) -> dict[str, list[str]]:
-    """The constraints, checked for shape; raises ValidationError naming what is wrong."""
-    if constraints in (None, ""):
-        return {}
-    if not isinstance(constraints, dict):
-        raise ValidationError("Constraints are an object mapping a parameter name to a list of patterns.")
-    for name, patterns in constraints.items():
-        if not isinstance(name, str) or not name:
-            raise ValidationError("Constraint names are parameter names.")
-        if (
-            not isinstance(patterns, list)
-            or not patterns
-            or len(patterns) > MAX_PATTERNS
-            or not all(isinstance(p, str) and p for p in patterns)
-        ):
-            raise ValidationError(f"Constraint {name!r} needs a list of 1 to {MAX_PATTERNS} non-empty patterns.")
-    return constraints
 
 
 def _values(value: Any) -> list[str] | None:

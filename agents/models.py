@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+from catalog import registry
 
 
 def _webhook_secret() -> str:
@@ -14,6 +17,29 @@ def _webhook_secret() -> str:
 
 
 new_webhook_secret = _webhook_secret  # the name migration 0001 refers to stays
+
+
+# A capability's constraints (agents.capabilities says what they mean): at most this many patterns each.
+MAX_PATTERNS = 100
+
+
+def validate_constraints(constraints: Any) -> dict[str, list[str]]:
+    """A capability's constraints, checked for shape; raises ValidationError naming what is wrong."""
+    if constraints in (None, ""):
+        return {}
+    if not isinstance(constraints, dict):
+        raise ValidationError("Constraints are an object mapping a parameter name to a list of patterns.")
+    for name, patterns in constraints.items():
+        if not isinstance(name, str) or not name:
+            raise ValidationError("Constraint names are parameter names.")
+        if (
+            not isinstance(patterns, list)
+            or not patterns
+            or len(patterns) > MAX_PATTERNS
+            or not all(isinstance(p, str) and p for p in patterns)
+        ):
+            raise ValidationError(f"Constraint {name!r} needs a list of 1 to {MAX_PATTERNS} non-empty patterns.")
+    return constraints
 
 
 class Agent(models.Model):
@@ -112,9 +138,6 @@ class Capability(models.Model):
         return f"{self.agent.name}: {self.action_type}"
 
     def clean(self) -> None:
-        from agents.capabilities import validate_constraints
-        from approvals.action_types import registry
-
         action_type = registry.get(self.action_type)
         if action_type is None:
             raise ValidationError({"action_type": f"No action type named {self.action_type!r}."})

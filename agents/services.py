@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from agents.keys import new_key
 from agents.models import Agent, AgentKey, Capability, new_webhook_secret
-from approvals.audit import Actor, record_event
+from audit.chain import Actor, record_event
 
 
 def _audit(actor: Actor, verb: str, agent: Agent, data: dict | None = None) -> None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from approvals import outbox, services, slack_interactions
+from approvals import services
+from approvals.outbox import dispatcher as outbox
+from approvals.services import retention
+from approvals.slack import interactions as slack_interactions
+from audit import chain, checkpoints
 
 
 @shared_task(name="approvals.execute_action")
@@ -54,30 +58,24 @@ def send_due_reminders() -> int:
 
 @shared_task(name="approvals.report_refusal_counts")
 def report_refusal_counts() -> int:
-    """Beat: the refusals counted (not written one by one) in minutes that are over (approvals.audit)."""
-    from approvals.audit import report_refusal_counts as report
-
-    return report()
+    """Beat: the refusals counted (not written one by one) in minutes that are over (audit.chain)."""
+    return chain.report_refusal_counts()
 
 
 @shared_task(name="approvals.audit_checkpoint")
 def audit_checkpoint() -> int:
-    """Beat: sign the audit chain's head into the log (approvals.audit_checkpoints); -1 when no key is set."""
-    from approvals.audit_checkpoints import CheckpointError, emit_checkpoint, log
-
+    """Beat: sign the audit chain's head into the log (audit.checkpoints); -1 when no key is set."""
     try:
-        return emit_checkpoint().seq
-    except CheckpointError as exc:
-        log.error("no audit checkpoint: %s", exc)  # loud every interval, without a traceback
+        return checkpoints.emit_checkpoint().seq
+    except checkpoints.CheckpointError as exc:
+        checkpoints.log.error("no audit checkpoint: %s", exc)  # loud every interval, without a traceback
         return -1
 
 
 @shared_task(name="approvals.prune_expired_records")
 def prune_expired_records() -> int:
     """Beat: delivered outbox rows, webhook delivery logs and finished actions' notifications past retention."""
-    from approvals.services.retention import prune_expired_records as prune
-
-    return prune().total
+    return retention.prune_expired_records().total
 
 
 @shared_task(name="approvals.beat_heartbeat")

@@ -59,7 +59,7 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 
 from bench.common import server_env  # noqa: E402
-from tests.reliability_support import (  # noqa: E402
+from tests.support.reliability_support import (  # noqa: E402
     RedisServer,
     audit_chain_intact,
     is_ready,
@@ -70,7 +70,7 @@ from tests.reliability_support import (  # noqa: E402
     start_procfile_web,
     stop_all,
 )
-from tests.servers import VENV_BIN, free_port  # noqa: E402
+from tests.support.servers import VENV_BIN, free_port  # noqa: E402
 
 PG_BIN = Path(os.environ.get("CHAOS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SETTLED = {"succeeded", "failed", "unknown", "rejected", "expired", "cancelled"}

@@ -329,7 +329,7 @@ BENCH_ACTOR_NAME = "bench"
 
 
 def actor():
-    from approvals.audit import Actor
+    from audit.chain import Actor
 
     return Actor("user", BENCH_ACTOR_NAME, "cli")
 

@@ -70,7 +70,7 @@ class Target:
 
 def fixtures(target_url: str) -> tuple[str, str, dict]:
     """(agent key, reviewer token, the proposal) for http.request on ``target_url``."""
-    from approvals.credentials import create_credential
+    from approvals.services.credentials import create_credential
 
     credential = f"bench-target-{common.RUN_ID}"
     create_credential(

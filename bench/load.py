@@ -17,7 +17,7 @@ once, and as many requests as there are succeeded actions), the outbox is empty,
 It prints requests per second and latency percentiles, and exits 1 if any check failed.
 
 Agents' budgets are raised for the bench (``COUNTERSIGN_AGENT_*_RATE``): it measures the service, not the
-rate limiter. tests/test_reliability_load.py runs the same code for 10 agents x 10 s in the normal suite.
+rate limiter. tests/reliability/test_reliability_load.py runs the same code for 10 agents x 10 s in the normal suite.
 """
 
 from __future__ import annotations
@@ -201,14 +201,14 @@ def _percentiles(values: list[float]) -> str:
 def run(config: Config, env: dict[str, str], log_dir: Path, name: str = "load") -> Result:
     """Drive the stack on ``env``'s database (Django in this process must use the same one) and check it."""
     from approvals.models import ActionRequest, OutboxMessage
-    from tests.reliability_support import (
+    from tests.support.reliability_support import (
         audit_chain_intact,
         make_cast,
         start_beat,
         start_uvicorn,
         stop_all,
     )
-    from tests.servers import RecordingServer, start_worker, wait_until
+    from tests.support.servers import RecordingServer, start_worker, wait_until
 
     env = {**RATES, **env}
     # The layout docs/deploy.md recommends: a connection pool per web process, kept connections in the worker.
@@ -306,8 +306,8 @@ def main() -> int:
     import psycopg
     from cryptography.fernet import Fernet
 
-    from tests.reliability_support import RedisServer
-    from tests.servers import VENV_BIN
+    from tests.support.reliability_support import RedisServer
+    from tests.support.servers import VENV_BIN
 
     config = Config.from_env()
     pg = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")

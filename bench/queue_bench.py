@@ -10,7 +10,8 @@ generate_series per 100,000: 20 agents, six action types, two reviewer groups (8
 actions and the rest decided over the last year (succeeded, rejected, expired, failed), half of them on
 someone's behalf, summaries made of a few common words.
 
-It times the reads the reviewer's pages make (approvals.desk.queue_page, approvals.dashboard.dashboard_for)
+It times the reads the reviewer's pages make (approvals.selectors.desk.queue_page,
+approvals.selectors.dashboard.dashboard_for)
 as a reviewer of one group and as staff: the first page, a page deep in the history through a cursor, each
 sort, search, filters, the capped counts, the dashboard over 7 and 30 days. It prints the median and the
 worst of a few runs in milliseconds, and the plan of the main page queries (which index they use).
@@ -166,8 +167,8 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from approvals import dashboard, desk, keyset
     from approvals.models import ActionRequest
+    from approvals.selectors import dashboard, desk, keyset
 
     call_command("migrate", verbosity=0)
     make_data(args.rows, args.fresh)

@@ -7,7 +7,7 @@ Rows go in with COPY in batches, oldest first: a realistic mix of action types, 
 outcomes (mostly succeeded, then rejected, expired, cancelled, failed, decision-only approvals), each decided
 action with its review(s), and ``--pending`` actions still waiting in the queue. With ``--audit`` every
 action also gets its audit events (proposed, decided, executed), appended to the hash chain exactly as
-``approvals.audit.record_event`` would chain them (``body`` included), so ``verify_audit`` has a realistic log
+``audit.chain.record_event`` would chain them (``body`` included), so ``verify_audit`` has a realistic log
 to check.
 
 The agents, reviewers and groups it needs are made directly (``history-*``), not through the audited
@@ -30,9 +30,10 @@ from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from agents.models import Agent
-from approvals.action_types import registry
-from approvals.audit import GENESIS_HASH, _lock_and_read_head, seal
-from approvals.models import ActionRequest, ActionStatus, AuditEvent, Review
+from approvals.models import ActionRequest, ActionStatus, Review
+from audit.chain import GENESIS_HASH, _lock_and_read_head, seal
+from audit.models import AuditEvent
+from catalog import registry
 
 # Outcome of a historic (not pending) action, by weight.
 OUTCOMES = [

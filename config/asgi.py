@@ -21,12 +21,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
-from approvals.middleware import RequestGuard  # noqa: E402
-from approvals.routing import ExactOriginValidator, websocket_urlpatterns  # noqa: E402
+from approvals.live.routing import ExactOriginValidator, websocket_urlpatterns  # noqa: E402
+from approvals.web.middleware import RequestGuard  # noqa: E402
 
 # Every request is counted and timed by route group, refused ones included (config/request_metrics.py).
-# The guard runs before Django reads a byte: size limits, unreadable paths and query strings (approvals.middleware).
-# Sockets open only from the site's exact origin, port included (approvals.routing).
+# The guard runs before Django reads a byte: size limits, unreadable paths and query strings (approvals.web.middleware).
+# Sockets open only from the site's exact origin, port included (approvals.live.routing).
 application = request_metrics.RequestMetrics(
     RequestGuard(
         ProtocolTypeRouter(

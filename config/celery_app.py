@@ -10,6 +10,11 @@ from kombu import Connection
 
 from config.request_id import connect_celery_signals
 
+# Handing a task to the broker: one immediate retry (a pooled connection that died with a Redis restart), no
+# sleeping between tries: while the broker is down the outbox message stays and the sweep retries it with
+# backoff, instead of every request that commits one waiting out Celery's retries (docs/RELIABILITY.md).
+PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
 
@@ -55,8 +60,6 @@ class SweepOutboxOnConnect(bootsteps.StartStopStep):
     requires = {"celery.worker.consumer.tasks:Tasks"}
 
     def start(self, c) -> None:
-        from approvals.outbox import PUBLISH_RETRY
-
         try:
             c.app.send_task("approvals.sweep_outbox", retry_policy=PUBLISH_RETRY)
         except Exception as exc:  # the broker went away again: beat's sweep is still there

@@ -2,7 +2,7 @@
 
 The middleware accepts a well-formed ``X-Request-ID`` from the caller (or makes
 one), returns it in the response and keeps it in a contextvar for the request.
-The JSON log formatter (``config.logging``) and ``approvals.audit.record_event``
+The JSON log formatter (``config.logging``) and ``audit.chain.record_event``
 read it from there. Celery carries it in a message header: ``before_task_publish``
 adds it to each task the current request or task sends, ``task_prerun`` restores
 it in the worker (a task sent without one, e.g. by beat, gets a fresh id).

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 from approvals.api.schema import SwaggerView
@@ -20,9 +21,14 @@ urlpatterns = [
     path("api/docs/", SwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    # The one-time set-password link printed by create_reviewer (approvals.accounts.password_link).
+    # The one-time set-password link printed by create_reviewer (approvals.services.accounts.password_link).
     path("accounts/reset/<uidb64>/<token>/", SetPasswordView.as_view(), name="password_set"),
     path("accounts/reset/done/", PasswordSetDoneView.as_view(), name="password_set_done"),
+    # The audit log's admin pages moved with its models to the audit app; old links and bookmarks still land.
+    re_path(
+        r"^admin/approvals/auditevent/(?P<rest>.*)$",
+        RedirectView.as_view(url="/admin/audit/auditevent/%(rest)s", permanent=True, query_string=True),
+    ),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),

@@ -6,15 +6,14 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group
 from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
-from agents.services import create_agent
-from approvals.audit import Actor
-from approvals.credentials import create_credential
 from approvals.models import ReviewerToken
-from tests.servers import RecordingServer, process_env, start_web, start_worker
+from approvals.services.credentials import create_credential
+from tests.factories import CLI, AgentFactory, ReviewerFactory, UserFactory, propose_body, reviewer_group
+from tests.support.servers import RecordingServer, process_env, start_web, start_worker
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -22,55 +21,47 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 # run there passes or fails the same way every time; a developer's runs keep exploring new examples.
 hypothesis_settings.register_profile("ci", derandomize=True, database=None)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-CLI = Actor("user", "tests", "cli")
+__all__ = ["CLI", "propose_body"]  # tests import these from here as well as from tests.factories
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _clean_redis():
-    """The test Redis database holds only this run's queues and channel groups."""
+    """The test Redis database holds only this run's queues and channel groups (tests/unit overrides this: the fast
+    lane runs with no Redis at all)."""
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
 
 
 @pytest.fixture
-def reviewers_group(db):
-    return Group.objects.get_or_create(name=settings.COUNTERSIGN_DEFAULT_REVIEWER_GROUP)[0]
-
-
-def _user(username: str, group: Group | None = None, **extra) -> User:
-    user = User.objects.create_user(
-        username=username, email=f"{username}@example.com", password="pw-" + username, **extra
-    )
-    if group is not None:
-        user.groups.add(group)
-    return user
+def reviewers_group(db) -> Group:
+    return reviewer_group()
 
 
 @pytest.fixture
 def owner(db):
     """The accountable human behind the agent (not a reviewer)."""
-    return _user("olivia")
+    return UserFactory(username="olivia")
 
 
 @pytest.fixture
 def reviewer(reviewers_group):
-    return _user("rita", reviewers_group)
+    return ReviewerFactory(username="rita")
 
 
 @pytest.fixture
 def second_reviewer(reviewers_group):
-    return _user("sam", reviewers_group)
+    return ReviewerFactory(username="sam")
 
 
 @pytest.fixture
 def outsider(db):
     """Signed in, but in no reviewer group."""
-    return _user("oscar")
+    return UserFactory(username="oscar")
 
 
 @pytest.fixture
 def agent_and_key(owner):
-    agent, _, raw = create_agent(name="helper-bot", owner=owner, actor=CLI, allow=["decision.only", "http.request"])
-    return agent, raw
+    agent = AgentFactory(name="helper-bot", owner=owner, allow=["decision.only", "http.request"])
+    return agent, agent.raw_key
 
 
 @pytest.fixture
@@ -114,7 +105,7 @@ TARGET_SECRET = "s3cr3t-target-token-never-shown"
 
 @pytest.fixture
 def credential(target, db):
-    # Preview reads on: the tests that show a diff read it from the target (tests/test_preview_reads.py: off).
+    # Preview reads on: the tests that show a diff read it from the target (tests/web/test_preview_reads.py: off).
     return create_credential(
         name="internal-api",
         kind="http_bearer",
@@ -123,17 +114,6 @@ def credential(target, db):
         actor=CLI,
         allow_preview_reads=True,
     )
-
-
-def propose_body(**overrides):
-    body = {
-        "action_type": "decision.only",
-        "params": {"command": "restart", "service": "billing"},
-        "summary": "Restart the billing service",
-        "context": {"reasoning": "It is stuck."},
-    }
-    body.update(overrides)
-    return body
 
 
 # --- real processes ----------------------------------------------------------------

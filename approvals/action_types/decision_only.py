@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from approvals.action_types.base import ActionType
-from approvals.models.action import Risk
+from catalog.base import ActionType
+from catalog.risk import Risk
 
 
 class DecisionOnly(ActionType):

@@ -18,9 +18,9 @@ from django.core.mail import EmailMessage, get_connection
 from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from django.core.validators import validate_email
 
-from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
-from approvals.models.action import Risk
-from approvals.redaction import Redactor
+from approvals.credentials.redaction import Redactor
+from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview
+from catalog.risk import Risk
 
 MAX_RECIPIENTS = 50
 MAX_SUBJECT_CHARS = 200

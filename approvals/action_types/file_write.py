@@ -23,8 +23,8 @@ from typing import Any
 
 from django.conf import settings
 
-from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
-from approvals.models.action import Risk
+from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview
+from catalog.risk import Risk
 
 MAX_PATH = 1024
 MAX_CONTENT_BYTES = 1024 * 1024

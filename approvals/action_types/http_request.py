@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 
 from approvals.action_types import transport
-from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
-from approvals.models.action import Risk
-from approvals.redaction import Redactor, wire_values
+from approvals.credentials.redaction import Redactor, wire_values
+from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview
+from catalog.risk import Risk
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 IDEMPOTENT_METHODS = ("GET", "PUT", "DELETE")  # RFC 9110, 9.2.2
@@ -70,7 +70,7 @@ class ScopedHttpClient:
 
     @property
     def redactor(self) -> Redactor:
-        """Scrubs every form of the secret-bearing values this client sends (approvals.redaction)."""
+        """Scrubs every form of the secret-bearing values this client sends (approvals.credentials.redaction)."""
         return self._redactor
 
     def redact(self, text: str) -> str:

@@ -16,10 +16,10 @@ from urllib.parse import quote
 import httpx
 
 from approvals.action_types import transport
-from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
 from approvals.action_types.http_request import target_url
-from approvals.models.action import Risk
-from approvals.redaction import Redactor
+from approvals.credentials.redaction import Redactor
+from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview
+from catalog.risk import Risk
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SCIM_MEDIA_TYPE = "application/scim+json"
@@ -69,7 +69,7 @@ class ScimGroupClient:
 
     @property
     def redactor(self) -> Redactor:
-        """Scrubs every form of the secret-bearing values this client sends (approvals.redaction)."""
+        """Scrubs every form of the secret-bearing values this client sends (approvals.credentials.redaction)."""
         return self._redactor
 
     def redact(self, text: str) -> str:

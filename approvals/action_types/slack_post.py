@@ -12,10 +12,10 @@ from django.conf import settings
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from approvals.action_types.base import ActionType, ExecutionError, ParamsRejected, Preview
-from approvals.models.action import Risk
+from approvals.credentials.redaction import Redactor
 from approvals.models.credential import SLACK_CHANNEL_ID_RE, SLACK_CHANNEL_RE
-from approvals.redaction import Redactor
+from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview
+from catalog.risk import Risk
 
 MAX_TEXT = 40_000  # Slack truncates longer messages
 THREAD_TS_PATTERN = r"^[0-9]{1,12}\.[0-9]{1,9}$"
@@ -66,7 +66,7 @@ class SlackChannelClient:
 
     @property
     def redactor(self) -> Redactor:
-        """Scrubs every form of the secret-bearing values this client sends (approvals.redaction)."""
+        """Scrubs every form of the secret-bearing values this client sends (approvals.credentials.redaction)."""
         return self._redactor
 
     def redact(self, text: str) -> str:

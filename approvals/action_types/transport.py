@@ -1,4 +1,4 @@
-"""The one HTTP client executors and previews send with, and how its failures are told.
+"""The one HTTP client executors, previews and webhooks send with, and how its failures are told.
 
 Every request goes out on a fresh connection with the same hardened options (no redirects, no proxy or CA
 settings from the environment, Countersign's TLS context, ``COUNTERSIGN_HTTP_TIMEOUT_SECONDS``). A failure is
@@ -14,8 +14,8 @@ from __future__ import annotations
 import httpx
 from django.conf import settings
 
-from approvals.action_types.base import ExecutionError
-from approvals.tls import client_tls
+from approvals.action_types.tls import client_tls
+from catalog.base import ExecutionError
 
 # Raised before any byte of the request reached the target: nothing can have happened there.
 NOT_SENT = (
@@ -34,6 +34,16 @@ def may_have_reached_target(exc: httpx.HTTPError) -> bool:
     return not isinstance(exc, NOT_SENT)
 
 
+def hardened_client() -> httpx.Client:
+    """A client with Countersign's outgoing options (use it as a context manager: one connection per use)."""
+    return httpx.Client(
+        timeout=settings.COUNTERSIGN_HTTP_TIMEOUT_SECONDS,
+        follow_redirects=False,
+        trust_env=False,
+        verify=client_tls(),
+    )
+
+
 def send(method: str, url: httpx.URL | str, *, what: str, **request) -> httpx.Response:
     """One request; ``what`` names the target in the error (e.g. "the SCIM server at https://idp/scim/v2").
 
@@ -41,12 +51,7 @@ def send(method: str, url: httpx.URL | str, *, what: str, **request) -> httpx.Re
     target and could change something there.
     """
     try:
-        with httpx.Client(
-            timeout=settings.COUNTERSIGN_HTTP_TIMEOUT_SECONDS,
-            follow_redirects=False,
-            trust_env=False,
-            verify=client_tls(),
-        ) as client:
+        with hardened_client() as client:
             return client.request(method, url, **request)
     except httpx.HTTPError as exc:
         raise transport_error(exc, method=method, what=what) from None

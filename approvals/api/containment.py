@@ -17,9 +17,9 @@ from rest_framework.views import APIView
 from agents.models import Agent
 from approvals.api.refusals import record_not_staff
 from approvals.api.views import IsReviewer, _problems
-from approvals.audit import Actor
 from approvals.models import ExecutionSwitch
 from approvals.services import containment
+from audit.chain import Actor
 
 
 class IsStaffReviewer(IsReviewer):

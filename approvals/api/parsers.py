@@ -20,7 +20,7 @@ class PayloadTooLarge(APIException):
 
 class StrictJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
-        # The ASGI guard (approvals.middleware.RequestGuard) already refused larger bodies before reading them;
+        # The ASGI guard (approvals.web.middleware.RequestGuard) already refused larger bodies before reading them;
         # this bound holds for any other way in (the test client, another server).
         raw = stream.read(MAX_BODY_BYTES + 1) if stream is not None else b""
         if len(raw) > MAX_BODY_BYTES:

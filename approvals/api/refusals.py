@@ -1,4 +1,4 @@
-"""Access refused at the door, into the audit log (approvals.audit.record_refusal, counted per minute).
+"""Access refused at the door, into the audit log (audit.chain.record_refusal, counted per minute).
 
 An agent key on a reviewer endpoint (the API's ``IsReviewer``, HumanLayer's approver side) or on a reviewer
 page (``AgentKeyOnPagesMiddleware``: pages never read the header, so the key authenticates nothing there),
@@ -7,8 +7,9 @@ and a reviewer who is not staff on a staff endpoint.
 
 from __future__ import annotations
 
+from agents.authentication import authenticate_agent_key
 from agents.models import Agent
-from approvals.audit import Actor, record_refusal
+from audit.chain import Actor, record_refusal
 
 AGENT_ON_REVIEWER_ENDPOINT = "an agent key on a reviewer endpoint"
 NOT_STAFF = "not staff"
@@ -56,8 +57,6 @@ class AgentKeyOnPagesMiddleware:
     def __call__(self, request):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if header[:10].lower() == "bearer cs_" and not request.path.startswith(AGENT_PREFIXES):
-            from agents.authentication import authenticate_agent_key
-
             key = authenticate_agent_key(header[7:].strip())
             if key is not None:
                 record_agent_on_reviewer_endpoint(request, key.agent)

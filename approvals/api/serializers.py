@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
-from approvals.callbacks import callback_refusal
-from approvals.canonical import canonical_json
 from approvals.models import ActionStatus
+from approvals.notify.callbacks import callback_refusal
+from audit.canonical import canonical_json
 
 MAX_CONTEXT_BYTES = 64 * 1024
 
@@ -112,7 +112,7 @@ class UncountedApprovalOutput(serializers.Serializer):
 
 
 class ActionOutput(serializers.Serializer):
-    """Documentation of approvals.presenters.present_action, which produces it."""
+    """Documentation of approvals.selectors.presenters.present_action, which produces it."""
 
     id = serializers.UUIDField()
     status = serializers.ChoiceField(

@@ -15,8 +15,7 @@ from rest_framework.views import APIView
 
 from agents.capabilities import granted_types
 from agents.models import Agent, AgentKey
-from approvals import keyset, policy_store, selectors, services
-from approvals.action_types import registry
+from approvals import services
 from approvals.api.problems import PROBLEM_CONTENT_TYPE
 from approvals.api.refusals import record_agent_on_reviewer_endpoint
 from approvals.api.serializers import (
@@ -33,9 +32,13 @@ from approvals.api.serializers import (
     SimulationOutput,
 )
 from approvals.models import ActionStatus, Review
-from approvals.policies import PolicyError
-from approvals.presenters import present_action
-from approvals.previews import compute_preview, preview_as_dict
+from approvals.policies import evaluation
+from approvals.policies.rules import PolicyError
+from approvals.presentation.previews import compute_preview, preview_as_dict
+from approvals.selectors import actions as selectors
+from approvals.selectors import keyset
+from approvals.selectors.presenters import present_action
+from catalog import registry
 
 PROBLEMS = {
     code: OpenApiResponse(ProblemOutput, description=desc)
@@ -82,7 +85,7 @@ class IsAgentOrReviewer(BasePermission):
 
 
 class NewestFirst:
-    """The action list's keyset pages (approvals.keyset): newest first, ``?cursor=`` from a page's ``next`` or
+    """The action list's keyset pages (approvals.selectors.keyset): newest first, ``?cursor=`` from a page's ``next`` or
     ``previous`` link, ``?limit=`` actions a page. The cursor is checked before the database sees it: one this
     API did not issue is a 404 problem."""
 
@@ -341,7 +344,7 @@ class SimulateView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            result = policy_store.simulate(
+            result = evaluation.simulate(
                 agent_name=data["agent"],
                 action_type=data["action_type"],
                 params=data["params"],

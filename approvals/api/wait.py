@@ -21,12 +21,12 @@ from django.db import close_old_connections, connections
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from approvals import selectors
 from approvals.api.authentication import authenticate_api_request
 from approvals.api.problems import problem_response
-from approvals.events import action_group
+from approvals.live.events import action_group
 from approvals.models import ActionStatus
-from approvals.presenters import is_finished, present_action
+from approvals.selectors import actions as selectors
+from approvals.selectors.presenters import is_finished, present_action
 
 MAX_TIMEOUT = 60
 # Without a channel layer (Redis down) the wait re-reads the action this often instead.

@@ -21,13 +21,14 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from approvals import selectors, services
+from approvals import services
 from approvals.api.problems import problem, problem_exception_handler
 from approvals.api.views import IsAgent, IsAgentOrReviewer, IsReviewer
 from approvals.errors import Conflict
 from approvals.humanlayer import protocol
 from approvals.humanlayer.authentication import HumanLayerBearerAuthentication
 from approvals.models import ActionStatus, Review
+from approvals.selectors import actions as selectors
 from approvals.validation import unstorable_text
 
 PAGE_LIMIT = 50

@@ -31,7 +31,7 @@ BATCH = 5000
 
 # VOLATILE (the default, said out loud): in READ COMMITTED each statement of a volatile function takes a new
 # snapshot, so the SELECT, which starts after pg_advisory_xact_lock returned, sees what the previous holder
-# of the lock committed (tests/test_audit.py checks this against a single statement, which would not).
+# of the lock committed (tests/audit/test_audit.py checks this against a single statement, which would not).
 INSTALL_HEAD = """
 CREATE OR REPLACE FUNCTION countersign_audit_lock_head(
     lock_id bigint, OUT seq bigint, OUT hash varchar, OUT at_us bigint

@@ -1,5 +1,4 @@
 from approvals.models.action import ActionRequest, ActionStatus, Review
-from approvals.models.audit import AuditEvent, RefusalTally
 from approvals.models.credential import Credential
 from approvals.models.grant import ExecutionGrant
 from approvals.models.notification import Notification
@@ -12,7 +11,6 @@ from approvals.models.webhook import WebhookDelivery
 __all__ = [
     "ActionRequest",
     "ActionStatus",
-    "AuditEvent",
     "Credential",
     "ExecutionGrant",
     "ExecutionSwitch",
@@ -20,7 +18,6 @@ __all__ = [
     "OutboxMessage",
     "PolicyRule",
     "PolicyVersion",
-    "RefusalTally",
     "Review",
     "ReviewerToken",
     "SlackIdentity",

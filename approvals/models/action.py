@@ -8,6 +8,8 @@ from django.db import models
 from django.db.models.functions import Upper
 from django.utils import timezone
 
+from catalog.risk import RISK_ORDER, Risk
+
 
 class ActionStatus(models.TextChoices):
     PENDING = "pending"
@@ -63,16 +65,7 @@ class InvalidTransition(Exception):
     pass
 
 
-class Risk(models.TextChoices):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
-
-
-RISK_ORDER = {Risk.LOW: 0, Risk.MEDIUM: 1, Risk.HIGH: 2, Risk.CRITICAL: 3}
-
-# The risk's rank as SQL, for sorting the queue by risk (approvals.desk). The same expression is
+# The risk's rank as SQL, for sorting the queue by risk (approvals.selectors.desk). The same expression is
 # indexed below ("action_desk_risk"): a query uses that index only if it sorts by exactly this.
 RISK_RANK = models.Case(
     *(models.When(risk=risk.value, then=models.Value(rank)) for risk, rank in RISK_ORDER.items()),
@@ -92,7 +85,8 @@ class ActionRequest(models.Model):
     summary = models.CharField(max_length=280)
     context = models.JSONField(default=dict, blank=True)
     on_behalf_of = models.CharField(max_length=254, blank=True)
-    # The person on_behalf_of names, resolved when proposed (approvals.people); None when it named nobody known.
+    # The person on_behalf_of names, resolved when proposed (approvals.policies.people); None when it named nobody
+    # known.
     on_behalf_of_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -152,7 +146,8 @@ class ActionRequest(models.Model):
             models.Index(fields=["agent", "-created_at"], name="action_agent_created"),
             models.Index(fields=["status", "-created_at"], name="action_status_created"),
             models.Index(fields=["status", "expires_at"], name="action_status_expires"),
-            # The reviewer's desk (approvals.desk, approvals.dashboard; migration 0007_desk): keyset pages
+            # The reviewer's desk (approvals.selectors.desk, approvals.selectors.dashboard; migration 0007_desk):
+            # keyset pages
             # per sort, with the primary key as the last key; filters; decisions over time.
             models.Index(fields=["status", "created_at", "id"], name="action_desk_created"),
             models.Index(fields=["reviewer_group", "status", "created_at", "id"], name="action_desk_group_created"),
@@ -198,7 +193,7 @@ class ActionRequest(models.Model):
             # counted by reading the whole table (migration 0009_bench_indexes, docs/BENCHMARKS.md).
             models.Index(fields=["risk", "reviewer_group"], name="action_risk_group"),
             # Actions in flight (pending, approved and not yet run, executing) and their oldest, for /metrics
-            # (approvals.metrics): finished actions, including approved decision.only ones, are not in it.
+            # (approvals.ops.metrics): finished actions, including approved decision.only ones, are not in it.
             models.Index(
                 fields=["status"],
                 name="action_in_flight",
@@ -220,7 +215,7 @@ class ActionRequest(models.Model):
         return self.status == ActionStatus.PENDING
 
     # The action's whole set of reviews when this process wrote them all (a proposal just created: none, or the
-    # policy's approval), so that presenting it needs no read-back (approvals.presenters); None: read them.
+    # policy's approval), so that presenting it needs no read-back (approvals.selectors.presenters); None: read them.
     held_reviews: list[Review] | None = None
 
     def hold_reviews(self, reviews: list[Review]) -> None:

@@ -23,7 +23,7 @@ def default_result_visibility() -> list[str]:
 class Credential(models.Model):
     """A target-system secret, encrypted at rest; only executors see it, narrowed.
 
-    ``secret_encrypted`` is a Fernet token (approvals.crypto). ``scope`` says
+    ``secret_encrypted`` is a Fernet token (approvals.credentials.crypto). ``scope`` says
     where the secret may be used (for example ``{"base_url": ...}``) and is
     enforced by the narrowed client handed to the executor.
     """
@@ -41,7 +41,7 @@ class Credential(models.Model):
     secret_encrypted = models.BinaryField(editable=False)
     scope = models.JSONField(default=dict, blank=True)
     # Risk follows the credential, not only the action type: an identity provider or an admin API changes
-    # access whatever the action type says (approvals.policies applies the access floor).
+    # access whatever the action type says (approvals.policies.rules applies the access floor).
     access_control = models.BooleanField(
         default=False,
         help_text="Using this credential changes who has access: every action that uses it gets the access floor "

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from django.db import models
+from django.db import connection, models
 from django.utils import timezone
 
 
@@ -32,3 +32,36 @@ class ExecutionGrant(models.Model):
 
     def __str__(self) -> str:
         return f"grant {self.id} for {self.action_id}"
+
+
+# Dispatches of a grant's execute task: counted by the outbox as it hands the task to the broker, read by
+# approvals.services.execution.redispatch_lost_executions to ask the broker whether the task is still there.
+
+
+def execute_task_id(grant_id, dispatch: int) -> str:
+    """The Celery task id of a grant's n-th dispatch: known in advance, so the broker can be asked for it."""
+    return f"execute-{grant_id}-{dispatch}"
+
+
+_RECORD_DISPATCH_SQL = (
+    "UPDATE {table} SET dispatches = dispatches + 1, dispatched_at = %s WHERE id = %s RETURNING dispatches"
+)
+
+
+def record_dispatch(grant_id) -> str | None:
+    """Count one more dispatch of the grant's execute task, now; its task id (None for no such grant).
+
+    Called by the outbox right before it hands the task to the broker: one statement, whatever else runs.
+    """
+    try:
+        grant_uuid = uuid.UUID(str(grant_id))
+    except ValueError:
+        return None
+    pk = ExecutionGrant._meta.pk.get_db_prep_value(grant_uuid, connection)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RECORD_DISPATCH_SQL.format(table=connection.ops.quote_name(ExecutionGrant._meta.db_table)), [now, pk]
+        )
+        row = cursor.fetchone()
+    return execute_task_id(grant_uuid, row[0]) if row else None

@@ -7,7 +7,7 @@ from django.utils import timezone
 class OutboxMessage(models.Model):
     """A side effect recorded in the transaction that caused it.
 
-    Delivered after commit by approvals.outbox; a row that is still
+    Delivered after commit by approvals.outbox.dispatcher; a row that is still
     undelivered (Redis down, worker gone) is retried by the periodic sweep.
     Push messages double as the live event stream: their id is the cursor a
     reconnecting browser catches up from.
@@ -36,7 +36,7 @@ class OutboxMessage(models.Model):
                 fields=["next_attempt_at"], name="outbox_undelivered", condition=models.Q(delivered_at__isnull=True)
             ),
             models.Index(fields=["kind", "id"], name="outbox_kind_id"),
-            # A webhook is not claimed while an earlier one of its action is undelivered (approvals.outbox):
+            # A webhook is not claimed while an earlier one of its action is undelivered (approvals.outbox.dispatcher):
             # this answers that question from the few undelivered webhooks only.
             models.Index(
                 fields=["action_id", "id"],

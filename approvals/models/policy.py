@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
 
 class PolicyRule(models.Model):
-    """One stored rule; approvals.policy_store turns the enabled ones, in order, into policies.Rule."""
+    """One stored rule; approvals.policies.store turns the enabled ones, in order, into policies.Rule."""
 
     class Effect(models.TextChoices):
         AUTO_APPROVE = "auto_approve", "auto-approve"
@@ -48,14 +47,6 @@ class PolicyRule(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    def clean(self) -> None:
-        from approvals.policy_store import rule_from_row
-
-        try:
-            rule_from_row(self)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from None
 
 
 class PolicyVersion(models.Model):

@@ -11,7 +11,7 @@ SLACK_USER_ID_RE = r"^[UW][A-Z0-9]{2,30}$"
 class SlackIdentity(models.Model):
     """An explicit link from a Slack user to the Countersign reviewer who clicks as them.
 
-    Checked before the automatic link by email (approvals.slack_users). Every
+    Checked before the automatic link by email (approvals.slack.users). Every
     change is audited (``slack.identity_linked`` / ``slack.identity_unlinked``).
     """
 

@@ -7,13 +7,13 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from approvals import outbox
-from approvals.action_types.base import ActionType
-from approvals.audit import Actor
-from approvals.canonical import digest
+from approvals.action_types.params import resolve_credential
 from approvals.models import ActionRequest, ActionStatus, ExecutionGrant, OutboxMessage
-from approvals.params import resolve_credential
+from approvals.outbox import dispatcher as outbox
 from approvals.services.transitions import audit_action, transition
+from audit.canonical import digest
+from audit.chain import Actor
+from catalog.base import ActionType
 
 
 def complete_approval(action: ActionRequest, *, actor: Actor, action_type: ActionType) -> None:

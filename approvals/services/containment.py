@@ -15,7 +15,7 @@ Owns:
   licence once the agent lost its standing;
 - the banner every reviewer sees while any of this is in force (``banner``, a cache read per page).
 
-May import: agents (models, services, capabilities), approvals.audit, models, services.transitions,
+May import: agents (models, services, capabilities), audit.chain, models, services.transitions,
 services.approval. Nothing here is called from a view without a staff check in front of it.
 """
 
@@ -33,12 +33,12 @@ from django.utils import timezone
 from agents import services as agent_services
 from agents.capabilities import capability_refusal, constraint_violation
 from agents.models import Agent, AgentKey, Capability
-from approvals.action_types import registry
-from approvals.audit import Actor, record_event
 from approvals.errors import InvalidInput
 from approvals.models import ActionRequest, ActionStatus, ExecutionGrant, ExecutionSwitch
 from approvals.services.approval import mint_grant_and_enqueue
 from approvals.services.transitions import audit_action, lock_action, transition
+from audit.chain import Actor, record_event
+from catalog import registry
 
 log = logging.getLogger(__name__)
 

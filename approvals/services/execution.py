@@ -25,7 +25,7 @@ import time
 import traceback
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -33,24 +33,27 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
-from approvals import broker_queue, outbox
-from approvals.action_types import registry
-from approvals.action_types.base import ExecutionError
-from approvals.audit import Actor
-from approvals.canonical import digest
-from approvals.crypto import CredentialDecryptError, decrypt_secret
+from approvals.credentials.crypto import CredentialDecryptError, decrypt_secret
+from approvals.credentials.redaction import Redactor, apply_visibility, redactor_for
+from approvals.credentials.scoped import credential_view
 from approvals.models import ActionRequest, ActionStatus, ExecutionGrant, OutboxMessage
-from approvals.redaction import Redactor, apply_visibility, redactor_for, wire_values
+from approvals.models.grant import execute_task_id
+from approvals.ops import broker_queue
+from approvals.outbox import dispatcher as outbox
 from approvals.services import containment
 from approvals.services.approval import mint_grant_and_enqueue
 from approvals.services.transitions import audit_action, lock_action, transition
+from audit.canonical import digest
+from audit.chain import Actor
+from catalog import registry
+from catalog.base import ActionType, ExecutionError
 
 log = logging.getLogger(__name__)
 WORKER = Actor.system("worker")
 BEAT = Actor.system("beat")
 # What an agent, a reviewer or a webhook reader is told to do with an ``unknown`` outcome.
 UNKNOWN_OUTCOME_ADVICE = "check the target before retrying"
-OUTCOME_VERBS = {
+OUTCOME_VERBS: dict[str, str] = {
     ActionStatus.SUCCEEDED: "execution.succeeded",
     ActionStatus.FAILED: "execution.failed",
     ActionStatus.UNKNOWN: "execution.outcome_unknown",
@@ -63,7 +66,8 @@ def execute_action(action_id) -> str:
     if plan is None:
         return ActionRequest.objects.values_list("status", flat=True).get(id=action_id)
     action, params, credential = plan
-    action_type = registry.get(action.action_type)
+    # _redeem hands out a plan only for an installed action type (_grant_refusal refuses the others).
+    action_type = cast(ActionType, registry.get(action.action_type))
     secret = client = None
     try:
         with ExecutionHeartbeat(action.id, attempt=action.execution_attempts):
@@ -94,7 +98,7 @@ def execute_action(action_id) -> str:
         trace = redactor_for(credential.kind if credential else None, secret, client).text(traceback.format_exc())
         log.error("executor for %s crashed:\n%s", action.action_type, trace)
         outcome, payload = ActionStatus.FAILED, {"error": f"executor crashed ({type(exc).__name__})"}
-    # Every form of every secret the client put on the wire (approvals.redaction), in the result.
+    # Every form of every secret the client put on the wire (approvals.credentials.redaction), in the result.
     redactor = redactor_for(credential.kind if credential else None, secret, client)
     attempt = action.execution_attempts
     return _finish(action_id, attempt, outcome, result_for_agent(payload, redactor, credential, action_type))
@@ -108,31 +112,6 @@ def result_for_agent(payload: dict[str, Any], redactor: Redactor, credential, ac
         visibility = credential.result_visibility or []
         payload = apply_visibility(payload, visibility, action_type.result_parts)
     return payload
-
-
-class CredentialView:
-    """What an action type's ``make_client`` sees of a credential: never the model."""
-
-    __slots__ = ("_secret", "kind", "name", "scope")
-
-    def __init__(self, name: str, kind: str, scope: dict[str, Any], secret: str | None):
-        self.name, self.kind, self.scope, self._secret = name, kind, scope, secret
-
-    def reveal(self) -> str | None:
-        return self._secret
-
-    def wire_secrets(self) -> set[str]:
-        """The secret values any client of this credential sends (clients add the exact header values)."""
-        return wire_values(self.kind, self._secret)
-
-    def __repr__(self) -> str:
-        return f"<CredentialView {self.name} kind={self.kind}>"
-
-
-def credential_view(credential, secret: str | None) -> CredentialView | None:
-    if credential is None:
-        return None
-    return CredentialView(credential.name, credential.kind, dict(credential.scope or {}), secret)
 
 
 def _redeem(action_id):
@@ -169,6 +148,7 @@ def _redeem(action_id):
                 data={"error": action.result["error"]},
             )
             return None
+        grant = cast(ExecutionGrant, grant)  # _grant_refusal refused a missing grant
         grant.redeemed_at = timezone.now()
         grant.save(update_fields=["redeemed_at"])
         audit_action(action, actor=WORKER, verb="grant.redeemed", data={"grant": str(grant.id)})
@@ -178,7 +158,9 @@ def _redeem(action_id):
         return action, params, grant.credential
 
 
-def _grant_refusal(grant: ExecutionGrant | None, action: ActionRequest, action_type, params) -> str | None:
+def _grant_refusal(
+    grant: ExecutionGrant | None, action: ActionRequest, action_type: ActionType | None, params: dict[str, Any]
+) -> str | None:
     if action_type is None:
         return f"action type {action.action_type} is not installed"
     if grant is None:
@@ -340,8 +322,15 @@ def settle_interrupted_executions(limit: int = 500) -> int:
 def _settle_interrupted(action: ActionRequest) -> None:
     action_type = registry.get(action.action_type)
     idempotent = action_type is not None and action_type.is_idempotent(action.effective_params)
-    last_beat = (action.execution_heartbeat_at or action.execution_started_at).isoformat().replace("+00:00", "Z")
-    if idempotent and action.execution_attempts < settings.COUNTERSIGN_MAX_EXECUTION_ATTEMPTS:
+    # _interrupted selects only actions with a heartbeat or a start time.
+    last_seen = cast(datetime, action.execution_heartbeat_at or action.execution_started_at)
+    last_beat = last_seen.isoformat().replace("+00:00", "Z")
+    # ``action_type is not None`` is implied by ``idempotent``; said again for the type checker.
+    if (
+        idempotent
+        and action_type is not None
+        and action.execution_attempts < settings.COUNTERSIGN_MAX_EXECUTION_ATTEMPTS
+    ):
         transition(
             action,
             ActionStatus.APPROVED,
@@ -374,35 +363,6 @@ def _settle_interrupted(action: ActionRequest) -> None:
 # --- dispatches and lost executions ------------------------------------------------------------------------
 
 
-def execute_task_id(grant_id, dispatch: int) -> str:
-    """The Celery task id of a grant's n-th dispatch: known in advance, so the broker can be asked for it."""
-    return f"execute-{grant_id}-{dispatch}"
-
-
-_RECORD_DISPATCH_SQL = (
-    "UPDATE {table} SET dispatches = dispatches + 1, dispatched_at = %s WHERE id = %s RETURNING dispatches"
-)
-
-
-def record_dispatch(grant_id) -> str | None:
-    """Count one more dispatch of the grant's execute task, now; its task id (None for no such grant).
-
-    Called by the outbox right before it hands the task to the broker: one statement, whatever else runs.
-    """
-    try:
-        grant_uuid = uuid.UUID(str(grant_id))
-    except ValueError:
-        return None
-    pk = ExecutionGrant._meta.pk.get_db_prep_value(grant_uuid, connection)
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _RECORD_DISPATCH_SQL.format(table=connection.ops.quote_name(ExecutionGrant._meta.db_table)), [now, pk]
-        )
-        row = cursor.fetchone()
-    return execute_task_id(grant_uuid, row[0]) if row else None
-
-
 def redispatch_lost_executions(limit: int = 100) -> int:
     """Queue execution again, once, for an approved action whose execute task the broker lost.
 
@@ -415,7 +375,7 @@ def redispatch_lost_executions(limit: int = 100) -> int:
     - its newest dispatch was handed to the broker more than ``COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS`` ago,
       and no execute message of the action is still waiting in the outbox;
     - the broker holds no task with that dispatch's id, neither queued nor delivered and unacknowledged
-      (approvals.broker_queue). A task still queued behind others is slow, not lost. Or a worker took it
+      (approvals.ops.broker_queue). A task still queued behind others is slow, not lost. Or a worker took it
       more than ``COUNTERSIGN_EXECUTE_ABANDONED_SECONDS`` ago and never started it: a worker reserves no more
       tasks than it has free processes (prefetch multiplier 1, acknowledged late) and starts what it takes at
       once, so the one that took it died; the broker would give it back only after its visibility timeout

@@ -14,12 +14,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from approvals.audit import Actor
 from approvals.errors import InvalidInput, NotAllowed, NotFound, NotUnknown
 from approvals.models import ActionRequest, ActionStatus
-from approvals.permissions import review_refusal
+from approvals.policies.separation_of_duties import review_refusal
 from approvals.services.reviews import record_decision_refused
 from approvals.services.transitions import lock_action, transition
+from audit.chain import Actor
 
 OUTCOMES = {"succeeded": ActionStatus.SUCCEEDED, "failed": ActionStatus.FAILED}
 MAX_NOTE = 2000

@@ -13,17 +13,17 @@ from django.utils import timezone
 
 from agents.capabilities import capability_refusal
 from agents.models import Agent
-from approvals import policies
-from approvals.action_types import registry
-from approvals.action_types.base import ActionType
-from approvals.audit import Actor, record_refusal
-from approvals.canonical import digest
+from approvals.action_types.params import validate_params
 from approvals.errors import IdempotencyConflict, InvalidInput, NotAllowed
-from approvals.evaluation import Evaluation, evaluate
 from approvals.models import ActionRequest, ActionStatus, Review
-from approvals.params import validate_params
+from approvals.policies import rules as policies
+from approvals.policies.evaluation import Evaluation, evaluate
 from approvals.services.approval import complete_approval
 from approvals.services.transitions import audit_action, publish, transition
+from audit.canonical import digest
+from audit.chain import Actor, record_refusal
+from catalog import registry
+from catalog.base import ActionType
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
         raise NotAllowed(refusal)
 
     credential = validate_params(action_type, proposal.params)
-    # Risk follows the credential; the person on_behalf_of names is resolved now, once (approvals.people).
+    # Risk follows the credential; the person on_behalf_of names is resolved now, once (approvals.policies.people).
     evaluation = evaluate(
         agent_name=agent.name,
         action_type=action_type,

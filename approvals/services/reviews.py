@@ -11,18 +11,18 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import Agent
-from approvals import notifications
-from approvals.action_types import registry
-from approvals.audit import Actor, record_refusal
-from approvals.canonical import digest
-from approvals.edits import check_edit
 from approvals.errors import Conflict, EditRefused, InvalidInput, NotAllowed, NotFound, NotPending, TargetChanged
-from approvals.evaluation import EditOutcome
 from approvals.models import ActionRequest, ActionStatus, Review
-from approvals.permissions import review_refusal, uncounted_reason
-from approvals.previews import compute_preview, fingerprint, preview_as_dict
+from approvals.notify import notifications
+from approvals.policies.edits import check_edit
+from approvals.policies.evaluation import EditOutcome
+from approvals.policies.separation_of_duties import review_refusal, uncounted_reason
+from approvals.presentation.previews import compute_preview, fingerprint, preview_as_dict
 from approvals.services.approval import complete_approval
 from approvals.services.transitions import approval_count, audit_action, lock_action, publish, transition
+from audit.canonical import digest
+from audit.chain import Actor, record_refusal
+from catalog import registry
 
 MAX_COMMENT = 2000
 
@@ -92,7 +92,7 @@ def approve_action(
     """Add ``reviewer``'s approval; approve the action when it has all it needs.
 
     ``preview_fingerprint`` is what the reviewer saw of the target
-    (approvals.previews.fingerprint); the preview is recomputed now and a
+    (approvals.presentation.previews.fingerprint); the preview is recomputed now and a
     changed target refuses the approval with the fresh preview attached.
     """
     if len(comment) > MAX_COMMENT:
@@ -117,10 +117,13 @@ def _approve(action_id, reviewer, via: str, comment: str, edited_params: dict[st
         if action.reviews.filter(reviewer=reviewer).exists():
             raise Conflict("You have already reviewed this action; another reviewer must add the next approval.")
         action_type = registry.get(action.action_type)
+        if action_type is None:  # uninstalled since it was proposed: nothing could check or run it
+            raise Conflict("This action type is no longer installed: reject the action, or install the type again.")
         edits = None
         if edited_params is not None and edited_params != action.effective_params:
-            # An edit is a new proposal for the policy: re-evaluated, never more lenient (approvals.evaluation);
-            # the one edit check (approvals.edits), which the desk's live check calls too.
+            # An edit is a new proposal for the policy: re-evaluated, never more lenient
+            # (approvals.policies.evaluation);
+            # the one edit check (approvals.policies.edits), which the desk's live check calls too.
             outcome = check_edit(action, action_type, edited_params)
             edits = {"before": action.effective_params, "after": edited_params}
             action.edited_params = edited_params

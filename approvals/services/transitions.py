@@ -7,11 +7,13 @@ from typing import Any
 from django.db.models import F
 from django.utils import timezone
 
-from approvals import notifications, outbox
-from approvals.audit import Actor, record_event
-from approvals.events import ActionEvent
+from approvals.live.events import ActionEvent
 from approvals.models import ActionRequest, OutboxMessage, Review
-from approvals.permissions import counted_approvals
+from approvals.notify import notifications
+from approvals.outbox import dispatcher as outbox
+from approvals.policies.separation_of_duties import counted_approvals
+from approvals.selectors.presenters import present_action
+from audit.chain import Actor, record_event
 
 
 def lock_action(action_id, *, agent=None) -> ActionRequest:
@@ -61,13 +63,14 @@ def publish(action: ActionRequest, *, approvals: int | None = None) -> None:
     outbox.enqueue(OutboxMessage.Kind.PUSH, payload=dict(event), action_id=action.id)
     notifications.enqueue(action, notifications.STATUS)
     if action.callback_url:
-        from approvals.presenters import present_action
-
         # A snapshot: the agent learns each status in order, even if the action moved on before delivery
-        # (approvals.outbox delivers one action's webhooks in sequence), and can tell a redelivery by its number.
-        event = {"type": f"action.{action.status}", "sequence": next_webhook_sequence(action), "at": _iso_now()}
+        # (approvals.outbox.dispatcher delivers one action's webhooks in sequence), and can tell a redelivery by its
+        # number.
+        snapshot = {"type": f"action.{action.status}", "sequence": next_webhook_sequence(action), "at": _iso_now()}
         outbox.enqueue(
-            OutboxMessage.Kind.WEBHOOK, payload={"action": present_action(action), "event": event}, action_id=action.id
+            OutboxMessage.Kind.WEBHOOK,
+            payload={"action": present_action(action), "event": snapshot},
+            action_id=action.id,
         )
 
 

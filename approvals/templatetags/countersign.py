@@ -2,7 +2,7 @@
 
 Agent-supplied text is shown through ``visible`` (HTML: escaped, invisible characters and mixed-script
 letters marked in a highlighted span) or ``visible_text`` (plain text, for attributes and ``<title>``),
-both from approvals/display.py, so what a reviewer reads is what will run.
+both from approvals/presentation/display.py, so what a reviewer reads is what will run.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 from django import template
 from django.utils.safestring import SafeString
 
-from approvals import display
-from approvals.slack_format import mrkdwn_to_html
+from approvals.presentation import display, progress
+from approvals.slack.mrkdwn import mrkdwn_to_html
 
 register = template.Library()
 
@@ -50,10 +50,9 @@ def json_for_editing(value: Any) -> str:
 
 @register.filter(name="status_label")
 def status_label(status: str) -> str:
-    """A status as the pages show it (approvals.desk.status_label)."""
-    from approvals.desk import status_label as label
+    """A status as the pages show it (approvals.presentation.progress.status_label)."""
 
-    return label(status)
+    return progress.status_label(status)
 
 
 @register.simple_tag

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from django import template
 
-from approvals.events import newest_push_seq
-
 register = template.Library()
-
-
-@register.simple_tag
-def live_seq() -> int:
-    """The newest push when the page was drawn: the page's socket catches up from here (approvals.events)."""
-    return newest_push_seq()
 
 
 @register.filter

@@ -1,4 +1,4 @@
-"""The audit log page for staff: filters and keyset pagination (logic in approvals.audit_query)."""
+"""The audit log page for staff: filters and keyset pagination (logic in approvals.selectors.audit)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from approvals.audit_query import AuditFilter, AuditPage, audit_page
-from approvals.models import AuditEvent
+from approvals.selectors.audit import AuditFilter, AuditPage, audit_page
+from audit.models import AuditEvent
 
 FILTER_FIELDS = ("actor", "agent", "verb", "action", "since", "until")
 DATA_PREVIEW_CHARS = 240

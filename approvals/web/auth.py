@@ -10,9 +10,9 @@ from her own address as usual.
 Against one address spraying many usernames: past ``COUNTERSIGN_LOGIN_MAX_FAILURES_PER_IP`` failures in a
 window, that address is slowed the same way for every username, and only that address.
 
-The attempts are audited: each failure (``user.login_failed``, approvals.auth_audit) and each attempt
+The attempts are audited: each failure (``user.login_failed``, approvals.web.auth_audit) and each attempt
 refused for its delay (``user.login_throttled``), counted per username, address and minute
-(approvals.audit.record_refusal) so a flood cannot fill the log. The peer address is REMOTE_ADDR: a
+(audit.chain.record_refusal) so a flood cannot fill the log. The peer address is REMOTE_ADDR: a
 proxy's X-Forwarded-For is not trusted (deploy behind a proxy that sets the peer address).
 
 The counters live in Django's cache (Redis in production). With the cache down the throttle fails open
@@ -32,6 +32,9 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import LoginView
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
+
+from approvals.web.auth_audit import _origin, _via
+from audit.chain import Actor, record_refusal
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +115,6 @@ def reset(username: str, address: str) -> None:
 
 
 def _record_throttled(request, username: str, address: str, wait: int) -> None:
-    from approvals.audit import Actor, record_refusal
-    from approvals.auth_audit import _origin, _via
-
     username = username[:150]
     record_refusal(
         actor=Actor("anonymous", "anonymous", _via(request)),

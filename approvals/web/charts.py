@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from approvals.dashboard import Day, RateRow
+from approvals.selectors.dashboard import Day, RateRow
 
 
 @dataclass(frozen=True)

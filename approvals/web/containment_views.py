@@ -14,11 +14,11 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from agents.models import Agent
-from approvals import selectors
 from approvals.api.refusals import record_not_staff
-from approvals.audit import Actor
 from approvals.errors import ServiceError
+from approvals.selectors import actions as selectors
 from approvals.services import containment
+from audit.chain import Actor
 
 
 def _require_staff(request) -> Actor:

@@ -9,9 +9,10 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
-from approvals import dashboard as stats
-from approvals import desk, selectors
-from approvals.display import mark_invisible
+from approvals.policies import edits
+from approvals.presentation.display import mark_invisible
+from approvals.selectors import actions as selectors
+from approvals.selectors import dashboard as stats
 from approvals.web import charts
 
 
@@ -38,8 +39,8 @@ def check_params(request, action_id):
     action = selectors.get_action_for(request.user, action_id)
     if action is None:
         raise Http404("No such action")
-    result = asdict(desk.check_edited_params(action, request.POST.get("params", ""), reviewer=request.user))
-    # The messages may quote the parameters: marked as the page marks them (approvals/display.py).
+    result = asdict(edits.check_edited_params(action, request.POST.get("params", ""), reviewer=request.user))
+    # The messages may quote the parameters: marked as the page marks them (approvals/presentation/display.py).
     result["errors"] = {
         mark_invisible(field): [mark_invisible(m) for m in messages] for field, messages in result["errors"].items()
     }

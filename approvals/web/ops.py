@@ -6,8 +6,8 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.csrf import csrf_failure as django_csrf_failure
 
-from approvals import health
-from approvals.http_errors import dialect, error_response
+from approvals.ops import health
+from approvals.web.http_errors import dialect, error_response
 
 
 async def healthz(request):
@@ -89,7 +89,7 @@ def metrics(request):
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.process_collector import ProcessCollector
 
-    from approvals.metrics import CountersignCollector
+    from approvals.ops.metrics import CountersignCollector
     from config.request_metrics import register_request_metrics
 
     token = settings.COUNTERSIGN_METRICS_TOKEN

@@ -1,4 +1,4 @@
-"""A person sets their own password from the one-time link ``create_reviewer`` printed (approvals.accounts).
+"""A person sets their own password from the one-time link ``create_reviewer`` printed (approvals.services.accounts).
 
 Django's password-reset confirmation: the token in the link is checked (it stops working once the password
 changes, or after ``PASSWORD_RESET_TIMEOUT``), moved into the session and the address bar loses it. Setting
@@ -12,7 +12,7 @@ from django.contrib.auth.views import PasswordResetCompleteView, PasswordResetCo
 from django.db import transaction
 from django.urls import reverse_lazy
 
-from approvals.accounts import record_password_set
+from approvals.services.accounts import record_password_set
 
 
 class SetPasswordView(PasswordResetConfirmView):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from approvals.action_types.base import Preview
-from approvals.diffs import json_diff, text_diff
-from approvals.previews import fingerprint
+from approvals.presentation.diffs import json_diff, text_diff
+from approvals.presentation.previews import fingerprint
+from catalog.base import Preview
 
 
 def pretty(value: Any) -> str:

@@ -17,9 +17,9 @@ from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.timesince import timesince, timeuntil
 
-from approvals import desk
-from approvals.display import mark_html
 from approvals.models import ActionRequest, ActionStatus
+from approvals.presentation.display import mark_html
+from approvals.selectors import desk
 
 SOON = 2 * 3600
 URGENT = 15 * 60
@@ -69,7 +69,7 @@ def queue_rows(actions: Sequence[ActionRequest], *, now: datetime | None = None)
             "href": detail.replace(placeholder, action_id),
             "risk": action.risk,
             "status": action.status,
-            # Agent text, with invisible characters and look-alike letters marked (approvals/display.py).
+            # Agent text, with invisible characters and look-alike letters marked (approvals/presentation/display.py).
             "summary": mark_html(action.summary),
             "action_type": action.action_type,
             "on_behalf_of": mark_html(action.on_behalf_of) if action.on_behalf_of else "",

@@ -1,4 +1,4 @@
-"""Slack's interactivity endpoint: thin; approvals.slack_interactions does the work."""
+"""Slack's interactivity endpoint: thin; approvals.slack.interactions does the work."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from approvals import slack_interactions
+from approvals.slack import interactions as slack_interactions
 
 
 @csrf_exempt  # Slack signs the request instead (verified on the raw body)

@@ -15,19 +15,26 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from agents.models import Agent
-from approvals import desk, keyset, policy_store, selectors, services
-from approvals.action_types import registry
-from approvals.errors import ServiceError, TargetChanged
-from approvals.models import ActionRequest, ActionStatus, AuditEvent, PolicyRule, Review
-from approvals.permissions import eligible_reviewers, review_counts, review_refusal, uncounted_reason
-from approvals.presenters import is_finished
-from approvals.previews import compute_preview
+from approvals import services
+from approvals.errors import InvalidInput, ServiceError, TargetChanged
+from approvals.models import ActionRequest, ActionStatus, PolicyRule, Review
+from approvals.policies import evaluation
+from approvals.policies import store as policy_store
+from approvals.policies.edits import parse_edited_params
+from approvals.policies.separation_of_duties import eligible_reviewers, review_counts, review_refusal, uncounted_reason
+from approvals.presentation import progress
+from approvals.presentation.previews import compute_preview
+from approvals.selectors import actions as selectors
+from approvals.selectors import desk, keyset
+from approvals.selectors.presenters import is_finished
 from approvals.services.outcomes import VERDICT as resolution_verdict
 from approvals.services.outcomes import resolution_of, resolution_refusal
 from approvals.services.reviews import record_decision_refused
-from approvals.validation import BadJSON, load_json
+from approvals.validation import load_json
 from approvals.web.preview_display import edits_display, preview_display
 from approvals.web.queue_rows import queue_rows
+from audit.models import AuditEvent
+from catalog import registry
 
 HISTORY_PAGE = 50
 HISTORY_STATUSES = [s.value for s in ActionStatus if s != ActionStatus.PENDING]
@@ -152,8 +159,8 @@ def _detail_context(request, action) -> dict:
         else "",
         "context_extra": {k: v for k, v in (action.context or {}).items() if k not in ("reasoning", "source", "links")},
         "events": events,
-        "steps": desk.progress_steps(action),
-        "confirm_risk": desk.needs_confirmation(action),
+        "steps": progress.progress_steps(action),
+        "confirm_risk": progress.needs_confirmation(action),
         **_resolution_context(request.user, action),
     }
 
@@ -192,7 +199,7 @@ def detail_live(request, action_id):
 def approve(request, action_id):
     action = _decidable_or_404(request, action_id, "approve")
     if (
-        desk.needs_confirmation(action)
+        progress.needs_confirmation(action)
         and request.POST.get("confirm_risk") != "yes"
         and action.is_pending
         and review_refusal(request.user, action) is None
@@ -201,17 +208,11 @@ def approve(request, action_id):
             request, f"This is a {action.risk}-risk action: confirm that you checked what it will do, then approve."
         )
         return redirect("approvals:detail", action_id=action_id)
-    edited = None
-    raw = request.POST.get("params", "").strip()
-    if raw:
-        try:
-            edited = load_json(raw)
-        except BadJSON as exc:
-            messages.error(request, f"The edited parameters were refused: {exc}")
-            return redirect("approvals:detail", action_id=action_id)
-        if not isinstance(edited, dict):
-            messages.error(request, "The edited parameters must be a JSON object.")
-            return redirect("approvals:detail", action_id=action_id)
+    try:
+        edited = parse_edited_params(request.POST.get("params", ""))
+    except InvalidInput as exc:
+        messages.error(request, f"The edited parameters were refused: {exc.detail}")
+        return redirect("approvals:detail", action_id=action_id)
     try:
         approved = services.approve_action(
             action_id=action_id,
@@ -295,7 +296,7 @@ def policies(request):
             params = load_json(form["params"] or "{}")
             if not isinstance(params, dict):
                 raise ValueError("the parameters must be a JSON object")
-            result = policy_store.simulate(
+            result = evaluation.simulate(
                 agent_name=form["agent"],
                 action_type=form["action_type"],
                 params=params,

@@ -6,7 +6,7 @@
 - ``local``: the default of manage.py, asgi, celery_app and supervise: embedded, unless the environment gives a
   database, a Redis and every key (then base).
 - ``production``: base, refusing to start without its secrets and keys; TLS, HSTS, collected static files.
-- ``test``: base on this machine's PostgreSQL and Redis (pytest; tests/servers.py starts processes with it).
+- ``test``: base on this machine's PostgreSQL and Redis (pytest; tests/support/servers.py starts processes with it).
 
 This package's ``__init__`` imports nothing: importing ``config.settings.production`` must not run another module.
 """

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "channels",
+    "audit",
     "agents",
     "approvals",
 ]
@@ -62,12 +63,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "approvals.middleware.ContentSecurityPolicyMiddleware",
-    "approvals.middleware.MethodNotAllowedMiddleware",  # inside the CSP one: its pages get the header too
-    "approvals.middleware.DatabaseUnavailableMiddleware",  # a lost database is a 503 to retry, not a 500
+    "approvals.web.middleware.ContentSecurityPolicyMiddleware",
+    "approvals.web.middleware.MethodNotAllowedMiddleware",  # inside the CSP one: its pages get the header too
+    "approvals.web.middleware.DatabaseUnavailableMiddleware",  # a lost database is a 503 to retry, not a 500
     "approvals.api.refusals.AgentKeyOnPagesMiddleware",  # an agent key on a reviewer page: audited
 ]
-# Body size limits and unreadable addresses are refused before Django reads anything: approvals.middleware.RequestGuard
+# Body size limits and unreadable addresses are refused before Django reads anything:
+# approvals.web.middleware.RequestGuard
 # (ASGI, config/asgi.py). A POST without a CSRF token is answered in the path's dialect (problem JSON under /api/).
 CSRF_FAILURE_VIEW = "approvals.web.ops.csrf_failure"
 X_FRAME_OPTIONS = "DENY"
@@ -93,7 +95,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "approvals.context_processors.containment",
+                "approvals.web.context_processors.containment",
+                "approvals.web.context_processors.live",
             ],
         },
     },
@@ -131,10 +134,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str("REDIS_URL")
 # The embedded redis-server's socket, which config/supervise.py starts when it is set (only embedded.py sets it).
 COUNTERSIGN_EMBEDDED_REDIS_SOCKET: Path | None = None
-# Where the channel layer and the broker live (the probes check it: approvals/health.py).
+# Where the channel layer and the broker live (the probes check it: approvals/ops/health.py).
 COUNTERSIGN_CHANNEL_REDIS_URL = REDIS_URL or "redis://127.0.0.1:6379/0"
 # Every process shares one channel layer (Redis, embedded or not): a push is sent from whichever process delivers
-# it (approvals/outbox.py).
+# it (approvals/outbox/dispatcher.py).
 
 
 def channel_layers(address: str) -> dict:
@@ -147,7 +150,7 @@ def channel_layers(address: str) -> dict:
             # reviewers connected that was most of a push's latency (docs/BENCHMARKS.md, "Live push").
             # Nothing here relies on what the list layer adds (messages kept a while for a consumer that is
             # not listening): a page that missed events asks for them again from the database (``resume``,
-            # approvals/consumers.py), and a wait re-reads the action after joining its group.
+            # approvals/live/consumers.py), and a wait re-reads the action after joining its group.
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
                 # retry_on_error: after a Redis restart every pooled connection is dead, and redis-py's
@@ -241,7 +244,7 @@ AUTH_PASSWORD_VALIDATORS = [
 # the embedded demo) and answers 404 in production unless COUNTERSIGN_METRICS_PUBLIC=true (production.py).
 COUNTERSIGN_METRICS_TOKEN = env_str("COUNTERSIGN_METRICS_TOKEN")
 COUNTERSIGN_METRICS_PUBLIC = env_bool("COUNTERSIGN_METRICS_PUBLIC", default=True)
-# How long /readyz and /healthz/dependencies wait for each dependency's answer (approvals/health.py): short enough
+# How long /readyz and /healthz/dependencies wait for each dependency's answer (approvals/ops/health.py): short enough
 # that a probe answers within 250 ms whatever is down.
 COUNTERSIGN_HEALTH_TIMEOUT_MS = env_int("COUNTERSIGN_HEALTH_TIMEOUT_MS", 150)
 # Where the workers of a multi-process uvicorn keep their request counters (one directory per server, made by the
@@ -279,7 +282,7 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # Pages' bodies (forms, Slack's interactivity posts) up to this size; the API and HumanLayer take 256 KiB. Larger
-# bodies are refused with 413 by the ASGI guard (approvals.middleware.RequestGuard) before they are read.
+# bodies are refused with 413 by the ASGI guard (approvals.web.middleware.RequestGuard) before they are read.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 REST_FRAMEWORK = {

@@ -1,7 +1,7 @@
 """Production: everything from the environment, TLS in front, secure cookies, HSTS.
 
 Use with DJANGO_SETTINGS_MODULE=config.settings.production; `manage.py check
---deploy` is clean with it (tests/test_security.py runs it).
+--deploy` is clean with it (tests/web/test_security.py runs it).
 """
 
 from __future__ import annotations

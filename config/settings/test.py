@@ -1,7 +1,7 @@
 """Test settings: the base settings on the real PostgreSQL and Redis of this machine unless told otherwise.
 
 Every value comes from the environment, as in production; nothing is generated and no directory is made (the
-embedded default has tests of its own: tests/test_embedded.py, tests/test_readme_commands.py).
+embedded default has tests of its own: tests/ops/test_embedded.py, tests/ops/test_readme_commands.py).
 """
 
 from __future__ import annotations
@@ -27,5 +27,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F
 # Many tests log in from 127.0.0.1 within one window; the per-(username, address) delay is what tests check.
 COUNTERSIGN_LOGIN_MAX_FAILURES_PER_IP = 1000
 # Static files are served through finders (base.py); no collected directory to look in, so WhiteNoise does not warn
-# that var/static is missing (nothing is made here). tests/test_production.py collects into a STATIC_ROOT of its own.
+# that var/static is missing (nothing is made here). tests/ops/test_production.py collects into a STATIC_ROOT of its
+# own.
 STATIC_ROOT = None

@@ -4,8 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agents.models import Agent
 from agents.services import create_agent
-from approvals.action_types import registry
-from approvals.audit import Actor
+from audit.chain import Actor
+from catalog import registry
 
 
 class Command(BaseCommand):

@@ -3,10 +3,10 @@ import sys
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from approvals.audit import Actor
-from approvals.credentials import create_credential
 from approvals.models import Credential
 from approvals.models.credential import RESULT_PARTS, RISKS
+from approvals.services.credentials import create_credential
+from audit.chain import Actor
 
 
 class Command(BaseCommand):

@@ -5,8 +5,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from approvals import accounts
-from approvals.audit import Actor
+from approvals.services import accounts
+from audit.chain import Actor
 
 
 class Command(BaseCommand):

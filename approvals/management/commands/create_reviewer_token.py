@@ -2,8 +2,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from approvals.audit import Actor, record_event
 from approvals.models import ReviewerToken
+from audit.chain import Actor, record_event
 
 
 class Command(BaseCommand):

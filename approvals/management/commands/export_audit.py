@@ -6,8 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from approvals.audit import event_body
-from approvals.audit_query import AuditFilter, iter_filtered
+from approvals.selectors.audit import AuditFilter, iter_filtered
+from audit.chain import event_body
 
 
 def _moment(value: str) -> datetime:

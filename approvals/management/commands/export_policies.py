@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from approvals.policy_store import current_version, to_yaml
+from approvals.policies.store import current_version, to_yaml
 
 
 class Command(BaseCommand):

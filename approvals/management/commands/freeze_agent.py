@@ -1,9 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from agents.models import Agent
-from approvals.audit import Actor
 from approvals.errors import ServiceError
 from approvals.services.containment import freeze_agent, unfreeze_agent
+from audit.chain import Actor
 
 
 class Command(BaseCommand):

@@ -2,8 +2,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from agents.models import Agent
-from approvals.audit import Actor
 from approvals.services.containment import grant_capability, revoke_capability  # cancels what lost its ground
+from audit.chain import Actor
 
 
 class Command(BaseCommand):

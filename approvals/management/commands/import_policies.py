@@ -2,9 +2,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from approvals.audit import Actor
-from approvals.policies import PolicyError
-from approvals.policy_store import from_yaml, plan_replace, replace_rules
+from approvals.policies.rules import PolicyError
+from approvals.policies.store import from_yaml, plan_replace, replace_rules
+from audit.chain import Actor
 
 
 class Command(BaseCommand):

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from approvals.audit import Actor
 from approvals.errors import ServiceError
 from approvals.services.containment import pause_executions, resume_executions
+from audit.chain import Actor
 
 
 class Command(BaseCommand):

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from agents.models import AgentKey
-from approvals.audit import Actor
 from approvals.services.containment import revoke_key  # cancels pending actions when it was the last key
+from audit.chain import Actor
 
 
 class Command(BaseCommand):

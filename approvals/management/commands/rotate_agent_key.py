@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from agents.models import Agent
-from approvals.audit import Actor
 from approvals.services.containment import rotate_key
+from audit.chain import Actor
 
 
 class Command(BaseCommand):

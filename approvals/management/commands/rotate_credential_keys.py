@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from approvals.audit import Actor
-from approvals.credentials import rotate_all_keys
+from approvals.services.credentials import rotate_all_keys
+from audit.chain import Actor
 
 
 class Command(BaseCommand):

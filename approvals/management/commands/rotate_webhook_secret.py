@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agents.models import Agent
 from agents.services import WEBHOOK_SECRET_OVERLAP, rotate_webhook_secret
-from approvals.audit import Actor
+from audit.chain import Actor
 
 DEFAULT_OVERLAP_HOURS = WEBHOOK_SECRET_OVERLAP.total_seconds() / 3600
 

@@ -8,10 +8,10 @@ from django.db import transaction
 
 from agents.models import Agent
 from agents.services import create_agent, grant_capability, rotate_key
-from approvals.accounts import save_person
-from approvals.audit import Actor
-from approvals.credentials import create_credential, set_secret, update_settings
 from approvals.models import Credential
+from approvals.services.accounts import save_person
+from approvals.services.credentials import create_credential, set_secret, update_settings
+from audit.chain import Actor
 
 REVIEWER = "reviewer"
 User = get_user_model()

@@ -1,0 +1,78 @@
+"""The action as the API returns it (docs/API.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from approvals.models import ActionRequest, ActionStatus, Review
+from approvals.models.action import DECIDED, TERMINAL
+from approvals.policies.separation_of_duties import review_counts, uncounted_reason
+
+
+def _iso(value) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def present_review(review: Review, policy_rule: str) -> dict[str, Any]:
+    return {
+        "reviewer": review.reviewer.get_username() if review.reviewer_id else f"policy:{policy_rule}",
+        "verdict": review.verdict,
+        "via": review.via,
+        "comment": review.comment,
+        "at": _iso(review.created_at),
+    }
+
+
+def is_finished(action: ActionRequest) -> bool:
+    """Nothing more will happen: terminal, or approved with nothing for Countersign to run."""
+    return action.status in TERMINAL or (action.status == ActionStatus.APPROVED and action.finished_at is not None)
+
+
+def present_action(action: ActionRequest) -> dict[str, Any]:
+    # Held by a proposal just written in this process (ActionRequest.hold_reviews), else prefetched by selectors.
+    reviews = action.held_reviews if action.held_reviews is not None else list(action.reviews.all())
+    # Only approvals from someone eligible under the rule now in force count (an edit can change the rule).
+    approvals = sum(1 for r in reviews if review_counts(r, action))
+    decision = None
+    if action.status in DECIDED:
+        decision = {
+            "outcome": "rejected" if action.status == ActionStatus.REJECTED else "approved",
+            "reviews": [present_review(r, action.policy_rule) for r in reviews],
+            "edited_params": action.edited_params,
+            "reason": action.decision_reason,
+        }
+    path = f"/api/v1/actions/{action.id}"
+    return {
+        "id": str(action.id),
+        "status": action.status,
+        "action_type": action.action_type,
+        "params": action.params,
+        "summary": action.summary,
+        "agent": action.agent.name,
+        "on_behalf_of": action.on_behalf_of,
+        # The person on_behalf_of was resolved to when proposed (approvals.policies.people), or null: nobody known.
+        "on_behalf_of_user": action.on_behalf_of_user.get_username() if action.on_behalf_of_user_id else None,
+        "risk": action.risk,
+        "modifies_access": action.modifies_access,
+        "required_approvals": action.required_approvals,
+        "approvals": approvals,
+        "approved_by": [present_review(r, action.policy_rule)["reviewer"] for r in reviews if r.verdict == "approve"],
+        # Approvals given but not counted under the rule now in force, and why (e.g. the editor is not in it).
+        "uncounted_approvals": [
+            {"reviewer": present_review(r, action.policy_rule)["reviewer"], "reason": uncounted_reason(r, action)}
+            for r in reviews
+            if r.verdict == "approve" and not review_counts(r, action)
+        ],
+        "policy": {
+            "rule": action.policy_rule,
+            "effect": action.policy_effect,
+            "explanation": action.policy_explanation,
+        },
+        "decision": decision,
+        "result": action.result,
+        "created_at": _iso(action.created_at),
+        "expires_at": _iso(action.expires_at),
+        "decided_at": _iso(action.decided_at),
+        "finished_at": _iso(action.finished_at),
+        "links": {"self": path, "wait": f"{path}/wait", "review": f"/actions/{action.id}"},
+    }

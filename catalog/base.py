@@ -1,0 +1,129 @@
+"""The contract every action type fulfils.
+
+Shaped like healthchecks' transports: a small class per type, one registry,
+and an error type that says whether trying again could help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from catalog.risk import Risk
+
+
+class ExecutionError(Exception):
+    """The executor could not do the action. ``permanent`` says retrying won't help.
+
+    ``outcome_unknown`` says the request may have reached the target and nobody knows whether it took effect
+    (a timeout or a dropped connection after it was sent): the action then ends ``unknown``, not ``failed``,
+    because an agent that retries a ``failed`` action would repeat one that happened (approvals.services.execution).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = True,
+        details: dict[str, Any] | None = None,
+        outcome_unknown: bool = False,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.details = details or {}
+        self.outcome_unknown = outcome_unknown
+
+
+class ParamsRejected(Exception):
+    """Params are schema-valid but unacceptable for this type (e.g. a path escaping its base)."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__("; ".join(f"{k}: {', '.join(v)}" for k, v in errors.items()))
+        self.errors = errors
+
+
+@dataclass
+class Preview:
+    """What reviewers are shown, computed by Countersign, not claimed by the agent."""
+
+    kind: str  # "text" | "json" | "message" | "none" | "unavailable"
+    title: str = ""
+    before: Any = None
+    after: Any = None
+    notes: list[str] = field(default_factory=list)
+    error: str = ""
+    # True when no diff was computed because the credential does not allow preview reads.
+    reads_off: bool = False
+
+
+class ActionType:
+    name: ClassVar[str]
+    title: ClassVar[str]
+    description: ClassVar[str] = ""
+    risk: ClassVar[str] = Risk.MEDIUM
+    modifies_access: ClassVar[bool] = False
+    params_schema: ClassVar[dict[str, Any]]
+    # The Credential.kind values this type can execute with; empty = needs none.
+    credential_kinds: ClassVar[tuple[str, ...]] = ()
+    # Whether approval leads to execution by Countersign (False: the agent acts).
+    executes: ClassVar[bool] = True
+    # An idempotent type may be retried after a crash mid-execution (see is_idempotent).
+    idempotent: ClassVar[bool] = False
+    # Which result keys carry the target's "status", "headers" or "body": the credential's result_visibility
+    # drops the parts it does not show (approvals.credentials.redaction.apply_visibility). Unmapped keys are always
+    # kept.
+    result_parts: ClassVar[dict[str, str]] = {}
+    # Whether preview() reads the live target with the credential: then it runs only for a credential that
+    # allows preview reads, and preview_without_reads() answers otherwise (approvals.presentation.previews). True
+    # unless a
+    # type says otherwise: a project's own type that reads is gated too. Types without a credential never are.
+    preview_reads: ClassVar[bool] = True
+
+    def credential_name(self, params: dict[str, Any]) -> str | None:
+        """The credential the params name, if this type uses one."""
+        return params.get("credential") if self.credential_kinds else None
+
+    def check_params(self, params: dict[str, Any], credential) -> None:
+        """Checks beyond the JSON Schema; raise ParamsRejected. ``credential`` may be None."""
+
+    def preview(self, params: dict[str, Any], client) -> Preview:
+        return Preview(kind="none")
+
+    def preview_without_reads(self, params: dict[str, Any], credential_name: str) -> Preview:
+        """What reviewers see when the credential does not allow preview reads: no request is made."""
+        return Preview(
+            kind="unavailable",
+            error=f"No diff could be computed: preview reads are off for the credential {credential_name}, "
+            "so Countersign did not read the target. Check the current state yourself before approving.",
+            reads_off=True,
+        )
+
+    def is_idempotent(self, params: dict[str, Any]) -> bool:
+        """Whether running these params twice has the effect of running them once.
+
+        Only then does the stuck-execution sweep retry after a crash, and it
+        retries with the same idempotency key (the action id).
+        """
+        return self.idempotent
+
+    def make_client(self, credential, params: dict[str, Any], *, idempotency_key: str):
+        """A client narrowed to exactly what ``params`` need; never the credential itself.
+
+        ``idempotency_key`` is the action id, the same on every attempt, for
+        targets that de-duplicate requests.
+        """
+        return None
+
+    def execute(self, params: dict[str, Any], client) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "risk": str(self.risk),
+            "modifies_access": self.modifies_access,
+            "params_schema": self.params_schema,
+        }

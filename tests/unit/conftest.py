@@ -1,0 +1,10 @@
+"""The fast lane: pure modules only, with no PostgreSQL and no Redis (``make test-fast``)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_redis():
+    """Nothing here touches Redis, so there is nothing to flush (and none may be running)."""
