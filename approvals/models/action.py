@@ -90,6 +90,15 @@ class ActionRequest(models.Model):
     on_behalf_of_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # Where the agent's run can be looked at, and how sure it says it is (docs/API.md: optional, shown first).
+    trace_url = models.URLField(max_length=2000, blank=True)
+    run_id = models.CharField(max_length=200, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    # A soft lock: the reviewer working on it, for others to see (never a refusal).
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
     # NULL, not "", so the unique constraint ignores proposals without a key.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     request_digest = models.CharField(max_length=64)
@@ -261,6 +270,12 @@ class Review(models.Model):
     via = models.CharField(max_length=10, choices=Via.choices)
     comment = models.TextField(blank=True)
     edited_params = models.JSONField(null=True, blank=True)
+    # What the reviewer was shown when deciding (the preview, its diff, its fingerprint): the evidence history shows.
+    evidence = models.JSONField(default=dict, blank=True)
+    # Why the reviewer approved although the preview said execution would fail (typed, required then).
+    override_reason = models.TextField(blank=True)
+    # An approval taken back within the undo window, before execution was dispatched.
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
