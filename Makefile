@@ -50,8 +50,23 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Two lanes at once. The fault tests (tests/reliability, the SIGKILL and heartbeat ones) spend most of their time
+# waiting out timeouts and heartbeats, so they run beside the rest, on a database, a Redis database and a var/ of
+# their own (SLOW_LANE_DATABASE_URL, SLOW_LANE_REDIS_URL); their output is shown when they end.
+SLOW_LANE := tests/reliability tests/execution/test_heartbeats.py tests/execution/test_at_most_once.py
+SLOW_LANE_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/slowlane
+SLOW_LANE_REDIS_URL ?= redis://127.0.0.1:6379/8
+
 test: lint
-	$(VENV)/bin/pytest
+	@mkdir -p test-artifacts
+	@DATABASE_URL=$(SLOW_LANE_DATABASE_URL) REDIS_URL=$(SLOW_LANE_REDIS_URL) \
+	  COUNTERSIGN_VAR_DIR=$(CURDIR)/test-artifacts/slow-lane-var \
+	  $(VENV)/bin/pytest $(SLOW_LANE) > test-artifacts/slow-lane.log 2>&1 & slow=$$!; \
+	$(VENV)/bin/pytest $(addprefix --ignore=,$(SLOW_LANE)); main=$$?; \
+	wait $$slow; slow_rc=$$?; \
+	echo "--- the slow lane ($(SLOW_LANE)), test-artifacts/slow-lane.log:"; \
+	if [ $$slow_rc -eq 0 ]; then tail -n 3 test-artifacts/slow-lane.log; else cat test-artifacts/slow-lane.log; fi; \
+	[ $$main -eq 0 ] && [ $$slow_rc -eq 0 ]
 
 # The fast lane: tests/unit, the pure modules, in seconds. No PostgreSQL and no Redis: both URLs point at closed
 # ports, so a test that reached for either would fail here rather than quietly use a server.

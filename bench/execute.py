@@ -120,7 +120,7 @@ def main() -> None:
     target = Target()
     key, token, proposal = fixtures(target.url)
     with common.Stack() as stack:
-        env = common.server_env()
+        env = common.server_env(COUNTERSIGN_UNDO_SECONDS="0")  # approve -> execute without the undo window
         _, url = stack.web(env)
         stack.worker(env)
         log(f"web + worker (concurrency {common.WORKER_CONCURRENCY}) up; load {common.loadavg()}")

@@ -43,6 +43,20 @@ class ParamsRejected(Exception):
         self.errors = errors
 
 
+def shorten(text: Any, limit: int = 80) -> str:
+    """One line of at most ``limit`` characters, for plain-word descriptions."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def plain_list(items: list[Any], limit: int = 3) -> str:
+    """ "a", "a and b", "a, b and c", "a, b, c and 2 more"."""
+    names = [shorten(i, 60) for i in items]
+    if len(names) > limit:
+        return f"{', '.join(names[:limit])} and {len(names) - limit} more"
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}" if names else ""
+
+
 @dataclass
 class Preview:
     """What reviewers are shown, computed by Countersign, not claimed by the agent."""
@@ -55,6 +69,13 @@ class Preview:
     error: str = ""
     # True when no diff was computed because the credential does not allow preview reads.
     reads_off: bool = False
+    # The type knows, from what it read, that executing would fail (an unknown user, a file that exists for
+    # mode create): the page leads with ``failure`` and approving needs a typed reason (override_reason).
+    will_fail: bool = False
+    failure: str = ""
+    # What the change means, beside the text diff, when the type knows its structure, e.g. group membership:
+    # {"kind": "membership", "group": str, "added": [{"user_name", "display_name"}], "removed": [...]}.
+    semantic: dict[str, Any] | None = None
 
 
 class ActionType:
@@ -118,7 +139,12 @@ class ActionType:
     def execute(self, params: dict[str, Any], client) -> dict[str, Any]:
         raise NotImplementedError
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, params: dict[str, Any]) -> str:
+        """What these params will do, in plain words for the reviewer ("Post to #ops"). Never reads the target."""
+        return self.title
+
+    def catalog_entry(self) -> dict[str, Any]:
+        """The type as the API lists it (GET /api/v1/action-types)."""
         return {
             "name": self.name,
             "title": self.title,

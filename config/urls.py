@@ -2,9 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView
 
-from approvals.api.schema import SwaggerView
+from approvals.api.schema import SchemaView, SwaggerView
 from approvals.web.auth import ThrottledAdminAuthenticationForm, ThrottledLoginView
 from approvals.web.ops import dependencies, healthz, metrics, readyz
 from approvals.web.password_views import PasswordSetDoneView, SetPasswordView
@@ -16,7 +15,7 @@ admin.site.login_form = ThrottledAdminAuthenticationForm
 urlpatterns = [
     path("api/v1/", include("approvals.api.urls")),
     path("humanlayer/v1/", include("approvals.humanlayer.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
     # The split view serves its init script as a file: no inline script, so the CSP holds here too.
     path("api/docs/", SwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),

@@ -19,7 +19,7 @@ from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from django.core.validators import validate_email
 
 from approvals.credentials.redaction import Redactor
-from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview
+from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview, plain_list, shorten
 from catalog.risk import Risk
 
 MAX_RECIPIENTS = 50
@@ -178,6 +178,11 @@ class EmailSend(ActionType):
             "body": {"type": "string", "maxLength": MAX_BODY_BYTES, "description": "Plain text, up to 100 KB."},
         },
     }
+
+    def describe(self, params: dict[str, Any]) -> str:
+        text = f"Send '{shorten(params.get('subject') or '', 80)}' to {plain_list(list(params.get('to') or []), 2)}"
+        cc = list(params.get("cc") or [])
+        return text + (f" (copy to {plain_list(cc, 2)})" if cc else "")
 
     def check_params(self, params: dict[str, Any], credential) -> None:
         errors: dict[str, list[str]] = {}

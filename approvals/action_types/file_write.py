@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 
-from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview
+from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview, shorten
 from catalog.risk import Risk
 
 MAX_PATH = 1024
@@ -300,6 +300,12 @@ class FileWrite(ActionType):
         },
     }
 
+    def describe(self, params: dict[str, Any]) -> str:
+        content = str(params.get("content") or "")
+        lines = content.count("\n") + (1 if content and not content.endswith("\n") else 0)
+        how = {"create": " (a new file)", "replace": " (replacing it)"}.get(str(params.get("mode")), "")
+        return f"Write {lines} line{'' if lines == 1 else 's'} to {shorten(params.get('path') or '', 100)}{how}"
+
     def check_params(self, params: dict[str, Any], credential) -> None:
         errors: dict[str, list[str]] = {}
         problem = path_problem(params["path"])
@@ -355,6 +361,7 @@ class FileWrite(ActionType):
             return Preview(kind="unavailable", title=params["path"], error=f"refused: {exc}")
         content = params["content"]
         before: str | None
+        failure = ""  # what write() will refuse, known from the read: said first, before the diff
         if current is None:
             before = ""
             notes.append("new file")
@@ -362,9 +369,11 @@ class FileWrite(ActionType):
                 notes.append(f"creates the directories {', '.join(missing)}")
             if params["mode"] == "replace":
                 notes.append("the file does not exist: mode replace will fail")
+                failure = f"Execution will fail: {params['path']} does not exist, and mode replace needs it."
         else:
             if params["mode"] == "create":
                 notes.append("the file already exists: mode create will fail")
+                failure = f"Execution will fail: {params['path']} already exists, and mode create refuses it."
             if len(current) > MAX_CONTENT_BYTES:
                 before = None
                 notes.append(f"the current file is larger than {MAX_CONTENT_BYTES} bytes and is not shown")
@@ -376,6 +385,18 @@ class FileWrite(ActionType):
                     notes.append(f"file is not UTF-8 text ({len(current)} bytes); its content is not shown")
                 if params.get("expected_sha256") and sha256_hex(current) != params["expected_sha256"]:
                     notes.append("the file changed since the agent read it (expected_sha256 does not match)")
+                    failure = failure or (
+                        "Execution will fail: the file changed since the agent read it "
+                        "(expected_sha256 does not match)."
+                    )
                 if before == content:
                     notes.append("no change: the file already has this content")
-        return Preview(kind="text", title=params["path"], before=before, after=content, notes=notes)
+        return Preview(
+            kind="text",
+            title=params["path"],
+            before=before,
+            after=content,
+            notes=notes,
+            will_fail=bool(failure),
+            failure=failure,
+        )

@@ -9,11 +9,19 @@ import httpx
 
 from approvals.action_types import transport
 from approvals.credentials.redaction import Redactor, wire_values
-from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview
+from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview, shorten
 from catalog.risk import Risk
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 IDEMPOTENT_METHODS = ("GET", "PUT", "DELETE")  # RFC 9110, 9.2.2
+# What each method does to the resource at the path (RFC 9110, 9.3), in a reviewer's words.
+METHOD_WORDS = {
+    "GET": "reads it, changes nothing",
+    "POST": "creates a resource (or triggers an operation)",
+    "PUT": "replaces the resource with the body",
+    "PATCH": "changes part of the resource",
+    "DELETE": "deletes the resource",
+}
 FORBIDDEN_HEADERS = {"authorization", "cookie", "host", "idempotency-key", "proxy-authorization", "x-api-key"}
 MAX_RESPONSE_CHARS = 64 * 1024
 
@@ -152,6 +160,10 @@ class HttpRequest(ActionType):
             "json": {"description": "JSON body to send."},
         },
     }
+
+    def describe(self, params: dict[str, Any]) -> str:
+        method = str(params.get("method") or "").upper()
+        return f"{method} to {shorten(params.get('path') or '/', 80)}: {METHOD_WORDS.get(method, 'an HTTP call')}"
 
     def check_params(self, params: dict[str, Any], credential) -> None:
         errors: dict[str, list[str]] = {}

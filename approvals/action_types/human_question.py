@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from catalog.base import ActionType
+from typing import Any
+
+from catalog.base import ActionType, shorten
 from catalog.risk import Risk
 
 
@@ -29,3 +31,6 @@ class HumanQuestion(ActionType):
         "required": ["question"],
         "additionalProperties": False,
     }
+
+    def describe(self, params: dict[str, Any]) -> str:
+        return f"Ask: {shorten(params.get('question') or params.get('subject') or '', 120)}"

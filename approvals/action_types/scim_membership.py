@@ -18,7 +18,7 @@ import httpx
 from approvals.action_types import transport
 from approvals.action_types.http_request import target_url
 from approvals.credentials.redaction import Redactor
-from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview
+from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview, plain_list, shorten
 from catalog.risk import Risk
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -169,23 +169,34 @@ class ScimGroupClient:
         found: dict[str, dict[str, str]] = {}
         for name in user_names:
             matches = self._search(
-                "Users", _filter_eq("userName", name), f"looking up user {name!r}", count=2, attributes="userName"
+                "Users",
+                _filter_eq("userName", name),
+                f"looking up user {name!r}",
+                count=2,
+                attributes="userName,displayName,name",
             )
             if len(matches) == 1:
-                found[name] = {"id": matches[0]["id"], "userName": str(matches[0].get("userName") or name)}
+                found[name] = {
+                    "id": matches[0]["id"],
+                    "userName": str(matches[0].get("userName") or name),
+                    "displayName": _display_name(matches[0]),
+                }
             elif len(matches) > 1:
                 raise ExecutionError(f"more than one user has the userName {name!r}")
         return found
 
     def user_names(self, ids: list[str]) -> dict[str, str]:
-        """``{id: userName}`` for the ids that are users."""
+        """``{id: label}`` for the ids that are users: "Dana Smith (dana)", or the userName alone."""
         names: dict[str, str] = {}
         for start in range(0, len(ids), ID_FILTER_CHUNK):
             chunk = ids[start : start + ID_FILTER_CHUNK]
             filter_ = " or ".join(_filter_eq("id", i) for i in chunk)
-            for user in self._search("Users", filter_, "reading members", count=len(chunk), attributes="userName"):
+            found = self._search(
+                "Users", filter_, "reading members", count=len(chunk), attributes="userName,displayName,name"
+            )
+            for user in found:
                 if user.get("userName"):
-                    names[user["id"]] = str(user["userName"])
+                    names[user["id"]] = _user_label(str(user["userName"]), _display_name(user))
         return names
 
     # --- the one write ---------------------------------------------------------------
@@ -209,6 +220,21 @@ class ScimGroupClient:
         return response.status_code
 
 
+def _display_name(user: dict[str, Any]) -> str:
+    """The name a person is known by (SCIM ``displayName``, else ``name.formatted``), "" when the server has none."""
+    name = user.get("name")
+    formatted = name.get("formatted") if isinstance(name, dict) else None
+    for value in (user.get("displayName"), formatted):
+        if isinstance(value, str) and value.strip():
+            return " ".join(value.split())
+    return ""
+
+
+def _user_label(user_name: str, display_name: str) -> str:
+    """How a member is listed: the userName decides what runs, so it is always shown."""
+    return f"{display_name} ({user_name})" if display_name and display_name != user_name else user_name
+
+
 def _member_ids(group: dict[str, Any]) -> list[str]:
     members = group.get("members") or []
     return [m["value"] for m in members if isinstance(m, dict) and isinstance(m.get("value"), str)]
@@ -230,6 +256,10 @@ def _member_labels(client: ScimGroupClient, group: dict[str, Any], ids: list[str
             display = member.get("display")
             labels[value] = f"{display} ({kind} id {value})" if display else f"[{kind} id {value}]"
     return labels
+
+
+def _person(user: dict[str, str]) -> dict[str, str]:
+    return {"user_name": user["userName"], "display_name": user.get("displayName", "")}
 
 
 def _sorted(lines) -> list[str]:
@@ -272,6 +302,17 @@ class ScimGroupMembership(ActionType):
             "remove": _user_list("remove from the group"),
         },
     }
+
+    def describe(self, params: dict[str, Any]) -> str:
+        group = shorten(params.get("group") or "the group", 60)
+        add, remove = list(params.get("add") or []), list(params.get("remove") or [])
+        parts = []
+        if add:
+            parts.append(f"add {plain_list(add)} to {group}")
+        if remove:
+            parts.append(f"remove {plain_list(remove)} from {group}")
+        text = "; ".join(parts) or f"change nobody in {group}"
+        return text[0].upper() + text[1:]
 
     def check_params(self, params: dict[str, Any], credential) -> None:
         errors: dict[str, list[str]] = {}
@@ -366,7 +407,7 @@ class ScimGroupMembership(ActionType):
             return Preview(kind="unavailable", error=exc.message)
         before = dict(labels)
         after = {i: v for i, v in labels.items() if i not in {users[n]["id"] for n in plan["remove"]}}
-        after.update({users[n]["id"]: users[n]["userName"] for n in plan["add"]})
+        after.update({users[n]["id"]: _user_label(users[n]["userName"], users[n]["displayName"]) for n in plan["add"]})
         notes = []
         if plan["add"]:
             notes.append("adds: " + ", ".join(users[n]["userName"] for n in plan["add"]))
@@ -386,4 +427,17 @@ class ScimGroupMembership(ActionType):
             before="\n".join(_sorted(before.values())),
             after="\n".join(_sorted(after.values())),
             notes=notes,
+            semantic={
+                "kind": "membership",
+                "group": name,
+                "added": [_person(users[n]) for n in plan["add"]],
+                "removed": [_person(users[n]) for n in plan["remove"]],
+                "unchanged": len(set(before) & set(after)),
+            },
+            # execute() refuses before any write when a user is unknown: say so first.
+            will_fail=bool(plan["unknown"]),
+            failure=f"Execution will fail: the SCIM server knows no user {plain_list(plan['unknown'])}; "
+            "nothing would change."
+            if plan["unknown"]
+            else "",
         )

@@ -14,7 +14,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from approvals.credentials.redaction import Redactor
 from approvals.models.credential import SLACK_CHANNEL_ID_RE, SLACK_CHANNEL_RE
-from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview
+from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview, shorten
 from catalog.risk import Risk
 
 MAX_TEXT = 40_000  # Slack truncates longer messages
@@ -188,6 +188,10 @@ class SlackPostMessage(ActionType):
         },
     }
 
+    def describe(self, params: dict[str, Any]) -> str:
+        where = shorten(params.get("channel") or "", 81)
+        return f"Post to {where}" + (" as a reply in a thread" if params.get("thread_ts") else "")
+
     def check_params(self, params: dict[str, Any], credential) -> None:
         errors: dict[str, list[str]] = {}
         channel = params["channel"]
@@ -238,6 +242,7 @@ class SlackPostMessage(ActionType):
 
     def preview(self, params: dict[str, Any], client: SlackChannelClient | None) -> Preview:
         notes: list[str] = []
+        failure = ""
         title = f"Message to {params['channel']}"
         if client is not None and SLACK_CHANNEL_ID_RE.fullmatch(params["channel"]):
             try:
@@ -249,6 +254,7 @@ class SlackPostMessage(ActionType):
                     title = f"Message to #{info['name']} ({params['channel']})"
                 if info.get("is_archived"):
                     notes.append("The channel is archived.")
+                    failure = "Execution will fail: the channel is archived, and Slack refuses posts to it."
         parent = None
         if params.get("thread_ts"):
             title += " (thread reply)"
@@ -277,4 +283,6 @@ class SlackPostMessage(ActionType):
         }
         if params.get("unfurl_links") is not None:
             notes.append("Links unfurl." if params["unfurl_links"] else "Links do not unfurl.")
-        return Preview(kind="message", title=title, before=None, after=after, notes=notes)
+        return Preview(
+            kind="message", title=title, before=None, after=after, notes=notes, will_fail=bool(failure), failure=failure
+        )

@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import threading
+
 from django.templatetags.static import static
-from drf_spectacular.views import SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+_ONE_SCHEMA_AT_A_TIME = threading.Lock()
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema, built one request at a time.
+
+    drf-spectacular loads its extensions lazily, on the first schema built, and two first requests at once race
+    there: one finds an extension the other has just marked absent (None) and answers 500. The schema is asked
+    for rarely, so waiting for the one being built costs nothing that matters."""
+
+    def _get_schema_response(self, request):
+        with _ONE_SCHEMA_AT_A_TIME:
+            return super()._get_schema_response(request)
 
 
 class SwaggerView(SpectacularSwaggerSplitView):

@@ -21,6 +21,10 @@ class ProposalInput(serializers.Serializer):
     idempotency_key = serializers.CharField(max_length=255, required=False, allow_blank=False)
     callback_url = serializers.URLField(max_length=2048, required=False, allow_blank=True, default="")
     expires_in = serializers.IntegerField(required=False, min_value=60)
+    # Checked by the service (approvals.services.proposals.trace_field_errors): http(s) only, lengths, 0..1.
+    trace_url = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    run_id = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    confidence = serializers.JSONField(required=False, allow_null=True, default=None)
 
     def validate_context(self, value):
         if len(canonical_json(value).encode()) > MAX_CONTEXT_BYTES:
@@ -55,6 +59,14 @@ class ApproveInput(serializers.Serializer):
         help_text="The `fingerprint` of the preview you reviewed; if the target changed since, the approval "
         "is refused (409) with the fresh preview.",
     )
+    override_reason = serializers.CharField(
+        max_length=2000,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Required when the preview says execution will fail (`will_fail`): why you approve anyway. "
+        "Stored with your review and in the audit log; without it such an approval is refused (400).",
+    )
 
 
 class PreviewOutput(serializers.Serializer):
@@ -65,6 +77,10 @@ class PreviewOutput(serializers.Serializer):
     notes = serializers.ListField(child=serializers.CharField())
     error = serializers.CharField()
     reads_off = serializers.BooleanField(help_text="No diff: the credential does not allow preview reads.")
+    will_fail = serializers.BooleanField(
+        help_text="Countersign knows from what it read that executing would fail; approving needs `override_reason`."
+    )
+    failure = serializers.CharField(help_text="Why execution will fail, when `will_fail`; else empty.")
     fingerprint = serializers.CharField()
 
 
@@ -85,6 +101,10 @@ class ReviewOutput(serializers.Serializer):
     via = serializers.ChoiceField(choices=["web", "slack", "api", "policy"])
     comment = serializers.CharField()
     at = serializers.DateTimeField()
+    withdrawn_at = serializers.DateTimeField(
+        required=False,
+        help_text="Only on an approval the reviewer undid within the undo window: it counts for nothing.",
+    )
 
 
 class DecisionOutput(serializers.Serializer):
@@ -150,6 +170,9 @@ class ActionOutput(serializers.Serializer):
     decided_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
     links = LinksOutput()
+    trace_url = serializers.CharField(help_text="Where the agent's run can be inspected (http/https); '' if none.")
+    run_id = serializers.CharField(help_text="The agent's run identifier; '' if none.")
+    confidence = serializers.FloatField(allow_null=True, help_text="The agent's confidence, 0 to 1; null if none.")
 
 
 class ActionPageOutput(serializers.Serializer):

@@ -13,6 +13,7 @@ urlpatterns = [
     path("actions/<uuid:action_id>/approve", views.ApproveView.as_view(), name="api-action-approve"),
     path("policies/simulate", views.SimulateView.as_view(), name="api-policy-simulate"),
     path("actions/<uuid:action_id>/reject", views.RejectView.as_view(), name="api-action-reject"),
+    path("actions/<uuid:action_id>/withdraw", views.WithdrawView.as_view(), name="api-action-withdraw"),
     path("actions/<uuid:action_id>/resolve", views.ResolveView.as_view(), name="api-action-resolve"),
     path("agents/<slug:name>/freeze", containment.FreezeAgentView.as_view(), name="api-agent-freeze"),
     path("agents/<slug:name>/unfreeze", containment.UnfreezeAgentView.as_view(), name="api-agent-unfreeze"),

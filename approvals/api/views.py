@@ -38,6 +38,7 @@ from approvals.presentation.previews import compute_preview, preview_as_dict
 from approvals.selectors import actions as selectors
 from approvals.selectors import keyset
 from approvals.selectors.presenters import present_action
+from approvals.services import undo
 from catalog import registry
 
 PROBLEMS = {
@@ -141,7 +142,7 @@ class ActionTypesView(APIView):
         if isinstance(request.user, Agent):
             allowed = granted_types(request.user)
             types = [t for t in types if t.name in allowed]
-        return Response([t.describe() for t in types])
+        return Response([t.catalog_entry() for t in types])
 
 
 STATUS_FILTER = OpenApiParameter("status", str, enum=[s.value for s in ActionStatus], required=False)
@@ -272,9 +273,26 @@ class ApproveView(APIView):
             comment=serializer.validated_data["comment"],
             edited_params=serializer.validated_data.get("params"),
             preview_fingerprint=serializer.validated_data.get("preview_fingerprint"),
+            override_reason=serializer.validated_data["override_reason"],
         )
         # An edit can move the action to a group the reviewer is not in; they still see what they just did
         # (``uncounted_approvals`` says their approval does not count under the rule now in force).
+        action = selectors.get_action_for(request.user, action_id) or selectors.reviewed_by(request.user, action_id)
+        return Response(present_action(action))
+
+
+class WithdrawView(APIView):
+    """Undo your own approval within the undo window, before its execution is dispatched (approvals.services.undo)."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="withdraw_approval",
+        request=None,
+        responses={200: ActionOutput, **_problems(401, 403, 404, 409)},
+    )
+    def post(self, request, action_id):
+        undo.withdraw_approval(action_id, request.user, via=Review.Via.API)
         action = selectors.get_action_for(request.user, action_id) or selectors.reviewed_by(request.user, action_id)
         return Response(present_action(action))
 

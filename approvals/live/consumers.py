@@ -4,7 +4,10 @@ Messages a page sends (JSON): ``ping`` (answered ``pong``); ``resume`` with
 ``since`` (the last ``seq`` it heard): the events it missed are sent again,
 or ``resync`` when that cannot be told; ``watch`` with ``action_id``: join
 that action's presence (approvals.live.presence), answered with ``presence``
-messages listing who else is looking; ``unwatch``.
+messages listing who else is looking; ``unwatch``; ``observe`` with
+``action_ids`` (the queue's rows, at most OBSERVE_MAX): listen to those
+actions' presence without joining it, answered with a ``presence`` message per
+action whenever who is looking at it changes (the queue shows it on the rows).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from approvals.selectors import actions as selectors
 
 log = logging.getLogger(__name__)
 
+OBSERVE_MAX = 100  # a queue page shows 50 rows
+
 
 @database_sync_to_async
 def _groups_for(user) -> list[str]:
@@ -43,6 +48,11 @@ def _may_see(user, action_id: uuid.UUID) -> bool:
     return selectors.actions_for(user).filter(id=action_id).exists()
 
 
+@database_sync_to_async
+def _visible(user, action_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    return set(selectors.actions_for(user).filter(id__in=action_ids).values_list("id", flat=True))
+
+
 class ReviewerEventsConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         user = self.scope.get("user")
@@ -55,10 +65,13 @@ class ReviewerEventsConsumer(AsyncJsonWebsocketConsumer):
         self.watching: uuid.UUID | None = None
         self.book: PresenceBook | None = None
         self.heartbeat: asyncio.Task | None = None
+        # The queue's rows whose presence this socket listens to (not joins): action id -> who is looking.
+        self.observed: dict[str, PresenceBook] = {}
         await self.accept()
 
     async def disconnect(self, code):
         await self._unwatch()
+        await self._unobserve()
         for group in getattr(self, "joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -74,6 +87,8 @@ class ReviewerEventsConsumer(AsyncJsonWebsocketConsumer):
             await self._watch(content.get("action_id"))
         elif kind == "unwatch":
             await self._unwatch()
+        elif kind == "observe":
+            await self._observe(content.get("action_ids"))
 
     async def dispatch(self, message):
         if message["type"] == "action.event":
@@ -159,6 +174,59 @@ class ReviewerEventsConsumer(AsyncJsonWebsocketConsumer):
     def _about_mine(self, message) -> bool:
         return self.book is not None and message.get("action_id") == str(self.watching)
 
+    # --- observing the queue's rows ------------------------------------------------------------
+    # A queue page listens to the presence groups of the rows it shows; it never says "join", so it is
+    # nobody's viewer. It asks the watchers already there to say so (presence.ask) rather than wait a beat.
+
+    async def _observe(self, raw_ids) -> None:
+        wanted: list[uuid.UUID] = []
+        for raw in raw_ids if isinstance(raw_ids, list) else []:
+            try:
+                wanted.append(uuid.UUID(str(raw)))
+            except ValueError:
+                continue
+        visible = await _visible(self.scope["user"], wanted[:OBSERVE_MAX]) if wanted else set()
+        keep = {str(a) for a in visible}
+        for gone in set(self.observed) - keep:
+            del self.observed[gone]
+            await self.channel_layer.group_discard(presence_group(gone), self.channel_name)
+        ttl = heartbeat_seconds() * MISSED_BEATS
+        for action_id in keep - set(self.observed):
+            self.observed[action_id] = PresenceBook(
+                own_channel=self.channel_name, own_user_id=self.scope["user"].pk, ttl=ttl
+            )
+            await self.channel_layer.group_add(presence_group(action_id), self.channel_name)
+            await self.channel_layer.group_send(
+                presence_group(action_id),
+                {"type": "presence.ask", "action_id": action_id, "channel": self.channel_name},
+            )
+
+    async def _unobserve(self) -> None:
+        for action_id in list(getattr(self, "observed", {})):
+            await self.channel_layer.group_discard(presence_group(action_id), self.channel_name)
+        self.observed = {}
+
+    async def _observed_saw(self, message, *, leaving: bool = False) -> None:
+        action_id = message.get("action_id")
+        book = getattr(self, "observed", {}).get(action_id)
+        if book is None:
+            return
+        now = time.monotonic()
+        if leaving:
+            changed = book.left(message["channel"])
+        else:
+            changed = book.saw(
+                channel=message["channel"], user_id=message["user_id"], username=message["username"], now=now
+            )
+        changed = book.expire(now) or changed
+        if changed:
+            await self.send_json({"type": "presence", "action_id": action_id, "viewers": book.names()})
+
+    async def presence_ask(self, message):
+        """A queue page wants to know who is looking: say so, if this socket is."""
+        if self._about_mine(message) and message["channel"] != self.channel_name:
+            await self.channel_layer.send(message["channel"], {"type": "presence.here", **self._me()})
+
     async def _saw(self, message) -> None:
         if self.book.saw(
             channel=message["channel"], user_id=message["user_id"], username=message["username"], now=time.monotonic()
@@ -166,6 +234,7 @@ class ReviewerEventsConsumer(AsyncJsonWebsocketConsumer):
             await self._send_presence()
 
     async def presence_join(self, message):
+        await self._observed_saw(message)
         if not self._about_mine(message) or message["channel"] == self.channel_name:
             return
         # Tell the newcomer we are here, directly.
@@ -173,14 +242,17 @@ class ReviewerEventsConsumer(AsyncJsonWebsocketConsumer):
         await self._saw(message)
 
     async def presence_here(self, message):
+        await self._observed_saw(message)
         if self._about_mine(message):
             await self._saw(message)
 
     async def presence_beat(self, message):
+        await self._observed_saw(message)
         if self._about_mine(message):
             await self._saw(message)
 
     async def presence_leave(self, message):
+        await self._observed_saw(message, leaving=True)
         if self._about_mine(message) and self.book.left(message["channel"]):
             await self._send_presence()
 

@@ -31,7 +31,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     ActionStatus.PENDING: frozenset(
         {ActionStatus.APPROVED, ActionStatus.REJECTED, ActionStatus.EXPIRED, ActionStatus.CANCELLED}
     ),
-    ActionStatus.APPROVED: frozenset({ActionStatus.EXECUTING, ActionStatus.FAILED}),
+    # approved -> pending: only the undo of an approval, within its window and before execution was dispatched
+    # (approvals.services.undo.withdraw_approval).
+    ActionStatus.APPROVED: frozenset({ActionStatus.EXECUTING, ActionStatus.FAILED, ActionStatus.PENDING}),
     # executing -> approved: only the stuck sweep, re-queueing an idempotent action after a crash.
     ActionStatus.EXECUTING: frozenset(
         {ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.UNKNOWN, ActionStatus.APPROVED}
@@ -282,9 +284,10 @@ class Review(models.Model):
         ordering = ["created_at", "id"]
         constraints = [
             # The same human never counts twice toward one action.
+            # A withdrawn approval (undo) does not stop its reviewer deciding again.
             models.UniqueConstraint(
                 fields=["action", "reviewer"],
-                condition=models.Q(reviewer__isnull=False),
+                condition=models.Q(reviewer__isnull=False, withdrawn_at__isnull=True),
                 name="review_once_per_reviewer",
             )
         ]

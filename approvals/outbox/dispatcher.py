@@ -40,13 +40,36 @@ MAX_BACKOFF_SECONDS = 300
 SWEEP_GRACE = timedelta(seconds=2)
 
 
-def enqueue(kind: str, *, payload: dict, action_id=None) -> OutboxMessage:
+def enqueue(kind: str, *, payload: dict, action_id=None, delay: float = 0) -> OutboxMessage:
+    """Record a message in the caller's transaction; delivered right after commit, or ``delay`` seconds later.
+
+    A delayed message (an approval's execution, held for the reviewer's undo window) is not due until then:
+    nothing claims it sooner, and until it is claimed it can be withdrawn (approvals.services.undo). After commit
+    a worker task is queued to run when it falls due, so it goes out promptly; the sweep delivers it if that
+    task is lost.
+    """
     conn = transaction.get_connection()
     if not conn.in_atomic_block:
         raise RuntimeError("outbox messages are enqueued inside the transaction that causes them")
+    if delay > 0:
+        message = OutboxMessage.objects.create(
+            kind=kind, payload=payload, action_id=action_id, next_attempt_at=timezone.now() + timedelta(seconds=delay)
+        )
+        transaction.on_commit(lambda: _deliver_when_due(message.id, delay))
+        return message
     message = OutboxMessage.objects.create(kind=kind, payload=payload, action_id=action_id)
     transaction.on_commit(lambda: deliver_ids([message.id], written=message))
     return message
+
+
+def _deliver_when_due(message_id: int, delay: float) -> None:
+    from config.celery_app import PUBLISH_RETRY, app
+
+    try:
+        # The worker claims it like anyone else (due, unheld, undelivered): a withdrawn message stays put.
+        app.send_task("approvals.deliver_outbox", args=[message_id], countdown=delay, retry_policy=PUBLISH_RETRY)
+    except Exception:  # the broker is down: the sweep delivers it when it is due
+        log.exception("could not schedule outbox message #%s; the sweep will deliver it", message_id)
 
 
 def deliver_ids(ids: list[int], *, written: OutboxMessage | None = None) -> None:
@@ -73,8 +96,11 @@ _CLAIM_SQL = (
     "AND (kind <> 'webhook' OR NOT EXISTS (SELECT 1 FROM {table} earlier WHERE earlier.action_id = {table}.action_id "
     "AND earlier.kind = 'webhook' AND earlier.delivered_at IS NULL AND earlier.id < {table}.id))"
 )
+# Only a worker kind's lease is taken over: its dispatcher claimed it and handed it to this worker. Any other kind
+# reaching a worker (an execution held for its undo window) is claimed as usual, when due and unheld.
 _TAKE_OVER_SQL = (
     "UPDATE {table} SET claimed_until = %s WHERE id = %s AND delivered_at IS NULL "
+    "AND kind IN ('webhook', 'notify') "  # WORKER_KINDS
     "AND (kind <> 'webhook' OR NOT EXISTS (SELECT 1 FROM {table} earlier WHERE earlier.action_id = {table}.action_id "
     "AND earlier.kind = 'webhook' AND earlier.delivered_at IS NULL AND earlier.id < {table}.id))"
 )
@@ -113,6 +139,8 @@ def deliver(message_id: int, *, in_worker: bool = False, written: OutboxMessage 
     message as ``enqueue`` wrote it, when delivering right after that commit.
     """
     message = _claim(message_id, take_over=in_worker, written=written)
+    if message is None and in_worker:
+        message = _claim(message_id)  # not a worker kind: a delayed message that fell due
     if message is None:
         return False
     handler = _hand_to_worker if message.kind in WORKER_KINDS and not in_worker else _HANDLERS[message.kind]

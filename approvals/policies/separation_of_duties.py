@@ -47,7 +47,8 @@ def counted_approvals() -> Q:
 
     An approval counts only from someone eligible under the rule now in force (an edit can change the rule,
     approvals.policies.evaluation): the policy's own, or a member of the action's reviewer group who is,
-    where separation of duties applies, neither the agent's owner nor the person it acts for.
+    where separation of duties applies, neither the agent's owner nor the person it acts for. A withdrawn
+    approval (undone within its window, approvals.services.undo) counts for nothing.
     """
     in_group = Exists(
         get_user_model().groups.through.objects.filter(
@@ -58,7 +59,7 @@ def counted_approvals() -> Q:
     not_owner = ~Q(reviewer_id=F("action__agent__owner_id"))
     not_requester = Q(action__on_behalf_of_user_id__isnull=True) | ~Q(reviewer_id=F("action__on_behalf_of_user_id"))
     person = Q(in_group) & (no_separation | (not_owner & not_requester))
-    return Q(verdict=Review.Verdict.APPROVE) & (Q(reviewer_id__isnull=True) | person)
+    return Q(verdict=Review.Verdict.APPROVE, withdrawn_at__isnull=True) & (Q(reviewer_id__isnull=True) | person)
 
 
 def review_counts(review: Review, action: ActionRequest) -> bool:
@@ -67,7 +68,7 @@ def review_counts(review: Review, action: ActionRequest) -> bool:
     annotated = getattr(review, "counts", None)
     if annotated is not None:
         return bool(annotated)
-    if review.verdict != Review.Verdict.APPROVE:
+    if review.verdict != Review.Verdict.APPROVE or review.withdrawn_at is not None:
         return False
     if review.reviewer_id is None:
         return True
@@ -78,8 +79,8 @@ def review_counts(review: Review, action: ActionRequest) -> bool:
 
 def uncounted_reason(review: Review, action: ActionRequest) -> str:
     """Why an approval does not count (for the page and the API), or "" when it counts."""
-    if review.verdict != Review.Verdict.APPROVE or review_counts(review, action):
-        return ""
+    if review.verdict != Review.Verdict.APPROVE or review.withdrawn_at is not None or review_counts(review, action):
+        return ""  # a withdrawn approval is no longer an approval at all
     if review.reviewer_id in (action.agent.owner_id, action.on_behalf_of_user_id):
         return "separation of duties: the agent's owner or the person it acts for"
     group = action.reviewer_group.name if action.reviewer_group is not None else "no group"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.cache import cache
 from django.db import transaction
+from django.utils import timezone
 
 from agents.capabilities import capability_refusal
 from approvals.action_types.params import resolve_credential
@@ -139,13 +140,23 @@ def redact_preview(preview: Preview, redactor: Redactor) -> Preview:
     preview.after = redactor.json(preview.after)
     preview.title = redactor.text(preview.title)
     preview.error = redactor.text(preview.error)
+    preview.failure = redactor.text(preview.failure)
+    # The semantic view carries what the target answered (group and member names): scrubbed like the rest.
+    if preview.semantic is not None:
+        preview.semantic = redactor.json(preview.semantic)
     preview.notes = [redactor.text(n) for n in preview.notes]
     return preview
 
 
 def fingerprint(preview: Preview) -> str:
-    """What a reviewer saw of the target's current state; compared again at approval time."""
-    return digest({"kind": preview.kind, "before": preview.before, "error": bool(preview.error)})
+    """What a reviewer saw of the target's current state; compared again at approval time.
+
+    A preview that now knows execution will fail differs from one that did not (the reviewer was not warned);
+    ``will_fail`` is left out when False so fingerprints of every other preview stay what they were."""
+    seen: dict[str, Any] = {"kind": preview.kind, "before": preview.before, "error": bool(preview.error)}
+    if preview.will_fail:
+        seen["will_fail"] = True
+    return digest(seen)
 
 
 def preview_as_dict(preview: Preview) -> dict[str, Any]:
@@ -157,5 +168,66 @@ def preview_as_dict(preview: Preview) -> dict[str, Any]:
         "notes": preview.notes,
         "error": preview.error,
         "reads_off": preview.reads_off,
+        "will_fail": preview.will_fail,
+        "failure": preview.failure,
+        "semantic": preview.semantic,
         "fingerprint": fingerprint(preview),
     }
+
+
+def preview_from_dict(data: dict[str, Any]) -> Preview:
+    """A stored preview (``preview_as_dict``, e.g. a review's evidence) back as a Preview, to draw it again."""
+    return Preview(
+        kind=str(data.get("kind") or "none"),
+        title=str(data.get("title") or ""),
+        before=data.get("before"),
+        after=data.get("after"),
+        notes=[str(n) for n in data.get("notes") or []],
+        error=str(data.get("error") or ""),
+        reads_off=bool(data.get("reads_off")),
+        will_fail=bool(data.get("will_fail")),
+        failure=str(data.get("failure") or ""),
+        semantic=data.get("semantic") if isinstance(data.get("semantic"), dict) else None,
+    )
+
+
+def describe_params(action_type: ActionType | str, params: dict[str, Any]) -> str:
+    """What ``params`` will do, in the type's plain words; the type's name when it is not installed."""
+    found = registry.get(action_type) if isinstance(action_type, str) else action_type
+    if found is None:
+        return f"{action_type} (this action type is not installed)"
+    try:
+        return found.describe(params)
+    except Exception:  # a project's own type must not break the page that shows it
+        log.warning("describe of %s failed", found.name)
+        return found.title
+
+
+def decision_evidence(
+    *,
+    shown: Preview,
+    describe: str,
+    params: dict[str, Any],
+    edits: dict[str, Any] | None = None,
+    approved: Preview | None = None,
+    fingerprint_checked: bool = False,
+) -> dict[str, Any]:
+    """What a reviewer decided on, frozen with the decision (Review.evidence; its digest goes into the audit event).
+
+    ``shown`` is the preview of the proposal, computed at decision time: the one the page showed when the
+    reviewer's fingerprint matches (``fingerprint_checked``); ``approved`` the preview of the edited params that
+    run, when they differ; ``edits`` the edit as before/after params; ``params`` what the decision lets run.
+    """
+    evidence: dict[str, Any] = {
+        "describe": describe,
+        "params": params,
+        "preview": preview_as_dict(shown),
+        "fingerprint": fingerprint(shown),
+        "fingerprint_checked": fingerprint_checked,
+        "computed_at": timezone.now().isoformat(),
+    }
+    if edits is not None:
+        evidence["edits"] = edits
+    if approved is not None:
+        evidence["approved_preview"] = preview_as_dict(approved)
+    return evidence

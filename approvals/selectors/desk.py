@@ -64,7 +64,8 @@ SORTS: dict[str, tuple[str, keyset.Ordering]] = {
     "risk": ("Highest risk first", (keyset.Key("risk_rank", descending=True, kind=int), _CREATED, _ID)),
     "expiry": ("Expiring soonest", (_EXPIRES, _ID)),
 }
-DEFAULT_SORT = "newest"
+# What is about to expire first: a proposal nobody decides in time is refused by default (issue 20).
+DEFAULT_SORT = "expiry"
 BadCursor = keyset.BadCursor  # a page link that is not ours, or was made for another sort
 
 
@@ -86,6 +87,7 @@ class QueueFilters:
     on_behalf_of: str = ""
     q: str = ""  # free text, searched in summaries
     sort: str = DEFAULT_SORT
+    mine: bool = False  # "assigned to me": the actions this reviewer claimed (approvals.services.claims)
 
     @classmethod
     def from_query(cls, query: Mapping[str, Any]) -> QueueFilters:
@@ -103,6 +105,7 @@ class QueueFilters:
             on_behalf_of=_text(query, "on_behalf_of").strip()[:254],
             q=" ".join(_text(query, "q").split())[:MAX_QUERY],
             sort=sort if sort in SORTS else DEFAULT_SORT,
+            mine=str(query.get("mine") or "") == "1",
         )
 
     def query_items(self) -> list[tuple[str, str]]:
@@ -116,6 +119,8 @@ class QueueFilters:
                 items.append((name, getattr(self, name)))
         if self.sort != DEFAULT_SORT:
             items.append(("sort", self.sort))
+        if self.mine:
+            items.append(("mine", "1"))
         return items
 
     def querystring(self, **extra: str) -> str:
@@ -136,8 +141,14 @@ class QueueFilters:
             return Q(risk__in=list(risks))
         return Q(risk_rank__in=sorted(RISK_ORDER[Risk(r)] for r in risks))
 
-    def apply(self, qs: QuerySet, *, agent_id: uuid.UUID | None, without: str = "") -> QuerySet:
-        """``qs`` narrowed by every filter but ``without`` (a facet counts with its own filter left out)."""
+    def apply(
+        self, qs: QuerySet, *, agent_id: uuid.UUID | None, without: str = "", claimer_id: int | None = None
+    ) -> QuerySet:
+        """``qs`` narrowed by every filter but ``without`` (a facet counts with its own filter left out).
+
+        ``claimer_id``: whose claims "assigned to me" means (the reviewer reading the page)."""
+        if self.mine:
+            qs = qs.filter(claimed_by_id=claimer_id) if claimer_id else qs.none()
         if without != "status" and self.status != ALL:
             qs = qs.filter(status=self.status)
         if without != "risk" and self.risks:
@@ -228,6 +239,8 @@ ROW_FIELDS = (
     "reviewer_group",
     "created_at",
     "expires_at",
+    "claimed_by",  # the soft lock (approvals.services.claims); the name is read with the row (select_related below)
+    "claimed_by__username",
 )
 
 
@@ -237,7 +250,7 @@ def row_actions(principal) -> QuerySet:
         selectors.actions_for(principal)
         .select_related(None)
         .prefetch_related(None)
-        .select_related("agent")
+        .select_related("agent", "claimed_by")
         .only(*ROW_FIELDS)
     )
 
@@ -282,7 +295,7 @@ def queue_page(
     """
     page_size = page_size or PAGE_SIZE
     agent_id = _agent_id(filters.agent)
-    qs = filters.apply(_base(principal), agent_id=agent_id)
+    qs = filters.apply(_base(principal), agent_id=agent_id, claimer_id=getattr(principal, "pk", None))
     keys = SORTS[filters.sort][1]
     forward = not before
     cursor = decode_cursor(filters.sort, before or after) if (before or after) else None
@@ -449,7 +462,7 @@ def _facet_counts(
             # Each option would repeat the text search over the whole history: while searching, a facet
             # in use shows its options without numbers (the rows shown are counted above).
             continue
-        others = filters.apply(base, agent_id=agent_id, without=facet)
+        others = filters.apply(base, agent_id=agent_id, without=facet, claimer_id=getattr(principal, "pk", None))
         for i, (_, condition) in enumerate(items):
             queries.append(others.filter(condition))
             slots.append((facet, i))

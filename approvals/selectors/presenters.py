@@ -14,13 +14,17 @@ def _iso(value) -> str | None:
 
 
 def present_review(review: Review, policy_rule: str) -> dict[str, Any]:
-    return {
+    presented = {
         "reviewer": review.reviewer.get_username() if review.reviewer_id else f"policy:{policy_rule}",
         "verdict": review.verdict,
         "via": review.via,
         "comment": review.comment,
         "at": _iso(review.created_at),
     }
+    if review.withdrawn_at is not None:
+        # An approval undone within its undo window (approvals.services.undo): it counts for nothing.
+        presented["withdrawn_at"] = _iso(review.withdrawn_at)
+    return presented
 
 
 def is_finished(action: ActionRequest) -> bool:
@@ -48,6 +52,9 @@ def present_action(action: ActionRequest) -> dict[str, Any]:
         "action_type": action.action_type,
         "params": action.params,
         "summary": action.summary,
+        "trace_url": action.trace_url,
+        "run_id": action.run_id,
+        "confidence": action.confidence,
         "agent": action.agent.name,
         "on_behalf_of": action.on_behalf_of,
         # The person on_behalf_of was resolved to when proposed (approvals.policies.people), or null: nobody known.
@@ -56,12 +63,16 @@ def present_action(action: ActionRequest) -> dict[str, Any]:
         "modifies_access": action.modifies_access,
         "required_approvals": action.required_approvals,
         "approvals": approvals,
-        "approved_by": [present_review(r, action.policy_rule)["reviewer"] for r in reviews if r.verdict == "approve"],
+        "approved_by": [
+            present_review(r, action.policy_rule)["reviewer"]
+            for r in reviews
+            if r.verdict == "approve" and r.withdrawn_at is None
+        ],
         # Approvals given but not counted under the rule now in force, and why (e.g. the editor is not in it).
         "uncounted_approvals": [
             {"reviewer": present_review(r, action.policy_rule)["reviewer"], "reason": uncounted_reason(r, action)}
             for r in reviews
-            if r.verdict == "approve" and not review_counts(r, action)
+            if r.verdict == "approve" and r.withdrawn_at is None and not review_counts(r, action)
         ],
         "policy": {
             "rule": action.policy_rule,

@@ -15,6 +15,8 @@ from audit.canonical import digest
 from audit.chain import Actor
 from catalog.base import ActionType
 
+UNDOABLE_VIA = frozenset({"web", "api"})
+
 
 def complete_approval(action: ActionRequest, *, actor: Actor, action_type: ActionType) -> None:
     """Approve (caller holds the lock); mint the grant and enqueue execution."""
@@ -24,11 +26,18 @@ def complete_approval(action: ActionRequest, *, actor: Actor, action_type: Actio
     transition(action, ActionStatus.APPROVED, actor=actor, verb="action.approved")
     if not action_type.executes:
         return
-    mint_grant_and_enqueue(action, action_type=action_type, actor=actor)
+    # A person's approval from the pages or the API, where it can be withdrawn (approvals.services.undo), waits out
+    # the undo window before its execution is dispatched; Slack has no undo button, and a policy nobody to change
+    # their mind.
+    delay = settings.COUNTERSIGN_UNDO_SECONDS if actor.type == "user" and actor.via in UNDOABLE_VIA else 0
+    mint_grant_and_enqueue(action, action_type=action_type, actor=actor, delay=delay)
 
 
-def mint_grant_and_enqueue(action: ActionRequest, *, action_type: ActionType, actor: Actor) -> ExecutionGrant:
-    """A single-use grant bound to the action, its credential and its approved params; then queue the run."""
+def mint_grant_and_enqueue(
+    action: ActionRequest, *, action_type: ActionType, actor: Actor, delay: float = 0
+) -> ExecutionGrant:
+    """A single-use grant bound to the action, its credential and its approved params; then queue the run,
+    ``delay`` seconds from now (the undo window) or at once."""
     credential = resolve_credential(action_type, action.effective_params)
     grant = ExecutionGrant.objects.create(
         action=action,
@@ -47,5 +56,5 @@ def mint_grant_and_enqueue(action: ActionRequest, *, action_type: ActionType, ac
             "expires_at": grant.expires_at.isoformat(),
         },
     )
-    outbox.enqueue(OutboxMessage.Kind.EXECUTE, payload={"grant": str(grant.id)}, action_id=action.id)
+    outbox.enqueue(OutboxMessage.Kind.EXECUTE, payload={"grant": str(grant.id)}, action_id=action.id, delay=delay)
     return grant

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -36,19 +38,59 @@ class Proposal:
     idempotency_key: str | None = None
     callback_url: str = ""
     expires_in: int | None = None
+    # Where the agent's own run can be inspected, which run it was, and how sure the agent is (0..1).
+    trace_url: str = ""
+    run_id: str = ""
+    confidence: float | None = None
 
     def digest(self) -> str:
-        return digest(
-            {
-                "action_type": self.action_type,
-                "params": self.params,
-                "summary": self.summary,
-                "context": self.context,
-                "on_behalf_of": self.on_behalf_of,
-                "callback_url": self.callback_url,
-                "expires_in": self.expires_in,
-            }
-        )
+        body: dict[str, Any] = {
+            "action_type": self.action_type,
+            "params": self.params,
+            "summary": self.summary,
+            "context": self.context,
+            "on_behalf_of": self.on_behalf_of,
+            "callback_url": self.callback_url,
+            "expires_in": self.expires_in,
+        }
+        # Only when given, so that a retry of a proposal recorded before these fields existed still matches.
+        extra = {"trace_url": self.trace_url, "run_id": self.run_id, "confidence": self.confidence}
+        body.update({k: v for k, v in extra.items() if v not in ("", None)})
+        return digest(body)
+
+
+MAX_TRACE_URL = 2000
+MAX_RUN_ID = 200
+
+
+def trace_field_errors(proposal: Proposal) -> dict[str, list[str]]:
+    """What is wrong with a proposal's trace_url, run_id and confidence (empty: nothing).
+
+    The trace URL becomes a link on the reviewer's page, so only http(s) URLs with a host are taken:
+    a ``javascript:`` or ``data:`` URL would run or show whatever its author wrote.
+    """
+    errors: dict[str, list[str]] = {}
+    url = proposal.trace_url
+    if url:
+        if not isinstance(url, str) or len(url) > MAX_TRACE_URL:
+            errors["trace_url"] = [f"At most {MAX_TRACE_URL} characters."]
+        else:
+            try:
+                parts = urlsplit(url)
+                valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            except ValueError:
+                valid = False
+            if not valid or any(ch.isspace() or ord(ch) < 32 for ch in url):
+                errors["trace_url"] = ["Must be an http:// or https:// URL with a host."]
+    if proposal.run_id and (not isinstance(proposal.run_id, str) or len(proposal.run_id) > MAX_RUN_ID):
+        errors["run_id"] = [f"At most {MAX_RUN_ID} characters."]
+    value = proposal.confidence
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            errors["confidence"] = ["Must be a number from 0 to 1."]
+        elif not 0 <= value <= 1:
+            errors["confidence"] = ["Must be between 0 and 1."]
+    return errors
 
 
 def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, bool]:
@@ -58,6 +100,10 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
         raise InvalidInput(
             "Unknown action type.", errors={"action_type": [f"No action type named {proposal.action_type!r}."]}
         )
+
+    errors = trace_field_errors(proposal)
+    if errors:
+        raise InvalidInput("Invalid trace fields.", errors=errors)
 
     request_digest = proposal.digest()
     if proposal.idempotency_key:
@@ -145,6 +191,9 @@ def _create(
         params=proposal.params,
         summary=proposal.summary,
         context=proposal.context,
+        trace_url=proposal.trace_url,
+        run_id=proposal.run_id,
+        confidence=None if proposal.confidence is None else float(proposal.confidence),
         on_behalf_of=proposal.on_behalf_of,
         on_behalf_of_user=requester,
         idempotency_key=proposal.idempotency_key or None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import Group
@@ -17,12 +18,20 @@ from approvals.notify import notifications
 from approvals.policies.edits import check_edit
 from approvals.policies.evaluation import EditOutcome
 from approvals.policies.separation_of_duties import review_refusal, uncounted_reason
-from approvals.presentation.previews import compute_preview, fingerprint, preview_as_dict
+from approvals.presentation.previews import (
+    compute_preview,
+    decision_evidence,
+    describe_params,
+    fingerprint,
+    preview_as_dict,
+)
+from approvals.selectors import history
 from approvals.services.approval import complete_approval
 from approvals.services.transitions import approval_count, audit_action, lock_action, publish, transition
 from audit.canonical import digest
 from audit.chain import Actor, record_refusal
 from catalog import registry
+from catalog.base import Preview
 
 MAX_COMMENT = 2000
 
@@ -37,7 +46,10 @@ def _locked_pending(action_id, *, agent: Agent | None = None) -> ActionRequest:
 
 def _require_pending(action: ActionRequest) -> None:
     if not action.is_pending:
-        raise NotPending(f"The action is {action.status}; it can no longer be decided.")
+        # Who decided it and when ("sam rejected this at 14:02 UTC"), whatever the door that asks: the API, Slack.
+        decision = history.decision_of(action)
+        said = history.decision_sentence(decision) if decision else f"The action is {action.status}"
+        raise NotPending(f"{said}; it can no longer be decided.")
     if action.expires_at <= timezone.now():
         # The expiry job may not have run yet; past its time to live nobody decides it.
         raise NotPending("The action expired; it can no longer be decided.")
@@ -88,37 +100,104 @@ def approve_action(
     comment: str = "",
     edited_params: dict[str, Any] | None = None,
     preview_fingerprint: str | None = None,
+    override_reason: str = "",
 ) -> ActionRequest:
     """Add ``reviewer``'s approval; approve the action when it has all it needs.
 
-    ``preview_fingerprint`` is what the reviewer saw of the target
-    (approvals.presentation.previews.fingerprint); the preview is recomputed now and a
-    changed target refuses the approval with the fresh preview attached.
+    The preview is computed now, whatever the door, and stored with the review as its evidence (its digest in
+    the ``action.reviewed`` event). ``preview_fingerprint`` is what the reviewer saw of the target
+    (approvals.presentation.previews.fingerprint): a changed target refuses the approval with the fresh preview
+    attached, so the stored evidence is what the reviewer saw. A preview that says execution will fail needs
+    ``override_reason``, the reviewer's typed reason for approving anyway.
     """
     if len(comment) > MAX_COMMENT:
         raise InvalidInput("Comment too long.", errors={"comment": [f"At most {MAX_COMMENT} characters."]})
-    if preview_fingerprint is not None:
-        _refuse_if_target_changed(action_id, preview_fingerprint)
+    override_reason = (override_reason or "").strip()
+    if len(override_reason) > MAX_COMMENT:
+        raise InvalidInput("Reason too long.", errors={"override_reason": [f"At most {MAX_COMMENT} characters."]})
+    seen = _seen_at_decision(action_id, reviewer, edited_params, via="approval")
+    if seen is not None and preview_fingerprint is not None and fingerprint(seen.shown) != preview_fingerprint:
+        raise TargetChanged(
+            "The target changed since you reviewed it; review the fresh preview and approve again.",
+            extra={"preview": preview_as_dict(seen.shown)},
+        )
     try:
-        return _approve(action_id, reviewer, via, comment, edited_params)
+        return _approve(
+            action_id,
+            reviewer,
+            via,
+            comment,
+            edited_params,
+            seen=seen,
+            fingerprint_checked=preview_fingerprint is not None,
+            override_reason=override_reason,
+        )
     except EditRefused as exc:
         # The approval rolled back; the refused edit is still a fact worth keeping (who tried what, and why not).
         _audit_refused_edit(action_id, reviewer, via, edited_params, exc)
         raise
+    except InvalidInput as exc:
+        if exc.extra.get("will_fail"):
+            record_decision_refused(action_id, reviewer, via, "approve", exc.detail)
+        raise
 
 
-def _approve(action_id, reviewer, via: str, comment: str, edited_params: dict[str, Any] | None) -> ActionRequest:
+@dataclass(frozen=True)
+class _Seen:
+    """The previews computed at decision time: of the proposal (what the page shows) and of what would run."""
+
+    shown: Preview
+    runs: Preview
+    runs_params: dict[str, Any]
+
+
+def _seen_at_decision(action_id, reviewer, edited_params: dict[str, Any] | None, *, via: str) -> _Seen | None:
+    # Outside the transaction: reading the target is network I/O, and no row lock is held across it.
+    action = ActionRequest.objects.select_related("agent", "reviewer_group").filter(id=action_id).first()
+    if action is None or not action.is_pending or review_refusal(reviewer, action):
+        return None  # the locked read refuses it (404, 409, 403): nobody's decision reads the target for nothing
+    shown = compute_preview(action.action_type, action.params, action=action, via=via)
+    runs_params = edited_params if edited_params is not None else action.effective_params
+    if runs_params == action.params:
+        return _Seen(shown=shown, runs=shown, runs_params=runs_params)
+    runs = compute_preview(action.action_type, runs_params, action=action, via=via)
+    return _Seen(shown=shown, runs=runs, runs_params=runs_params)
+
+
+def _refuse_if_will_fail(seen: _Seen | None, override_reason: str) -> None:
+    if seen is None or not seen.runs.will_fail or override_reason:
+        return
+    raise InvalidInput(
+        f"Countersign's preview says execution will fail: {seen.runs.failure or 'see the preview'} "
+        "Approving anyway needs your typed reason (override_reason; on the action's page, “Approve anyway”).",
+        errors={"override_reason": ["Say why you approve although the preview says execution will fail."]},
+        extra={"will_fail": True, "preview": preview_as_dict(seen.runs)},
+    )
+
+
+def _approve(
+    action_id,
+    reviewer,
+    via: str,
+    comment: str,
+    edited_params: dict[str, Any] | None,
+    *,
+    seen: _Seen | None,
+    fingerprint_checked: bool,
+    override_reason: str,
+) -> ActionRequest:
     with transaction.atomic():
         action = _locked_pending(action_id)
         refusal = review_refusal(reviewer, action)
         if refusal:
             raise NotAllowed(refusal)
         _require_pending(action)
-        if action.reviews.filter(reviewer=reviewer).exists():
+        if action.reviews.filter(reviewer=reviewer, withdrawn_at__isnull=True).exists():
             raise Conflict("You have already reviewed this action; another reviewer must add the next approval.")
         action_type = registry.get(action.action_type)
         if action_type is None:  # uninstalled since it was proposed: nothing could check or run it
             raise Conflict("This action type is no longer installed: reject the action, or install the type again.")
+        _refuse_if_will_fail(seen, override_reason)
         edits = None
         if edited_params is not None and edited_params != action.effective_params:
             # An edit is a new proposal for the policy: re-evaluated, never more lenient
@@ -128,6 +207,7 @@ def _approve(action_id, reviewer, via: str, comment: str, edited_params: dict[st
             edits = {"before": action.effective_params, "after": edited_params}
             action.edited_params = edited_params
             _apply_policy(action, outcome, actor=Actor.user(reviewer, via))
+        evidence = _evidence(action, seen, edits=edits, fingerprint_checked=fingerprint_checked)
         review = Review.objects.create(
             action=action,
             reviewer=reviewer,
@@ -135,6 +215,8 @@ def _approve(action_id, reviewer, via: str, comment: str, edited_params: dict[st
             via=via,
             comment=comment,
             edited_params=edits and edited_params,
+            evidence=evidence,
+            override_reason=override_reason if seen is not None and seen.runs.will_fail else "",
         )
         actor = Actor.user(reviewer, via)
         approvals = approval_count(action)
@@ -150,6 +232,12 @@ def _approve(action_id, reviewer, via: str, comment: str, edited_params: dict[st
                 "required_approvals": action.required_approvals,
                 **({"edited_params": edits, "params_digest": digest(edited_params)} if edits else {}),
                 **({"counts": False, "not_counted": not_counted} if not_counted else {}),
+                "evidence_digest": digest(evidence),
+                **(
+                    {"override_reason": review.override_reason, "will_fail": seen.runs.failure if seen else ""}
+                    if review.override_reason
+                    else {}
+                ),
             },
         )
         if approvals >= action.required_approvals:
@@ -212,17 +300,24 @@ def _audit_refused_edit(action_id, reviewer, via: str, edited_params, exc: EditR
         )
 
 
-def _refuse_if_target_changed(action_id, seen: str) -> None:
-    # Outside the transaction: reading the target is network I/O, and no row lock is held across it.
-    action = ActionRequest.objects.filter(id=action_id).only("action_type", "params").first()
-    if action is None:
-        return  # the locked read below answers 404
-    fresh = compute_preview(action.action_type, action.params, action=action, via="approval")
-    if fingerprint(fresh) != seen:
-        raise TargetChanged(
-            "The target changed since you reviewed it; review the fresh preview and approve again.",
-            extra={"preview": preview_as_dict(fresh)},
+def _evidence(
+    action: ActionRequest, seen: _Seen | None, *, edits: dict[str, Any] | None, fingerprint_checked: bool
+) -> dict[str, Any]:
+    """What the reviewer decided on (Review.evidence), from the previews computed for this decision."""
+    if seen is None:  # the action appeared between the two reads: nothing was computed, say so
+        seen = _Seen(
+            shown=Preview(kind="unavailable", error="no preview was computed for this decision"),
+            runs=Preview(kind="unavailable"),
+            runs_params=action.effective_params,
         )
+    return decision_evidence(
+        shown=seen.shown,
+        describe=describe_params(action.action_type, action.effective_params),
+        params=action.effective_params,
+        edits=edits,
+        approved=seen.runs if seen.runs is not seen.shown else None,
+        fingerprint_checked=fingerprint_checked,
+    )
 
 
 @_refusals_recorded("reject")
@@ -232,20 +327,30 @@ def reject_action(*, action_id, reviewer, via: str, reason: str) -> ActionReques
         raise InvalidInput("A rejection needs a reason.", errors={"reason": ["Say why, so the agent can adapt."]})
     if len(reason) > MAX_COMMENT:
         raise InvalidInput("Reason too long.", errors={"reason": [f"At most {MAX_COMMENT} characters."]})
+    # A rejection keeps its evidence too (what the reviewer turned down); a failing preview never blocks it.
+    seen = _seen_at_decision(action_id, reviewer, None, via="rejection")
     with transaction.atomic():
         action = _locked_pending(action_id)
         refusal = review_refusal(reviewer, action)
         if refusal:
             raise NotAllowed(refusal)
         _require_pending(action)
-        Review.objects.create(action=action, reviewer=reviewer, verdict=Review.Verdict.REJECT, via=via, comment=reason)
+        evidence = _evidence(action, seen, edits=None, fingerprint_checked=False)
+        Review.objects.create(
+            action=action,
+            reviewer=reviewer,
+            verdict=Review.Verdict.REJECT,
+            via=via,
+            comment=reason,
+            evidence=evidence,
+        )
         action.decision_reason = reason
         transition(
             action,
             ActionStatus.REJECTED,
             actor=Actor.user(reviewer, via),
             verb="action.rejected",
-            data={"reason": reason},
+            data={"reason": reason, "evidence_digest": digest(evidence)},
         )
     return action
 

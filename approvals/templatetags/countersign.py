@@ -12,7 +12,7 @@ from typing import Any
 from django import template
 from django.utils.safestring import SafeString
 
-from approvals.presentation import display, progress
+from approvals.presentation import display, events, progress
 from approvals.slack.mrkdwn import mrkdwn_to_html
 
 register = template.Library()
@@ -53,6 +53,12 @@ def status_label(status: str) -> str:
     """A status as the pages show it (approvals.presentation.progress.status_label)."""
 
     return progress.status_label(status)
+
+
+@register.filter(name="event_words")
+def event_words(event) -> events.EventWords:
+    """An audit event in plain words (``.text``) and who did it (``.by``): approvals.presentation.events."""
+    return events.describe(event.verb, event.actor_type, event.actor, event.data)
 
 
 @register.simple_tag

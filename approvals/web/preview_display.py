@@ -26,6 +26,7 @@ def preview_display(preview: Preview) -> dict[str, Any]:
         "error": preview.error,
         "reads_off": preview.reads_off,
         "fingerprint": fingerprint(preview),
+        "semantic": preview.semantic,
     }
     if preview.kind == "text":
         shown["diff"] = text_diff(_as_text(preview.before or ""), _as_text(preview.after or ""))

@@ -81,6 +81,8 @@ def queue_rows(actions: Sequence[ActionRequest], *, now: datetime | None = None)
             "created_title": _shown(action.created_at),
             "age": timesince(action.created_at, now),
             "pending": pending,
+            # The soft lock (approvals.services.claims): who is working on it, for everyone to see.
+            "claimed_by": action.claimed_by.get_username() if action.claimed_by_id else "",
         }
         if pending:
             row.update(

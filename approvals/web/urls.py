@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals.web import audit_views, containment_views, desk_views, views
+from approvals.web import audit_views, claim_views, containment_views, desk_views, triage_views, views
 
 app_name = "approvals"
 
@@ -16,7 +16,14 @@ urlpatterns = [
     path("actions/<uuid:action_id>/approve", views.approve, name="approve"),
     path("actions/<uuid:action_id>/reject", views.reject, name="reject"),
     path("actions/<uuid:action_id>/resolve", views.resolve, name="resolve"),
+    path("actions/<uuid:action_id>/claim", claim_views.claim, name="claim"),
+    path("actions/<uuid:action_id>/release", claim_views.release, name="release"),
     path("actions/<uuid:action_id>/check-params", desk_views.check_params, name="check-params"),
+    path("triage/bulk", triage_views.bulk, name="triage-bulk"),
+    path("actions/<uuid:action_id>/triage", triage_views.pane, name="triage-pane"),
+    path("actions/<uuid:action_id>/triage/approve", triage_views.approve, name="triage-approve"),
+    path("actions/<uuid:action_id>/triage/reject", triage_views.reject, name="triage-reject"),
+    path("actions/<uuid:action_id>/withdraw", triage_views.withdraw, name="triage-withdraw"),
     path("agents/<slug:name>/freeze", containment_views.freeze_agent, name="freeze-agent"),
     path("executions/switch", containment_views.execution_switch, name="execution-switch"),
 ]

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import datetime
-from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -16,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agents.models import Agent
 from approvals import services
-from approvals.errors import InvalidInput, ServiceError, TargetChanged
+from approvals.errors import InvalidInput, NotPending, ServiceError, TargetChanged
 from approvals.models import ActionRequest, ActionStatus, PolicyRule, Review
 from approvals.policies import evaluation
 from approvals.policies import store as policy_store
@@ -26,22 +23,20 @@ from approvals.presentation import progress
 from approvals.presentation.previews import compute_preview
 from approvals.selectors import actions as selectors
 from approvals.selectors import desk, keyset
+from approvals.selectors import history as history_reads
 from approvals.selectors.presenters import is_finished
+from approvals.selectors.similar import rule_draft, rule_draft_url, similar_actions
 from approvals.services.outcomes import VERDICT as resolution_verdict
 from approvals.services.outcomes import resolution_of, resolution_refusal
 from approvals.services.reviews import record_decision_refused
 from approvals.validation import load_json
-from approvals.web.preview_display import edits_display, preview_display
+from approvals.web.evidence_display import decided_context, describe_context, shown_preview
+from approvals.web.preview_display import edits_display
 from approvals.web.queue_rows import queue_rows
 from audit.models import AuditEvent
 from catalog import registry
 
 HISTORY_PAGE = 50
-HISTORY_STATUSES = [s.value for s in ActionStatus if s != ActionStatus.PENDING]
-HISTORY_ORDER = (
-    keyset.Key("created_at", descending=True, kind=datetime),
-    keyset.Key("id", descending=True, kind=uuid.UUID),
-)
 
 
 def _action_or_404(request, action_id):
@@ -107,25 +102,24 @@ def queue_row(request, action_id):
 @login_required
 @require_GET
 def history(request):
-    qs = selectors.actions_for(request.user).exclude(status=ActionStatus.PENDING)
-    # One status, or every decided one; anything else (a stale or hand-made link) shows them all.
-    wanted = request.GET.get("status", "")
-    status = wanted if wanted in HISTORY_STATUSES else ""
-    if status:
-        qs = qs.filter(status=status)
-    before = request.GET.get("before")
+    """Decided actions, most recently decided first, with who decided them; filtered and paged by keyset."""
+    filters = history_reads.HistoryFilters.from_query(request.GET)
     try:
-        # Checked here, before the database: a bad cursor raised there (a 500), not here.
-        after = keyset.decode_cursor("history", HISTORY_ORDER, before) if before else None
+        page = history_reads.history_page(
+            request.user, filters, before=request.GET.get("before", ""), size=HISTORY_PAGE
+        )
     except keyset.BadCursor:
-        messages.error(request, "That page link is not valid; showing the newest actions.")
-        return redirect(reverse("approvals:history") + (f"?{urlencode({'status': status})}" if status else ""))
-    page = keyset.page(qs, HISTORY_ORDER, size=HISTORY_PAGE, after=after)
+        messages.error(request, "That page link is not valid; showing the most recent decisions.")
+        query = filters.querystring()
+        return redirect(reverse("approvals:history") + (f"?{query}" if query else ""))
     context = {
         "actions": page.rows,
-        "next_cursor": keyset.encode_cursor("history", HISTORY_ORDER, page.rows[-1]) if page.has_next else None,
-        "status": status,
-        "statuses": HISTORY_STATUSES,
+        "rows": [(action, page.decisions.get(action.pk)) for action in page.rows],
+        "next_cursor": page.next_cursor,
+        "older_link": f"?{filters.querystring(before=page.next_cursor)}" if page.next_cursor else "",
+        "filters": filters,
+        "status": filters.status,
+        **history_reads.filter_choices(),
         "page": "history",
     }
     return render(request, "approvals/history.html", context)
@@ -136,7 +130,9 @@ def _detail_context(request, action) -> dict:
     refusal = review_refusal(request.user, action) if action.is_pending else None
     already = any(r.reviewer_id == request.user.pk for r in reviews)
     events = list(AuditEvent.objects.filter(action_id=action.id).order_by("seq"))
-    approved_by = [r.reviewer for r in reviews if r.verdict == Review.Verdict.APPROVE and r.reviewer_id]
+    approved_by = [
+        r.reviewer for r in reviews if r.verdict == Review.Verdict.APPROVE and r.reviewer_id and r.withdrawn_at is None
+    ]
     # An edit can change the rule in force; approvals given before it by people it does not admit don't count.
     uncounted = [(r.reviewer, uncounted_reason(r, action)) for r in reviews if uncounted_reason(r, action)]
     return {
@@ -162,7 +158,23 @@ def _detail_context(request, action) -> dict:
         "steps": progress.progress_steps(action),
         "confirm_risk": progress.needs_confirmation(action),
         **_resolution_context(request.user, action),
+        **_decision_context(action),
     }
+
+
+def _decision_context(action) -> dict:
+    """Who decided it and when (templates/approvals/_live_state.html; live.js tells a reviewer with a draft)."""
+    decision = history_reads.decision_of(action)
+    return {"decision": decision, "decision_sentence": history_reads.decision_sentence(decision) if decision else ""}
+
+
+def _decided_message(request, action_id, exc: ServiceError) -> str:
+    """ "sam rejected this at 14:02 UTC; it can no longer be decided." rather than a bare status."""
+    action = selectors.get_action_for(request.user, action_id)
+    decision = history_reads.decision_of(action) if action is not None else None
+    if not isinstance(exc, NotPending) or decision is None:
+        return _message(exc)
+    return f"{history_reads.decision_sentence(decision)}; it can no longer be decided."
 
 
 def _resolution_context(user, action) -> dict:
@@ -178,11 +190,15 @@ def _resolution_context(user, action) -> dict:
 @require_GET
 def detail(request, action_id):
     action = _action_or_404(request, action_id)
-    context = {**_detail_context(request, action), "page": "detail"}
+    context = {**_detail_context(request, action), "page": "detail", **describe_context(action)}
+    context.update(decided_context(action, context["reviews"]))
+    # Not in the live fragment's context: counted once per page load, not on every live refresh.
+    context["similar"] = similar_actions(request.user, action)
+    context["rule_draft_url"] = rule_draft_url(action)
     if action.is_pending:
         # Read from the live target now; the approve form carries its fingerprint back (stale-preview guard).
         preview = compute_preview(action.action_type, action.params, action=action, viewer=request.user, via="web")
-        context["preview"] = preview_display(preview)
+        context["preview"] = shown_preview(preview)
     return render(request, "approvals/detail.html", context)
 
 
@@ -221,13 +237,14 @@ def approve(request, action_id):
             comment=request.POST.get("comment", ""),
             edited_params=edited,
             preview_fingerprint=request.POST.get("preview_fingerprint") or None,
+            override_reason=request.POST.get("override_reason", ""),
         )
     except TargetChanged:
         messages.error(request, "The target changed since you reviewed it. Here is the fresh preview; approve again.")
     except ServiceError as exc:
-        messages.error(request, _message(exc))
+        messages.error(request, _decided_message(request, action_id, exc))
     else:
-        mine = approved.reviews.filter(reviewer=request.user).first()
+        mine = approved.reviews.filter(reviewer=request.user, withdrawn_at__isnull=True).first()
         not_counted = uncounted_reason(mine, approved) if mine else ""
         if not_counted:
             messages.warning(
@@ -250,7 +267,7 @@ def reject(request, action_id):
             action_id=action_id, reviewer=request.user, via=Review.Via.WEB, reason=request.POST.get("reason", "")
         )
     except ServiceError as exc:
-        messages.error(request, _message(exc))
+        messages.error(request, _decided_message(request, action_id, exc))
     else:
         messages.success(request, "Rejected; the reason goes back to the agent.")
     return redirect("approvals:detail", action_id=action_id)
@@ -290,6 +307,10 @@ def policies(request):
     version, _ = policy_store.active_rules()
     rules = PolicyRule.objects.order_by("position", "name")
     form = {k: request.GET.get(k, "") for k in ("agent", "action_type", "params", "on_behalf_of")}
+    # "Make this a rule" from an action's page: its parameters (read as that reviewer may) and a draft rule.
+    draft = rule_draft(request.user, request.GET)
+    if draft and draft["action"] is not None and not form["params"]:
+        form["params"] = json.dumps(draft["action"].effective_params, indent=2, sort_keys=True, ensure_ascii=False)
     result, error = None, ""
     if form["agent"] or form["action_type"]:
         try:
@@ -311,6 +332,7 @@ def policies(request):
         "form": form,
         "result": result,
         "error": error,
+        "draft": draft,
         "agents": Agent.objects.filter(is_active=True).order_by("name").values_list("name", flat=True),
         "action_types": [t.name for t in registry.all_types()],
     }

@@ -367,6 +367,9 @@ COUNTERSIGN_DEFAULT_NOTIFY = env_list("COUNTERSIGN_DEFAULT_NOTIFY")
 COUNTERSIGN_DEFAULT_TTL_SECONDS = env_int("COUNTERSIGN_DEFAULT_TTL_SECONDS", 24 * 3600)
 COUNTERSIGN_MAX_TTL_SECONDS = env_int("COUNTERSIGN_MAX_TTL_SECONDS", 7 * 24 * 3600)
 COUNTERSIGN_GRANT_TTL_SECONDS = env_int("COUNTERSIGN_GRANT_TTL_SECONDS", 600)
+# A reviewer's approval waits this long before its execution is dispatched, so they can undo it (triage mode's
+# undo; approvals.services.undo). 0: dispatched at once, no undo.
+COUNTERSIGN_UNDO_SECONDS = env_int("COUNTERSIGN_UNDO_SECONDS", 5)
 COUNTERSIGN_MAX_EXECUTION_ATTEMPTS = env_int("COUNTERSIGN_MAX_EXECUTION_ATTEMPTS", 3)
 # An approved action whose execute task was handed to the broker at least this long ago, never started, and is no
 # longer in the broker (neither queued nor held by a worker) is queued again (a Redis restart without persistence

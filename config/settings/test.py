@@ -13,6 +13,9 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
 os.environ.setdefault("COUNTERSIGN_CREDENTIAL_KEYS", "yGJBSU187eXkGrQ0HtwNUkuxb3XfR5Rd7fKrKFBT3Ts=")
 os.environ.setdefault("COUNTERSIGN_AUDIT_CHECKPOINT_KEY", "test-only-audit-checkpoint-key-0123456789")
+# Approvals dispatch at once, as before the undo window existed: the many tests that wait for an execution stay
+# fast. The undo tests set a window of their own (tests/execution/test_undo.py, tests/web/test_triage_browser.py).
+os.environ.setdefault("COUNTERSIGN_UNDO_SECONDS", "0")
 
 from config.settings.base import *  # noqa: F403
 

@@ -1,5 +1,5 @@
-// Countersign's reviewer desk: keyboard shortcuts, the high-risk confirmation,
-// the inline check of edited parameters, filters that apply themselves, and
+// Countersign's reviewer desk: keyboard shortcuts, the high-risk confirmation
+// (edited parameters: static/js/edit_form.js), filters that apply themselves, and
 // deadlines that count down. Everything here has a mouse and no-JavaScript
 // equivalent in the page; this only makes it faster.
 //
@@ -95,7 +95,8 @@
     const params = document.getElementById("approve-params");
     if (!details || !params) return false;
     details.open = true;
-    params.focus();
+    // The form of static/js/edit_form.js when it is drawn, else the raw JSON.
+    if (!(window.countersignEditFocus && window.countersignEditFocus())) params.focus();
     return true;
   }
 
@@ -122,12 +123,49 @@
     if (form.dataset.confirm && confirmDialog && typeof confirmDialog.showModal === "function") {
       pendingSubmitter = button;
       confirmDialog.returnValue = "";
+      resetConfirmWord();
       confirmDialog.showModal();
-      document.getElementById("confirm-approve-yes")?.focus();
+      // Focus starts on Cancel: `a` then Enter must never approve a risky action.
+      document.getElementById("confirm-approve-cancel")?.focus();
       return true;
     }
     form.requestSubmit(button);
     return true;
+  }
+
+  // The confirmation asks for the word "approve" typed: "Yes, approve" stays disabled until then, and Enter in
+  // the box confirms only with the word there.
+  const CONFIRM_WORD = "approve";
+  function confirmWordBox() {
+    let box = document.getElementById("confirm-approve-word");
+    if (!box && confirmDialog) {
+      const buttons = confirmDialog.querySelector(".dialog-buttons");
+      const label = Object.assign(document.createElement("label"), { htmlFor: "confirm-approve-word" });
+      label.append("Type ", Object.assign(document.createElement("strong"), { textContent: CONFIRM_WORD }), " to confirm");
+      box = Object.assign(document.createElement("input"), { id: "confirm-approve-word", autocomplete: "off", spellcheck: false });
+      buttons?.before(label, box);
+      const yes = document.getElementById("confirm-approve-yes");
+      box.addEventListener("input", () => { if (yes) yes.disabled = !confirmWordTyped(); });
+      // A letter typed anywhere in the dialog goes into the box (focus stays on Cancel until then).
+      confirmDialog.addEventListener("keydown", (e) => {
+        if (e.key.length === 1 && e.key !== " " && !e.ctrlKey && !e.metaKey && !e.altKey && e.target !== box) box.focus();
+      });
+      box.addEventListener("keydown", (e) => {
+        if (e.key !== "Enter") return;
+        e.preventDefault();
+        if (confirmWordTyped()) confirmDialog.close("confirm");
+      });
+    }
+    return box;
+  }
+  function confirmWordTyped() {
+    return (confirmWordBox()?.value || "").trim().toLowerCase() === CONFIRM_WORD;
+  }
+  function resetConfirmWord() {
+    const box = confirmWordBox();
+    if (box) box.value = "";
+    const yes = document.getElementById("confirm-approve-yes");
+    if (yes) yes.disabled = true;
   }
 
   if (confirmDialog) {
@@ -135,7 +173,7 @@
       const form = approveForm();
       const submitter = pendingSubmitter;
       pendingSubmitter = null;
-      if (confirmDialog.returnValue !== "confirm" || !form) {
+      if (confirmDialog.returnValue !== "confirm" || !form || !confirmWordTyped()) {
         form?.querySelector("button.approve")?.focus();
         return;
       }
@@ -165,75 +203,7 @@
     else if (intent === "approve") approveForm()?.querySelector("button.approve")?.focus();
   }
 
-  // --- edited parameters, checked as the reviewer types ---------------------------------------
-  function csrfToken(form) {
-    return form.querySelector("input[name=csrfmiddlewaretoken]")?.value || "";
-  }
-
-  let checkSeq = 0;
-  async function checkParams(textarea) {
-    const form = textarea.form;
-    const out = document.getElementById("params-errors");
-    if (!form || !out) return;
-    const mine = ++checkSeq;
-    out.dataset.state = "checking";
-    let result;
-    try {
-      const response = await fetch(textarea.dataset.checkUrl, {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "X-CSRFToken": csrfToken(form), "X-Requested-With": "fetch" },
-        body: new URLSearchParams({ params: textarea.value }),
-      });
-      if (!response.ok) throw new Error(String(response.status));
-      result = await response.json();
-    } catch (err) {
-      if (mine !== checkSeq) return;
-      out.dataset.state = "unchecked";
-      out.replaceChildren(Object.assign(document.createElement("p"), { className: "muted small", textContent: "Could not check the parameters just now; they will be checked when you approve." }));
-      return;
-    }
-    if (mine !== checkSeq) return; // a newer check is on its way
-    const button = form.querySelector("button.approve");
-    out.replaceChildren();
-    if (result.ok) {
-      out.dataset.state = "valid";
-      textarea.removeAttribute("aria-invalid");
-      if (result.changed) out.append(Object.assign(document.createElement("p"), { className: "ok-text small", textContent: "✓ Valid. You will approve the edited parameters." }));
-      // The policy re-evaluated on the edit: the rule now in force, and whether this approval would count.
-      if (result.changed && result.policy && result.policy.message) out.append(Object.assign(document.createElement("p"), { className: result.policy.your_approval_counts ? "muted small policy-check" : "warn small policy-check", textContent: result.policy.message }));
-      if (button) button.disabled = false;
-      return;
-    }
-    out.dataset.state = "invalid";
-    textarea.setAttribute("aria-invalid", "true");
-    const title = Object.assign(document.createElement("p"), { className: "error-text small", textContent: "These parameters would be refused:" });
-    const list = document.createElement("ul");
-    list.className = "error-list";
-    for (const [field, messages] of Object.entries(result.errors || {})) {
-      for (const message of messages) {
-        const item = document.createElement("li");
-        const code = document.createElement("code");
-        code.textContent = field;
-        item.append(code, document.createTextNode(` ${message}`));
-        list.append(item);
-      }
-    }
-    out.append(title, list);
-    if (button) button.disabled = true;
-  }
-
-  let checkTimer = null;
-  document.addEventListener("input", (e) => {
-    if (e.target.id !== "approve-params") return;
-    clearTimeout(checkTimer);
-    checkTimer = setTimeout(() => checkParams(e.target), 350);
-  });
-  document.addEventListener("focusout", (e) => {
-    if (e.target.id !== "approve-params") return;
-    clearTimeout(checkTimer);
-    checkParams(e.target);
-  });
+  // Edited parameters are checked as the reviewer types by static/js/edit_form.js (the form and the raw JSON).
 
   // Ctrl/Cmd+Enter in a text box sends its form (Enter alone makes a new line).
   document.addEventListener("keydown", (e) => {

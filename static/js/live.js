@@ -8,7 +8,14 @@
 // "resync" when it cannot tell, and then the page re-reads everything.
 //
 // Presence: a detail page says "watch" and hears "presence" with who else is
-// looking (approvals/presence.py).
+// looking (approvals/presence.py); the queue says "observe" with its rows' ids
+// and shows who is looking on each row.
+//
+// Honest state (issue 20): the indicator says "live" only while the socket is
+// open, the browser online and the server answering. Down or offline shows a
+// banner (#live-banner) and the page re-reads what it shows every few seconds
+// until the socket is back ("live again"). An idle socket pings every 0.6 s and
+// one unanswered for 1.2 s counts as down: a dead socket shows within 2 s.
 (function () {
   "use strict";
   const body = document.body;
@@ -102,12 +109,14 @@
     const typing = panel.contains(active) && active.matches("textarea, input");
     const drafted = [...panel.querySelectorAll("textarea")].some((t) => t.value !== t.defaultValue);
     const stillPending = fresh.querySelector(".status-card")?.dataset.status === "pending";
-    if ((typing || drafted) && stillPending) {
-      // Keep the reviewer's draft; refresh only what changed around it.
-      for (const sel of [".status-card", ".timeline"]) {
+    if (typing || drafted) {
+      // Keep the reviewer's draft (never replace a form with unsent input); refresh what changed around it.
+      for (const sel of [".status-card", ".timeline", ".claim-card"]) {
         const a = panel.querySelector(sel), b = fresh.querySelector(sel);
         if (a && b) a.replaceWith(b);
+        else if (a && !b) a.remove();
       }
+      if (!stillPending) keptDraftNotice(panel, fresh.querySelector("#decided-by"));
     } else {
       const hadFocus = panel.contains(active);
       panel.replaceChildren(fresh);
@@ -115,6 +124,30 @@
       if (hadFocus) document.getElementById("status-h")?.focus();
     }
     document.dispatchEvent(new CustomEvent("countersign:detail-updated"));
+  }
+
+  // Someone else decided while this reviewer was typing: say who, what and when, and keep their text.
+  function keptDraftNotice(panel, decided) {
+    let notice = document.getElementById("draft-kept");
+    if (!notice) {
+      notice = document.createElement("p");
+      notice.id = "draft-kept";
+      notice.className = "notice warn draft-kept";
+      notice.setAttribute("role", "alert");
+      // Beside the draft, where the reviewer is looking.
+      const decide = panel.querySelector(".decide h2");
+      if (decide) decide.after(notice);
+      else panel.prepend(notice);
+    }
+    const who = decided?.dataset.by || "Someone else";
+    const outcome = decided?.dataset.outcome || "decided";
+    const at = decided?.dataset.at ? new Date(decided.dataset.at) : null;
+    const when = at ? ` at ${at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" })}` : "";
+    notice.textContent = outcome === "expired"
+      ? `This action expired${when} — your draft is kept.`
+      : `${who} ${outcome} this${when} — your draft is kept.`;
+    // The draft cannot be sent any more; it stays to be copied.
+    for (const button of panel.querySelectorAll(".decide button[type=submit]")) button.disabled = true;
   }
 
   const refresh = {
@@ -125,6 +158,8 @@
   };
 
   function onEvent(event) {
+    // For static/js/notify.js (in-browser notifications, the count in the tab title).
+    document.dispatchEvent(new CustomEvent("countersign:action", { detail: event }));
     if (page === "detail") {
       if (event.action_id === body.dataset.actionId) refresh.detail();
     } else if (refresh[page]) {
@@ -137,6 +172,27 @@
   }
 
   // --- presence ----------------------------------------------------------------
+  const rowViewers = new Map(); // action id -> names, from the presence the queue observes
+
+  function showRowViewers(actionId, viewers) {
+    if (viewers.length) rowViewers.set(actionId, viewers.join(", "));
+    else rowViewers.delete(actionId);
+    const tr = document.querySelector(`tr[data-action-id="${CSS.escape(actionId)}"]`);
+    const box = tr && tr.querySelector(".row-viewers");
+    if (!box) return;
+    const list = rowViewers.get(actionId) || "";
+    box.querySelector(".row-viewer-names").textContent = list;
+    box.hidden = !list;
+  }
+
+  function observeRows() {
+    if (page !== "queue" || !socket || socket.readyState !== 1) return;
+    const ids = [...document.querySelectorAll("#queue-results tr[data-action-id]")].map((tr) => tr.dataset.actionId);
+    socket.send(JSON.stringify({ type: "observe", action_ids: ids }));
+    for (const [id, names] of rowViewers) showRowViewers(id, names.split(", "));
+  }
+  document.addEventListener("countersign:queue-updated", observeRows);
+
   function showPresence(viewers) {
     const box = document.getElementById("presence");
     if (!box) return;
@@ -173,6 +229,64 @@
   const seen = new Set();
   let attempt = 0;
   let pinger = null;
+  let socket = null;
+
+  // --- honest state: banner, ping, polling --------------------------------------------
+  // Idle: a ping after 0.4 s of silence, down after 1 s unanswered: said within 2 s, with room for a slow pong.
+  const PING_EVERY = 400, PONG_WITHIN = 1000, POLL_EVERY = 3000;
+  const banner = document.getElementById("live-banner");
+  let heardAt = Date.now(), pingedAt = 0, poller = null, wasDown = false, againTimer = null, retry = null;
+
+  function showBanner(kind, text) {
+    if (!banner) return;
+    clearTimeout(againTimer);
+    banner.dataset.state = kind;
+    banner.querySelector(".live-banner-text").textContent = text;
+    banner.hidden = false;
+  }
+
+  function down(reason) {
+    body.dataset.live = "0";
+    const offline = !navigator.onLine;
+    setState("down", offline ? "offline" : "reconnecting…");
+    showBanner("down", offline
+      ? "You are offline. What you see may be out of date; it is re-read as soon as you are back."
+      : `Live updates are down (${reason}). This page re-reads itself every few seconds until they are back.`);
+    wasDown = true;
+    if (!poller) poller = setInterval(() => { catchUp(); if (page === "queue") observeRows(); }, POLL_EVERY);
+  }
+
+  function up() {
+    clearInterval(poller);
+    poller = null;
+    setState("live", "live");
+    body.dataset.live = "1";
+    if (wasDown) {
+      wasDown = false;
+      showBanner("again", "Live again: this page is up to date.");
+      againTimer = setTimeout(() => { if (banner) banner.hidden = true; }, 3000);
+    }
+  }
+
+  // Down now, not when the browser notices the dead connection (that can take minutes); then reconnect.
+  function drop(s, reason) {
+    if (s !== socket) return;
+    socket = null;
+    clearInterval(pinger);
+    showPresence([]);
+    down(reason);
+    try { s.close(); } catch (e) { /* already closing */ }
+    attempt += 1;
+    clearTimeout(retry);
+    retry = setTimeout(connect, Math.min(5000, 250 * 2 ** attempt));  // polling covers the wait
+  }
+
+  window.addEventListener("offline", () => { if (socket) drop(socket, "offline"); else down("offline"); });
+  window.addEventListener("online", () => {
+    // Try at once rather than at the end of the back-off.
+    attempt = 0;
+    if (!socket) { clearTimeout(retry); connect(); }
+  });
 
   function heard(seq) {
     if (typeof seq !== "number") return true;
@@ -185,34 +299,44 @@
 
   function connect() {
     const scheme = window.location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(`${scheme}://${window.location.host}/ws/events/`);
-    socket.addEventListener("open", () => {
-      setState("live", "live");
-      attempt = 0;
+    const current = new WebSocket(`${scheme}://${window.location.host}/ws/events/`);
+    socket = current;
+    current.addEventListener("open", () => {
+      if (!navigator.onLine) { drop(current, "offline"); return; }
+      // Live once the server answers (the first pong or event), not when the socket merely opens.
+      heardAt = 0;
+      pingedAt = Date.now();
+      current.send('{"type":"ping"}');
       // Whatever changed between drawing the page (or losing the socket) and now.
       if (lastSeq === null) catchUp();
-      else socket.send(JSON.stringify({ type: "resume", since: lastSeq }));
+      else current.send(JSON.stringify({ type: "resume", since: lastSeq }));
       if (page === "detail" && body.dataset.actionId) {
-        socket.send(JSON.stringify({ type: "watch", action_id: body.dataset.actionId }));
+        current.send(JSON.stringify({ type: "watch", action_id: body.dataset.actionId }));
       }
-      pinger = setInterval(() => socket.readyState === 1 && socket.send('{"type":"ping"}'), 25000);
-      body.dataset.live = "1";
+      if (page === "queue") observeRows();
+      clearInterval(pinger);
+      pinger = setInterval(() => {
+        if (current.readyState !== 1 || current !== socket) return;
+        const now = Date.now();
+        if (pingedAt > heardAt && now - pingedAt > PONG_WITHIN) { drop(current, "no answer from the server"); return; }
+        if (now - heardAt >= PING_EVERY && pingedAt <= heardAt) {
+          pingedAt = now;
+          current.send('{"type":"ping"}');
+        }
+      }, 100);
     });
-    socket.addEventListener("message", (message) => {
+    current.addEventListener("message", (message) => {
+      if (current !== socket) return;
+      heardAt = Date.now();
+      if (body.dataset.live !== "1") { attempt = 0; up(); }
       let data;
       try { data = JSON.parse(message.data); } catch (e) { return; }
       if (data.type === "action") { if (heard(data.seq)) onEvent(data); }
       else if (data.type === "resync") catchUp();
+      else if (data.type === "presence" && page === "queue") showRowViewers(data.action_id, data.viewers || []);
       else if (data.type === "presence" && data.action_id === body.dataset.actionId) showPresence(data.viewers || []);
     });
-    socket.addEventListener("close", () => {
-      clearInterval(pinger);
-      body.dataset.live = "0";
-      showPresence([]);
-      setState("down", "reconnecting…");
-      attempt += 1;
-      setTimeout(connect, Math.min(10000, 250 * 2 ** attempt));
-    });
+    current.addEventListener("close", () => drop(current, "the connection closed"));
   }
   connect();
 })();

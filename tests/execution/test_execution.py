@@ -201,7 +201,11 @@ def test_reviewer_edits_are_what_runs(agent_api, reviewer_api, target, credentia
     assert body["params"]["method"] == "DELETE"  # what the agent proposed stays on record
     assert body["decision"]["edited_params"] == edited
 
-    assert [(r.method, r.path) for r in target.requests] == [("GET", "/v1/users/42?fields=name")]
+    sent = [(r.method, r.path) for r in target.requests]
+    # The decision's preview read the target (the reviewer's evidence); the DELETE was never sent, and what ran,
+    # last, is the edit.
+    assert "DELETE" not in {method for method, _ in sent}
+    assert sent[-1] == ("GET", "/v1/users/42?fields=name")
     reviewed = AuditEvent.objects.get(action_id=action["id"], verb="action.reviewed")
     assert reviewed.data["edited_params"]["before"]["method"] == "DELETE"
     assert reviewed.data["edited_params"]["after"] == edited

@@ -52,7 +52,10 @@ def propose(agent, **params) -> ActionRequest:
 
 
 def approve(action, reviewer) -> None:
-    services.approve_action(action_id=action.id, reviewer=reviewer, via=Review.Via.API)
+    # The reason is needed only where the preview says execution will fail; these tests check that the executor
+    # refuses such a write too, whatever a reviewer approved.
+    reason = "the executor must refuse it as well"
+    services.approve_action(action_id=action.id, reviewer=reviewer, via=Review.Via.API, override_reason=reason)
 
 
 def execute(action) -> ActionRequest:

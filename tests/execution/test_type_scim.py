@@ -126,9 +126,11 @@ def propose(agent, **overrides) -> ActionRequest:
     )
 
 
-def approve(action, *reviewers) -> None:
+def approve(action, *reviewers, override_reason: str = "") -> None:
     for reviewer in reviewers:
-        services.approve_action(action_id=action.id, reviewer=reviewer, via=Review.Via.API)
+        services.approve_action(
+            action_id=action.id, reviewer=reviewer, via=Review.Via.API, override_reason=override_reason
+        )
 
 
 def no_secret_anywhere(*things) -> None:
@@ -242,7 +244,7 @@ def test_an_unknown_user_is_a_preview_note_and_a_failed_execution_that_changes_n
     assert preview.kind == "text"
     assert "unknown user: zed (execution would fail; nothing would change)" in preview.notes
 
-    approve(action, reviewer, second_reviewer)
+    approve(action, reviewer, second_reviewer, override_reason="checking that nothing changes")
     assert services.execute_action(action.id) == ActionStatus.FAILED
     action.refresh_from_db()
     assert action.result == {"error": "unknown user(s): zed; nothing was changed", "unknown_users": ["zed"]}

@@ -51,6 +51,9 @@ class RecordingServer:
     requests: list[RecordedRequest] = field(default_factory=list)
     resources: dict[str, object] = field(default_factory=dict)
     delay: float = 0.0
+    # Only these methods are slowed down (None: all): catch an execution's PUT mid-request without slowing down
+    # the GET a decision's preview reads with.
+    slow_methods: frozenset[str] | None = None
     status: int = 200
     port: int = 0
     response_headers: object = None
@@ -64,7 +67,7 @@ class RecordingServer:
                 body = self.rfile.read(length) if length else b""
                 recorded = RecordedRequest(self.command, self.path, dict(self.headers), body)
                 recorder.requests.append(recorded)
-                if recorder.delay:
+                if recorder.delay and (recorder.slow_methods is None or self.command in recorder.slow_methods):
                     time.sleep(recorder.delay)
                 payload = recorder.resources.get(self.path.split("?")[0], {"ok": True, "method": self.command})
                 if callable(payload):

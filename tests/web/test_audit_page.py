@@ -252,8 +252,8 @@ def test_the_action_timeline_shows_who_what_when_and_via(agent, reviewer):
     for event in AuditEvent.objects.filter(action_id=action.id):
         assert event.verb in timeline
         assert event.at.strftime("%Y-%m-%d %H:%M:%S") in timeline
-    assert re.search(r"action.proposed</span> by helper-bot <span class=\"via\">via api", timeline)
-    assert re.search(r"action.approved</span> by rita <span class=\"via\">via web", timeline)
+    assert 'title="action.proposed">Proposed</span> by helper-bot <span class="via">via api' in timeline
+    assert 'title="action.reviewed">Approved</span> by rita <span class="via">via web' in timeline
     assert "fine by me" in timeline
 
 

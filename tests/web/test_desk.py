@@ -188,7 +188,7 @@ def test_counts_too_slow_to_make_are_left_out_and_a_page_too_slow_says_so(browse
 
 def test_unknown_filter_values_fall_back_to_defaults():
     f = desk.QueueFilters.from_query({"status": "nonsense", "sort": "sideways", "risk": ["huge", "low"]})
-    assert (f.status, f.sort, f.risks) == ("pending", "newest", ("low",))
+    assert (f.status, f.sort, f.risks) == ("pending", "expiry", ("low",))  # soonest to expire: the default
     assert desk.QueueFilters.from_query({"q": "  two   words "}).q == "two words"
 
 
@@ -257,7 +257,7 @@ def test_keyset_pages_cover_everything_once_both_ways(reviewer, reviewers_group,
 
 def test_a_cursor_stays_correct_when_rows_are_inserted(reviewer, reviewers_group, agent):
     originals = [make_action(agent, reviewers_group, minutes_ago=60 - i) for i in range(6)]  # newest last
-    filters = desk.QueueFilters()  # newest first
+    filters = desk.QueueFilters(sort="newest")
     first = desk.queue_page(reviewer, filters, page_size=3)
     assert ids(first.rows) == ids(originals[::-1][:3])
 
@@ -298,10 +298,10 @@ def test_queue_page_shows_filters_counts_and_pager(browser, reviewers_group, age
     html = browser.get("/", {"risk": "high"}).content.decode()
     assert 'id="queue-count" data-count-for="total">3<' in html
     assert html.count('class="row risk-high"') == 2
-    assert "Action &lt;b&gt;0&lt;/b&gt;" in html and "<b>0</b>" not in html
+    assert "Action &lt;b&gt;2&lt;/b&gt;" in html and "<b>2</b>" not in html  # the first to expire
     assert re.search(r'<a href="\?risk=high&amp;after=[\w-]+" rel="next" id="page-next">', html)
     assert 'data-count-for="risk-high">3<' in html
-    assert 'aria-sort="descending"' in html
+    assert 'aria-sort="ascending"' in html  # by expiry, soonest first
 
 
 def test_a_live_row_is_drawn_as_the_queue_draws_it(browser, reviewer, second_reviewer, reviewers_group, agent):

@@ -179,8 +179,9 @@ def test_a_dropped_socket_catches_up_on_what_it_missed(page, web_server, reviewe
 
 
 def test_keyboard_flow_approves_and_rejects(page, web_server, reviewer, agent_key):
-    older = propose(web_server, agent_key, summary="First: restart billing")
-    newer = propose(web_server, agent_key, summary="Second: restart search")
+    # The queue sorts by expiry, soonest first: the one proposed first is on top.
+    top = propose(web_server, agent_key, summary="Second: restart search")
+    below = propose(web_server, agent_key, summary="First: restart billing")
     log_in(page, "rita")
     wait_until_live(page)
 
@@ -201,37 +202,37 @@ def test_keyboard_flow_approves_and_rejects(page, web_server, reviewer, agent_ke
     expect(page.locator("#shortcuts")).to_be_hidden()
 
     page.keyboard.press("j")
-    expect(row(page, newer)).to_have_class(re.compile(r"\bselected\b"))
-    expect(row(page, newer).get_by_role("link")).to_be_focused()
+    expect(row(page, top)).to_have_class(re.compile(r"\bselected\b"))
+    expect(row(page, top).get_by_role("link")).to_be_focused()
     page.keyboard.press("j")
-    expect(row(page, older)).to_have_class(re.compile(r"\bselected\b"))
-    expect(row(page, newer)).not_to_have_class(re.compile(r"\bselected\b"))
+    expect(row(page, below)).to_have_class(re.compile(r"\bselected\b"))
+    expect(row(page, top)).not_to_have_class(re.compile(r"\bselected\b"))
     page.keyboard.press("k")
-    expect(row(page, newer).get_by_role("link")).to_be_focused()
+    expect(row(page, top).get_by_role("link")).to_be_focused()
     screenshot(page, "desk-queue-keyboard.png", full_page=False)
 
     page.keyboard.press("Enter")
-    expect(page).to_have_url(re.compile(rf"/actions/{newer}$"))
+    expect(page).to_have_url(re.compile(rf"/actions/{top}$"))
     page.keyboard.press("a")
     expect(page.locator(".messages")).to_contain_text("Approved.")
     expect(page.locator("#action-status")).to_have_text("approved")
 
     page.keyboard.press("u")
     expect(page).to_have_url(re.compile(r"/$"))
-    expect(row(page, newer)).to_have_count(0)
+    expect(row(page, top)).to_have_count(0)
     page.keyboard.press("j")
-    expect(row(page, older)).to_have_class(re.compile(r"\bselected\b"))
+    expect(row(page, below)).to_have_class(re.compile(r"\bselected\b"))
     page.keyboard.press("r")  # opens it, ready to write the reason
-    expect(page).to_have_url(re.compile(rf"/actions/{older}#reject$"))
+    expect(page).to_have_url(re.compile(rf"/actions/{below}#reject$"))
     reason = page.get_by_label("Reason for rejecting (sent to the agent)")
     expect(reason).to_be_focused()
     page.keyboard.type("Billing is mid-run; try after 18:00. (a, e, j: just letters here)")
-    expect(page).to_have_url(re.compile(rf"/actions/{older}#reject$"))
+    expect(page).to_have_url(re.compile(rf"/actions/{below}#reject$"))
     page.keyboard.press("Control+Enter")
     expect(page.locator(".messages")).to_contain_text("Rejected; the reason goes back to the agent.")
     expect(page.locator(".status-card")).to_contain_text("Billing is mid-run; try after 18:00.")
-    assert ActionRequest.objects.get(id=newer).status == "approved"
-    assert ActionRequest.objects.get(id=older).decision_reason.startswith("Billing is mid-run")
+    assert ActionRequest.objects.get(id=top).status == "approved"
+    assert ActionRequest.objects.get(id=below).decision_reason.startswith("Billing is mid-run")
 
 
 def test_high_risk_approval_asks_for_confirmation_by_keyboard_and_mouse(page, web_server, reviewer, agent_key):
@@ -246,10 +247,13 @@ def test_high_risk_approval_asks_for_confirmation_by_keyboard_and_mouse(page, we
     page.keyboard.press("a")
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text("Approve a critical-risk action?")
-    expect(page.get_by_role("button", name="Yes, approve")).to_be_focused()
+    # Focus starts on Cancel and "Yes, approve" waits for the typed word: `a`, Enter approves nothing.
+    expect(page.get_by_role("button", name="Cancel")).to_be_focused()
+    expect(page.get_by_role("button", name="Yes, approve")).to_be_disabled()
     screenshot(page, "desk-confirm-critical.png", full_page=False)
-    page.keyboard.press("Escape")
+    page.keyboard.press("Enter")
     expect(dialog).to_be_hidden()
+    assert ActionRequest.objects.get(id=action_id).status == "pending"
     page.get_by_role("button", name="Approve", exact=True).click()  # the mouse asks too
     expect(dialog).to_be_visible()
     page.get_by_role("button", name="Cancel").click()
@@ -257,6 +261,7 @@ def test_high_risk_approval_asks_for_confirmation_by_keyboard_and_mouse(page, we
     assert ActionRequest.objects.get(id=action_id).status == "pending"
 
     page.get_by_role("button", name="Approve", exact=True).click()
+    page.get_by_label("Type approve to confirm").fill("approve")
     page.get_by_role("button", name="Yes, approve").click()
     expect(page.locator(".messages")).to_contain_text("Approved.")
     assert ActionRequest.objects.get(id=action_id).status == "approved"
@@ -273,8 +278,15 @@ def test_edited_parameters_are_checked_as_the_reviewer_types(page, web_server, r
     log_in(page, "rita")
     page.goto(f"/actions/{action_id}")
     page.keyboard.press("e")
+    expect(page.locator("#edit-form").get_by_label("credential", exact=True)).to_be_focused()  # the form first
     params = page.get_by_label("Parameters (JSON)")
-    expect(params).to_be_focused()
+    for _ in range(3):  # a live update may redraw the panel (in form view) right after the click: ask again
+        page.get_by_role("button", name="Raw JSON").click()
+        try:
+            expect(params).to_be_visible(timeout=3000)
+            break
+        except AssertionError:
+            continue
     approve = page.get_by_role("button", name="Approve", exact=True)
     errors = page.locator("#params-errors")
 

@@ -33,6 +33,7 @@ def test_the_history_pages_through_ties_without_repeats(reviewer, reviewers_grou
             status=ActionStatus.REJECTED,
             created_at=created,
             updated_at=created,
+            decided_at=created,  # the history is ordered by decision time
             expires_at=created + timedelta(hours=1),
         )
     monkeypatch.setattr(views, "HISTORY_PAGE", 3)
@@ -48,7 +49,7 @@ def test_the_history_pages_through_ties_without_repeats(reviewer, reviewers_grou
             break
         assert f"before={cursor}" in response.content.decode()
         query = {"before": cursor}
-    expected = list(ActionRequest.objects.order_by("-created_at", "-id").values_list("id", flat=True))
+    expected = list(ActionRequest.objects.order_by("-decided_at", "-id").values_list("id", flat=True))
     assert seen == expected and len(seen) == 7
 
 

@@ -131,8 +131,14 @@ def proposal_body(
     idempotency_key: str | None = None,
     callback_url: str | None = None,
     expires_in: int | None = None,
+    trace_url: str | None = None,
+    run_id: str | None = None,
+    confidence: float | None = None,
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /api/v1/actions``; an idempotency key is always set (a fresh UUID if not given)."""
+    """The JSON body of ``POST /api/v1/actions``; an idempotency key is always set (a fresh UUID if not given).
+
+    ``trace_url`` (http/https), ``run_id`` and ``confidence`` (0 to 1) are shown at the top of the reviewer's page.
+    """
     body: dict[str, Any] = {"action_type": action_type, "params": params, "summary": summary}
     context = dict(context or {})
     if reasoning:
@@ -145,6 +151,12 @@ def proposal_body(
         body["callback_url"] = callback_url
     if expires_in is not None:
         body["expires_in"] = expires_in
+    if trace_url:
+        body["trace_url"] = trace_url
+    if run_id:
+        body["run_id"] = run_id
+    if confidence is not None:
+        body["confidence"] = confidence
     body["idempotency_key"] = idempotency_key or str(uuid.uuid4())
     return body
 
@@ -251,7 +263,8 @@ class Countersign(_Base):
         """Propose an action; returns it (pending, or already decided by a policy).
 
         Options: ``context``, ``reasoning`` (goes into ``context.reasoning``),
-        ``on_behalf_of``, ``idempotency_key``, ``callback_url``, ``expires_in``.
+        ``on_behalf_of``, ``idempotency_key``, ``callback_url``, ``expires_in``, ``trace_url``, ``run_id``,
+        ``confidence``.
         """
         body = proposal_body(action_type, params, summary, **options)
         return Action.from_json(self._request("POST", "/api/v1/actions", retry=True, json=body))

@@ -97,6 +97,9 @@ class Action:
     agent: str = ""
     on_behalf_of: str = ""
     approved_by: list[str] = field(default_factory=list)
+    trace_url: str = ""
+    run_id: str = ""
+    confidence: float | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -122,6 +125,9 @@ class Action:
             agent=data.get("agent", ""),
             on_behalf_of=data.get("on_behalf_of", ""),
             approved_by=list(data.get("approved_by") or []),
+            trace_url=data.get("trace_url") or "",
+            run_id=data.get("run_id") or "",
+            confidence=data.get("confidence"),
             raw=data,
         )
 
