@@ -17,19 +17,12 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils.text import slugify
 
-from approvals.models import ActionRequest, ActionStatus, Review
+from approvals.models import ActionRequest, Review
 from approvals.selectors.actions import actions_for
+from approvals.selectors.dashboard import APPROVED, DECIDED
 from catalog.risk import Risk
 
-# Decided by people or a rule: it was approved (whatever happened when it ran) or rejected.
-APPROVED = (
-    ActionStatus.APPROVED,
-    ActionStatus.EXECUTING,
-    ActionStatus.SUCCEEDED,
-    ActionStatus.FAILED,
-    ActionStatus.UNKNOWN,
-)
-DECIDED = (*APPROVED, ActionStatus.REJECTED)
+# Decided by people or a rule: approved (whatever happened when it ran) or rejected, as the dashboard counts them.
 
 
 @dataclass(frozen=True)

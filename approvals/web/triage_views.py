@@ -19,7 +19,7 @@ from approvals.presentation import progress
 from approvals.presentation.previews import compute_preview
 from approvals.selectors import actions as selectors
 from approvals.services import triage, undo
-from approvals.web.preview_display import preview_display
+from approvals.web.evidence_display import shown_preview
 from approvals.web.views import _decidable_or_404, _message
 
 # What the reviewer types in the high-risk confirmation (templates/approvals/_triage.html).
@@ -64,7 +64,7 @@ def pane(request, action_id):
     }
     if action.is_pending:
         preview = compute_preview(action.action_type, action.params, action=action, viewer=request.user, via="web")
-        context["preview"] = preview_display(preview)
+        context["preview"] = shown_preview(preview)
     return render(request, "approvals/_triage_pane.html", context)
 
 
@@ -83,6 +83,7 @@ def approve(request, action_id):
             reviewer=request.user,
             via=Review.Via.WEB,
             preview_fingerprint=request.POST.get("preview_fingerprint") or None,
+            override_reason=request.POST.get("override_reason", ""),
         )
     except ServiceError as exc:
         return _problem(exc)
