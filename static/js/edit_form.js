@@ -477,6 +477,9 @@
     }
   }
 
+  // The view the reviewer chose (form or raw JSON), kept when a live update draws the panel again.
+  let chosenView = "form";
+
   function init() {
     const wrap = document.getElementById("edit-form-wrap");
     if (!wrap || wrap.dataset.ready) return;
@@ -492,12 +495,14 @@
     toggle.hidden = false;
     toggle.addEventListener("click", (e) => {
       const button = e.target.closest("[data-edit-view]");
-      if (button) setView(button.dataset.editView);
+      if (!button) return;
+      chosenView = button.dataset.editView;
+      setView(chosenView);
     });
     state.form.addEventListener("input", changed);
     state.form.addEventListener("change", changed);
     const hadFocus = document.activeElement === textarea;
-    setView("form");
+    setView(chosenView);
     if (textarea.value !== textarea.defaultValue) schedule(); // a draft kept across a live update
     if (hadFocus) focusFirst();
   }
