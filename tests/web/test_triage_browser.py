@@ -168,7 +168,9 @@ def test_a_risky_approval_focuses_cancel_and_needs_the_typed_word(page, web_serv
     page.get_by_label("Type approve to confirm").press("Enter")  # empty: Enter does not confirm
     expect(dialog).to_be_visible()
     page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()  # closed before the next key, as a person sees it close
     page.keyboard.press("a")
+    expect(dialog).to_be_visible()
     expect(page.get_by_role("button", name="Cancel")).to_be_focused()
     page.keyboard.type("approve")  # typed from Cancel: the letters go into the box
     screenshot(page, "triage-confirm.png", full_page=False)
