@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agents.models import Agent
 from approvals import services
-from approvals.errors import InvalidInput, NotPending, ServiceError, TargetChanged
+from approvals.errors import InvalidInput, ServiceError, TargetChanged
 from approvals.models import ActionRequest, ActionStatus, PolicyRule, Review
 from approvals.policies import evaluation
 from approvals.policies import store as policy_store
@@ -168,15 +168,6 @@ def _decision_context(action) -> dict:
     return {"decision": decision, "decision_sentence": history_reads.decision_sentence(decision) if decision else ""}
 
 
-def _decided_message(request, action_id, exc: ServiceError) -> str:
-    """ "sam rejected this at 14:02 UTC; it can no longer be decided." rather than a bare status."""
-    action = selectors.get_action_for(request.user, action_id)
-    decision = history_reads.decision_of(action) if action is not None else None
-    if not isinstance(exc, NotPending) or decision is None:
-        return _message(exc)
-    return f"{history_reads.decision_sentence(decision)}; it can no longer be decided."
-
-
 def _resolution_context(user, action) -> dict:
     """Whether this user may settle the action's unknown outcome (and if not, why), and how it was settled."""
     resolution = resolution_of(action)
@@ -242,7 +233,7 @@ def approve(request, action_id):
     except TargetChanged:
         messages.error(request, "The target changed since you reviewed it. Here is the fresh preview; approve again.")
     except ServiceError as exc:
-        messages.error(request, _decided_message(request, action_id, exc))
+        messages.error(request, _message(exc))  # says who decided and when (services.reviews)
     else:
         mine = approved.reviews.filter(reviewer=request.user, withdrawn_at__isnull=True).first()
         not_counted = uncounted_reason(mine, approved) if mine else ""
@@ -267,7 +258,7 @@ def reject(request, action_id):
             action_id=action_id, reviewer=request.user, via=Review.Via.WEB, reason=request.POST.get("reason", "")
         )
     except ServiceError as exc:
-        messages.error(request, _decided_message(request, action_id, exc))
+        messages.error(request, _message(exc))  # says who decided and when (services.reviews)
     else:
         messages.success(request, "Rejected; the reason goes back to the agent.")
     return redirect("approvals:detail", action_id=action_id)

@@ -107,7 +107,9 @@
     const fresh = fragment(text);
     const active = document.activeElement;
     const typing = panel.contains(active) && active.matches("textarea, input");
-    const drafted = [...panel.querySelectorAll("textarea")].some((t) => t.value !== t.defaultValue);
+    // An edit section the reviewer opened is their work too, typed into or not (a redraw would close it).
+    const drafted = [...panel.querySelectorAll("textarea")].some((t) => t.value !== t.defaultValue)
+      || Boolean(panel.querySelector("#edits[open]"));
     const stillPending = fresh.querySelector(".status-card")?.dataset.status === "pending";
     if (typing || drafted) {
       // Keep the reviewer's draft (never replace a form with unsent input); refresh what changed around it.
