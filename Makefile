@@ -6,12 +6,15 @@ PORT ?= 8000
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint format install migrate run clean bench-load soak chaos
-.PHONY: bench bench-submit bench-push bench-execute bench-history bench-audit bench-memory
+.PHONY: bench bench-submit bench-push bench-execute bench-history bench-audit bench-memory bench-api bench-gateway
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-httpbin.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# httpbin, the gateway tests' echo target, in a venv of its own: it pins greenlet<3, which Playwright cannot share.
+	test -x .venv-httpbin/bin/python || $(PYTHON) -m venv .venv-httpbin
+	.venv-httpbin/bin/pip install --quiet -r requirements-httpbin.txt
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -80,10 +83,16 @@ bench-load: install
 
 # Performance against the targets of docs/BENCHMARKS.md; each prints its figures and saves them in var/bench/.
 # Own databases (countersign_perf*) and Redis database 5; knobs (BENCH_*) are listed in docs/BENCHMARKS.md.
-bench-submit bench-push bench-execute bench-history bench-audit bench-memory: install
+# bench-gateway: an auto-approved GET through /gateway/ against the same GET straight to the target (bench/gateway.py).
+bench-submit bench-push bench-execute bench-history bench-audit bench-memory bench-gateway: install
 	$(PY) -m bench.$(@:bench-%=%)
 
-bench: bench-submit bench-push bench-execute bench-history bench-audit bench-memory
+# bench-api: server CPU per request of the hot API endpoints against issue 21's targets (bench/api_cost.py;
+# about 6 minutes, BENCH_QUICK=1 for a 1-minute smoke run).
+bench-api: install
+	$(PY) -m bench.api_cost
+
+bench: bench-submit bench-push bench-execute bench-history bench-audit bench-memory bench-api
 
 clean:
 	rm -rf var test-artifacts .pytest_cache

@@ -16,6 +16,7 @@ accepts.
 
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -51,6 +52,8 @@ def constraint_violation(agent_name: str, capability: Capability, params: dict[s
 
 def capability_refusal(agent: Agent, action_type: str, params: dict[str, Any]) -> str | None:
     """Why ``agent`` may not propose this, or None when it may."""
+    if action_type == MCP_TOOL_CALL:
+        return mcp_refusal(agent, params)
     capability = Capability.objects.filter(agent=agent, action_type=action_type).first()
     if capability is None:
         return f"agent {agent.name} is not granted the capability {action_type}"
@@ -58,4 +61,45 @@ def capability_refusal(agent: Agent, action_type: str, params: dict[str, Any]) -
 
 
 def granted_types(agent: Agent) -> set[str]:
-    return set(Capability.objects.filter(agent=agent).values_list("action_type", flat=True))
+    names = set(Capability.objects.filter(agent=agent).values_list("action_type", flat=True))
+    return names | {MCP_TOOL_CALL} if any(n.startswith("mcp.") for n in names) else names
+
+
+# --- the gateway's MCP tools -------------------------------------------------------------------
+# An ``mcp.tool_call`` is granted by capabilities named ``mcp.<server>.<tool>``, shell-style patterns allowed
+# (``mcp.git.*``), whose constraints apply to the tool's arguments: {"repo_path": ["/srv/repos/*"]}. The names are
+# compared exactly as they are written (the server's name is lower-case ASCII, agents.models.MCP_CAPABILITY_RE);
+# params other than server, tool and arguments (an "annotations" the agent made up) are refused here, audited.
+MCP_TOOL_CALL = "mcp.tool_call"
+MCP_PARAMS = ("server", "tool", "arguments")
+_MCP_SERVER = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}")
+_MCP_TOOL = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+def mcp_capabilities(agent: Agent, server: str, tool: str, among: list[Capability] | None = None) -> list[Capability]:
+    """The agent's capabilities that name ``<server>.<tool>`` (checked for the exact spelling of both); ``among``:
+    the agent's MCP capabilities already loaded (``mcp_grants``), to list many tools with one query."""
+    if not _MCP_SERVER.fullmatch(server) or not _MCP_TOOL.fullmatch(tool):
+        return []
+    name = f"mcp.{server}.{tool}"
+    return [c for c in (mcp_grants(agent) if among is None else among) if fnmatchcase(name, c.action_type)]
+
+
+def mcp_grants(agent: Agent) -> list[Capability]:
+    found = Capability.objects.filter(agent=agent, action_type__startswith="mcp.")
+    return list(found.exclude(action_type=MCP_TOOL_CALL))
+
+
+def mcp_refusal(agent: Agent, params: Any) -> str | None:
+    extra = sorted(map(str, set(params) - set(MCP_PARAMS))) if isinstance(params, dict) else ["(not an object)"]
+    if extra:
+        return f"agent {agent.name} may call MCP tools only with server, tool and arguments, not {', '.join(extra)}"
+    server, tool, arguments = params.get("server"), params.get("tool"), params.get("arguments", {})
+    if not isinstance(server, str) or not isinstance(tool, str) or not isinstance(arguments, dict):
+        return f"agent {agent.name} may call MCP tools only with a server name, a tool name and an arguments object"
+    capabilities = mcp_capabilities(agent, server, tool)
+    if not capabilities:
+        # repr: a name spelt with a space or a look-alike letter shows as what it is.
+        return f"agent {agent.name} is not granted the capability {f'mcp.{server}.{tool}'!r}"
+    refusals = [constraint_violation(agent.name, capability, arguments) for capability in capabilities]
+    return None if None in refusals else refusals[0]

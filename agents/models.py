@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from typing import Any
@@ -21,6 +22,8 @@ new_webhook_secret = _webhook_secret  # the name migration 0001 refers to stays
 
 # A capability's constraints (agents.capabilities says what they mean): at most this many patterns each.
 MAX_PATTERNS = 100
+# A capability for the gateway's MCP tools: mcp.<server pattern>.<tool pattern> (no space, no dot in the server).
+MCP_CAPABILITY_RE = re.compile(r"mcp\.[a-z0-9_*?\[\]!-]+\.[A-Za-z0-9_.*?\[\]!-]+")
 
 
 def validate_constraints(constraints: Any) -> dict[str, list[str]]:
@@ -138,6 +141,18 @@ class Capability(models.Model):
         return f"{self.agent.name}: {self.action_type}"
 
     def clean(self) -> None:
+        if self.action_type.startswith("mcp."):
+            # Tools of the gateway's MCP upstreams: mcp.<server>.<tool> patterns, constraints on the tool's
+            # arguments (agents.capabilities). mcp.tool_call itself is never granted: "mcp.*.*" says "every tool".
+            if self.action_type == "mcp.tool_call" or not MCP_CAPABILITY_RE.fullmatch(self.action_type):
+                raise ValidationError(
+                    {"action_type": "MCP tools are granted as mcp.<server>.<tool>, patterns allowed (mcp.git.*)."}
+                )
+            try:
+                validate_constraints(self.constraints)
+            except ValidationError as exc:
+                raise ValidationError({"constraints": exc.messages}) from None
+            return
         action_type = registry.get(self.action_type)
         if action_type is None:
             raise ValidationError({"action_type": f"No action type named {self.action_type!r}."})

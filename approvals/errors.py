@@ -59,3 +59,13 @@ class EditRefused(NotAllowed):
 
     title, slug = "The policy refuses this edit", "edit-refused"
     audited = True
+
+
+class FreshAuthenticationRequired(NotAllowed):
+    """The policy wants a recent sign-in at the identity provider before this approval (step-up).
+
+    ``extra`` carries ``fresh_auth_minutes``; the web page sends the reviewer through the provider (prompt=login,
+    max_age) and back to the decision. The API and Slack cannot, so they answer with this refusal.
+    """
+
+    title, slug = "A fresh sign-in is required", "fresh-authentication-required"

@@ -6,7 +6,7 @@ from celery import shared_task
 
 from approvals import services
 from approvals.outbox import dispatcher as outbox
-from approvals.services import retention
+from approvals.services import access, retention
 from approvals.slack import interactions as slack_interactions
 from audit import chain, checkpoints
 
@@ -49,6 +49,12 @@ def deliver_outbox(message_id: int) -> bool:
 def slack_interaction(interaction: dict) -> str:
     """An Approve / Reject click or the reject modal, handed over by POST /slack/interactivity."""
     return slack_interactions.handle(slack_interactions.Interaction(**interaction))
+
+
+@shared_task(name="approvals.revert_due_access")
+def revert_due_access() -> int:
+    """Beat: start the reverts of time-boxed access that ended, and retry failed ones (approvals.services.access)."""
+    return access.revert_due()
 
 
 @shared_task(name="approvals.send_due_reminders")

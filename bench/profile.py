@@ -1,4 +1,8 @@
-"""Requests to profile, in this process: ``python -m bench.profile propose|floor|queue [N]``.
+"""Requests to profile, in this process: ``python -m bench.profile MODE [N]``.
+
+MODE is ``propose``, ``floor`` or ``queue``, or one of the endpoints of ``make bench-api`` (bench/api_cost.py),
+on its database (``countersign_perf_api``) with the same fixtures: ``read``, ``list``, ``wait`` (an action
+already decided), ``approve`` (a different pending action each time), ``propose-auto``, ``propose-deny``.
 
 Sends N requests one after another through Django's ASGI handler (AsyncClient: the same middleware, thread
 hops and channel layer as uvicorn, without the network), on the benchmark database, and prints CPU and wall
@@ -20,6 +24,9 @@ import time
 
 from bench import common
 
+API_MODES = ("read", "list", "wait", "approve", "propose-auto", "propose-deny")
+WARMUP = 10
+
 PROPOSAL = {
     "action_type": "decision.only",
     "summary": "Restart the billing service",
@@ -31,10 +38,17 @@ PROPOSAL = {
 def main() -> None:
     what = sys.argv[1] if len(sys.argv) > 1 else "propose"
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+    if what not in ("propose", "floor", "queue", *API_MODES):
+        raise SystemExit(f"unknown mode {what!r}: one of propose, floor, queue, {', '.join(API_MODES)}")
     if what == "queue":
         from bench.history import database_url
 
         common.setup_django(database_url(1_000_000))
+    elif what in API_MODES:
+        from bench import api_cost
+
+        common.prepare_database(api_cost.DATABASE_URL)
+        common.setup_django(api_cost.DATABASE_URL)
     else:
         common.prepare_database()
         common.setup_django()
@@ -52,6 +66,8 @@ def main() -> None:
             return await client.get("/")
 
         asyncio.run(_login(client, user))
+    elif what in API_MODES:
+        one = _api_request(client, what, n + WARMUP)
     else:
         owner = common.user("bench-owner")
         common.reviewers_group()
@@ -67,7 +83,7 @@ def main() -> None:
             response = await one()
             assert response.status_code in (200, 201), response.status_code
 
-    asyncio.run(run(10))
+    asyncio.run(run(WARMUP))
     profiler = None
     if os.environ.get("BENCH_PYINSTRUMENT"):
         from pyinstrument import Profiler
@@ -81,6 +97,28 @@ def main() -> None:
         profiler.stop()
         print(profiler.output_text(unicode=False, color=False))
     print(f"{what}: {n} requests, {1000 * cpu / n:.2f} ms CPU and {1000 * wall / n:.2f} ms wall per request")
+
+
+def _api_request(client, what: str, count: int):
+    """One request of ``make bench-api``'s endpoint ``what`` (its fixtures, made here), as a coroutine factory."""
+    import json
+
+    from bench import api_cost
+
+    fx = api_cost.make_fixtures()
+    request = api_cost.requests_for(fx)[what]
+    paths = iter(api_cost.approve_paths(api_cost.copy_pending(fx.template_id, count))) if what == "approve" else None
+    body = json.dumps(request.body) if request.body is not None else ""
+
+    async def one():
+        path = next(paths) if paths is not None else request.path
+        response = await client.generic(
+            request.method, path, body, content_type="application/json", headers=request.headers
+        )
+        assert response.status_code == request.expect, (response.status_code, response.content[:500])
+        return response
+
+    return one
 
 
 async def _login(client, user) -> None:

@@ -78,6 +78,15 @@ class Preview:
     semantic: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class Reverse:
+    """The action that takes a succeeded one back: its type (often the same), params and summary."""
+
+    action_type: str
+    params: dict[str, Any]
+    summary: str
+
+
 class ActionType:
     name: ClassVar[str]
     title: ClassVar[str]
@@ -100,6 +109,10 @@ class ActionType:
     # unless a
     # type says otherwise: a project's own type that reads is gated too. Types without a credential never are.
     preview_reads: ClassVar[bool] = True
+    # Whether the params may carry ``duration`` (ISO 8601 or seconds): Countersign then takes the change back
+    # when it ends, with reverse() of what execution recorded (approvals.services.access). A time-boxed type's
+    # reverse only ever removes what the action added.
+    time_boxed: ClassVar[bool] = False
 
     def credential_name(self, params: dict[str, Any]) -> str | None:
         """The credential the params name, if this type uses one."""
@@ -139,6 +152,19 @@ class ActionType:
     def execute(self, params: dict[str, Any], client) -> dict[str, Any]:
         raise NotImplementedError
 
+    def record_before(self, params: dict[str, Any], client) -> dict[str, Any] | None:
+        """What the target looks like before execution, read with the executor's client just before execute(),
+        for reverse() (file.write: the content it replaces). None: nothing to record. An ExecutionError here
+        fails the action before any write."""
+        return None
+
+    def reverse(
+        self, params: dict[str, Any], result: dict[str, Any], before: dict[str, Any] | None, credential
+    ) -> Reverse | None:
+        """The action that takes back what these params did, from the recorded result and state before; None
+        when it cannot be reversed. ``credential`` is the one the action ran with (its scope may define how)."""
+        return None
+
     def describe(self, params: dict[str, Any]) -> str:
         """What these params will do, in plain words for the reviewer ("Post to #ops"). Never reads the target."""
         return self.title
@@ -151,5 +177,6 @@ class ActionType:
             "description": self.description,
             "risk": str(self.risk),
             "modifies_access": self.modifies_access,
+            "time_boxed": self.time_boxed,
             "params_schema": self.params_schema,
         }

@@ -21,19 +21,24 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
+from approvals.gateway.http import GatewayApp  # noqa: E402
 from approvals.live.routing import ExactOriginValidator, websocket_urlpatterns  # noqa: E402
 from approvals.web.middleware import RequestGuard  # noqa: E402
 
 # Every request is counted and timed by route group, refused ones included (config/request_metrics.py).
 # The guard runs before Django reads a byte: size limits, unreadable paths and query strings (approvals.web.middleware).
 # Sockets open only from the site's exact origin, port included (approvals.live.routing).
+# /gateway/ is answered by the gateway itself, before the guard and Django: it reads the path as sent, limits its
+# own bodies and answers in problem JSON (approvals.gateway.http).
 application = request_metrics.RequestMetrics(
-    RequestGuard(
-        ProtocolTypeRouter(
-            {
-                "http": django_asgi_app,
-                "websocket": ExactOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-            }
+    GatewayApp(
+        RequestGuard(
+            ProtocolTypeRouter(
+                {
+                    "http": django_asgi_app,
+                    "websocket": ExactOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+                }
+            )
         )
     )
 )

@@ -4,7 +4,8 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from approvals.api.schema import SchemaView, SwaggerView
-from approvals.web.auth import ThrottledAdminAuthenticationForm, ThrottledLoginView
+from approvals.sso.views import SignInView
+from approvals.web.auth import ThrottledAdminAuthenticationForm
 from approvals.web.ops import dependencies, healthz, metrics, readyz
 from approvals.web.password_views import PasswordSetDoneView, SetPasswordView
 from approvals.web.slack_views import interactivity as slack_interactivity
@@ -18,7 +19,10 @@ urlpatterns = [
     path("api/schema/", SchemaView.as_view(), name="schema"),
     # The split view serves its init script as a file: no inline script, so the CSP holds here too.
     path("api/docs/", SwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
+    # The sign-in page: "Sign in with <provider>" and, while password log-in is on, the password form (docs/sso.md).
+    path("accounts/login/", SignInView.as_view(), name="login"),
+    # Single sign-on: the redirect to the provider and its callback (the redirect URL: <base>/oidc/callback/).
+    path("oidc/", include("approvals.sso.urls")),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The one-time set-password link printed by create_reviewer (approvals.services.accounts.password_link).
     path("accounts/reset/<uidb64>/<token>/", SetPasswordView.as_view(), name="password_set"),

@@ -9,6 +9,8 @@ BUILTIN_TYPES = [
     "approvals.action_types.scim_membership.ScimGroupMembership",
     "approvals.action_types.email_send.EmailSend",
     "approvals.action_types.slack_post.SlackPostMessage",
+    "approvals.action_types.slack_delete.SlackDeleteMessage",
     "approvals.action_types.file_write.FileWrite",
     "approvals.action_types.human_question.HumanQuestion",
+    "approvals.action_types.mcp_tool_call.McpToolCall",
 ]

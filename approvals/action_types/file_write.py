@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 
-from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview, shorten
+from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview, Reverse, shorten
 from catalog.risk import Risk
 
 MAX_PATH = 1024
@@ -335,6 +335,38 @@ class FileWrite(ActionType):
             return RootedFile(file_root(), params["path"])
         except PathRefused as exc:
             raise ExecutionError(f"refused: {exc}") from None
+
+    def record_before(self, params: dict[str, Any], client: RootedFile) -> dict[str, Any] | None:
+        """The text a ``replace`` overwrites, for its undo; None for a new file (file.write does not delete) or a
+        file too large or not UTF-8 text (not restorable as a file.write)."""
+        if params.get("mode") != "replace":
+            return None
+        try:
+            current = client.read(MAX_CONTENT_BYTES)
+        except PathRefused as exc:
+            raise ExecutionError(f"refused: {exc}", details={"path": params["path"]}) from None
+        if current is None or len(current) > MAX_CONTENT_BYTES:
+            return None
+        try:
+            text = current.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return {"content": text, "sha256": sha256_hex(current)}
+
+    def reverse(
+        self, params: dict[str, Any], result: dict[str, Any], before: dict[str, Any] | None, credential
+    ) -> Reverse | None:
+        """Write back the content recorded before the write, only if the file still holds what was written
+        (``expected_sha256``): an undo never overwrites a later change."""
+        if not before or "content" not in before or before.get("sha256") == result.get("sha256"):
+            return None
+        undo = {
+            "path": params["path"],
+            "content": before["content"],
+            "mode": "replace",
+            "expected_sha256": result["sha256"],
+        }
+        return Reverse(self.name, undo, f"Restore {shorten(params['path'], 100)} as it was before")
 
     def execute(self, params: dict[str, Any], client: RootedFile) -> dict[str, Any]:
         try:

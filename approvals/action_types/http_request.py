@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from approvals.action_types import transport
 from approvals.credentials.redaction import Redactor, wire_values
-from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview, shorten
+from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview, Reverse, shorten
 from catalog.risk import Risk
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -84,7 +87,7 @@ class ScopedHttpClient:
     def redact(self, text: str) -> str:
         return self._redactor.text(text)
 
-    def _send(self, method: str, *, query=None, json_body=None, headers=None) -> httpx.Response:
+    def _send(self, method: str, *, query=None, json_body=None, form=None, headers=None) -> httpx.Response:
         """Raises ExecutionError, with ``outcome_unknown`` when the request may have taken effect (transport)."""
         return transport.send(
             method,
@@ -92,11 +95,12 @@ class ScopedHttpClient:
             what=f"{self._url.scheme}://{self._url.netloc.decode()}{self._url.path}",
             params=query or None,
             json=json_body,
+            data=form,
             headers={**(headers or {}), **self._fixed_headers, **self._auth_headers},
         )
 
-    def send(self, *, query=None, json_body=None, headers=None) -> httpx.Response:
-        return self._send(self._method, query=query, json_body=json_body, headers=headers)
+    def send(self, *, query=None, json_body=None, form=None, headers=None) -> httpx.Response:
+        return self._send(self._method, query=query, json_body=json_body, form=form, headers=headers)
 
     def read_current(self, *, query=None) -> httpx.Response:
         """GET the same resource, for previews (read access only): the one URL the execution would use."""
@@ -158,8 +162,44 @@ class HttpRequest(ActionType):
                 "maxProperties": 20,
             },
             "json": {"description": "JSON body to send."},
+            "form": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "maxLength": 65536},
+                "maxProperties": 100,
+                "description": "Form fields to send as an application/x-www-form-urlencoded body (not with json).",
+            },
         },
     }
+
+    def reverse(
+        self, params: dict[str, Any], result: dict[str, Any], before: dict[str, Any] | None, credential
+    ) -> Reverse | None:
+        """Undo only where the credential defines the reverse call: ``scope.reverse_calls`` lists
+        ``{"method": "POST", "path": "/users", "reverse_method": "DELETE", "reverse_path": "/users/{id}"}``
+        (``path`` may be a shell-style pattern); ``{name}`` is filled from the top-level field of the JSON the
+        call answered (URL-quoted). A call that did not answer 2xx, or lacks a field, has no reverse."""
+        scope = getattr(credential, "scope", None)
+        templates = scope.get("reverse_calls") if isinstance(scope, dict) else None
+        status = result.get("status_code")
+        if not isinstance(templates, list) or not isinstance(status, int) or not 200 <= status < 300:
+            return None
+        body = result.get("body") if isinstance(result.get("body"), dict) else {}
+        for template in templates:
+            if not isinstance(template, dict) or str(template.get("method", "")).upper() != params.get("method"):
+                continue
+            if not fnmatch.fnmatchcase(str(params.get("path", "")), str(template.get("path", ""))):
+                continue
+            method = str(template.get("reverse_method", "")).upper()
+            path = _fill(str(template.get("reverse_path", "")), body)
+            if method not in METHODS or path is None or not path.startswith("/"):
+                return None
+            undo = {"credential": params["credential"], "method": method, "path": path}
+            return Reverse(
+                self.name,
+                undo,
+                f"{method} {shorten(path, 80)}: the reverse of {params['method']} {shorten(params['path'], 80)}",
+            )
+        return None
 
     def describe(self, params: dict[str, Any]) -> str:
         method = str(params.get("method") or "").upper()
@@ -178,6 +218,8 @@ class HttpRequest(ActionType):
         bad = sorted(h for h in params.get("headers", {}) if h.lower() in FORBIDDEN_HEADERS)
         if bad:
             errors["headers"] = [f"Header(s) {', '.join(bad)} are set by Countersign, not the agent."]
+        if "json" in params and "form" in params:
+            errors["form"] = ["Send a JSON body or form fields, not both."]
         if errors:
             raise ParamsRejected(errors)
 
@@ -199,7 +241,12 @@ class HttpRequest(ActionType):
         )
 
     def execute(self, params: dict[str, Any], client: ScopedHttpClient) -> dict[str, Any]:
-        response = client.send(query=params.get("query"), json_body=params.get("json"), headers=params.get("headers"))
+        response = client.send(
+            query=params.get("query"),
+            json_body=params.get("json"),
+            form=params.get("form"),
+            headers=params.get("headers"),
+        )
         body = _body(response, client)
         # Everything the target answered; the credential's result_visibility decides what is kept
         # (approvals.services.execution, through result_parts). The request headers are never part of it.
@@ -222,7 +269,7 @@ class HttpRequest(ActionType):
         if current.status_code >= 400:
             return Preview(kind="unavailable", error=f"GET {client.url} answered {current.status_code}")
         before = _body(current, client)
-        after = None if params["method"] == "DELETE" else params.get("json")
+        after = None if params["method"] == "DELETE" else params.get("json", params.get("form"))
         if params["method"] == "PATCH" and isinstance(before, dict) and isinstance(after, dict):
             after = {**before, **after}
         return Preview(kind="json", title=f"{params['method']} {client.url}", before=before, after=after)
@@ -240,3 +287,23 @@ def _body(response: httpx.Response, client: ScopedHttpClient) -> Any:
         except ValueError:
             pass
     return text
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _fill(template: str, values: dict[str, Any]) -> str | None:
+    """``template`` with each ``{name}`` replaced by ``values[name]`` (a string or an integer, URL-quoted);
+    None when one is missing."""
+    missing = False
+
+    def value(match: re.Match[str]) -> str:
+        nonlocal missing
+        found = values.get(match.group(1))
+        if isinstance(found, bool) or not isinstance(found, str | int) or found == "":
+            missing = True
+            return ""
+        return quote(str(found), safe="")
+
+    filled = _PLACEHOLDER.sub(value, template)
+    return None if missing else filled

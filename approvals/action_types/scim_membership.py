@@ -9,6 +9,7 @@ after, and on approval sends one PATCH of ``members`` on that one group.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 from urllib.parse import quote
@@ -16,9 +17,10 @@ from urllib.parse import quote
 import httpx
 
 from approvals.action_types import transport
+from approvals.action_types.durations import DurationError, describe_seconds, parse_duration
 from approvals.action_types.http_request import target_url
 from approvals.credentials.redaction import Redactor
-from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview, plain_list, shorten
+from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview, Reverse, plain_list, shorten
 from catalog.risk import Risk
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -280,6 +282,8 @@ class ScimGroupMembership(ActionType):
     idempotent = True
     result_parts = {"status_code": "status"}
     preview_reads = True
+    # With ``duration``, Countersign removes the users it added when the duration ends (approvals.services.access).
+    time_boxed = True
     params_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -300,6 +304,12 @@ class ScimGroupMembership(ActionType):
             },
             "add": _user_list("add to the group"),
             "remove": _user_list("remove from the group"),
+            "duration": {
+                "type": ["integer", "string"],
+                "description": "For how long the users are added: whole seconds (7200) or an ISO 8601 duration "
+                "(PT2H, P1D). When it ends Countersign removes the users it added (never those who were "
+                "members before). Only with add, not remove. A policy or the credential may cap or require it.",
+            },
         },
     }
 
@@ -312,6 +322,10 @@ class ScimGroupMembership(ActionType):
         if remove:
             parts.append(f"remove {plain_list(remove)} from {group}")
         text = "; ".join(parts) or f"change nobody in {group}"
+        if "duration" in params:
+            # check_params refuses a malformed one; a description never raises.
+            with contextlib.suppress(DurationError):
+                text += f" for {describe_seconds(parse_duration(params['duration']))}"
         return text[0].upper() + text[1:]
 
     def check_params(self, params: dict[str, Any], credential) -> None:
@@ -322,6 +336,15 @@ class ScimGroupMembership(ActionType):
         both = sorted({n.lower() for n in add} & {n.lower() for n in remove})
         if both:
             errors["remove"] = [f"Both added and removed: {', '.join(both)}."]
+        if "duration" in params:
+            try:
+                parse_duration(params["duration"])
+            except DurationError as exc:
+                errors["duration"] = [str(exc)]
+            if remove:
+                errors.setdefault("duration", []).append(
+                    "A time-boxed change only adds users: propose removals without a duration."
+                )
         if credential is not None:
             base_url = str(credential.scope.get("base_url", ""))
             if not base_url.lower().startswith(("http://", "https://")):
@@ -331,6 +354,49 @@ class ScimGroupMembership(ActionType):
 
     def is_idempotent(self, params: dict[str, Any]) -> bool:
         return True  # adding a member twice, or removing a non-member, changes nothing
+
+    def record_before(self, params: dict[str, Any], client: ScimGroupClient) -> dict[str, Any] | None:
+        """For a time-boxed grant: who was a member already, so that its revert never takes away what a person
+        had before, even when the result is lost (an unknown outcome a reviewer later resolves as succeeded)."""
+        if "duration" not in params:
+            return None
+        plan = self._plan(params, client)
+        group = plan["group"]
+        return {
+            "group": {"id": group["id"], "displayName": group.get("displayName", "")},
+            "already_members": [plan["users"][n]["userName"] for n in plan["already"]],
+        }
+
+    def reverse(
+        self, params: dict[str, Any], result: dict[str, Any], before: dict[str, Any] | None, credential
+    ) -> Reverse | None:
+        """Remove whom it added and add back whom it removed. Only those it changed: a user who was already a
+        member (``already_members``) is never in ``added``, so the reverse leaves them in the group. Without a
+        result (an unknown outcome resolved as succeeded), from the state recorded before: the users it was to
+        add who were not members then."""
+        if "added" not in result and before and "already_members" in before and not params.get("remove"):
+            already = {n.lower() for n in before["already_members"]}
+            result = {
+                "group": before.get("group"),
+                "added": [n for n in params.get("add") or [] if n.lower() not in already],
+            }
+        added, removed = list(result.get("added") or []), list(result.get("removed") or [])
+        group = result.get("group") or {}
+        if not (added or removed) or not isinstance(group, dict) or not group.get("id"):
+            return None
+        reverse_params: dict[str, Any] = {"credential": params["credential"], "group": group["id"]}
+        if removed:
+            reverse_params["add"] = removed
+        if added:
+            reverse_params["remove"] = added
+        name = shorten(group.get("displayName") or group["id"], 60)
+        words = []
+        if added:
+            words.append(f"remove {plain_list(added)} from {name}")
+        if removed:
+            words.append(f"add {plain_list(removed)} back to {name}")
+        summary = "; ".join(words)
+        return Reverse(self.name, reverse_params, summary[0].upper() + summary[1:])
 
     def make_client(self, credential, params: dict[str, Any], *, idempotency_key: str) -> ScimGroupClient:
         if credential is None:

@@ -14,7 +14,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from approvals.credentials.redaction import Redactor
 from approvals.models.credential import SLACK_CHANNEL_ID_RE, SLACK_CHANNEL_RE
-from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview, shorten
+from catalog.base import ActionType, ExecutionError, ParamsRejected, Preview, Reverse, shorten
 from catalog.risk import Risk
 
 MAX_TEXT = 40_000  # Slack truncates longer messages
@@ -219,6 +219,17 @@ class SlackPostMessage(ActionType):
             base_url=api_url(),
             timeout=settings.COUNTERSIGN_HTTP_TIMEOUT_SECONDS,
         )
+
+    def reverse(
+        self, params: dict[str, Any], result: dict[str, Any], before: dict[str, Any] | None, credential
+    ) -> Reverse | None:
+        """Undo: delete the message it posted (``slack.delete_message``, chat.delete), by the channel and ts
+        Slack answered."""
+        channel, ts = result.get("channel"), result.get("ts")
+        if not isinstance(channel, str) or not isinstance(ts, str) or not channel or not ts:
+            return None
+        undo = {"credential": params["credential"], "channel": channel, "ts": ts}
+        return Reverse("slack.delete_message", undo, f"Delete the message posted to {shorten(params['channel'], 81)}")
 
     def execute(self, params: dict[str, Any], client: SlackChannelClient) -> dict[str, Any]:
         data = client.post_message(text=params["text"], unfurl_links=params.get("unfurl_links"))

@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.shortcuts import redirect
 
 from approvals.admin import agents as _agents_admin  # noqa: F401 - registers the agents' admin pages
+from approvals.admin import mcp as _mcp_admin  # noqa: F401 - registers the MCP upstreams' admin page
 from approvals.models import (
     ActionRequest,
     Credential,

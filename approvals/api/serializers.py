@@ -169,6 +169,21 @@ class ActionOutput(serializers.Serializer):
     expires_at = serializers.DateTimeField()
     decided_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
+    access_expires_at = serializers.DateTimeField(
+        allow_null=True,
+        required=False,
+        help_text="Time-boxed access: when Countersign takes the change back (moved by an extension or an early "
+        "end); null when not time-boxed.",
+    )
+    reverted_at = serializers.DateTimeField(
+        allow_null=True, required=False, help_text="When this action's change was taken back (a revert or an undo)."
+    )
+    reverts = serializers.UUIDField(
+        allow_null=True, required=False, help_text="On a revert or an undo: the id of the action it reverses."
+    )
+    extends = serializers.UUIDField(
+        allow_null=True, required=False, help_text="On an extension: the id of the time-boxed grant it extends."
+    )
     links = LinksOutput()
     trace_url = serializers.CharField(help_text="Where the agent's run can be inspected (http/https); '' if none.")
     run_id = serializers.CharField(help_text="The agent's run identifier; '' if none.")

@@ -136,6 +136,18 @@ class ActionRequest(models.Model):
     # window, tells the sweep that the execution was interrupted.
     execution_heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Time-boxed access (approvals.services.access): when the access this action granted ends (moved by an
+    # extension or an early end; null: not time-boxed), and when the change was taken back.
+    access_expires_at = models.DateTimeField(null=True, blank=True)
+    reverted_at = models.DateTimeField(null=True, blank=True)
+    # On a revert or an undo: the action it reverses, and why ("expired", "ended_early", "undo").
+    reverts = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="reversals")
+    revert_reason = models.CharField(max_length=20, blank=True)
+    # On an extension: the time-boxed grant it extends.
+    extends = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="extensions")
+    # What the target looked like before execution, as the type recorded it (file.write: the previous content),
+    # for its reverse. Never shown to the agent.
+    state_before = models.JSONField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
     # The sequence number of the newest webhook event of this action (approvals.services.transitions.publish):
     # the agent orders events by it, and a redelivery carries the same number.

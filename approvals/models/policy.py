@@ -40,6 +40,17 @@ class PolicyRule(models.Model):
     require_known_requester = models.BooleanField(
         default=False, help_text="Refuse proposals whose on_behalf_of names nobody known (always so at the floor)."
     )
+    # Step-up (approvals.policies.rules.Rule.fresh_auth_minutes): high and critical actions need a sign-in at the
+    # identity provider this recent to be approved; on the web page only.
+    fresh_auth_minutes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="High and critical: approving needs a sign-in at the identity provider within this many minutes.",
+    )
+    # Time-boxed access (approvals.action_types.durations): the longest duration this rule allows, and whether a
+    # proposal it matches must carry one ("prod-admin membership for at most 8 hours").
+    max_duration_seconds = models.PositiveIntegerField(null=True, blank=True)
+    require_duration = models.BooleanField(default=False)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

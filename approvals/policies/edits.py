@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.capabilities import constraint_violation
+from agents.capabilities import MCP_TOOL_CALL, constraint_violation, mcp_refusal
 from agents.models import Capability
+from approvals.action_types.durations import DurationError, duration_refusal, parse_duration
 from approvals.action_types.params import validate_params
 from approvals.errors import Conflict, EditRefused, InvalidInput, ServiceError
 from approvals.models import ActionRequest, Review
-from approvals.policies.evaluation import EditOutcome, reevaluate_edit
+from approvals.policies.evaluation import EditOutcome, credential_for, reevaluate_edit
 from approvals.policies.separation_of_duties import approval_would_count
 from approvals.validation import BadJSON, load_json
 from catalog import registry
@@ -56,8 +57,11 @@ def check_edit(action: ActionRequest, action_type: ActionType, edited_params: di
     """
     validate_params(action_type, edited_params)
     # A reviewer may narrow what the agent asked for, never widen it past the agent's capability.
-    capability = Capability.objects.filter(agent_id=action.agent_id, action_type=action.action_type).first()
-    violation = capability and constraint_violation(action.agent.name, capability, edited_params)
+    if action.action_type == MCP_TOOL_CALL:  # granted by mcp.<server>.<tool> capabilities: server, tool and arguments
+        violation = mcp_refusal(action.agent, edited_params)
+    else:
+        capability = Capability.objects.filter(agent_id=action.agent_id, action_type=action.action_type).first()
+        violation = constraint_violation(action.agent.name, capability, edited_params) if capability else None
     if violation:
         raise InvalidInput(
             "The edit is outside the agent's capability.",
@@ -66,6 +70,7 @@ def check_edit(action: ActionRequest, action_type: ActionType, edited_params: di
     if action.reviews.filter(verdict=Review.Verdict.APPROVE).exists():
         raise Conflict("Others already approved these parameters; approve them as they are, or reject.")
     outcome = reevaluate_edit(action, action_type, edited_params)
+    _check_duration_edit(action, action_type, edited_params, outcome)
     if outcome.denied:
         raise EditRefused(
             f"The edited action is denied by rule `{outcome.rule}`: {outcome.denied}",
@@ -79,6 +84,35 @@ def check_edit(action: ActionRequest, action_type: ActionType, edited_params: di
             extra={"policy": outcome.as_dict()},
         )
     return outcome
+
+
+def _check_duration_edit(
+    action: ActionRequest, action_type: ActionType, edited_params: dict[str, Any], outcome: EditOutcome
+) -> None:
+    """A reviewer may shorten time-boxed access, never lengthen it, drop it, or pass the policy's maximum."""
+    if not action_type.time_boxed or "duration" not in action.effective_params:
+        return
+    if "duration" not in edited_params:
+        message = "This access is time-boxed: keep a duration (you may shorten it)."
+        raise InvalidInput(message, errors={"params.duration": [message]})
+    decision = outcome.evaluation.decision
+    refusal, seconds = duration_refusal(
+        time_boxed=True,
+        raw=edited_params["duration"],
+        given=True,
+        rule_name=decision.rule,
+        rule_max=decision.max_duration_seconds,
+        require=decision.require_duration,
+        credential=credential_for(action_type, edited_params),
+    )
+    try:
+        asked = parse_duration(action.effective_params["duration"])
+    except DurationError:
+        asked = 0
+    if not refusal and seconds is not None and seconds > asked:
+        refusal = "A reviewer may shorten the duration the agent asked for, never lengthen it."
+    if refusal:
+        raise InvalidInput(refusal, errors={"params.duration": [refusal]})
 
 
 # --- approve with edits: checked as the reviewer types ----------------------------------------

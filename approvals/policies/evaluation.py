@@ -83,7 +83,8 @@ def evaluate(
         credential = credential_for(action_type, params)
     exposure = policies.assess(
         action_type=action_type.name,
-        type_risk=str(action_type.risk),
+        # A type whose risk depends on the params says so (mcp.tool_call: the upstream's annotations, if trusted).
+        type_risk=str(action_type.risk_for(params) if hasattr(action_type, "risk_for") else action_type.risk),
         type_modifies_access=action_type.modifies_access,
         credential=credential,
     )

@@ -23,6 +23,7 @@ EFFECTS = (AUTO_APPROVE, DENY, REQUIRE)
 RISKS = ("low", "medium", "high", "critical")
 
 MIN_APPROVALS_FOR_ACCESS = 2
+MAX_FRESH_AUTH_MINUTES = 24 * 60
 
 OPERATORS = ("equals", "not_equals", "in", "not_in", "matches", "regex", "lt", "lte", "gt", "gte", "exists", "contains")
 _PATH_TOKEN = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]")
@@ -185,6 +186,14 @@ class Rule:
     web_decision_only: bool = False
     # Refuse proposals whose on_behalf_of names nobody known (at the access floor this holds for every rule).
     require_known_requester: bool = False
+    # Step-up: approving a high or critical action this rule decides needs a sign-in at the identity provider
+    # within this many minutes (OIDC auth_time); only the web page can send the reviewer through the provider, so
+    # the API and Slack refuse such an approval (approvals.services.reviews). None: no step-up.
+    fresh_auth_minutes: int | None = None
+    # Time-boxed access (approvals.action_types.durations): the longest ``duration`` allowed, and whether one is
+    # required, for action types that can be time-boxed. Checked on the parsed length, whatever its spelling.
+    max_duration_seconds: int | None = None
+    require_duration: bool = False
 
     def __post_init__(self) -> None:
         if self.effect not in EFFECTS:
@@ -194,6 +203,18 @@ class Rule:
             raise PolicyError(f"unknown risk {', '.join(sorted(unknown))}")
         if not 1 <= self.required_approvals <= 10:
             raise PolicyError("required_approvals is between 1 and 10")
+        if self.fresh_auth_minutes is not None and (
+            isinstance(self.fresh_auth_minutes, bool)
+            or not isinstance(self.fresh_auth_minutes, int)
+            or not 1 <= self.fresh_auth_minutes <= MAX_FRESH_AUTH_MINUTES
+        ):
+            raise PolicyError(f"fresh_auth_minutes is between 1 and {MAX_FRESH_AUTH_MINUTES}")
+        if self.max_duration_seconds is not None and (
+            isinstance(self.max_duration_seconds, bool)
+            or not isinstance(self.max_duration_seconds, int)
+            or self.max_duration_seconds <= 0
+        ):
+            raise PolicyError("max_duration_seconds is a positive number of seconds")
         for channel in (*self.notify, *self.escalate_to):
             validate_channel(channel)
 
@@ -213,6 +234,16 @@ class Rule:
         if self.conditions:
             return " and ".join(c.describe() for c in self.conditions)
         return action_type
+
+
+def fresh_auth_minutes(rule: Rule | None, risk: str) -> int | None:
+    """Minutes within which the approver must have signed in at the identity provider, or None.
+
+    Step-up is for the floor: a rule's ``fresh_auth_minutes`` applies to the high and critical actions it decides.
+    """
+    if rule is None or rule.fresh_auth_minutes is None or risk not in RISKS:
+        return None
+    return rule.fresh_auth_minutes if RISKS.index(risk) >= RISKS.index("high") else None
 
 
 def validate_channel(channel: str) -> None:
@@ -243,6 +274,9 @@ class PolicyDecision:
     modifies_access: bool = False
     web_decision_only: bool = False
     require_known_requester: bool = False
+    # The rule's limits on time-boxed access (see Rule).
+    max_duration_seconds: int | None = None
+    require_duration: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"rule": self.rule, "effect": self.effect, "explanation": self.explanation}
@@ -265,6 +299,8 @@ class _Facts(TypedDict):
     require_known_requester: bool
     floors: tuple[str, ...]
     floor_reasons: tuple[str, ...]
+    max_duration_seconds: int | None
+    require_duration: bool
 
 
 # --- risk follows the credential ---------------------------------------------------------------
@@ -370,6 +406,8 @@ def decide(
         "require_known_requester": rule.require_known_requester or modifies_access,
         "floors": ("risk-raised-by-credential",) if risk_reason else (),
         "floor_reasons": (risk_reason,) if risk_reason else (),
+        "max_duration_seconds": rule.max_duration_seconds,
+        "require_duration": rule.require_duration,
     }
     what = rule.what(action_type)
     if rule.effect == DENY:

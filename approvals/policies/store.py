@@ -43,6 +43,9 @@ FIELDS = (
     "reason",
     "web_decision_only",
     "require_known_requester",
+    "fresh_auth_minutes",
+    "max_duration_seconds",
+    "require_duration",
 )
 
 
@@ -81,7 +84,19 @@ def rule_from_row(row: PolicyRule | dict[str, Any]) -> Rule:
         description=data.get("description") or "",
         web_decision_only=_flag(data, "web_decision_only"),
         require_known_requester=_flag(data, "require_known_requester"),
+        fresh_auth_minutes=_minutes(data, "fresh_auth_minutes"),
+        max_duration_seconds=data.get("max_duration_seconds") or None,
+        require_duration=_flag(data, "require_duration"),
     )
+
+
+def _minutes(data: dict[str, Any], name: str) -> int | None:
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PolicyError(f"{name} is a whole number of minutes")
+    return value
 
 
 def _flag(data: dict[str, Any], name: str) -> bool:

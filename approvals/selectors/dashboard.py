@@ -16,7 +16,7 @@ Every number reads the window through the ``decided_at`` index
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from django.db import connection
@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from approvals.models import ActionRequest, ActionStatus
 from approvals.selectors import actions as selectors
+from approvals.selectors.access import access_counts
 
 WINDOWS = (7, 30)
 APPROVED = (
@@ -100,6 +101,9 @@ class Dashboard:
     by_type: list[RateRow]
     recent_failures: list[ActionRequest]
     unknown: int = 0  # executions whose outcome nobody knows yet (interrupted; a reviewer resolves them)
+    # Time-boxed access now (approvals.selectors.access.access_counts): held, taken back by expiry or early, and
+    # reverts failing now (an alert until they succeed).
+    access: dict[str, int] = field(default_factory=dict)
 
     @property
     def approval_rate(self) -> float | None:
@@ -187,6 +191,7 @@ def dashboard_for(principal, *, days: int = 7, now: datetime | None = None) -> D
             .filter(status=ActionStatus.FAILED, decided_at__gte=since, finished_at__gte=since)
             .order_by("-decided_at", "-id")[:RECENT_FAILURES]
         ),
+        access=access_counts(principal),
     )
 
 

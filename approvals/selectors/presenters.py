@@ -85,5 +85,11 @@ def present_action(action: ActionRequest) -> dict[str, Any]:
         "expires_at": _iso(action.expires_at),
         "decided_at": _iso(action.decided_at),
         "finished_at": _iso(action.finished_at),
+        # Time-boxed access and reverts (approvals.services.access): when the access ends, when it was taken back,
+        # and the action a revert or undo reverses / an extension extends.
+        "access_expires_at": _iso(action.access_expires_at),
+        "reverted_at": _iso(action.reverted_at),
+        "reverts": str(action.reverts_id) if action.reverts_id else None,
+        "extends": str(action.extends_id) if action.extends_id else None,
         "links": {"self": path, "wait": f"{path}/wait", "review": f"/actions/{action.id}"},
     }

@@ -53,6 +53,7 @@ STAFF_PERMISSIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("audit", "auditevent"): ("view",),
     ("approvals", "outboxmessage"): ("view",),
     ("approvals", "credential"): ("view", "add", "change"),
+    ("approvals", "mcpupstream"): ("view", "add", "change"),  # approvals/admin/mcp.py
     ("approvals", "policyrule"): ("view", "add", "change", "delete"),
     ("approvals", "policyversion"): ("view",),
     ("approvals", "slackidentity"): ("view", "add", "change", "delete"),

@@ -40,7 +40,7 @@ from approvals.models import ActionRequest, ActionStatus, ExecutionGrant, Outbox
 from approvals.models.grant import execute_task_id
 from approvals.ops import broker_queue
 from approvals.outbox import dispatcher as outbox
-from approvals.services import containment
+from approvals.services import access, containment
 from approvals.services.approval import mint_grant_and_enqueue
 from approvals.services.transitions import audit_action, lock_action, transition
 from audit.canonical import digest
@@ -68,13 +68,15 @@ def execute_action(action_id) -> str:
     action, params, credential = plan
     # _redeem hands out a plan only for an installed action type (_grant_refusal refuses the others).
     action_type = cast(ActionType, registry.get(action.action_type))
-    secret = client = None
+    secret = client = before = None
     try:
         with ExecutionHeartbeat(action.id, attempt=action.execution_attempts):
             secret = decrypt_secret(credential.secret_encrypted) if credential else None
             client = action_type.make_client(
                 credential_view(credential, secret), params, idempotency_key=str(action.id)
             )
+            # What the target held before, for the type's reverse (file.write: the content it replaces).
+            before = action_type.record_before(params, client)
             result = action_type.execute(params, client)
         outcome, payload = ActionStatus.SUCCEEDED, result
     except ExecutionError as exc:
@@ -101,7 +103,11 @@ def execute_action(action_id) -> str:
     # Every form of every secret the client put on the wire (approvals.credentials.redaction), in the result.
     redactor = redactor_for(credential.kind if credential else None, secret, client)
     attempt = action.execution_attempts
-    return _finish(action_id, attempt, outcome, result_for_agent(payload, redactor, credential, action_type))
+    if before is not None:
+        before = redactor.json(before)
+    return _finish(
+        action_id, attempt, outcome, result_for_agent(payload, redactor, credential, action_type), before=before
+    )
 
 
 def result_for_agent(payload: dict[str, Any], redactor: Redactor, credential, action_type) -> dict[str, Any]:
@@ -147,6 +153,7 @@ def _redeem(action_id):
                 verb="execution.failed",
                 data={"error": action.result["error"]},
             )
+            access.after_execution(action, ActionStatus.FAILED)  # a refused revert is retried, not dropped
             return None
         grant = cast(ExecutionGrant, grant)  # _grant_refusal refused a missing grant
         grant.redeemed_at = timezone.now()
@@ -175,6 +182,10 @@ def _grant_refusal(
     actual = grant.credential.name if grant.credential else None
     if expected_credential != actual:
         return "credential does not match the approved one"
+    if access.is_system_revert(action):
+        # Countersign's own revert of a grant that ended: it takes back access, so it runs even when the agent
+        # lost its standing (a frozen agent's grants end all the same).
+        return None
     # The approval is not a licence once the agent lost its standing: disabled, frozen, keyless, or no longer
     # holding the capability (or its constraints no longer admit these params). The action fails as revoked.
     return containment.execution_refusal(action, params)
@@ -185,12 +196,12 @@ def _grant_refusal(
 FINISH_RETRY_SECONDS = 60.0
 
 
-def _finish(action_id, attempt: int, outcome: str, payload: dict[str, Any]) -> str:
+def _finish(action_id, attempt: int, outcome: str, payload: dict[str, Any], *, before: Any = None) -> str:
     give_up_at = time.monotonic() + FINISH_RETRY_SECONDS
     pause = 0.2
     while True:
         try:
-            return _record_outcome(action_id, attempt, outcome, payload)
+            return _record_outcome(action_id, attempt, outcome, payload, before=before)
         except (OperationalError, InterfaceError) as exc:
             if time.monotonic() + pause > give_up_at:
                 raise
@@ -200,7 +211,7 @@ def _finish(action_id, attempt: int, outcome: str, payload: dict[str, Any]) -> s
             pause = min(pause * 2, 1.0)
 
 
-def _record_outcome(action_id, attempt: int, outcome: str, payload: dict[str, Any]) -> str:
+def _record_outcome(action_id, attempt: int, outcome: str, payload: dict[str, Any], *, before: Any = None) -> str:
     with transaction.atomic():
         action = lock_action(action_id)
         if action.status != ActionStatus.EXECUTING or action.execution_attempts != attempt:
@@ -216,7 +227,11 @@ def _record_outcome(action_id, attempt: int, outcome: str, payload: dict[str, An
             )
             return action.status
         action.result = payload
+        if before is not None:
+            action.state_before = before
         transition(action, outcome, actor=WORKER, verb=OUTCOME_VERBS[outcome], data={"result": _audit_excerpt(payload)})
+        # Time-boxed access: a grant that took effect is scheduled to be taken back; a revert's end moves its lease.
+        access.after_execution(action, outcome)
         return outcome
 
 

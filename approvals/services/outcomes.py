@@ -17,6 +17,7 @@ from django.utils import timezone
 from approvals.errors import InvalidInput, NotAllowed, NotFound, NotUnknown
 from approvals.models import ActionRequest, ActionStatus
 from approvals.policies.separation_of_duties import review_refusal
+from approvals.services import access
 from approvals.services.reviews import record_decision_refused
 from approvals.services.transitions import lock_action, transition
 from audit.chain import Actor
@@ -93,6 +94,8 @@ def _resolve(action_id, *, user, target: str, note: str, via: str) -> ActionRequ
             verb="execution.resolved",
             data={"outcome": target, "note": note},
         )
+        # A time-boxed grant that did take effect ends like any other (approvals.services.access).
+        access.after_execution(action, target)
     return action
 
 

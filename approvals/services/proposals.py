@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from agents.capabilities import capability_refusal
 from agents.models import Agent
+from approvals.action_types.durations import DurationError, duration_refusal, parse_duration
 from approvals.action_types.params import validate_params
 from approvals.errors import IdempotencyConflict, InvalidInput, NotAllowed
 from approvals.models import ActionRequest, ActionStatus, Review
@@ -42,6 +43,11 @@ class Proposal:
     trace_url: str = ""
     run_id: str = ""
     confidence: float | None = None
+    # Set by Countersign, never by an agent's request (approvals.services.access): the time-boxed grant an
+    # extension extends, the action an undo reverses and why. Not part of the request digest.
+    extends: ActionRequest | None = None
+    reverts: ActionRequest | None = None
+    revert_reason: str = ""
 
     def digest(self) -> str:
         body: dict[str, Any] = {
@@ -116,6 +122,13 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
         _record_refused(agent, action_type, refusal)
         raise NotAllowed(refusal)
 
+    if action_type.time_boxed and "duration" in proposal.params:
+        try:
+            parse_duration(proposal.params["duration"])
+        except DurationError as exc:
+            # Refused before anything else is read, and audited: another spelling of a too-long grant is an attempt.
+            _record_refused(agent, action_type, str(exc), duration=proposal.params["duration"])
+            raise InvalidInput(str(exc), errors={"params.duration": [str(exc)]}) from None
     credential = validate_params(action_type, proposal.params)
     # Risk follows the credential; the person on_behalf_of names is resolved now, once (approvals.policies.people).
     evaluation = evaluate(
@@ -141,6 +154,10 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
             else "on_behalf_of is required: say whom this action is for."
         )
         raise InvalidInput(detail, errors={"on_behalf_of": [refusal]})
+    refusal = _duration_refusal(action_type, proposal.params, evaluation, credential)
+    if refusal:
+        _record_refused(agent, action_type, refusal, duration=proposal.params.get("duration"))
+        raise NotAllowed(refusal, errors={"params.duration": [refusal]})
     try:
         with transaction.atomic():
             action = _create(agent, proposal, action_type, evaluation, request_digest)
@@ -151,6 +168,24 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
             raise
         return existing, False
     return action, True
+
+
+def _duration_refusal(action_type: ActionType, params: dict[str, Any], evaluation: Evaluation, credential: Any) -> str:
+    """Why ``params.duration`` breaks the maximum (or the requirement) of the rule in force or the credential;
+    "" when it does not. On the parsed length: another spelling of a day is still a day."""
+    decision = evaluation.decision
+    if decision.effect == policies.DENY:
+        return ""  # refused anyway, with the rule's own reason
+    refusal, _ = duration_refusal(
+        time_boxed=action_type.time_boxed,
+        raw=params.get("duration"),
+        given="duration" in params,
+        rule_name=decision.rule,
+        rule_max=decision.max_duration_seconds,
+        require=decision.require_duration,
+        credential=credential,
+    )
+    return refusal
 
 
 def _record_refused(agent: Agent, action_type: ActionType, reason: str, **data: Any) -> None:
@@ -214,6 +249,9 @@ def _create(
         created_at=now,
         updated_at=now,
         expires_at=now + timedelta(seconds=ttl),
+        extends=proposal.extends,
+        reverts=proposal.reverts,
+        revert_reason=proposal.revert_reason,
     )
     action.agent = agent
     action.hold_reviews([])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import Group
@@ -12,12 +13,23 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import Agent
-from approvals.errors import Conflict, EditRefused, InvalidInput, NotAllowed, NotFound, NotPending, TargetChanged
+from approvals.errors import (
+    Conflict,
+    EditRefused,
+    FreshAuthenticationRequired,
+    InvalidInput,
+    NotAllowed,
+    NotFound,
+    NotPending,
+    TargetChanged,
+)
 from approvals.models import ActionRequest, ActionStatus, Review
 from approvals.notify import notifications
 from approvals.policies.edits import check_edit
 from approvals.policies.evaluation import EditOutcome
+from approvals.policies.rules import fresh_auth_minutes
 from approvals.policies.separation_of_duties import review_refusal, uncounted_reason
+from approvals.policies.store import active_rules
 from approvals.presentation.previews import (
     compute_preview,
     decision_evidence,
@@ -101,6 +113,7 @@ def approve_action(
     edited_params: dict[str, Any] | None = None,
     preview_fingerprint: str | None = None,
     override_reason: str = "",
+    authenticated_at: datetime | None = None,
 ) -> ActionRequest:
     """Add ``reviewer``'s approval; approve the action when it has all it needs.
 
@@ -109,6 +122,10 @@ def approve_action(
     (approvals.presentation.previews.fingerprint): a changed target refuses the approval with the fresh preview
     attached, so the stored evidence is what the reviewer saw. A preview that says execution will fail needs
     ``override_reason``, the reviewer's typed reason for approving anyway.
+
+    ``authenticated_at`` is when the reviewer last signed in at the identity provider (the ID token's auth_time,
+    which only the web page knows): a rule with ``fresh_auth_minutes`` refuses a high or critical approval without
+    a sign-in that recent (FreshAuthenticationRequired, audited as ``decision.refused``).
     """
     if len(comment) > MAX_COMMENT:
         raise InvalidInput("Comment too long.", errors={"comment": [f"At most {MAX_COMMENT} characters."]})
@@ -131,6 +148,7 @@ def approve_action(
             seen=seen,
             fingerprint_checked=preview_fingerprint is not None,
             override_reason=override_reason,
+            authenticated_at=authenticated_at,
         )
     except EditRefused as exc:
         # The approval rolled back; the refused edit is still a fact worth keeping (who tried what, and why not).
@@ -185,6 +203,7 @@ def _approve(
     seen: _Seen | None,
     fingerprint_checked: bool,
     override_reason: str,
+    authenticated_at: datetime | None = None,
 ) -> ActionRequest:
     with transaction.atomic():
         action = _locked_pending(action_id)
@@ -192,6 +211,7 @@ def _approve(
         if refusal:
             raise NotAllowed(refusal)
         _require_pending(action)
+        _require_fresh_authentication(action, authenticated_at, via=via)
         if action.reviews.filter(reviewer=reviewer, withdrawn_at__isnull=True).exists():
             raise Conflict("You have already reviewed this action; another reviewer must add the next approval.")
         action_type = registry.get(action.action_type)
@@ -247,6 +267,28 @@ def _approve(
                 action.save(update_fields=["edited_params", "updated_at"])
             publish(action, approvals=approvals)
     return action
+
+
+def _require_fresh_authentication(action: ActionRequest, authenticated_at: datetime | None, *, via: str) -> None:
+    """Step-up: the rule now in force may want a sign-in at the identity provider within N minutes."""
+    _, rules = active_rules()
+    rule = next((r for r in rules if r.name == action.policy_rule), None)
+    minutes = fresh_auth_minutes(rule, action.risk)
+    if minutes is None:
+        return
+    extra = {"fresh_auth_minutes": minutes}
+    if via != Review.Via.WEB:
+        raise FreshAuthenticationRequired(
+            f"This {action.risk}-risk action needs a sign-in at your identity provider within the last {minutes} "
+            "minutes: approve it on the web page, which asks you to sign in again.",
+            extra=extra,
+        )
+    if authenticated_at is None or timezone.now() - authenticated_at > timedelta(minutes=minutes):
+        raise FreshAuthenticationRequired(
+            f"This {action.risk}-risk action needs a sign-in at your identity provider within the last {minutes} "
+            "minutes: sign in again, then approve.",
+            extra=extra,
+        )
 
 
 def _apply_policy(action: ActionRequest, outcome: EditOutcome, *, actor: Actor) -> None:

@@ -25,6 +25,9 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+from django.utils import timezone
+
+from approvals.action_types.durations import DurationError, describe_seconds, parse_duration
 from approvals.models import ActionRequest, ActionStatus, Review
 from approvals.policies.separation_of_duties import review_counts
 from approvals.presentation.diffs import json_diff, text_diff
@@ -37,6 +40,8 @@ from catalog.base import Preview
 APPROVE = "countersign_approve"
 REJECT = "countersign_reject"
 OPEN = "countersign_open"
+END_ACCESS = "countersign_end_access"  # staff take a time-boxed grant back now (issue 23)
+ACCESS_BLOCK = "countersign_access"
 DECIDE_BLOCK = "countersign_decide"
 REJECT_VIEW = "countersign_reject_modal"
 REASON_BLOCK = "countersign_reason"
@@ -256,6 +261,7 @@ def action_message(
         blocks.extend(_decision_blocks(action, link, fingerprint))
     else:
         blocks.append(section(mrkdwn(outcome_text(action, reviews), MAX_SECTION_TEXT)))
+        blocks.extend(access_blocks(action))
         reason = _reason_text(action)
         if reason:
             blocks.append(section(plain(reason, MAX_SECTION_TEXT)))
@@ -294,7 +300,51 @@ def _fields(action: ActionRequest, approvals: int) -> list[dict[str, Any]]:
         plain(f"Approvals\n{approvals} of {action.required_approvals}", MAX_FIELD),
         mrkdwn(f"{when[0]}\n{when[1]}", MAX_FIELD),  # mrkdwn for the date in each reader's time zone
     ]
+    duration = access_duration(action)
+    if duration:
+        fields.append(plain(f"Access for\n{escape(duration)}, then taken back by Countersign", MAX_FIELD))
     return fields[:MAX_FIELDS]
+
+
+def access_duration(action: ActionRequest) -> str:
+    """ "2 h" for a time-boxed action (the duration that runs, a reviewer's shortening included), else ""."""
+    action_type = registry.get(action.action_type)
+    params = action.effective_params
+    if action_type is None or not action_type.time_boxed or not isinstance(params, dict) or "duration" not in params:
+        return ""
+    try:
+        return describe_seconds(parse_duration(params["duration"]))
+    except DurationError:
+        return ""
+
+
+def access_blocks(action: ActionRequest) -> list[dict[str, Any]]:
+    """A granted time-boxed access: until when, and the End access early button (staff's: others are refused
+    and audited, approvals.slack.interactions); once taken back, when. Nothing for other actions."""
+    if action.reverted_at is not None:
+        return [section(mrkdwn(f":lock: Access taken back on {slack_date(action.reverted_at)}.", MAX_SECTION_TEXT))]
+    if action.access_expires_at is None or action.status != ActionStatus.SUCCEEDED:
+        return []
+    if action.access_expires_at <= timezone.now():
+        return [section(mrkdwn(":hourglass: Time is up: Countersign is taking the access back.", MAX_SECTION_TEXT))]
+    until = slack_date(action.access_expires_at)
+    button = {
+        "type": "button",
+        "action_id": END_ACCESS,
+        "text": plain("End access early", MAX_BUTTON_TEXT),
+        "style": "danger",
+        "value": button_value(action, ""),
+        "confirm": {
+            "title": plain("End this access now?", MAX_CONFIRM_TITLE),
+            "text": plain(shown(action.summary, one_line=True, limit=MAX_CONFIRM_TEXT), MAX_CONFIRM_TEXT),
+            "confirm": plain("End it now", MAX_CONFIRM_BUTTON),
+            "deny": plain("Cancel", MAX_CONFIRM_BUTTON),
+        },
+    }
+    return [
+        section(mrkdwn(f":unlock: Access held until {until}; Countersign takes it back then.", MAX_SECTION_TEXT)),
+        {"type": "actions", "block_id": ACCESS_BLOCK, "elements": [button]},
+    ]
 
 
 def _findings_block(action: ActionRequest) -> dict[str, Any] | None:

@@ -22,6 +22,11 @@ risk under such a rule) is shown in Slack without Approve / Reject; a decision
 for it that arrives anyway (an old message, a hand-made payload signed with
 the app's secret) is refused the same way. Requests that fail the signature
 check are only logged: unauthenticated input never writes to the audit chain.
+
+End access early (issue 23): a granted time-boxed access carries an "End access early" button; it is staff's,
+as on the web page. Anyone else who clicks it is refused and audited, and so is a click on a grant that is no
+longer active (ended already: ending twice) and a signed click on a button Countersign never sent (a forged
+``countersign_*`` action id).
 """
 
 from __future__ import annotations
@@ -45,9 +50,12 @@ from approvals.errors import NotAllowed, ServiceError, TargetChanged
 from approvals.models import ActionRequest, Review
 from approvals.outbox.transport import RetryLater
 from approvals.policies.separation_of_duties import review_refusal
+from approvals.services import access as access_services
 from approvals.slack import notify as slack_notify
 from approvals.slack.blocks import (
     APPROVE,
+    END_ACCESS,
+    OPEN,
     REASON_BLOCK,
     REASON_INPUT,
     REJECT,
@@ -72,6 +80,9 @@ SLACK = Actor.system("slack")
 APPROVE_CLICK = "approve"
 REJECT_CLICK = "reject_click"  # opens the modal
 REJECT_SUBMIT = "reject_submit"  # the modal's reason
+END_ACCESS_CLICK = "end_access"  # staff end a time-boxed grant now
+UNKNOWN_CLICK = "unknown_button"  # a countersign_* action id Countersign never sends: refused and audited
+BUTTONS = {APPROVE: APPROVE_CLICK, REJECT: REJECT_CLICK, END_ACCESS: END_ACCESS_CLICK}
 
 
 class Interaction(TypedDict):
@@ -121,6 +132,9 @@ def receive(body: bytes, headers: Mapping[str, str]) -> Reply:
         return Reply(409, b"Replayed request.")
     if interaction is None:
         return Reply(200)  # a click that is not ours to handle (the "Open" link button, a closed modal)
+    if interaction["kind"] == UNKNOWN_CLICK:
+        _audit_refused(interaction, "unknown_button", f"no Countersign button is called {interaction['reason']!r}")
+        return Reply(400, b"Unknown button.")
     if interaction["kind"] == REJECT_SUBMIT and not interaction["reason"].strip():
         errors = {"response_action": "errors", "errors": {REASON_BLOCK: "Say why, so the agent can adapt."}}
         return Reply(200, json.dumps(errors).encode(), "application/json")
@@ -164,14 +178,15 @@ def parse(body: bytes) -> Interaction | None:
         "reason": "",
     }
     if payload.get("type") == "block_actions":
-        clicked = next((a for a in payload.get("actions") or [] if a.get("action_id") in (APPROVE, REJECT)), None)
-        if clicked is None:
-            return None
-        action_id, fingerprint = parse_button_value(str(clicked.get("value") or ""))
+        actions = [a for a in payload.get("actions") or [] if isinstance(a, dict)]
+        clicked = next((a for a in actions if a.get("action_id") in BUTTONS), None)
         container = payload.get("container") or {}
         channel = (payload.get("channel") or {}).get("id") or container.get("channel_id") or ""
         message_ts = container.get("message_ts") or (payload.get("message") or {}).get("ts") or ""
-        kind = APPROVE_CLICK if clicked["action_id"] == APPROVE else REJECT_CLICK
+        if clicked is None:
+            return _unknown_button(base, actions, str(channel), str(message_ts))
+        action_id, fingerprint = parse_button_value(str(clicked.get("value") or ""))
+        kind = BUTTONS[clicked["action_id"]]
         interaction = {**base, "kind": kind, "action": action_id, "fingerprint": fingerprint}
         interaction.update(channel=str(channel), message_ts=str(message_ts))
     elif payload.get("type") == "view_submission":
@@ -186,6 +201,26 @@ def parse(body: bytes) -> Interaction | None:
     else:
         return None
     uuid.UUID(interaction["action"])  # ValueError when it is not an action id
+    if not interaction["slack_user"]:
+        raise ValueError("no user")
+    return Interaction(**interaction)
+
+
+def _unknown_button(base: dict[str, Any], actions: list[dict], channel: str, message_ts: str) -> Interaction | None:
+    """A signed click on a ``countersign_*`` button Countersign never sends (forged); None for anything else (the
+    Open link button, another app's). The action it names, if it names one, is kept for the audit event."""
+    forged = next(
+        (a for a in actions if str(a.get("action_id") or "").startswith("countersign_") and a["action_id"] != OPEN),
+        None,
+    )
+    if forged is None:
+        return None
+    try:
+        action_id = str(uuid.UUID(parse_button_value(str(forged.get("value") or ""))[0]))
+    except (ValueError, TypeError, AttributeError):
+        action_id = ""
+    interaction = {**base, "kind": UNKNOWN_CLICK, "action": action_id, "reason": str(forged["action_id"])[:100]}
+    interaction.update(channel=channel, message_ts=message_ts)
     if not interaction["slack_user"]:
         raise ValueError("no user")
     return Interaction(**interaction)
@@ -225,6 +260,8 @@ def handle(interaction: Interaction) -> str:
             "Nothing was changed.",
         )
         return "unmapped"
+    if interaction["kind"] == END_ACCESS_CLICK:
+        return _end_access(interaction, action, reviewer)
     if action.web_decision_only:
         # Whoever it is: the policy wants this decided on the web page (log-in, full diff), never from Slack.
         link = action_link(settings.COUNTERSIGN_BASE_URL, action)
@@ -271,6 +308,20 @@ def _approve(interaction: Interaction, action: ActionRequest, reviewer: Abstract
         ephemeral(interaction, f"Your approval was not recorded: {exc.detail}")
         return "conflict"
     return "approved"
+
+
+def _end_access(interaction: Interaction, action: ActionRequest, reviewer: AbstractBaseUser) -> str:
+    """Staff end a time-boxed grant now (approvals.services.access.end_access); anyone else is refused."""
+    if not getattr(reviewer, "is_staff", False):
+        refuse(interaction, action, "not_staff", "Only staff may end access early. Nothing was changed.")
+        return "not_staff"
+    try:
+        access_services.end_access(action.id, actor=Actor.user(reviewer, "slack"), user=reviewer)
+    except ServiceError as exc:
+        refuse(interaction, action, "not_ended", f"The access was not ended: {exc.detail} Nothing was changed.")
+        return "not_ended"
+    ephemeral(interaction, "Ending the access now: Countersign is taking it back.")
+    return "ended"
 
 
 def _open_reject_modal(interaction: Interaction, action: ActionRequest) -> str:

@@ -3,8 +3,9 @@
 1. An explicit ``SlackIdentity`` (kept by staff in the admin; every change audited) wins.
 2. Otherwise, when ``COUNTERSIGN_SLACK_LINK_BY_EMAIL`` is on, Slack's ``users.info``
    gives the account's email, and the one Countersign user with that email
-   (case-insensitive) is the reviewer. Slack bots, deleted accounts, accounts
-   without an email and emails shared by several Countersign users link to
+   (case-insensitive) is the reviewer; with single sign-on, the one whose provider identity has that email
+   verified (approvals.sso), so Slack decisions follow the directory's groups too. Slack bots, deleted
+   accounts, accounts without an email and emails shared by several Countersign users link to
    nobody. The answer is cached (an hour when found, five minutes when not).
 
 What the reviewer may then do is decided by the same rules as the web
@@ -19,7 +20,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import transaction
 
-from approvals.models import SlackIdentity
+from approvals.models import OidcIdentity, SlackIdentity
 from approvals.slack.client import SlackRefused, call, web_client
 from audit.chain import Actor, record_event
 
@@ -58,6 +59,25 @@ def _by_email(slack_user_id: str) -> AbstractBaseUser | None:
     email = str((profile.get("profile") or {}).get("email") or "").strip()
     if not email:
         return None
+    return by_verified_email(email)
+
+
+def by_verified_email(email: str) -> AbstractBaseUser | None:
+    """The one active reviewer behind ``email``: with single sign-on, the one whose provider identity has it verified.
+
+    With SSO configured only the provider's word counts (OidcIdentity.email_verified): an email typed into an
+    account, or one the provider gave unverified, links nobody. Without SSO, the one account with that email.
+    """
+    if settings.OIDC_OP_ISSUER:
+        users = (
+            OidcIdentity.objects.filter(
+                issuer=settings.OIDC_OP_ISSUER, email__iexact=email, email_verified=True, user__is_active=True
+            )
+            .values_list("user", flat=True)
+            .distinct()[:2]
+        )
+        found = list(users)
+        return get_user_model().objects.filter(pk=found[0]).first() if len(found) == 1 else None
     matches = list(get_user_model().objects.filter(email__iexact=email)[:2])
     return matches[0] if len(matches) == 1 else None
 

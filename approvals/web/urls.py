@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals.web import audit_views, claim_views, containment_views, desk_views, triage_views, views
+from approvals.web import access, audit_views, claim_views, containment_views, desk_views, triage_views, views
 
 app_name = "approvals"
 
@@ -10,6 +10,10 @@ urlpatterns = [
     path("policies", views.policies, name="policies"),
     path("dashboard", desk_views.dashboard, name="dashboard"),
     path("audit", audit_views.audit_log, name="audit"),
+    path("access", access.active_access, name="access"),
+    path("actions/<uuid:action_id>/end-access", access.end_early, name="end-access"),
+    path("actions/<uuid:action_id>/undo", access.undo, name="undo"),
+    path("actions/<uuid:action_id>/approve-shortened", access.approve_shortened, name="approve-shortened"),
     path("actions/<uuid:action_id>", views.detail, name="detail"),
     path("actions/<uuid:action_id>/row", views.queue_row, name="queue-row"),
     path("actions/<uuid:action_id>/live", views.detail_live, name="detail-live"),

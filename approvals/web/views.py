@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agents.models import Agent
 from approvals import services
-from approvals.errors import InvalidInput, ServiceError, TargetChanged
+from approvals.errors import FreshAuthenticationRequired, InvalidInput, ServiceError, TargetChanged
 from approvals.models import ActionRequest, ActionStatus, PolicyRule, Review
 from approvals.policies import evaluation
 from approvals.policies import store as policy_store
@@ -29,6 +29,9 @@ from approvals.selectors.similar import rule_draft, rule_draft_url, similar_acti
 from approvals.services.outcomes import VERDICT as resolution_verdict
 from approvals.services.outcomes import resolution_of, resolution_refusal
 from approvals.services.reviews import record_decision_refused
+from approvals.sso import provider as sso_provider
+from approvals.sso.session import authenticated_at
+from approvals.sso.views import step_up_url
 from approvals.validation import load_json
 from approvals.web.evidence_display import decided_context, describe_context, shown_preview
 from approvals.web.preview_display import edits_display
@@ -229,7 +232,18 @@ def approve(request, action_id):
             edited_params=edited,
             preview_fingerprint=request.POST.get("preview_fingerprint") or None,
             override_reason=request.POST.get("override_reason", ""),
+            authenticated_at=authenticated_at(request),
         )
+    except FreshAuthenticationRequired as exc:
+        # Step-up: through the provider (prompt=login, max_age) and back to this decision (docs/sso.md).
+        if not sso_provider.enabled():
+            messages.error(request, _message(exc))
+            return redirect("approvals:detail", action_id=action_id)
+        messages.info(
+            request, f"This action needs a fresh sign-in with {sso_provider.display_name()}; then approve once more."
+        )
+        detail = reverse("approvals:detail", kwargs={"action_id": action_id})
+        return redirect(step_up_url(detail, exc.extra["fresh_auth_minutes"]))
     except TargetChanged:
         messages.error(request, "The target changed since you reviewed it. Here is the fresh preview; approve again.")
     except ServiceError as exc:

@@ -61,6 +61,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # A session ends COUNTERSIGN_SESSION_MAX_AGE_SECONDS after its sign-in: groups come from the provider then.
+    "approvals.sso.middleware.SessionMaxAgeMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "approvals.web.middleware.ContentSecurityPolicyMiddleware",
@@ -221,6 +223,13 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": float(COUNTERSIGN_EXECUTION_HEARTBEAT_SECONDS)},
     },
     "send-reminders": {"task": "approvals.send_due_reminders", "schedule": 15.0},
+    # Time-boxed access whose time ran out, and reverts to retry (approvals/services/access.py): due reverts are
+    # rows in the database, so this sweep also catches those missed while Countersign was down, late not never.
+    "revert-due-access": {
+        "task": "approvals.revert_due_access",
+        "schedule": float(env_int("COUNTERSIGN_REVERT_SWEEP_SECONDS", 5)),
+        "options": {"expires": float(env_int("COUNTERSIGN_REVERT_SWEEP_SECONDS", 5))},
+    },
     "report-refusal-counts": {"task": "approvals.report_refusal_counts", "schedule": 60.0},
     "audit-checkpoint": {
         "task": "approvals.audit_checkpoint",
@@ -234,6 +243,12 @@ CELERY_BEAT_SCHEDULE = {
 # Days to keep delivered outbox rows, webhook delivery logs and finished actions' notifications; 0 keeps them.
 # Audit events are never pruned.
 COUNTERSIGN_RETENTION_DAYS = env_int("COUNTERSIGN_RETENTION_DAYS", 30)
+# A revert of time-boxed access that failed is tried again after 30 s, then twice as long each time, at most an hour
+# (approvals/services/access.py); one started over COUNTERSIGN_REVERT_LATE_SECONDS after it was due is audited as
+# missed, with how late it was.
+COUNTERSIGN_REVERT_RETRY_SECONDS = env_int("COUNTERSIGN_REVERT_RETRY_SECONDS", 30)
+COUNTERSIGN_REVERT_RETRY_MAX_SECONDS = env_int("COUNTERSIGN_REVERT_RETRY_MAX_SECONDS", 3600)
+COUNTERSIGN_REVERT_LATE_SECONDS = env_int("COUNTERSIGN_REVERT_LATE_SECONDS", 60)
 
 # --- auth and sessions -------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -255,6 +270,31 @@ COUNTERSIGN_LOGIN_WINDOW_SECONDS = env_int("COUNTERSIGN_LOGIN_WINDOW_SECONDS", 9
 COUNTERSIGN_LOGIN_DELAY_BASE_SECONDS = env_int("COUNTERSIGN_LOGIN_DELAY_BASE_SECONDS", 1)
 COUNTERSIGN_LOGIN_DELAY_MAX_SECONDS = env_int("COUNTERSIGN_LOGIN_DELAY_MAX_SECONDS", 60)
 COUNTERSIGN_LOGIN_MAX_FAILURES_PER_IP = env_int("COUNTERSIGN_LOGIN_MAX_FAILURES_PER_IP", 30)
+# --- single sign-on: OpenID Connect (approvals/sso, docs/sso.md) ---------------------------------
+# Password log-in (off with COUNTERSIGN_LOCAL_LOGIN=false but for COUNTERSIGN_BREAK_GLASS_USERS), then the provider.
+AUTHENTICATION_BACKENDS = ["approvals.sso.backends.LocalPasswordBackend", "approvals.sso.backends.OidcBackend"]
+# The issuer exactly as the provider names it; its endpoints come from <issuer>/.well-known/openid-configuration.
+OIDC_OP_ISSUER = env_str("OIDC_OP_ISSUER")
+OIDC_RP_CLIENT_ID = env_str("OIDC_RP_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env_str("OIDC_RP_CLIENT_SECRET")  # usually OIDC_RP_CLIENT_SECRET_FILE
+OIDC_RP_SCOPES = env_str("OIDC_RP_SCOPES", "openid email profile")
+OIDC_RP_SIGN_ALGO = env_str("OIDC_RP_SIGN_ALGO", "RS256")
+# The claim (ID token or userinfo) that lists the person's groups; missing means none.
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
+OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_SECONDS", 10)
+OIDC_VERIFY_SSL = True
+OIDC_USE_NONCE = True
+OIDC_USE_PKCE = True
+OIDC_PKCE_CODE_CHALLENGE_METHOD = "S256"
+# "Sign in with <name>" on the log-in page.
+COUNTERSIGN_OIDC_PROVIDER_NAME = env_str("COUNTERSIGN_OIDC_PROVIDER_NAME", "single sign-on")
+# JSON: provider group -> Countersign reviewer groups and/or "staff", synced at every sign-in.
+COUNTERSIGN_OIDC_GROUP_MAP = env_str("COUNTERSIGN_OIDC_GROUP_MAP")
+COUNTERSIGN_LOCAL_LOGIN = env_bool("COUNTERSIGN_LOCAL_LOGIN", default=True)
+# Superusers who may still log in with a password when COUNTERSIGN_LOCAL_LOGIN=false (docs/sso.md, break-glass).
+COUNTERSIGN_BREAK_GLASS_USERS = env_list("COUNTERSIGN_BREAK_GLASS_USERS")
+# A session ends this long after its sign-in, however active (0: only SESSION_COOKIE_AGE and log-out end it).
+COUNTERSIGN_SESSION_MAX_AGE_SECONDS = env_int("COUNTERSIGN_SESSION_MAX_AGE_SECONDS", 12 * 3600)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "approvals:queue"
 LOGOUT_REDIRECT_URL = "login"
@@ -303,6 +343,8 @@ REST_FRAMEWORK = {
 COUNTERSIGN_AGENT_RATES = {
     "requests": env_str("COUNTERSIGN_AGENT_REQUEST_RATE", "600/min"),
     "proposals": env_str("COUNTERSIGN_AGENT_PROPOSAL_RATE", "60/min"),
+    # Calls through the HTTP gateway (each one an action; most auto-approved reads): on top of ``requests``.
+    "gateway": env_str("COUNTERSIGN_AGENT_GATEWAY_RATE", "600/min"),
 }
 
 if REDIS_URL:
@@ -379,6 +421,22 @@ COUNTERSIGN_EXECUTE_REDISPATCH_SECONDS = env_int("COUNTERSIGN_EXECUTE_REDISPATCH
 # back only after CELERY_VISIBILITY_TIMEOUT); queued again, once (approvals.services.execution).
 COUNTERSIGN_EXECUTE_ABANDONED_SECONDS = env_int("COUNTERSIGN_EXECUTE_ABANDONED_SECONDS", 30)
 COUNTERSIGN_HTTP_TIMEOUT_SECONDS = env_int("COUNTERSIGN_HTTP_TIMEOUT_SECONDS", 30)
+# The HTTP gateway (/gateway/<credential>/<path>, docs/gateway.md): how long a call that needs a human is held
+# (the agent's Countersign-Wait header, at most the maximum), the largest body it takes, and the request headers it
+# forwards to the target (everything else the client sends is dropped; Authorization, Cookie, Host, X-Forwarded-*
+# and hop-by-hop headers never reach the target whatever this says).
+COUNTERSIGN_GATEWAY_DEFAULT_WAIT_SECONDS = env_int("COUNTERSIGN_GATEWAY_DEFAULT_WAIT_SECONDS", 25)
+COUNTERSIGN_GATEWAY_MAX_WAIT_SECONDS = env_int("COUNTERSIGN_GATEWAY_MAX_WAIT_SECONDS", 60)
+COUNTERSIGN_GATEWAY_MAX_BODY_BYTES = env_int("COUNTERSIGN_GATEWAY_MAX_BODY_BYTES", 256 * 1024)
+GATEWAY_FORWARDED_BY_DEFAULT = ["accept", "accept-language", "prefer"] + [
+    f"if-{condition}" for condition in ("match", "none-match", "modified-since", "unmodified-since")
+]
+COUNTERSIGN_GATEWAY_FORWARD_HEADERS = [
+    name.lower() for name in env_list("COUNTERSIGN_GATEWAY_FORWARD_HEADERS", GATEWAY_FORWARDED_BY_DEFAULT)
+]
+# Headers the deployment's own reverse proxy adds (e.g. x-forwarded-for,x-forwarded-proto): dropped by the gateway
+# instead of refused as an agent's attempt to smuggle them to the target.
+COUNTERSIGN_GATEWAY_PROXY_HEADERS = [name.lower() for name in env_list("COUNTERSIGN_GATEWAY_PROXY_HEADERS")]
 # Fernet keys, newest first; the first encrypts, all decrypt. Empty when not given (embedded.py generates one).
 COUNTERSIGN_CREDENTIAL_KEYS = env_list("COUNTERSIGN_CREDENTIAL_KEYS")
 # HMAC keys for signed audit checkpoints, newest first (the first signs, all verify). Kept outside the

@@ -156,6 +156,7 @@
     queue: coalesce(refreshQueue, 100, 600),
     history: coalesce(() => reloadPart("#history tbody"), 100, 600),
     dashboard: coalesce(() => reloadPart("#dashboard"), 200, 1500),
+    access: coalesce(() => reloadPart("#access-rows"), 200, 1500),  // Active access (issue 23); access.js counts down
     detail: coalesce(updateDetail, 50, 300),
   };
 

@@ -7,6 +7,7 @@ No timings here: the benchmarks measure, the suite only checks behaviour.
 from __future__ import annotations
 
 import io
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,122 @@ def test_the_load_generator_paces_its_clients_when_given_a_rate(tool, monkeypatc
     assert full.errors == 0 and paced.errors == 0
     # 4 clients offering 10 requests/s together: each pauses 0.2-0.6 s between requests: at most ~24 in a second.
     assert 1 <= paced.requests <= 30 < full.requests, (paced.requests, full.requests)
+
+
+# --- make bench-api (bench/api_cost.py): its verdicts, its CPU accounting, one action per approval -----------
+
+
+def test_bench_api_table_says_met_only_when_every_target_of_the_row_holds():
+    from bench.api_cost import TARGETS, table, verdicts
+
+    good = {"req_per_s": 700.0, "cpu_ms": 1.2, "p50_at_1_ms": 3.0, "p99_paced_ms": 20.0, "errors": 0}
+    rows = {
+        "read": good,
+        "list": {**good, "cpu_ms": 2.6},  # just over its 2.5 ms
+        "wait": {**good, "req_per_s": float("nan")},  # nothing measured is not a pass
+        "propose": {**good, "req_per_s": 352.0, "cpu_ms": 3.0},  # on the bars: met
+        "propose-auto": {**good, "errors": 3},
+        "approve": {**good, "req_per_s": 400.0, "p50_at_1_ms": 10.5},  # approve alone has a p50 target
+    }
+    lines = table(rows).splitlines()
+    assert lines[0].startswith("| endpoint | req/s @32 | p50@1 ms | p99 paced ms | CPU ms/request @32 | target |")
+    by_label = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
+    assert by_label["GET /actions/{id}"].endswith("| met |")
+    assert "MISSED: CPU 2.6 > 2.5 ms" in by_label["GET /actions"]
+    assert "MISSED: n/a < 633 req/s" in by_label["GET /actions/{id}/wait (decided)"]
+    assert by_label["POST /actions (pending)"].endswith("| met |")
+    assert "3 failed requests" in by_label["POST /actions (auto-approved)"]
+    assert "p50@1 10.5 > 10 ms" in by_label["POST /actions/{id}/approve"]
+    assert "p50@1" not in by_label["GET /actions/{id}"].split(" | ")[5]  # only approve is judged on it
+
+    # The bars: 3x the upper end of "today" (117 creates/s, 211 reads/s).
+    assert (TARGETS["read"].req_per_s, TARGETS["propose"].req_per_s) == (633, 351)
+    failed = {v.name for v in verdicts(rows, {"p50_ms": 2.5}) if not v.ok}
+    assert failed == {
+        "list CPU ms/request",
+        "wait req/s",
+        "propose-auto failed requests",
+        "approve p50 ms at 1 client",
+        "wait hears the approval, p50 ms after it",
+    }
+
+
+def test_bench_api_cpu_per_request_counts_every_worker_and_survives_a_restart():
+    from bench.api_cost import cpu_ms_per_request
+
+    # Two workers used 1.0 s and 0.5 s for 1000 requests: 1.5 ms each.
+    assert cpu_ms_per_request({1: 10.0, 2: 4.0}, {1: 11.0, 2: 4.5}, 1000) == 1.5
+    # Worker 2 died and worker 3 replaced it: 3's time counts from zero, 2's up to its last reading.
+    assert cpu_ms_per_request({1: 10.0, 2: 4.0}, {1: 11.0, 3: 0.25}, 500) == 2.5
+    # Nothing answered: no figure rather than a division by zero or a flattering 0.
+    assert math.isnan(cpu_ms_per_request({1: 1.0}, {1: 2.0}, 0))
+
+
+def test_bench_api_reads_the_cpu_a_process_spent_from_proc():
+    from bench.api_cost import cpu_by_pid
+
+    burner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nwhile time.process_time() < 0.3: pass\nprint('done', flush=True)\nsys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert burner.stdout.readline().strip() == "done"
+        used = cpu_by_pid([burner.pid, 2**22 + 12345])  # and a pid that does not exist
+        assert used[burner.pid] >= 0.25
+        assert used[2**22 + 12345] == 0.0
+    finally:
+        burner.communicate("", timeout=10)
+
+
+@pytest.mark.parametrize("tool", ["aiohttp", "wrk"])
+def test_bench_api_load_sends_each_approval_to_a_different_action(tool, monkeypatch):
+    import shutil
+    import threading
+    from collections import Counter
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from bench.api_cost import EXHAUSTED_PATH, Request, run_load
+
+    if tool == "wrk" and not shutil.which("wrk"):
+        pytest.skip("wrk is not installed (the benchmarks fall back to aiohttp)")
+    monkeypatch.setenv("BENCH_LOADGEN", tool)
+    seen: Counter[str] = Counter()
+    bodies: list[bytes] = []
+
+    class Approvals(BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            seen[self.path] += 1
+            known = self.path.endswith("/approve") and self.headers["Authorization"] == "Token t"
+            self.send_response(200 if known else 404)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    class Quiet(ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            pass  # wrk drops its connections when the time is up, answers in flight or not
+
+    server = Quiet(("127.0.0.1", 0), Approvals)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    paths = [f"/api/v1/actions/{n}/approve" for n in range(60)]
+    request = Request("POST", "", {"Authorization": "Token t"}, {"comment": "ok"}, paths=paths)
+    try:
+        result = run_load(f"http://127.0.0.1:{server.server_address[1]}", request, connections=4, seconds=1)
+    finally:
+        server.shutdown()
+    assert {path: seen[path] for path in paths} == dict.fromkeys(paths, 1)  # each once, none left out
+    assert set(seen) <= {*paths, EXHAUSTED_PATH}
+    assert set(bodies) == {b'{"comment": "ok"}'}
+    # Only the expected answers count: the requests sent after the paths ran out are errors, and say so.
+    assert result.ok == 60 and result.paths_exhausted
+    assert result.errors == result.requests - 60

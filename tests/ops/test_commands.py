@@ -97,6 +97,8 @@ CASES: list[tuple[str, list[str], str, str]] = [
     ("export_audit", ["--since-time", "yesterday"], "", "invalid filter value"),
     ("export_audit", ["--since", "abc"], "", "invalid int"),
     ("export_policies", ["extra"], "", "unrecognized arguments"),
+    ("end_access", ["nope"], "", "not an action id"),
+    ("end_access", ["00000000-0000-0000-0000-000000000000"], "", "No such action"),
     ("freeze_agent", ["nobody", "--reason", "x"], "", "no agent named"),
     ("freeze_agent", ["helper-bot"], "", "--reason"),
     ("freeze_agent", ["helper-bot", "--unfreeze"], "", "not frozen"),

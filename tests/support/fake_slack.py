@@ -537,6 +537,23 @@ class FakeSlack:
                     return {"ok": True, "channel": channel["id"], "ts": ts, "text": message["text"], "message": message}
         return {"ok": False, "error": "message_not_found"}
 
+    def _m_chat_delete(self, params):
+        channel = self._channel(params.get("channel"))
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        ts = params.get("ts")
+        for (channel_id, thread_ts), messages in list(self.threads.items()):
+            if channel_id != channel["id"]:
+                continue
+            for message in messages:
+                if message["ts"] == ts:
+                    if thread_ts == ts:
+                        del self.threads[(channel_id, thread_ts)]
+                    else:
+                        messages.remove(message)
+                    return {"ok": True, "channel": channel["id"], "ts": ts}
+        return {"ok": False, "error": "message_not_found"}
+
     def _m_chat_postEphemeral(self, params):
         channel = self._channel(params.get("channel"))
         if channel is None:

@@ -196,6 +196,15 @@ def desk(staff_reviewer, second_reviewer, owner, target):
             context=context,
             on_behalf_of=requester.username,  # access changes must say whom they are for
         )
+    # Time-boxed access (issue 23): the duration shown prominently, and the field that shortens it when approving.
+    pending["scim.group_membership-time-boxed"] = factories.propose(
+        agent,
+        "scim.group_membership",
+        {"credential": "idp", "group": "billing-admins", "add": ["dana"], "duration": "PT8H"},
+        summary="Give dana billing-admins for the incident: " + "with a summary long enough to wrap " * 2,
+        context=context,
+        on_behalf_of=requester.username,
+    )
     pending["human.question"] = factories.propose(
         agent, "human.question", {"question": "Which region should take the traffic? " * 8}, summary="Which region?"
     )
@@ -269,7 +278,7 @@ def test_every_page_fits_every_width_and_theme_with_no_serious_accessibility_fin
     for action_type, action in desk["pending"].items():
         pages[f"detail-{action_type.replace('.', '-')}"] = f"/actions/{action.id}"
     pages["detail-executed"] = f"/actions/{desk['done'].id}"
-    assert {"queue", "history", "dashboard", "policies", "audit"} <= set(pages), pages
+    assert {"queue", "history", "dashboard", "active-access", "policies", "audit"} <= set(pages), pages
 
     for name, url in pages.items():
         check_page(page, url, name, problems)

@@ -134,11 +134,17 @@ def proposal_body(
     trace_url: str | None = None,
     run_id: str | None = None,
     confidence: float | None = None,
+    duration: int | str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /api/v1/actions``; an idempotency key is always set (a fresh UUID if not given).
 
     ``trace_url`` (http/https), ``run_id`` and ``confidence`` (0 to 1) are shown at the top of the reviewer's page.
+    ``duration`` (seconds, or ISO 8601 such as ``"PT2H"``) asks for time-boxed access from a type that supports
+    it (``scim.group_membership``): it goes into ``params.duration``, and Countersign takes the change back when
+    it ends.
     """
+    if duration is not None:
+        params = {**params, "duration": duration}
     body: dict[str, Any] = {"action_type": action_type, "params": params, "summary": summary}
     context = dict(context or {})
     if reasoning:
@@ -259,15 +265,28 @@ class Countersign(_Base):
         """The action types this agent may propose, with their parameters' JSON Schema."""
         return [ActionType.from_json(t) for t in self._request("GET", "/api/v1/action-types", retry=True)]
 
+    def gateway_tools(self) -> list[dict[str, Any]]:
+        """The MCP tools Countersign is the gateway to that this agent may call (GET /api/v1/mcp/tools): each with
+        ``name`` (``<server>.<tool>``), ``server``, ``tool``, ``description``, ``input_schema``, ``annotations``."""
+        return self._request("GET", "/api/v1/mcp/tools", retry=True)["tools"]
+
     def propose(self, action_type: str, params: dict[str, Any], summary: str, **options: Any) -> Action:
         """Propose an action; returns it (pending, or already decided by a policy).
 
         Options: ``context``, ``reasoning`` (goes into ``context.reasoning``),
         ``on_behalf_of``, ``idempotency_key``, ``callback_url``, ``expires_in``, ``trace_url``, ``run_id``,
-        ``confidence``.
+        ``confidence``, ``duration`` (time-boxed access: seconds or ISO 8601, e.g. ``"PT2H"``).
         """
         body = proposal_body(action_type, params, summary, **options)
         return Action.from_json(self._request("POST", "/api/v1/actions", retry=True, json=body))
+
+    def extend(self, action_id: str, duration: int | str, summary: str | None = None) -> Action:
+        """Ask for more time on time-boxed access this agent was granted (still active): returns the extension,
+        a new action that needs the same approvals as the grant; ``wait`` on it like any action."""
+        body: dict[str, Any] = {"duration": duration}
+        if summary:
+            body["summary"] = summary
+        return Action.from_json(self._request("POST", self._path(action_id, "/extend"), retry=False, json=body))
 
     def get(self, action_id: str) -> Action:
         return Action.from_json(self._request("GET", self._path(action_id), retry=True))
@@ -431,9 +450,21 @@ class AsyncCountersign(_Base):
     async def action_types(self) -> list[ActionType]:
         return [ActionType.from_json(t) for t in await self._request("GET", "/api/v1/action-types", retry=True)]
 
+    async def gateway_tools(self) -> list[dict[str, Any]]:
+        """See ``Countersign.gateway_tools``."""
+        return (await self._request("GET", "/api/v1/mcp/tools", retry=True))["tools"]
+
     async def propose(self, action_type: str, params: dict[str, Any], summary: str, **options: Any) -> Action:
         body = proposal_body(action_type, params, summary, **options)
         return Action.from_json(await self._request("POST", "/api/v1/actions", retry=True, json=body))
+
+    async def extend(self, action_id: str, duration: int | str, summary: str | None = None) -> Action:
+        """See ``Countersign.extend``."""
+        body: dict[str, Any] = {"duration": duration}
+        if summary:
+            body["summary"] = summary
+        path = self._path(action_id, "/extend")
+        return Action.from_json(await self._request("POST", path, retry=False, json=body))
 
     async def get(self, action_id: str) -> Action:
         return Action.from_json(await self._request("GET", self._path(action_id), retry=True))

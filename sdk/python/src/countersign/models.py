@@ -100,6 +100,12 @@ class Action:
     trace_url: str = ""
     run_id: str = ""
     confidence: float | None = None
+    # Time-boxed access: when Countersign takes the change back (None: not time-boxed), when it did, and on a
+    # revert, undo or extension the id of the action it reverses or extends.
+    access_expires_at: datetime | None = None
+    reverted_at: datetime | None = None
+    reverts: str | None = None
+    extends: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -128,6 +134,10 @@ class Action:
             trace_url=data.get("trace_url") or "",
             run_id=data.get("run_id") or "",
             confidence=data.get("confidence"),
+            access_expires_at=_when(data.get("access_expires_at")),
+            reverted_at=_when(data.get("reverted_at")),
+            reverts=data.get("reverts"),
+            extends=data.get("extends"),
             raw=data,
         )
 

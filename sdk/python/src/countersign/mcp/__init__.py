@@ -3,6 +3,9 @@
 - ``countersign-mcp``: stdio; ``COUNTERSIGN_URL`` and ``COUNTERSIGN_API_KEY`` (an agent key) from the environment.
 - ``countersign-mcp --transport http --port 8765``: streamable HTTP on ``http://127.0.0.1:8765/mcp``; each
   client sends ``Authorization: Bearer <its agent key>``, which is passed through to Countersign.
+
+Both also list the MCP tools Countersign is the gateway to (``<server>.<tool>``, docs/gateway.md); a call of one
+is held up to ``--tool-wait`` seconds (``COUNTERSIGN_MCP_TOOL_WAIT``, default 25) for a decision.
 """
 
 from __future__ import annotations
@@ -48,9 +51,9 @@ def require_bearer(app: Any) -> Any:
     return guarded
 
 
-def http_app(base_url: str, *, host: str = "127.0.0.1", path: str = "/mcp") -> Any:
+def http_app(base_url: str, *, host: str = "127.0.0.1", path: str = "/mcp", **kw: Any) -> Any:
     """The streamable-HTTP ASGI app: no key of its own, each request's bearer key is used."""
-    server = build_server(base_url)
+    server = build_server(base_url, **kw)
     return require_bearer(server.streamable_http_app(streamable_http_path=path, host=host))
 
 
@@ -61,7 +64,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="http: address to listen on")
     parser.add_argument("--port", type=int, default=8765, help="http: port to listen on")
     parser.add_argument("--path", default="/mcp", help="http: the MCP endpoint's path")
+    parser.add_argument(
+        "--tool-wait",
+        type=float,
+        default=float(os.environ.get("COUNTERSIGN_MCP_TOOL_WAIT", "25")),
+        help="seconds a gateway tool call waits for a decision before answering 'pending review' "
+        "(env COUNTERSIGN_MCP_TOOL_WAIT; default 25)",
+    )
     args = parser.parse_args(argv)
+    if not 0 <= args.tool_wait <= 600:
+        parser.error("--tool-wait is between 0 and 600 seconds")
     if not args.url:
         parser.error("Countersign's URL is required: --url or COUNTERSIGN_URL")
 
@@ -72,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         import anyio
         from mcp.server.stdio import stdio_server
 
-        server = build_server(args.url, key)
+        server = build_server(args.url, key, tool_wait=args.tool_wait)
 
         async def serve() -> None:
             async with stdio_server() as (read_stream, write_stream):
@@ -84,4 +96,5 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     print(f"countersign-mcp: http://{args.host}:{args.port}{args.path} -> {args.url}", file=sys.stderr)
-    uvicorn.run(http_app(args.url, host=args.host, path=args.path), host=args.host, port=args.port, log_level="warning")
+    app = http_app(args.url, host=args.host, path=args.path, tool_wait=args.tool_wait)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -26,7 +26,11 @@ from countersign.models import Action, ActionType
 
 MAX_WAIT_SECONDS = 600
 DEFAULT_WAIT_SECONDS = 30
+# How long a call of a gateway tool (``<server>.<tool>``) is held for a decision and its execution before it
+# answers "pending review" (countersign-mcp --tool-wait, or COUNTERSIGN_MCP_TOOL_WAIT).
+DEFAULT_TOOL_WAIT_SECONDS = 25
 QUESTION = "human.question"
+MCP_TOOL_CALL = "mcp.tool_call"
 
 INSTRUCTIONS = (
     "Countersign puts a person between you and consequential actions. Call list_action_types to see "
@@ -36,7 +40,10 @@ INSTRUCTIONS = (
     "`unknown` may have: check the target before retrying. "
     "For `decision.only` you do the work yourself after approval, with the "
     "approved parameters (a reviewer may have edited them). To ask a person a question, propose "
-    '`human.question` with {"question": ...}; the reviewer\'s comment on the approval is the answer.'
+    '`human.question` with {"question": ...}; the reviewer\'s comment on the approval is the answer. '
+    "Tools named <server>.<tool> are other MCP servers' tools that Countersign stands in front of: call them as "
+    "usual; a call that needs a person answers that it is pending review, and wait_for_action with its "
+    "action_id and until=completion then returns the tool's result."
 )
 
 _ACTION_ID = {"type": "string", "description": "The action's id, as propose_action returned it."}
@@ -180,12 +187,28 @@ def tools(action_types: list[ActionType] | None = None) -> list[types.Tool]:
         title="Propose an action",
         description=(
             "Ask people to approve an action before it happens. Returns at once with the action "
-            "(usually pending); then call wait_for_action with its id."
+            "(usually pending); then call wait_for_action with its id. For access you need only for a while "
+            '(e.g. scim.group_membership), put params.duration (seconds, or ISO 8601 such as "PT2H"): '
+            "Countersign takes the access back by itself when it ends, and a policy may require one or cap it "
+            "(a longer one is refused, whatever its spelling). Ask for the least time the task needs."
         ),
         input_schema=propose_schema(action_types),
         annotations=types.ToolAnnotations(destructive_hint=False, open_world_hint=True),
     )
     return [LIST_ACTION_TYPES, propose, GET_ACTION, WAIT_FOR_ACTION, CANCEL_ACTION]
+
+
+def gateway_tool(entry: dict[str, Any]) -> types.Tool:
+    """A tool of an MCP server Countersign is the gateway to, as GET /api/v1/mcp/tools lists it."""
+    hints = {k: v for k, v in (entry.get("annotations") or {}).items() if isinstance(v, bool)}
+    return types.Tool(
+        name=entry["name"],
+        title=entry.get("title") or None,
+        description=(entry.get("description") or "")
+        + f"\n\n(Through Countersign: a call may be held for a person to approve it; server {entry['server']}.)",
+        input_schema=entry["input_schema"],
+        annotations=types.ToolAnnotations.model_validate(hints) if hints else None,
+    )
 
 
 def _static_schema(name: str) -> dict[str, Any] | None:
@@ -252,6 +275,14 @@ def describe(action: Action) -> str:
         )
     elif action.status == "succeeded":
         head = "Approved and done by Countersign. Result: " + json.dumps(action.result, ensure_ascii=False)
+        if action.reverted_at is not None:
+            head += f". It has since been taken back (at {action.reverted_at.isoformat()}): the access is gone."
+        elif action.access_expires_at is not None:
+            head += (
+                f". The access is time-boxed: Countersign takes it back at {action.access_expires_at.isoformat()}. "
+                "If you need it longer, ask for an extension (POST /api/v1/actions/{id}/extend); it needs the "
+                "same approvals as the grant."
+            )
     else:
         head = f"Approved; Countersign is {'executing' if action.status == 'executing' else 'about to execute'} it."
     return f"Action {action.id} is {action.status}. {head}\n\n{json.dumps(action.raw, indent=1, ensure_ascii=False)}"
@@ -264,7 +295,49 @@ def _result(text: str, structured: dict[str, Any], *, error: bool = False) -> ty
 
 
 def _action_result(action: Action) -> types.CallToolResult:
+    if action.action_type == MCP_TOOL_CALL and action.status == "succeeded" and isinstance(action.result, dict):
+        return _tool_result(action)
     return _result(describe(action), {"action": action.raw})
+
+
+def _tool_result(action: Action) -> types.CallToolResult:
+    """A gateway tool call that ran: the upstream tool's own answer, as it gave it (scrubbed by Countersign)."""
+    result = action.result
+    answer = types.CallToolResult.model_validate(
+        {"content": result.get("content") or [], "isError": bool(result.get("is_error"))}
+    )
+    if result.get("structured_content") is not None:
+        answer.structured_content = result["structured_content"]
+    if result.get("truncated"):
+        answer.content.append(types.TextContent(type="text", text=f"(Countersign: {result['truncated']}.)"))
+    return answer
+
+
+async def _call_gateway_tool(
+    client: AsyncCountersign, name: str, args: dict[str, Any], tool_wait: float
+) -> types.CallToolResult:
+    """``<server>.<tool>``: proposed as mcp.tool_call; Countersign checks the name, the capability and the policy.
+
+    Held up to ``tool_wait`` seconds: the tool's result if it ran by then, a tool error if it was refused, rejected
+    or failed, else "pending review" with the action's id for wait_for_action."""
+    server, _, tool = name.partition(".")
+    action = await client.propose(MCP_TOOL_CALL, {"server": server, "tool": tool, "arguments": args}, f"Call {name}")
+    if not action.is_finished and tool_wait > 0:
+        try:
+            action = await client.wait(action.id, timeout=tool_wait, until="completion", check=False)
+        except errors.WaitTimeout as exc:
+            action = exc.action or action
+    if action.status == "succeeded":
+        return _tool_result(action)
+    if action.status in ("pending", "approved", "executing"):
+        state = "pending review" if action.status == "pending" else "approved, and Countersign is running it"
+        text = (
+            f"{name} has not run yet: {state}. It is Countersign action {action.id}. Call "
+            f"`countersign.wait_for_action` (the wait_for_action tool) with action_id={action.id!r} and "
+            "until=completion: it returns this tool's result once a person has approved it and it ran."
+        )
+        return _result(text, {"action": action.raw, "pending": True})
+    return _result(describe(action), {"action": action.raw}, error=True)
 
 
 def _error_result(exc: errors.CountersignError) -> types.CallToolResult:
@@ -326,8 +399,17 @@ def _bearer(ctx: Any) -> str:
     return key.strip()
 
 
-def build_server(base_url: str, api_key: str | None = None, *, timeout: float = 30.0) -> Server:
-    """The MCP server. With ``api_key`` every call uses it (stdio); without, each HTTP request's bearer key."""
+def build_server(
+    base_url: str,
+    api_key: str | None = None,
+    *,
+    timeout: float = 30.0,
+    tool_wait: float = DEFAULT_TOOL_WAIT_SECONDS,
+) -> Server:
+    """The MCP server. With ``api_key`` every call uses it (stdio); without, each HTTP request's bearer key.
+
+    Besides its own tools it lists the gateway's MCP tools the agent may call (``<server>.<tool>``); a call of one
+    is proposed as ``mcp.tool_call`` and held up to ``tool_wait`` seconds for the decision and the execution."""
 
     @asynccontextmanager
     async def lifespan(_server: Server) -> AsyncIterator[dict[str, Any]]:
@@ -351,18 +433,22 @@ def build_server(base_url: str, api_key: str | None = None, *, timeout: float = 
             await client.aclose()
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-        action_types = None
+        action_types, gateway = None, []
         try:
             async with client_for(ctx) as client:
                 action_types = await client.action_types()
+                if any(t.name == MCP_TOOL_CALL for t in action_types):
+                    gateway = [gateway_tool(t) for t in await client.gateway_tools()]
         except (MissingKey, errors.CountersignError):
             pass  # without the agent's types, propose_action's params stay a plain object
-        return types.ListToolsResult(tools=tools(action_types))
+        return types.ListToolsResult(tools=[*tools(action_types), *gateway])
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         args = dict(params.arguments or {})
         try:
             async with client_for(ctx) as client:
+                if _static_schema(params.name) is None and "." in params.name:
+                    return await _call_gateway_tool(client, params.name, args, tool_wait)
                 return await _call(client, params.name, args)
         except MissingKey as exc:
             return _result(str(exc), {"error": {"kind": "NotAuthenticated", "problem": None}}, error=True)

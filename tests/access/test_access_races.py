@@ -1,0 +1,78 @@
+"""Sweeps that run together (two beats after a restart, a late one and a prompt one) start one revert."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from agents.services import grant_capability
+from approvals import services
+from approvals.models import AccessLease, ActionRequest, ActionStatus, Review
+from approvals.services import access
+from approvals.services.credentials import create_credential
+from audit.models import AuditEvent
+from tests import factories
+from tests.access.support import SCIM_TOKEN, Clock, ScimServer
+from tests.conftest import CLI
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def scim():
+    server = ScimServer()
+    for name in ("alice", "bob"):
+        server.add_user(name)
+    server.group_id = server.add_group("prod-admin", ["bob"])
+    yield server
+    server.stop()
+
+
+def test_concurrent_sweeps_and_an_early_end_start_one_revert(scim, agent, reviewer, second_reviewer, monkeypatch):
+    clock = Clock(monkeypatch)
+    create_credential(name="idp", kind="scim_bearer", secret=SCIM_TOKEN, scope={"base_url": scim.base_url}, actor=CLI)
+    grant_capability(agent=agent, action_type="scim.group_membership", actor=CLI)
+    original = factories.propose(
+        agent,
+        "scim.group_membership",
+        {"credential": "idp", "group": "prod-admin", "add": ["alice"], "duration": "PT2M"},
+        summary="alice needs prod-admin",
+        on_behalf_of="olivia",
+    )
+    for person in (reviewer, second_reviewer):
+        services.approve_action(action_id=original.id, reviewer=person, via=Review.Via.API)
+    assert services.execute_action(original.id) == ActionStatus.SUCCEEDED
+    clock.advance(minutes=3)
+
+    start = threading.Barrier(4)
+    started: list[int] = []
+
+    def sweep():
+        try:
+            start.wait()
+            started.append(access.revert_due())
+        finally:
+            connection.close()
+
+    def end_early():
+        try:
+            start.wait()
+            try:
+                access.end_access(original.id, actor=CLI)
+                started.append(1)
+            except Exception:
+                started.append(0)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sweep) for _ in range(3)] + [threading.Thread(target=end_early)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sum(started) == 1
+    assert ActionRequest.objects.filter(reverts=original).count() == 1
+    assert AuditEvent.objects.filter(action_id=original.id, verb="access.revert_started").count() == 1
+    assert AccessLease.objects.get(action=original).attempts == 1
