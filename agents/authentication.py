@@ -8,8 +8,9 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from agents.keys import parse_key, secret_matches
-from agents.models import AgentKey
+from agents.models import Agent, AgentKey
 from audit.chain import Actor, record_refusal
+from config.prepared import PreparedQuery, concrete_columns
 
 # last_used_at is written at most this often per key, not on every request.
 LAST_USED_RESOLUTION = timedelta(seconds=30)
@@ -21,7 +22,7 @@ def authenticate_agent_key(raw: str) -> AgentKey | None:
     parsed = parse_key(raw)
     if parsed is None:
         return None
-    key = AgentKey.objects.select_related("agent", "agent__owner").filter(public_id=parsed.public_id).first()
+    key = _key_with_agent(parsed.public_id)
     if key is None or not secret_matches(parsed.secret, key.secret_hash):
         return None
     refusal = key.refusal()
@@ -33,6 +34,26 @@ def authenticate_agent_key(raw: str) -> AgentKey | None:
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         AgentKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
+    return key
+
+
+_KEY_COLUMNS = concrete_columns(AgentKey)
+_AGENT_COLUMNS = concrete_columns(Agent, through="agent__")
+# Every agent request reads its key and agent, fresh: a revoked key or a frozen agent is refused on the very next
+# request, in every process. Only the statement is kept (config/prepared.py), not the row.
+_KEY_AND_AGENT = PreparedQuery(
+    lambda public_id: AgentKey.objects.filter(public_id=public_id).values_list(*_KEY_COLUMNS, *_AGENT_COLUMNS),
+    public_id=AgentKey._meta.get_field("public_id"),
+)
+
+
+def _key_with_agent(public_id: str) -> AgentKey | None:
+    row = _KEY_AND_AGENT.first(public_id=public_id)
+    if row is None:
+        return None
+    split = len(_KEY_COLUMNS)
+    key = AgentKey.from_db("default", None, row[:split])
+    key.agent = Agent.from_db("default", None, row[split:])
     return key
 
 

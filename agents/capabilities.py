@@ -21,6 +21,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from agents.models import Agent, Capability
+from config.prepared import PreparedQuery, concrete_columns
 
 
 def _values(value: Any) -> list[str] | None:
@@ -50,11 +51,22 @@ def constraint_violation(agent_name: str, capability: Capability, params: dict[s
     return None
 
 
+# Read on every proposal, fresh (a capability revoked a moment ago is gone), by a statement compiled once.
+_CAPABILITY = PreparedQuery(
+    lambda agent_id, action_type: Capability.objects.filter(agent_id=agent_id, action_type=action_type).values_list(
+        *concrete_columns(Capability)
+    )[:1],
+    agent_id=Agent._meta.pk,
+    action_type=Capability._meta.get_field("action_type"),
+)
+
+
 def capability_refusal(agent: Agent, action_type: str, params: dict[str, Any]) -> str | None:
     """Why ``agent`` may not propose this, or None when it may."""
     if action_type == MCP_TOOL_CALL:
         return mcp_refusal(agent, params)
-    capability = Capability.objects.filter(agent=agent, action_type=action_type).first()
+    row = _CAPABILITY.first(agent_id=agent.pk, action_type=action_type)
+    capability = Capability.from_db("default", None, row) if row is not None else None
     if capability is None:
         return f"agent {agent.name} is not granted the capability {action_type}"
     return constraint_violation(agent.name, capability, params)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
+import weakref
 from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -99,72 +101,128 @@ def record_event(
     agent_name: str = "",
     data: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain, inside the caller's transaction.
+    """Append one event to the chain, inside the caller's transaction: at once, or, directly inside an audited block
+    (``audited_atomic``), with the block's other events at its end (the event returned gets its seq and hash then).
 
     ``at`` never goes backwards along the chain (a clock stepping back gets the previous event's time),
     so a time range is also a seq range: the audit page and export filter on it through the ``at`` index.
 
-    On PostgreSQL this is two round trips while the chain is locked: ``countersign_audit_lock_head`` (lock,
-    then read the head; migration 0010) and a plain INSERT.
+    On PostgreSQL an append is two round trips while the chain is locked: ``countersign_audit_lock_head`` (lock,
+    then read the head; migration 0010) and one plain INSERT of every event appended.
     """
-    if not transaction.get_connection().in_atomic_block:
+    conn = transaction.get_connection()
+    if not conn.in_atomic_block:
         raise RuntimeError("audit events are written inside the transaction of the change they record")
     if action_id and not isinstance(action_id, uuid.UUID):
         action_id = uuid.UUID(str(action_id))  # the column's text form is what the body must say
+    event = AuditEvent(
+        actor_type=actor.type,
+        actor=actor.name[:150],
+        via=actor.via,
+        verb=verb,
+        object_type=object_type,
+        object_id=str(object_id),
+        action_id=action_id or None,
+        agent_name=agent_name,
+        data=data or {},
+        request_id=get_request_id(),
+    )
+    batch = _batches.get(conn)
+    if batch is not None and batch.depth == len(conn.atomic_blocks):
+        batch.events.append(
+            event
+        )  # appended with the rest of its transaction's events, at the end (``audited_atomic``)
+        return event
+    if batch is not None and batch.events:  # in a block nested in an audited one: keep the order of events
+        _append(batch.events)
+        batch.events.clear()
+    _append([event])
+    return event
+
+
+@dataclass
+class _Batch:
+    depth: int  # the audited block's place among the connection's atomic blocks
+    events: list[AuditEvent] = field(default_factory=list)
+
+
+# The audited block open on each connection (a connection belongs to one thread).
+_batches: weakref.WeakKeyDictionary[Any, _Batch] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def audited_atomic() -> Iterator[None]:
+    """``transaction.atomic()`` whose audit events are appended to the chain together, at the end of the block.
+
+    The chain's lock serialises every writer of the log, and a transaction holds it from its first event to its
+    commit. Written as they happen, a proposal or a decision held it across all its other writes (the action, its
+    reviews, the grant, the outbox), and under load across the waits of a busy process, so that concurrent state
+    changes queued on it (docs/BENCHMARKS.md). Collected here, they are appended as the block's last statements:
+    the lock is held for one read of the head, one insert and the commit. Events recorded inside a block nested in
+    this one are written at once (after those collected so far), so a savepoint that rolls back takes its events
+    with it and the chain keeps the order they happened in. Any error inside rolls back the events with the rest.
+    """
+    with transaction.atomic():
+        conn = transaction.get_connection()
+        if conn in _batches:  # already inside an audited block: this one is an ordinary savepoint
+            yield
+            return
+        batch = _batches[conn] = _Batch(depth=len(conn.atomic_blocks))
+        try:
+            yield
+            if batch.events:
+                _append(batch.events)
+        finally:
+            del _batches[conn]
+
+
+def _append(events: list[AuditEvent]) -> None:
+    """Chain ``events`` on after the head, under the lock, in as few statements as the database allows."""
     head = _lock_and_read_head()
     prev_seq, prev_hash, prev_at = head if head else (0, GENESIS_HASH, None)
     now = timezone.now()
-    event = seal(
-        AuditEvent(
-            seq=prev_seq + 1,
-            at=max(now, prev_at) if prev_at else now,
-            actor_type=actor.type,
-            actor=actor.name[:150],
-            via=actor.via,
-            verb=verb,
-            object_type=object_type,
-            object_id=str(object_id),
-            action_id=action_id or None,
-            agent_name=agent_name,
-            data=data or {},
-            request_id=get_request_id(),
-            prev_hash=prev_hash,
-        )
-    )
-    if connection.vendor == "postgresql":
-        # The ORM's save() cost more CPU than the statement, inside the locked section; the row is the same.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _INSERT_SQL.format(table=connection.ops.quote_name(AuditEvent._meta.db_table)),
-                [
-                    event.seq,
-                    event.at,
-                    event.actor_type,
-                    event.actor,
-                    event.via,
-                    event.verb,
-                    event.object_type,
-                    event.object_id,
-                    event.action_id,
-                    event.agent_name,
-                    canonical_json(event.data),
-                    event.request_id,
-                    event.body,
-                    event.prev_hash,
-                    event.hash,
-                ],
-            )
+    at = max(now, prev_at) if prev_at else now
+    for event in events:
+        prev_seq += 1
+        event.seq, event.at, event.prev_hash = prev_seq, at, prev_hash
+        seal(event)
+        prev_hash = event.hash
+    if connection.vendor != "postgresql":
+        AuditEvent.objects.bulk_create(events)
+        return
+    # The ORM's save() cost more CPU than the statement, inside the locked section; the rows are the same.
+    values = ", ".join([_ROW] * len(events))
+    params: list[Any] = []
+    for event in events:
+        params += [
+            event.seq,
+            event.at,
+            event.actor_type,
+            event.actor,
+            event.via,
+            event.verb,
+            event.object_type,
+            event.object_id,
+            event.action_id,
+            event.agent_name,
+            canonical_json(event.data),
+            event.request_id,
+            event.body,
+            event.prev_hash,
+            event.hash,
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_SQL.format(table=connection.ops.quote_name(AuditEvent._meta.db_table)) + values, params)
+    for event in events:
         event._state.adding = False
         event._state.db = connection.alias
-    else:
-        event.save(force_insert=True)
-    return event
 
 
 _INSERT_SQL = (
     "INSERT INTO {table} (seq, at, actor_type, actor, via, verb, object_type, object_id, action_id, agent_name, data, "
-    "request_id, body, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s)"
+    "request_id, body, prev_hash, hash) VALUES "
 )
+_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s)"
 
 
 def _lock_and_read_head() -> tuple[int, str, datetime] | None:

@@ -17,6 +17,10 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from config.api_handler import APIHandler, route_api  # noqa: E402
+
+api_asgi_app = APIHandler()
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
@@ -35,7 +39,7 @@ application = request_metrics.RequestMetrics(
         RequestGuard(
             ProtocolTypeRouter(
                 {
-                    "http": django_asgi_app,
+                    "http": route_api(api_asgi_app, django_asgi_app, prefixes=settings.API_PATHS),
                     "websocket": ExactOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
                 }
             )

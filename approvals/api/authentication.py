@@ -14,8 +14,19 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
 from approvals.models import ReviewerToken
+from config.prepared import PreparedInstances
 
 LAST_USED_RESOLUTION = timedelta(seconds=30)
+
+
+# Every reviewer-token request reads its token and user, fresh (a revoked token or a deactivated user is refused on the
+# next request), by a statement compiled once (config/prepared.py).
+_ACTIVE_TOKEN = PreparedInstances(
+    ReviewerToken,
+    lambda prefix: ReviewerToken.objects.filter(prefix=prefix, revoked_at__isnull=True)[:1],
+    related=("user",),
+    prefix=ReviewerToken._meta.get_field("prefix"),
+)
 
 
 def authenticate_reviewer_token(raw: str):
@@ -23,7 +34,7 @@ def authenticate_reviewer_token(raw: str):
     parts = raw.split("_", 2)
     if len(parts) != 3 or parts[0] != "csr":
         return None
-    token = ReviewerToken.objects.select_related("user").filter(prefix=parts[1], revoked_at__isnull=True).first()
+    token = _ACTIVE_TOKEN.first(prefix=parts[1])
     if token is None or not hmac.compare_digest(token.token_hash, ReviewerToken.hash(raw)) or not token.user.is_active:
         return None
     now = timezone.now()

@@ -112,6 +112,18 @@ class NewestFirst:
             }
         )
 
+    def first_page_response(self, request, principal, status: str | None, present) -> Response:
+        """The first page (no cursor), read by the prepared statements of ``selectors.first_page_for``."""
+        rows, more = selectors.first_page_for(principal, status=status, size=self._size(request))
+        url = request.build_absolute_uri()
+        return Response(
+            {
+                "next": self._link(url, self.NEXT, rows[-1]) if more and rows else None,
+                "previous": None,
+                "results": [present(row) for row in rows],
+            }
+        )
+
     def _cursor(self, token: str | None) -> tuple[list | None, bool]:
         if not token:  # absent or empty: the first page
             return None, False
@@ -172,15 +184,17 @@ class ActionsView(APIView):
         },
     )
     def get(self, request):
-        qs = selectors.actions_for(request.user)
         limit = request.query_params.get("limit")
         if limit is not None and not (limit.isascii() and limit.isdigit() and int(limit) >= 1):
             # DRF would silently fall back to the default page size.
             raise ValidationError({"limit": ["A whole number of actions per page, at least 1."]})
         wanted = request.query_params.get("status")
+        if wanted is not None and wanted not in ActionStatus.values:
+            raise ValidationError({"status": [f"One of {', '.join(ActionStatus.values)}."]})
+        if not request.query_params.get("cursor"):
+            return NewestFirst().first_page_response(request, request.user, wanted, present_action)
+        qs = selectors.actions_for(request.user)
         if wanted is not None:
-            if wanted not in ActionStatus.values:
-                raise ValidationError({"status": [f"One of {', '.join(ActionStatus.values)}."]})
             qs = qs.filter(status=wanted)
         return NewestFirst().paginated_response(qs, request, present_action)
 
@@ -222,12 +236,12 @@ class ActionsView(APIView):
         # A new action was written by this request and holds its reviews (none, or the policy's approval): present
         # it as committed instead of reading it back, which was a fifth of a proposal's cost (docs/BENCHMARKS.md).
         if not created:
-            action = selectors.get_action_for(request.user, action.id)
+            action = selectors.read_action_for(request.user, action.id)
         return Response(present_action(action), status=http.HTTP_201_CREATED if created else http.HTTP_200_OK)
 
 
 def _visible_action(request, action_id):
-    action = selectors.get_action_for(request.user, action_id)
+    action = selectors.read_action_for(request.user, action_id)
     if action is None:
         raise NotFound("No such action.")
     return action
@@ -266,7 +280,7 @@ class ApproveView(APIView):
         # No visibility pre-check: a reviewer outside the action's group gets the service's 403, as API.md says.
         serializer = ApproveInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        services.approve_action(
+        action = services.approve_action(
             action_id=action_id,
             reviewer=request.user,
             via=Review.Via.API,
@@ -275,9 +289,9 @@ class ApproveView(APIView):
             preview_fingerprint=serializer.validated_data.get("preview_fingerprint"),
             override_reason=serializer.validated_data["override_reason"],
         )
-        # An edit can move the action to a group the reviewer is not in; they still see what they just did
-        # (``uncounted_approvals`` says their approval does not count under the rule now in force).
-        action = selectors.get_action_for(request.user, action_id) or selectors.reviewed_by(request.user, action_id)
+        # Presented as the approval left it (it holds its reviews): the reviewer sees what they just did, even when
+        # an edit moved the action to a group they are not in (``uncounted_approvals`` says their approval does not
+        # count under the rule now in force).
         return Response(present_action(action))
 
 
@@ -293,7 +307,7 @@ class WithdrawView(APIView):
     )
     def post(self, request, action_id):
         undo.withdraw_approval(action_id, request.user, via=Review.Via.API)
-        action = selectors.get_action_for(request.user, action_id) or selectors.reviewed_by(request.user, action_id)
+        action = selectors.read_action_for(request.user, action_id) or selectors.reviewed_by(request.user, action_id)
         return Response(present_action(action))
 
 

@@ -15,10 +15,11 @@ import contextlib
 import logging
 import time
 
+import orjson
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import close_old_connections, connections
-from django.http import JsonResponse
+from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from approvals.api.authentication import authenticate_api_request
@@ -40,23 +41,35 @@ def _done(action, until: str) -> bool:
     return is_finished(action)
 
 
-def _authenticate(request):
-    """(the agent or reviewer asking, or None; seconds to wait when an agent key is over its rate): the API's
-    own authentication and throttles (approvals.api.authentication.authenticate_api_request)."""
-    try:
-        return authenticate_api_request(request)
-    finally:
-        connections.close_all()
-
-
 def _snapshot(principal, action_id):
     try:
-        action = selectors.get_action_for(principal, action_id)
-        if action is None:
-            return None
-        return action, present_action(action)
+        return _read(principal, action_id)
     finally:
         connections.close_all()
+
+
+def _read(principal, action_id):
+    action = selectors.read_action_for(principal, action_id)
+    if action is None:
+        return None
+    return action, present_action(action)
+
+
+def _authenticate_and_read(request, action_id):
+    """(who is asking, or None; seconds to wait when an agent key is over its rate; the first ``_snapshot``): the
+    API's own authentication and throttles (approvals.api.authentication.authenticate_api_request) and the first read
+    in one crossing to a thread, not two, for the wait that answers at once."""
+    try:
+        principal, retry_after = authenticate_api_request(request)
+        if principal is None or retry_after is not None:
+            return principal, retry_after, None
+        return principal, None, _read(principal, action_id)
+    finally:
+        connections.close_all()
+
+
+def _json(body: dict) -> HttpResponse:
+    return HttpResponse(orjson.dumps(body), content_type="application/json")
 
 
 @csrf_exempt  # reads only; without this a POST met Django's HTML CSRF page instead of this API's 405
@@ -95,7 +108,9 @@ async def wait_for_action(request, action_id):
             errors={"until": ["One of decision, completion."]},
         )
 
-    principal, retry_after = await sync_to_async(_authenticate, thread_sensitive=False)(request)
+    principal, retry_after, snap = await sync_to_async(_authenticate_and_read, thread_sensitive=False)(
+        request, action_id
+    )
     if retry_after is not None:
         response = problem_response(
             429, "Too many requests", "This agent key is over its request rate.", slug="rate-limited"
@@ -109,6 +124,10 @@ async def wait_for_action(request, action_id):
         response["WWW-Authenticate"] = 'Bearer realm="countersign"'
         return response
 
+    if snap is None:
+        return problem_response(404, "Not found", "No such action.", slug="not-found")
+    if _done(snap[0], until) or timeout <= 0:
+        return _json(snap[1])  # answered before subscribing to anything: most waits of a polling agent
     layer = get_channel_layer()
     group = action_group(action_id)
     try:
@@ -126,7 +145,7 @@ async def wait_for_action(request, action_id):
             action, body = snap
             remaining = deadline - time.monotonic()
             if _done(action, until) or remaining <= 0:
-                return JsonResponse(body)
+                return _json(body)
             if channel is None:
                 await asyncio.sleep(min(POLL_SECONDS, remaining))
                 continue

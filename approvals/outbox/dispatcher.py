@@ -32,10 +32,12 @@ from approvals.models import ActionRequest, OutboxMessage
 from approvals.models.grant import record_dispatch
 from approvals.outbox.transport import TransportError
 from audit.chain import Actor, record_event
+from config.prepared import insert
 
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)
+WRITER_LEASE = timedelta(seconds=15)  # a message its writer delivers right after commit (enqueue)
 MAX_BACKOFF_SECONDS = 300
 SWEEP_GRACE = timedelta(seconds=2)
 
@@ -57,7 +59,13 @@ def enqueue(kind: str, *, payload: dict, action_id=None, delay: float = 0) -> Ou
         )
         transaction.on_commit(lambda: _deliver_when_due(message.id, delay))
         return message
-    message = OutboxMessage.objects.create(kind=kind, payload=payload, action_id=action_id)
+    # Written already claimed by this process, which delivers it right after the commit: no claiming statement then.
+    # Worker kinds are claimed after commit instead (webhooks in order, see _CLAIM_SQL; their worker takes the lease
+    # over). If this process dies before delivering, the sweep takes the message when the writer's short lease ends;
+    # a push or an execute message that goes out twice is harmless (a live event is idempotent on the page, an
+    # execution is redeemed at most once).
+    held = None if kind in WORKER_KINDS else timezone.now() + WRITER_LEASE
+    message = insert(OutboxMessage(kind=kind, payload=payload, action_id=action_id, claimed_until=held))
     transaction.on_commit(lambda: deliver_ids([message.id], written=message))
     return message
 
@@ -116,6 +124,8 @@ def _run(sql: str, params: list) -> int:
 
 
 def _claim(message_id: int, *, take_over: bool = False, written: OutboxMessage | None = None) -> OutboxMessage | None:
+    if written is not None and written.claimed_until is not None:
+        return written  # claimed when written (enqueue), and delivered by its writer
     now = timezone.now()
     if take_over:
         claimed = _run(_TAKE_OVER_SQL, [now + LEASE, message_id])

@@ -10,14 +10,22 @@ from django.db.models import Exists, F, OuterRef, Q
 from approvals.models.action import ActionRequest, Review
 from approvals.policies import people
 from catalog.risk import RISK_ORDER, Risk
+from config.prepared import PreparedQuery
 
 
 def user_group_ids(user) -> set[int]:
     cached = getattr(user, "_countersign_group_ids", None)
     if cached is None:
-        cached = set(user.groups.values_list("id", flat=True))
+        cached = {group_id for (group_id,) in _GROUP_IDS.rows(user_id=user.pk)}
         user._countersign_group_ids = cached
     return cached
+
+
+# Read for every decision and every reviewer's API request: compiled once (config/prepared.py).
+_GROUP_IDS = PreparedQuery(
+    lambda user_id: get_user_model().groups.through.objects.filter(user_id=user_id).values_list("group_id"),
+    user_id=get_user_model()._meta.pk,
+)
 
 
 def review_refusal(user, action: ActionRequest) -> str | None:

@@ -20,6 +20,7 @@ from approvals.models import PolicyRule, PolicyVersion
 from approvals.policies.rules import Condition, PolicyError, Rule
 from audit.canonical import digest
 from audit.chain import Actor, record_event
+from config.prepared import PreparedQuery
 
 if TYPE_CHECKING:
     from django.db.models import Field
@@ -110,13 +111,17 @@ def current_version() -> int:
     return PolicyVersion.objects.order_by("-number").values_list("number", flat=True).first() or 0
 
 
+# Read on every proposal (the rules in force are the head's, never a stale copy), by a statement compiled once.
+_HEAD = PreparedQuery(lambda: PolicyVersion.objects.order_by("-number").values_list("number", "digest")[:1])
+
+
 def active_rules() -> tuple[int, tuple[Rule, ...]]:
     """(version, enabled rules in order); re-read only when the head version changed.
 
     Keyed by number *and* digest: a restored backup (or a rolled-back test)
     can bring back a version number with other rules.
     """
-    head = PolicyVersion.objects.order_by("-number").values_list("number", "digest").first() or (0, "")
+    head = _HEAD.first() or (0, "")
     with _cache_lock:
         if _cache["version"] == head:
             return head[0], _cache["rules"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db.models import BooleanField, ExpressionWrapper, Prefetch, QuerySet
 
 from agents.models import Agent
 from approvals.models import ActionRequest, Review
 from approvals.policies.separation_of_duties import counted_approvals, user_group_ids
+from approvals.selectors.presenters import API_FIELDS
+from config.prepared import PreparedQuery, concrete_columns
 
 
 def _reviews() -> Prefetch:
@@ -48,3 +52,172 @@ def get_action_for(principal, action_id) -> ActionRequest | None:
 def reviewed_by(user, action_id) -> ActionRequest | None:
     """An action ``user`` reviewed, even if it has since moved to a group they are not in (an edit's rule)."""
     return _with_related(ActionRequest.objects.filter(id=action_id, reviews__reviewer=user)).first()
+
+
+# --- the API's read of one action: prepared statements (config/prepared.py) ---------------------------------------
+# Agents read their actions on every poll, so the API reads one action with two statements compiled once per
+# process instead of three built anew (docs/BENCHMARKS.md): the action with what present_action shows of its agent,
+# requester and reviewer group, then its reviews, each marked whether it counts (counted_approvals, as above).
+
+# The fields the API presents (presenters.API_FIELDS), not the context (up to 64 KiB of JSON) nor bookkeeping times.
+_ACTION_FIELDS = [f.attname for f in ActionRequest._meta.concrete_fields if f.attname in API_FIELDS]
+_ACTION_COLUMNS = _ACTION_FIELDS
+_RELATED_COLUMNS = ("agent__name", "agent__owner_id", "on_behalf_of_user__username", "reviewer_group__name")
+_REVIEW_COLUMNS = concrete_columns(Review)
+_ACTION_PK = ActionRequest._meta.pk
+_User = get_user_model()
+
+
+def _action_row(qs: QuerySet) -> QuerySet:
+    return qs.values_list(*_ACTION_COLUMNS, *_RELATED_COLUMNS)
+
+
+_AGENTS_ACTION = PreparedQuery(
+    lambda action_id, agent_id: _action_row(ActionRequest.objects.filter(id=action_id, agent_id=agent_id)),
+    action_id=_ACTION_PK,
+    agent_id=Agent._meta.pk,
+)
+_STAFFS_ACTION = PreparedQuery(
+    lambda action_id: _action_row(ActionRequest.objects.filter(id=action_id)), action_id=_ACTION_PK
+)
+_REVIEWERS_ACTION = PreparedQuery(
+    lambda action_id, user_id: _action_row(
+        ActionRequest.objects.filter(
+            id=action_id,
+            reviewer_group_id__in=_User.groups.through.objects.filter(user_id=user_id).values("group_id"),
+        )
+    ),
+    action_id=_ACTION_PK,
+    user_id=_User._meta.pk,
+)
+_REVIEWS = PreparedQuery(
+    lambda action_id: (
+        Review.objects.filter(action_id=action_id)
+        .annotate(counts=ExpressionWrapper(counted_approvals(), output_field=BooleanField()))
+        .order_by("created_at", "id")
+        .values_list(*_REVIEW_COLUMNS, "reviewer__username", "counts")
+    ),
+    action_id=_ACTION_PK,
+)
+
+
+def read_action_for(principal, action_id) -> ActionRequest | None:
+    """``get_action_for`` for the API: the action, holding its reviews, with its agent (name and owner), requester and
+    reviewer group read as far as the API presents them (other fields of those load on first use)."""
+    if isinstance(principal, Agent):
+        row = _AGENTS_ACTION.first(action_id=action_id, agent_id=principal.pk)
+    elif not getattr(principal, "is_authenticated", False) or not principal.is_active:
+        return None
+    elif principal.is_staff:
+        row = _STAFFS_ACTION.first(action_id=action_id)
+    else:
+        row = _REVIEWERS_ACTION.first(action_id=action_id, user_id=principal.pk)
+    if row is None:
+        return None
+    action = _action_from_row(row)
+    action.hold_reviews(_reviews_of(action.id))
+    return action
+
+
+def _action_from_row(row: tuple) -> ActionRequest:
+    split = len(_ACTION_COLUMNS)
+    action = ActionRequest.from_db("default", _ACTION_FIELDS, row[:split])
+    agent_name, owner_id, requester_name, group_name = row[split:]
+    action.agent = Agent.from_db("default", ["id", "name", "owner_id"], [action.agent_id, agent_name, owner_id])
+    if action.on_behalf_of_user_id is not None:
+        action.on_behalf_of_user = _User.from_db(
+            "default", ["id", "username"], [action.on_behalf_of_user_id, requester_name]
+        )
+    if action.reviewer_group_id is not None:
+        action.reviewer_group = Group.from_db("default", None, [action.reviewer_group_id, group_name])
+    return action
+
+
+def reviews_with_counts(action_id) -> list[Review]:
+    """The action's reviews, oldest first, each with its reviewer's name and whether it ``counts`` (prepared)."""
+    return [_review_from_row(row) for row in _REVIEWS.rows(action_id=action_id)]
+
+
+_reviews_of = reviews_with_counts
+
+
+def _review_from_row(row: tuple) -> Review:
+    split = len(_REVIEW_COLUMNS)
+    review = Review.from_db("default", None, row[:split])
+    reviewer_name, review.counts = row[split:]
+    if review.reviewer_id is not None:
+        review.reviewer = _User.from_db("default", ["id", "username"], [review.reviewer_id, reviewer_name])
+    return review
+
+
+# --- the API's first page of actions, newest first: prepared per shape --------------------------------------------
+# An agent polling its list reads the first page again and again; later pages (a cursor) take the general path.
+
+
+def _scoped(kind: str, value) -> QuerySet:
+    if kind == "agent":
+        return ActionRequest.objects.filter(agent_id=value)
+    if kind == "reviewer":
+        groups = _User.groups.through.objects.filter(user_id=value).values("group_id")
+        return ActionRequest.objects.filter(reviewer_group_id__in=groups)
+    return ActionRequest.objects.all()
+
+
+_PRINCIPAL_FIELD = {"agent": Agent._meta.pk, "reviewer": _User._meta.pk}
+_STATUS_FIELD = ActionRequest._meta.get_field("status")
+_first_pages: dict[tuple[str, bool, int], tuple[PreparedQuery, PreparedQuery]] = {}
+
+
+def _first_page_queries(kind: str, by_status: bool, size: int) -> tuple[PreparedQuery, PreparedQuery]:
+    shape = (kind, by_status, size)
+    if shape not in _first_pages:
+
+        def newest(principal=None, status=None) -> QuerySet:
+            qs = _scoped(kind, principal)
+            if by_status:
+                qs = qs.filter(status=status)
+            return qs.order_by("-created_at", "-id")[: size + 1]
+
+        fields = {"status": _STATUS_FIELD} if by_status else {}
+        if kind in _PRINCIPAL_FIELD:
+            fields["principal"] = _PRINCIPAL_FIELD[kind]
+        actions = PreparedQuery(lambda **values: _action_row(newest(**values)), **fields)
+        reviews = PreparedQuery(
+            lambda **values: (
+                Review.objects.filter(action_id__in=newest(**values).values("id"))
+                .annotate(counts=ExpressionWrapper(counted_approvals(), output_field=BooleanField()))
+                .order_by("created_at", "id")
+                .values_list(*_REVIEW_COLUMNS, "reviewer__username", "counts")
+            ),
+            **fields,
+        )
+        _first_pages[shape] = (actions, reviews)
+    return _first_pages[shape]
+
+
+def first_page_for(principal, *, status: str | None, size: int) -> tuple[list[ActionRequest], bool]:
+    """(the ``size`` newest actions ``principal`` may read, optionally of one status, holding their reviews; whether
+    more follow): ``actions_for`` ordered newest first, read as ``read_action_for`` reads one action."""
+    if isinstance(principal, Agent):
+        kind, values = "agent", {"principal": principal.pk}
+    elif not getattr(principal, "is_authenticated", False) or not principal.is_active:
+        return [], False
+    elif principal.is_staff:
+        kind, values = "staff", {}
+    else:
+        kind, values = "reviewer", {"principal": principal.pk}
+    if status is not None:
+        values["status"] = status
+    actions_query, reviews_query = _first_page_queries(kind, status is not None, size)
+    actions = [_action_from_row(row) for row in actions_query.rows(**values)]
+    more = len(actions) > size
+    actions = actions[:size]
+    held: dict = {action.id: [] for action in actions}
+    if actions:
+        for row in reviews_query.rows(**values):
+            review = _review_from_row(row)
+            if review.action_id in held:
+                held[review.action_id].append(review)
+    for action in actions:
+        action.hold_reviews(held[action.id])
+    return actions, more

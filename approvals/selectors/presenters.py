@@ -8,6 +8,43 @@ from approvals.models import ActionRequest, ActionStatus, Review
 from approvals.models.action import DECIDED, TERMINAL
 from approvals.policies.separation_of_duties import review_counts, uncounted_reason
 
+# The action's own fields present_action (and the approval count it calls) reads: what the API's prepared reads load
+# (approvals.selectors.actions). Any other field of an action read that way loads on first use, one query each, so a
+# field added to the presentation belongs here too (tests/api/test_api.py checks that a read makes no extra query).
+API_FIELDS = frozenset(
+    {
+        "id",
+        "status",
+        "action_type",
+        "params",
+        "summary",
+        "trace_url",
+        "run_id",
+        "confidence",
+        "agent_id",
+        "on_behalf_of",
+        "on_behalf_of_user_id",
+        "risk",
+        "modifies_access",
+        "required_approvals",
+        "reviewer_group_id",
+        "policy_rule",
+        "policy_effect",
+        "policy_explanation",
+        "edited_params",
+        "decision_reason",
+        "result",
+        "created_at",
+        "expires_at",
+        "decided_at",
+        "finished_at",
+        "access_expires_at",
+        "reverted_at",
+        "reverts_id",
+        "extends_id",
+    }
+)
+
 
 def _iso(value) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None

@@ -14,6 +14,7 @@ from approvals.services.transitions import audit_action, transition
 from audit.canonical import digest
 from audit.chain import Actor
 from catalog.base import ActionType
+from config.prepared import insert
 
 UNDOABLE_VIA = frozenset({"web", "api"})
 
@@ -39,11 +40,13 @@ def mint_grant_and_enqueue(
     """A single-use grant bound to the action, its credential and its approved params; then queue the run,
     ``delay`` seconds from now (the undo window) or at once."""
     credential = resolve_credential(action_type, action.effective_params)
-    grant = ExecutionGrant.objects.create(
-        action=action,
-        credential=credential,
-        params_digest=digest(action.effective_params),
-        expires_at=timezone.now() + timedelta(seconds=settings.COUNTERSIGN_GRANT_TTL_SECONDS),
+    grant = insert(
+        ExecutionGrant(
+            action=action,
+            credential=credential,
+            params_digest=digest(action.effective_params),
+            expires_at=timezone.now() + timedelta(seconds=settings.COUNTERSIGN_GRANT_TTL_SECONDS),
+        )
     )
     audit_action(
         action,

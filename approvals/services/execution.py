@@ -29,7 +29,7 @@ from typing import Any, cast
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
@@ -44,9 +44,10 @@ from approvals.services import access, containment
 from approvals.services.approval import mint_grant_and_enqueue
 from approvals.services.transitions import audit_action, lock_action, transition
 from audit.canonical import digest
-from audit.chain import Actor
+from audit.chain import Actor, audited_atomic
 from catalog import registry
 from catalog.base import ActionType, ExecutionError
+from config.prepared import PreparedInstances
 
 log = logging.getLogger(__name__)
 WORKER = Actor.system("worker")
@@ -120,8 +121,19 @@ def result_for_agent(payload: dict[str, Any], redactor: Redactor, credential, ac
     return payload
 
 
+# of=self: the credential join is nullable, and PostgreSQL refuses FOR UPDATE on it.
+_NEWEST_GRANT_LOCKED = PreparedInstances(
+    ExecutionGrant,
+    lambda action_id: (
+        ExecutionGrant.objects.select_for_update(of=("self",)).filter(action_id=action_id).order_by("-created_at")[:1]
+    ),
+    related=("credential",),
+    action_id=ActionRequest._meta.pk,
+)
+
+
 def _redeem(action_id):
-    with transaction.atomic():
+    with audited_atomic():
         try:
             action = lock_action(action_id)
         except ActionRequest.DoesNotExist:
@@ -134,13 +146,7 @@ def _redeem(action_id):
             # Held, not refused: the action stays approved; resume_executions dispatches it with a fresh grant.
             audit_action(action, actor=WORKER, verb="execution.held", data={"reason": "executions are paused"})
             return None
-        # of=self: the credential join is nullable, and PostgreSQL refuses FOR UPDATE on it.
-        grant = (
-            ExecutionGrant.objects.select_for_update(of=("self",))
-            .select_related("credential")
-            .filter(action=action)
-            .order_by("-created_at")
-        ).first()
+        grant = _NEWEST_GRANT_LOCKED.first(action_id=action.id)
         params = action.effective_params
         refusal = _grant_refusal(grant, action, action_type, params)
         if refusal:
@@ -212,7 +218,7 @@ def _finish(action_id, attempt: int, outcome: str, payload: dict[str, Any], *, b
 
 
 def _record_outcome(action_id, attempt: int, outcome: str, payload: dict[str, Any], *, before: Any = None) -> str:
-    with transaction.atomic():
+    with audited_atomic():
         action = lock_action(action_id)
         if action.status != ActionStatus.EXECUTING or action.execution_attempts != attempt:
             # The sweep took this execution for dead (its heartbeat went stale) and settled it, or retried it and
@@ -319,7 +325,7 @@ def settle_interrupted_executions(limit: int = 500) -> int:
     )
     settled = 0
     for action_id in candidates:
-        with transaction.atomic():
+        with audited_atomic():
             # Re-checked under the lock: the worker may have beaten or finished since the list was read.
             action = (
                 ActionRequest.objects.select_for_update(of=("self",))
@@ -441,7 +447,7 @@ def redispatch_lost_executions(limit: int = 100) -> int:
 
 
 def _redispatch(grant_id, action_id, dispatches_seen: int, *, reason: str) -> bool:
-    with transaction.atomic():
+    with audited_atomic():
         action = lock_action(action_id)
         grant = ExecutionGrant.objects.select_for_update(of=("self",)).filter(id=grant_id).first()
         if (

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
 from approvals.errors import InvalidInput, NotAllowed, NotFound, NotUnknown
@@ -20,7 +19,7 @@ from approvals.policies.separation_of_duties import review_refusal
 from approvals.services import access
 from approvals.services.reviews import record_decision_refused
 from approvals.services.transitions import lock_action, transition
-from audit.chain import Actor
+from audit.chain import Actor, audited_atomic
 
 OUTCOMES = {"succeeded": ActionStatus.SUCCEEDED, "failed": ActionStatus.FAILED}
 MAX_NOTE = 2000
@@ -70,7 +69,7 @@ def resolve_unknown_outcome(action_id, *, user, outcome: str, note: str, via: st
 
 
 def _resolve(action_id, *, user, target: str, note: str, via: str) -> ActionRequest:
-    with transaction.atomic():
+    with audited_atomic():
         try:
             action = lock_action(action_id)
         except (ActionRequest.DoesNotExist, ValueError):

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
 from agents.capabilities import capability_refusal
@@ -24,9 +24,10 @@ from approvals.policies.evaluation import Evaluation, evaluate
 from approvals.services.approval import complete_approval
 from approvals.services.transitions import audit_action, publish, transition
 from audit.canonical import digest
-from audit.chain import Actor, record_refusal
+from audit.chain import Actor, audited_atomic, record_refusal
 from catalog import registry
 from catalog.base import ActionType
+from config.prepared import PreparedQuery, insert
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
         _record_refused(agent, action_type, refusal, duration=proposal.params.get("duration"))
         raise NotAllowed(refusal, errors={"params.duration": [refusal]})
     try:
-        with transaction.atomic():
+        with audited_atomic():
             action = _create(agent, proposal, action_type, evaluation, request_digest)
     except IntegrityError:
         # Lost a race with the same idempotency key.
@@ -209,6 +210,18 @@ def _existing_for_key(agent: Agent, key: str, request_digest: str) -> ActionRequ
     return existing
 
 
+# The rule's reviewer group, on every proposal: found by a statement compiled once (config/prepared.py), made when a
+# rule names a group that does not exist yet.
+_GROUP_BY_NAME = PreparedQuery(
+    lambda name: Group.objects.filter(name=name).values_list("id", "name")[:1], name=Group._meta.get_field("name")
+)
+
+
+def _reviewer_group(name: str) -> Group:
+    row = _GROUP_BY_NAME.first(name=name)
+    return Group.from_db("default", ["id", "name"], row) if row else Group.objects.get_or_create(name=name)[0]
+
+
 def _create(
     agent: Agent,
     proposal: Proposal,
@@ -219,8 +232,8 @@ def _create(
     decision, policy_version, requester = evaluation.decision, evaluation.version, evaluation.requester
     now = timezone.now()
     ttl = min(proposal.expires_in or decision.ttl_seconds, settings.COUNTERSIGN_MAX_TTL_SECONDS)
-    group = Group.objects.get_or_create(name=decision.reviewer_group)[0] if decision.reviewer_group else None
-    action = ActionRequest.objects.create(
+    group = _reviewer_group(decision.reviewer_group) if decision.reviewer_group else None
+    action = ActionRequest(
         agent=agent,
         action_type=action_type.name,
         params=proposal.params,
@@ -253,6 +266,7 @@ def _create(
         reverts=proposal.reverts,
         revert_reason=proposal.revert_reason,
     )
+    insert(action)  # the row as save() writes it, by a statement written once (config/prepared.py)
     action.agent = agent
     action.hold_reviews([])
     audit_action(
@@ -282,9 +296,7 @@ def _create(
             action, ActionStatus.REJECTED, actor=policy_actor, verb="action.rejected", data={"reason": decision.reason}
         )
     elif decision.effect == policies.AUTO_APPROVE:
-        review = Review.objects.create(
-            action=action, reviewer=None, verdict=Review.Verdict.APPROVE, via=Review.Via.POLICY
-        )
+        review = insert(Review(action=action, reviewer=None, verdict=Review.Verdict.APPROVE, via=Review.Via.POLICY))
         action.hold_reviews([review])
         complete_approval(action, actor=policy_actor, action_type=action_type)
     else:

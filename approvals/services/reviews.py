@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import transaction
 from django.utils import timezone
 
 from agents.models import Agent
@@ -38,12 +38,14 @@ from approvals.presentation.previews import (
     preview_as_dict,
 )
 from approvals.selectors import history
+from approvals.selectors.actions import reviews_with_counts
 from approvals.services.approval import complete_approval
 from approvals.services.transitions import approval_count, audit_action, lock_action, publish, transition
 from audit.canonical import digest
-from audit.chain import Actor, record_refusal
+from audit.chain import Actor, audited_atomic, record_refusal
 from catalog import registry
 from catalog.base import Preview
+from config.prepared import PreparedInstances, insert
 
 MAX_COMMENT = 2000
 
@@ -169,9 +171,17 @@ class _Seen:
     runs_params: dict[str, Any]
 
 
+_PENDING_CHECK = PreparedInstances(
+    ActionRequest,
+    lambda action_id: ActionRequest.objects.filter(id=action_id),
+    related=("agent", "reviewer_group"),
+    action_id=ActionRequest._meta.pk,
+)
+
+
 def _seen_at_decision(action_id, reviewer, edited_params: dict[str, Any] | None, *, via: str) -> _Seen | None:
     # Outside the transaction: reading the target is network I/O, and no row lock is held across it.
-    action = ActionRequest.objects.select_related("agent", "reviewer_group").filter(id=action_id).first()
+    action = _PENDING_CHECK.first(action_id=action_id)
     if action is None or not action.is_pending or review_refusal(reviewer, action):
         return None  # the locked read refuses it (404, 409, 403): nobody's decision reads the target for nothing
     shown = compute_preview(action.action_type, action.params, action=action, via=via)
@@ -205,14 +215,15 @@ def _approve(
     override_reason: str,
     authenticated_at: datetime | None = None,
 ) -> ActionRequest:
-    with transaction.atomic():
+    with audited_atomic():
         action = _locked_pending(action_id)
         refusal = review_refusal(reviewer, action)
         if refusal:
             raise NotAllowed(refusal)
         _require_pending(action)
         _require_fresh_authentication(action, authenticated_at, via=via)
-        if action.reviews.filter(reviewer=reviewer, withdrawn_at__isnull=True).exists():
+        reviews = reviews_with_counts(action.id)
+        if any(r.reviewer_id == reviewer.pk and r.withdrawn_at is None for r in reviews):
             raise Conflict("You have already reviewed this action; another reviewer must add the next approval.")
         action_type = registry.get(action.action_type)
         if action_type is None:  # uninstalled since it was proposed: nothing could check or run it
@@ -228,16 +239,22 @@ def _approve(
             action.edited_params = edited_params
             _apply_policy(action, outcome, actor=Actor.user(reviewer, via))
         evidence = _evidence(action, seen, edits=edits, fingerprint_checked=fingerprint_checked)
-        review = Review.objects.create(
-            action=action,
-            reviewer=reviewer,
-            verdict=Review.Verdict.APPROVE,
-            via=via,
-            comment=comment,
-            edited_params=edits and edited_params,
-            evidence=evidence,
-            override_reason=override_reason if seen is not None and seen.runs.will_fail else "",
+        review = insert(
+            Review(
+                action=action,
+                reviewer=reviewer,
+                verdict=Review.Verdict.APPROVE,
+                via=via,
+                comment=comment,
+                edited_params=edits and edited_params,
+                evidence=evidence,
+                override_reason=override_reason if seen is not None and seen.runs.will_fail else "",
+            )
         )
+        review.reviewer = reviewer
+        # The reviews as of now: read under the lock above, plus this one; read again if an edit changed the rule
+        # their ``counts`` were worked out under.
+        action.hold_reviews(reviews_with_counts(action.id) if edits else [*reviews, review])
         actor = Actor.user(reviewer, via)
         approvals = approval_count(action)
         not_counted = uncounted_reason(review, action) if edits else ""
@@ -333,7 +350,7 @@ def _audit_refused_edit(action_id, reviewer, via: str, edited_params, exc: EditR
     action = ActionRequest.objects.select_related("agent").filter(id=action_id).first()
     if action is None:
         return
-    with transaction.atomic():
+    with audited_atomic():
         audit_action(
             action,
             actor=Actor.user(reviewer, via),
@@ -371,7 +388,7 @@ def reject_action(*, action_id, reviewer, via: str, reason: str) -> ActionReques
         raise InvalidInput("Reason too long.", errors={"reason": [f"At most {MAX_COMMENT} characters."]})
     # A rejection keeps its evidence too (what the reviewer turned down); a failing preview never blocks it.
     seen = _seen_at_decision(action_id, reviewer, None, via="rejection")
-    with transaction.atomic():
+    with audited_atomic():
         action = _locked_pending(action_id)
         refusal = review_refusal(reviewer, action)
         if refusal:
@@ -398,7 +415,7 @@ def reject_action(*, action_id, reviewer, via: str, reason: str) -> ActionReques
 
 
 def cancel_action(*, action_id, agent: Agent) -> ActionRequest:
-    with transaction.atomic():
+    with audited_atomic():
         action = _locked_pending(action_id, agent=agent)
         _require_pending(action)
         transition(action, ActionStatus.CANCELLED, actor=Actor.agent(agent), verb="action.cancelled")
@@ -415,7 +432,7 @@ def expire_due_actions(limit: int = 500) -> int:
     )
     expired = 0
     for action_id in due:
-        with transaction.atomic():
+        with audited_atomic():
             action = lock_action(action_id)
             if action.is_pending and action.expires_at <= timezone.now():
                 transition(action, ActionStatus.EXPIRED, actor=Actor.system("beat"), verb="action.expired")
@@ -433,7 +450,7 @@ def send_due_reminders(limit: int = 500) -> int:
     )
     sent = 0
     for action_id in due:
-        with transaction.atomic():
+        with audited_atomic():
             action = lock_action(action_id)
             if not action.is_pending or action.reminded_at is not None:
                 continue
@@ -463,7 +480,7 @@ def escalate_action(*, action_id, agent: Agent, message: str, addresses: list[st
         raise InvalidInput(
             "Message too long.", errors={"escalation_msg": [f"At most {MAX_ESCALATION_MESSAGE} characters."]}
         )
-    with transaction.atomic():
+    with audited_atomic():
         action = _locked_pending(action_id, agent=agent)
         _require_pending(action)
         recipients = _escalation_recipients(action, addresses)
@@ -488,7 +505,6 @@ def escalate_action(*, action_id, agent: Agent, message: str, addresses: list[st
 
 
 def _escalation_recipients(action: ActionRequest, addresses: list[str]) -> list:
-    from django.contrib.auth import get_user_model
 
     users = []
     for address in dict.fromkeys(a.strip().lower() for a in addresses if a and a.strip()):

@@ -7,32 +7,61 @@ from typing import Any
 from django.db.models import F
 from django.utils import timezone
 
+from agents.models import Agent
 from approvals.live.events import ActionEvent
 from approvals.models import ActionRequest, OutboxMessage, Review
 from approvals.notify import notifications
 from approvals.outbox import dispatcher as outbox
-from approvals.policies.separation_of_duties import counted_approvals
+from approvals.policies.separation_of_duties import counted_approvals, review_counts
 from approvals.selectors.presenters import present_action
 from audit.chain import Actor, record_event
+from config.prepared import PreparedInstances, PreparedQuery, update
+
+# Every decision, cancellation and execution starts here: statements compiled once per process (config/prepared.py).
+_LOCKED = PreparedInstances(
+    ActionRequest,
+    lambda action_id: ActionRequest.objects.select_for_update(of=("self",)).filter(id=action_id),
+    related=("agent", "reviewer_group", "on_behalf_of_user"),
+    action_id=ActionRequest._meta.pk,
+)
+_LOCKED_FOR_AGENT = PreparedInstances(
+    ActionRequest,
+    lambda action_id, agent_id: ActionRequest.objects.select_for_update(of=("self",)).filter(
+        id=action_id, agent_id=agent_id
+    ),
+    related=("agent", "reviewer_group"),
+    action_id=ActionRequest._meta.pk,
+    agent_id=Agent._meta.pk,
+)
+_COUNTED = PreparedQuery(
+    lambda action_id: Review.objects.filter(action_id=action_id).filter(counted_approvals()).values_list("id"),
+    action_id=ActionRequest._meta.pk,
+)
 
 
 def lock_action(action_id, *, agent=None) -> ActionRequest:
     """Re-read the action under a row lock. Raises ActionRequest.DoesNotExist."""
-    qs = ActionRequest.objects.select_for_update(of=("self",)).select_related("agent", "reviewer_group")
-    if agent is not None:
-        qs = qs.filter(agent=agent)
-    return qs.get(id=action_id)
+    if agent is None:
+        action = _LOCKED.first(action_id=action_id)
+    else:
+        action = _LOCKED_FOR_AGENT.first(action_id=action_id, agent_id=agent.pk)
+    if action is None:
+        raise ActionRequest.DoesNotExist("ActionRequest matching query does not exist.")
+    return action
 
 
 def approval_count(action: ActionRequest) -> int:
-    """Approvals that count: from someone eligible under the rule now in force (permissions.counted_approvals)."""
-    return Review.objects.filter(action_id=action.id).filter(counted_approvals()).count()
+    """Approvals that count: from someone eligible under the rule now in force (permissions.counted_approvals); of
+    the reviews the action holds when its reviews were read or written in this transaction (hold_reviews)."""
+    if action.held_reviews is not None:
+        return sum(1 for review in action.held_reviews if review_counts(review, action))
+    return len(_COUNTED.rows(action_id=action.id))
 
 
 def transition(action: ActionRequest, to: str, *, actor: Actor, verb: str, data: dict[str, Any] | None = None) -> None:
     """Change status, audit it and publish it. The caller holds the row lock."""
     before = action.move_to(to)
-    action.save()
+    update(action)  # action.save(), by a statement written once (config/prepared.py)
     audit_action(action, actor=actor, verb=verb, data={"from": before, "to": to, **(data or {})})
     publish(action)
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from approvals.errors import Conflict, NotAllowed, NotFound
 from approvals.models import ActionRequest, ActionStatus, ExecutionGrant, OutboxMessage, Review
 from approvals.services.reviews import record_decision_refused
 from approvals.services.transitions import approval_count, audit_action, lock_action, publish, transition
-from audit.chain import Actor
+from audit.chain import Actor, audited_atomic
 
 VERB = "action.approval_withdrawn"
 WITHDRAWN = "withdrawn: the reviewer undid the approval"
@@ -50,7 +49,7 @@ def withdraw_approval(action_id, reviewer, *, via: str = Review.Via.WEB) -> Acti
 
 
 def _withdraw(action_id, reviewer, via: str) -> ActionRequest:
-    with transaction.atomic():
+    with audited_atomic():
         try:
             action = lock_action(action_id)
         except (ActionRequest.DoesNotExist, ValueError):

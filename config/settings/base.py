@@ -70,6 +70,19 @@ MIDDLEWARE = [
     "approvals.web.middleware.DatabaseUnavailableMiddleware",  # a lost database is a 503 to retry, not a 500
     "approvals.api.refusals.AgentKeyOnPagesMiddleware",  # an agent key on a reviewer page: audited
 ]
+# The JSON APIs (API_PATHS) are served by a handler of their own with only the middleware JSON needs: no
+# static files, CSRF middleware (DRF checks CSRF itself for session-authenticated requests), messages, frame or CSP
+# headers, agent-key-on-pages audit or probes. The same URLs and views; about a third of a read's cost
+# (config/asgi.py, docs/BENCHMARKS.md). Sessions stay: reviewers may use the API with their web session.
+API_PATHS = ("/api/v1/", "/humanlayer/v1/")
+API_MIDDLEWARE = [
+    "config.request_id.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "approvals.web.middleware.MethodNotAllowedMiddleware",
+    "approvals.web.middleware.DatabaseUnavailableMiddleware",
+]
 # Body size limits and unreadable addresses are refused before Django reads anything:
 # approvals.web.middleware.RequestGuard
 # (ASGI, config/asgi.py). A POST without a CSRF token is answered in the path's dialect (problem JSON under /api/).
@@ -115,6 +128,13 @@ if DATABASE_URL:
     # container reads (docker-compose.yml) then serves both, and the URL in the environment holds none.
     if env_str("DATABASE_PASSWORD"):
         DATABASES["default"]["PASSWORD"] = env_str("DATABASE_PASSWORD")
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Parameters bound by the server, not spliced into the SQL text by psycopg: no quoting and re-parsing of every
+        # statement in Python, and statements the connection runs repeatedly are prepared once by PostgreSQL
+        # (psycopg prepares after 5 runs). A fifth of the CPU of a proposal (docs/BENCHMARKS.md).
+        DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env_bool(
+            "DB_SERVER_SIDE_BINDING", default=True
+        )
     # DB_POOL=N: a psycopg pool of up to N connections per process (web: under ASGI each request runs in its
     # own thread, so persistent connections don't carry over and each request would connect anew; see
     # docs/deploy.md). Needs psycopg[pool] and DB_CONN_MAX_AGE=0.
@@ -332,7 +352,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["approvals.api.renderers.APIJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["approvals.api.parsers.StrictJSONParser"],
     "EXCEPTION_HANDLER": "approvals.api.problems.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

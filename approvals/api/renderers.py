@@ -1,0 +1,29 @@
+"""The API's JSON, as DRF's JSONRenderer writes it, written by orjson.
+
+Rendering a presented action with the standard library's encoder (and DRF's encoder class for what it cannot
+write) was a tenth of an agent's read (docs/BENCHMARKS.md). The bytes are the same: compact, UTF-8, U+2028 and
+U+2029 escaped so the output stays a JavaScript subset; datetimes, decimals and anything orjson does not write
+itself go through DRF's encoder, so they are spelled as before.
+"""
+
+from __future__ import annotations
+
+import orjson
+from rest_framework.renderers import JSONRenderer
+from rest_framework.utils.encoders import JSONEncoder
+
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+_fallback = JSONEncoder()
+
+
+class APIJSONRenderer(JSONRenderer):
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if data is None:
+            return b""
+        if self.get_indent(accepted_media_type, renderer_context or {}) is not None:
+            return super().render(data, accepted_media_type, renderer_context)  # pretty-printed on request
+        try:
+            rendered = orjson.dumps(data, default=_fallback.default, option=_OPTIONS)
+        except (TypeError, orjson.JSONEncodeError):  # what orjson refuses (an integer beyond 64 bits): as before
+            return super().render(data, accepted_media_type, renderer_context)
+        return rendered.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")

@@ -1,0 +1,233 @@
+"""ORM queries compiled once per process and then only executed.
+
+Turning a QuerySet into SQL (resolving lookups, joins, annotations and ordering) costs 0.3-1.5 ms of CPU per
+statement, several times what PostgreSQL spends running it, and the API's hottest requests run the same few
+statements with different values every time (docs/BENCHMARKS.md). A ``PreparedQuery`` keeps the QuerySet as the one
+statement of the query, written with the ORM, but compiles it once per database connection alias: with stand-in
+values for its parameters, twice over, so that the positions where the stand-ins land in the compiled parameters are
+found by difference and nothing is guessed from the SQL text. Each run executes the kept SQL with the real values
+(prepared for the database as the ORM prepares them, by the field named for each parameter) and converts the rows
+with the ORM's own converters (a SQLite datetime comes back a datetime, a JSON column a dict).
+
+Only ``values_list`` QuerySets, whose rows are tuples; the shape of the query must not depend on the values (no
+``None``, no lists whose length varies: use a subquery).
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import connections
+from django.db.models import Field, QuerySet, UUIDField
+
+_counter = itertools.count(1)
+
+
+def _stand_in(field: Field) -> Any:
+    """A value for ``field`` that no real row has and that no other stand-in equals."""
+    if isinstance(field, UUIDField):
+        return uuid.uuid4()
+    internal = field.get_internal_type()
+    if internal == "DateTimeField":
+        return datetime(2001, 1, 1, tzinfo=UTC) + timedelta(microseconds=next(_counter))
+    if internal in ("AutoField", "BigAutoField", "IntegerField", "BigIntegerField", "PositiveIntegerField"):
+        return 2_000_000_000 + next(_counter)
+    return f"prepared-stand-in-{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    params: tuple[Any, ...]
+    slots: tuple[tuple[int, str], ...]  # (position in params, parameter name)
+    converters: tuple[tuple[int, tuple[Callable, ...], Any], ...]
+    width: int
+
+
+class PreparedQuery:
+    """``build(**values)`` returns a ``values_list`` QuerySet; ``fields`` names, per parameter, the model field whose
+    database preparation its value needs (``ActionRequest._meta.pk`` for an action id)."""
+
+    def __init__(self, build: Callable[..., QuerySet], **fields: Field) -> None:
+        self._build = build
+        self._fields = fields
+        self._compiled: dict[str, _Compiled] = {}
+
+    def rows(self, using: str = "default", **values: Any) -> list[tuple]:
+        compiled = self._compiled.get(using) or self._compile(using)
+        connection = connections[using]
+        params = list(compiled.params)
+        for position, name in compiled.slots:
+            params[position] = self._fields[name].get_db_prep_value(values[name], connection, prepared=False)
+        with connection.cursor() as cursor:
+            cursor.execute(compiled.sql, params)
+            fetched = cursor.fetchall()
+        if not compiled.converters and all(len(row) == compiled.width for row in fetched):
+            return [tuple(row) for row in fetched]
+        converted = []
+        for row in fetched:
+            out = list(row[: compiled.width])
+            for position, convs, expression in compiled.converters:
+                value = out[position]
+                for convert in convs:
+                    value = convert(value, expression, connection)
+                out[position] = value
+            converted.append(tuple(out))
+        return converted
+
+    def first(self, using: str = "default", **values: Any) -> tuple | None:
+        found = self.rows(using, **values)
+        return found[0] if found else None
+
+    def _compile(self, using: str) -> _Compiled:
+        first = {name: _stand_in(field) for name, field in self._fields.items()}
+        sql, params, compiler = self._as_sql(using, first)
+        slots: list[tuple[int, str]] = []
+        for name, field in self._fields.items():
+            other_sql, other_params, _ = self._as_sql(using, {**first, name: _stand_in(field)})
+            if other_sql != sql or len(other_params) != len(params):
+                raise ValueError(f"the query's shape depends on {name!r}: it cannot be prepared")
+            changed = [i for i, (a, b) in enumerate(zip(params, other_params, strict=True)) if a != b]
+            if not changed:
+                raise ValueError(f"{name!r} does not reach the query's parameters")
+            slots += [(i, name) for i in changed]
+        width = compiler.col_count
+        selected = [column[0] for column in compiler.select[:width]]
+        converters = tuple(
+            (position, tuple(convs), expression)
+            for position, (convs, expression) in compiler.get_converters(selected).items()
+        )
+        compiled = _Compiled(sql, tuple(params), tuple(sorted(slots)), converters, width)
+        self._compiled[using] = compiled
+        return compiled
+
+    def _as_sql(self, using: str, values: dict[str, Any]) -> tuple[str, Sequence[Any], Any]:
+        queryset = self._build(**values)
+        compiler = queryset.query.get_compiler(using=using)
+        sql, params = compiler.as_sql()
+        return sql, list(params), compiler
+
+
+def concrete_columns(model: type, through: str = "") -> list[str]:
+    """``values_list`` names of ``model``'s concrete fields, in the order ``Model.from_db`` takes their values;
+    ``through`` is the lookup from the query's model (``"agent__"``)."""
+    return [f"{through}{field.attname}" for field in model._meta.concrete_fields]  # type: ignore[attr-defined]
+
+
+class PreparedInstances:
+    """A ``PreparedQuery`` whose rows come back as ``model`` instances with the related rows named in ``related``
+    attached, as ``select_related`` gives them (a null foreign key gives None). ``build(**values)`` returns a
+    QuerySet of ``model`` (filtered, locked, sliced: anything but ``values_list``, which is added here)."""
+
+    def __init__(self, model: Any, build: Callable[..., QuerySet], *, related: Sequence[str] = (), **fields: Field):
+        self._model = model
+        self._related = [(name, model._meta.get_field(name)) for name in related]
+        self._widths = [len(model._meta.concrete_fields)] + [
+            len(field.related_model._meta.concrete_fields) for _, field in self._related
+        ]
+        columns = concrete_columns(model) + [
+            column for name, field in self._related for column in concrete_columns(field.related_model, f"{name}__")
+        ]
+        self._query = PreparedQuery(lambda **values: build(**values).values_list(*columns), **fields)
+
+    def all(self, using: str = "default", **values: Any) -> list[Any]:
+        return [self._instance(row, using) for row in self._query.rows(using, **values)]
+
+    def first(self, using: str = "default", **values: Any) -> Any | None:
+        row = self._query.first(using, **values)
+        return None if row is None else self._instance(row, using)
+
+    def _instance(self, row: tuple, using: str) -> Any:
+        start, width = 0, self._widths[0]
+        instance = self._model.from_db(using, None, row[start : start + width])
+        for (name, field), width_of_related in zip(self._related, self._widths[1:], strict=True):
+            start += width
+            width = width_of_related
+            if getattr(instance, field.attname) is None:
+                setattr(instance, name, None)
+            else:
+                setattr(instance, name, field.related_model.from_db(using, None, row[start : start + width]))
+        return instance
+
+
+@dataclass(frozen=True)
+class _Insert:
+    sql: str
+    fields: tuple[Field, ...]
+    returning: Field | None
+
+
+_inserts: dict[tuple[type, str], _Insert] = {}
+
+
+def insert(instance: Any, using: str = "default") -> Any:
+    """Write a new row for ``instance`` as ``save(force_insert=True)`` would (each field's ``pre_save`` and database
+    preparation, the database's id back for an auto field), by an INSERT written once per model and database. The
+    models written on every proposal and decision have no save signals to skip (approvals has no receivers)."""
+    model = type(instance)
+    connection = connections[using]
+    statement = _inserts.get((model, connection.vendor))
+    if statement is None:
+        statement = _inserts[(model, connection.vendor)] = _insert_statement(model, connection)
+    params = [
+        field.get_db_prep_save(field.pre_save(instance, True), connection=connection) for field in statement.fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(statement.sql, params)
+        if statement.returning is not None:
+            setattr(instance, statement.returning.attname, cursor.fetchone()[0])
+    instance._state.adding = False
+    instance._state.db = using
+    return instance
+
+
+def _insert_statement(model: Any, connection: Any) -> _Insert:
+    meta = model._meta
+    auto = meta.auto_field if meta.auto_field is not None and meta.auto_field.db_returning else None
+    fields = tuple(field for field in meta.concrete_fields if field is not auto)
+    quote = connection.ops.quote_name
+    # Names from the model's own metadata, quoted by the backend; every value is a parameter.
+    sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
+        quote(meta.db_table),
+        ", ".join(quote(field.column) for field in fields),
+        ", ".join(
+            field.get_placeholder(None, None, connection) if hasattr(field, "get_placeholder") else "%s"
+            for field in fields
+        ),
+    )
+    if auto is not None:
+        sql += f" RETURNING {quote(auto.column)}"
+    return _Insert(sql, fields, auto)
+
+
+_updates: dict[tuple[type, str], tuple[str, tuple[Field, ...]]] = {}
+
+
+def update(instance: Any, using: str = "default") -> None:
+    """Write every field of an existing row as ``save()`` does (an UPDATE of all its columns by primary key), by a
+    statement written once per model and database."""
+    if instance.get_deferred_fields():  # a partly read row: save() knows to write only what was read
+        instance.save(using=using)
+        return
+    model = type(instance)
+    connection = connections[using]
+    statement = _updates.get((model, connection.vendor))
+    if statement is None:
+        meta = model._meta
+        fields = tuple(field for field in meta.concrete_fields if not field.primary_key)
+        quote = connection.ops.quote_name
+        # Names from the model's own metadata, quoted by the backend; every value is a parameter.
+        sql = "UPDATE {} SET {} WHERE {} = %s".format(  # noqa: S608
+            quote(meta.db_table), ", ".join(f"{quote(field.column)} = %s" for field in fields), quote(meta.pk.column)
+        )
+        statement = _updates[(model, connection.vendor)] = (sql, fields)
+    sql, fields = statement
+    params = [field.get_db_prep_save(field.pre_save(instance, False), connection=connection) for field in fields]
+    params.append(model._meta.pk.get_db_prep_value(instance.pk, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)

@@ -1,0 +1,368 @@
+"""What made an API request cheap (issue 21, docs/BENCHMARKS.md) keeps every guarantee it had.
+
+Prepared statements (config/prepared.py) read the same rows the ORM reads; the API's first page and one-action read
+answer exactly what the general selectors answer; the orjson renderer writes DRF's bytes; the rate limiter's batches
+never let a key past its budget across processes; the API's own middleware chain still carries request ids, CSRF for
+sessions and the 503 for a lost database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from rest_framework.renderers import JSONRenderer
+from rest_framework.test import APIClient
+
+from agents import ratelimit
+from agents.models import AgentKey
+from agents.services import create_agent
+from approvals.api.renderers import APIJSONRenderer
+from approvals.models import ActionRequest, OutboxMessage
+from approvals.outbox import dispatcher as outbox
+from approvals.policies import store as policy_store
+from approvals.selectors import actions as selectors
+from approvals.selectors.presenters import present_action
+from audit.chain import Actor
+from config.prepared import PreparedInstances, PreparedQuery, insert, update
+from tests.api.test_api import assert_problem
+from tests.conftest import CLI, propose_body, token_client
+
+STAFF = Actor("user", "ada", "admin")
+
+
+# --- the renderer -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"a": 1, "b": [1, 2.5, None, True], "c": {"d": "é ü 名前 \U0001f600"}},
+        {"line": "ends\u2028here\u2029and there", "quote": 'say "hi"\n\t\\'},
+        {"at": datetime(2026, 12, 5, 1, 2, 3, 456789, tzinfo=UTC), "naive": datetime(2026, 1, 1, 12, 0)},
+        {"money": Decimal("12.50"), "id": uuid.UUID(int=7), "period": timedelta(seconds=90)},
+        {1: "int key", "nested": [{"x": []}, {}]},
+        [],
+        "plain",
+    ],
+)
+def test_the_api_writes_the_bytes_drf_wrote(data):
+    assert APIJSONRenderer().render(data) == JSONRenderer().render(data)
+
+
+def test_pretty_printing_on_request_is_drfs_own():
+    data = {"a": [1, 2]}
+    media = "application/json; indent=2"
+    assert APIJSONRenderer().render(data, media) == JSONRenderer().render(data, media)
+
+
+# --- prepared statements ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_prepared_query_reads_what_the_orm_reads_with_each_calls_values(owner, reviewer, second_reviewer):
+    others = Group.objects.create(name="others")
+    second_reviewer.groups.add(others)
+    query = PreparedQuery(
+        lambda user_id: type(owner).groups.through.objects.filter(user_id=user_id).values_list("group_id"),
+        user_id=type(owner)._meta.pk,
+    )
+    for user in (owner, reviewer, second_reviewer):
+        expected = sorted(user.groups.values_list("id", flat=True))
+        assert sorted(group_id for (group_id,) in query.rows(user_id=user.pk)) == expected
+
+
+@pytest.mark.django_db
+def test_prepared_rows_are_converted_as_the_orm_converts_them(agent_api):
+    action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
+    instances = PreparedInstances(
+        ActionRequest,
+        lambda action_id: ActionRequest.objects.filter(id=action_id),
+        related=("agent", "reviewer_group"),
+        action_id=ActionRequest._meta.pk,
+    )
+    prepared = instances.first(action_id=action_id)
+    orm = ActionRequest.objects.select_related("agent", "reviewer_group").get(id=action_id)
+    for field in ActionRequest._meta.concrete_fields:
+        assert getattr(prepared, field.attname) == getattr(orm, field.attname), field.name
+    assert isinstance(prepared.created_at, datetime) and prepared.created_at.tzinfo is not None
+    assert isinstance(prepared.params, dict)
+    assert prepared.agent.name == orm.agent.name and prepared.reviewer_group.name == orm.reviewer_group.name
+    assert instances.first(action_id=uuid.uuid4()) is None
+
+
+@pytest.mark.django_db
+def test_a_parameter_that_never_reaches_the_sql_is_refused():
+    # A value used only in Python would be frozen at its stand-in: preparing such a query is refused outright.
+    query = PreparedQuery(
+        lambda status: ActionRequest.objects.all().values_list("id"), status=ActionRequest._meta.get_field("status")
+    )
+    with pytest.raises(ValueError, match="does not reach"):
+        query.rows(status="pending")
+
+
+@pytest.mark.django_db
+def test_a_prepared_insert_and_update_write_the_row_save_writes(agent_api):
+    action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
+    original = ActionRequest.objects.get(id=action_id)
+    copies = []
+    for write in (lambda row: row.save(force_insert=True), insert):
+        row = ActionRequest.objects.get(id=action_id)
+        row.id, row.idempotency_key = uuid.uuid4(), None
+        write(row)
+        copies.append(row.id)
+    by_save, by_insert = (ActionRequest.objects.filter(id=i).values().get() for i in copies)
+    assert {**by_save, "id": None} == {**by_insert, "id": None}
+    message = insert(OutboxMessage(kind=OutboxMessage.Kind.PUSH, payload={"a": 1}, action_id=original.id))
+    assert message.id is not None and OutboxMessage.objects.get(id=message.id).payload == {"a": 1}
+
+    original.summary, original.params = "changed", {"command": "other"}
+    update(original)
+    assert ActionRequest.objects.filter(id=action_id).values("summary", "params").get() == {
+        "summary": "changed",
+        "params": {"command": "other"},
+    }
+    partial = ActionRequest.objects.only("id", "summary").get(id=action_id)
+    partial.summary = "only this"
+    update(partial)  # a partly read row writes what was read, as save() does
+    assert ActionRequest.objects.get(id=action_id).params == {"command": "other"}
+
+
+# --- the API's reads answer what the general selectors answer ------------------------------------------------------
+
+
+def _policy_effects(reviewer_api, agent_api):
+    """One action of each kind: pending, auto-approved, denied, approved by a reviewer, rejected."""
+    policy_store.save_rule(
+        {
+            "name": "auto",
+            "effect": "auto_approve",
+            "action_type": "decision.only",
+            "conditions": [{"path": "params.command", "op": "equals", "value": "ok"}],
+        },
+        actor=STAFF,
+    )
+    policy_store.save_rule(
+        {
+            "name": "deny",
+            "effect": "deny",
+            "action_type": "decision.only",
+            "conditions": [{"path": "params.command", "op": "equals", "value": "no"}],
+            "reason": "No.",
+        },
+        actor=STAFF,
+    )
+    ids = [
+        agent_api.post("/api/v1/actions", propose_body(params={"command": c}), format="json").json()["id"]
+        for c in ("wait", "ok", "no", "approve", "reject")
+    ]
+    assert reviewer_api.post(f"/api/v1/actions/{ids[3]}/approve", {}, format="json").status_code == 200
+    assert reviewer_api.post(f"/api/v1/actions/{ids[4]}/reject", {"reason": "no"}, format="json").status_code == 200
+    return ids
+
+
+@pytest.mark.django_db
+def test_one_action_read_by_the_api_is_what_the_selectors_present(agent, agent_api, reviewer, reviewer_api):
+    for action_id in _policy_effects(reviewer_api, agent_api):
+        for principal, client in ((agent, agent_api), (reviewer, reviewer_api)):
+            general = selectors.get_action_for(principal, action_id)
+            if general is None:  # not theirs to read (a denied action has no reviewer group)
+                assert selectors.read_action_for(principal, action_id) is None
+                assert_problem(client.get(f"/api/v1/actions/{action_id}"), 404)
+                continue
+            expected = present_action(general)
+            assert client.get(f"/api/v1/actions/{action_id}").json() == expected
+            assert present_action(selectors.read_action_for(principal, action_id)) == expected
+
+
+@pytest.mark.django_db
+def test_the_first_page_is_what_the_general_page_holds(agent, agent_api, reviewer, reviewer_api, outsider):
+    _policy_effects(reviewer_api, agent_api)
+    outsider_api = token_client(outsider)
+    for principal, client in ((agent, agent_api), (reviewer, reviewer_api), (outsider, outsider_api)):
+        for status in (None, "pending", "rejected"):
+            expected_qs = selectors.actions_for(principal).order_by("-created_at", "-id")
+            if status:
+                expected_qs = expected_qs.filter(status=status)
+            expected = [present_action(a) for a in expected_qs[:2]]
+            query = "?limit=2" + (f"&status={status}" if status else "")
+            page = client.get(f"/api/v1/actions{query}").json()
+            assert page["results"] == expected
+            assert page["previous"] is None
+            assert (page["next"] is not None) == (expected_qs.count() > 2)
+            if page["next"]:  # the cursor it hands out leads on through the general path
+                following = client.get(page["next"]).json()["results"]
+                assert following == [present_action(a) for a in expected_qs[2:4]]
+
+
+@pytest.mark.django_db
+def test_a_read_is_three_statements_and_loads_nothing_on_first_use(agent_api, reviewer_api):
+    action_id = _policy_effects(reviewer_api, agent_api)[3]  # approved: a decision and a review to present
+    agent_api.get(f"/api/v1/actions/{action_id}")  # the key's last use is recorded at most every 30 s
+    with CaptureQueriesContext(connection) as queries:
+        assert agent_api.get(f"/api/v1/actions/{action_id}").status_code == 200
+    # The key and agent, the action, its reviews: a field present_action reads that API_FIELDS does not load would
+    # add one more here.
+    assert len(queries) == 3, [q["sql"][:80] for q in queries]
+
+
+# --- revocation and freezing still bite on the very next request ---------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_revoked_key_is_refused_on_the_next_request_and_audited(agent, agent_api):
+    assert agent_api.get("/api/v1/actions").status_code == 200
+    AgentKey.objects.filter(agent=agent).update(revoked_at=datetime.now(UTC))
+    assert_problem(agent_api.get("/api/v1/actions"), 401)
+
+
+@pytest.mark.django_db
+def test_a_frozen_agent_is_refused_on_the_next_request(agent, agent_api):
+    assert agent_api.get("/api/v1/actions").status_code == 200
+    type(agent).objects.filter(id=agent.id).update(frozen_at=datetime.now(UTC), frozen_reason="incident")
+    assert_problem(agent_api.get("/api/v1/actions"), 401)
+
+
+# --- rate limits counted in batches --------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@override_settings(COUNTERSIGN_AGENT_RATES={"requests": "100/hour", "proposals": "100/hour"})
+def test_a_budget_holds_across_processes_that_count_in_batches(monkeypatch):
+    # Three web processes, each with its own batches (ratelimit._held), one Redis: together they never let the key
+    # past its budget, and they stop it at most a batch early per other process.
+    processes = [{}, {}, {}]
+    admitted = 0
+    key = f"k{uuid.uuid4().hex[:12]}"
+    for turn in range(200):
+        monkeypatch.setattr(ratelimit, "_held", processes[turn % 3])
+        if ratelimit.hit(key, "requests") is None:
+            admitted += 1
+    batch = ratelimit.batch_size(ratelimit.rate_for("requests"))
+    assert 100 - 2 * (batch - 1) <= admitted <= 100
+
+
+@pytest.mark.django_db
+@override_settings(COUNTERSIGN_AGENT_RATES={"requests": "5/hour", "proposals": "5/hour"})
+def test_a_small_budget_is_counted_one_by_one():
+    assert ratelimit.batch_size(ratelimit.rate_for("requests")) == 1
+    key = f"k{uuid.uuid4().hex[:12]}"
+    results = [ratelimit.hit(key, "requests") for _ in range(6)]
+    assert results[:5] == [None] * 5 and results[5] is not None and 1 <= results[5] <= 3600
+
+
+@pytest.mark.django_db
+def test_a_flood_past_the_budget_is_refused_through_the_api(owner):
+    _, _, raw = create_agent(name="flood-bot", owner=owner, actor=CLI, allow=["decision.only"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    with override_settings(COUNTERSIGN_AGENT_RATES={"requests": "40/hour", "proposals": "40/hour"}):
+        statuses = [client.get("/api/v1/actions").status_code for _ in range(45)]
+    assert statuses.count(200) == 40 and statuses[40:] == [429] * 5
+
+
+# --- the outbox message its writer claims ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_push_whose_writer_died_is_delivered_by_the_sweep_after_its_short_lease(monkeypatch):
+    # What enqueue writes for a push: claimed by its writer from birth. The writer died before delivering.
+    written = timezone_now()
+    message = OutboxMessage.objects.create(
+        kind=OutboxMessage.Kind.PUSH,
+        payload={"action_id": "0" * 32, "status": "pending", "approvals": 0, "reviewer_group_id": None},
+        created_at=written - timedelta(seconds=30),
+        claimed_until=written + outbox.WRITER_LEASE,
+    )
+    assert outbox.sweep() == 0  # still the writer's
+    monkeypatch.setattr(outbox.timezone, "now", lambda: written + outbox.WRITER_LEASE + timedelta(seconds=1))
+    assert outbox.sweep() == 1
+    message.refresh_from_db()
+    assert message.delivered_at is not None
+
+
+def timezone_now():
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+# --- the API's own middleware chain ---------------------------------------------------------------------------------
+
+
+def _asgi(method: str, path: str, *, headers: dict[str, str] | None = None, body: bytes = b""):
+    from config.asgi import application
+
+    scope_headers = [(b"host", b"localhost")] + [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    if body:
+        scope_headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": scope_headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("localhost", 80),
+    }
+    answer: dict = {"body": b""}
+    delivered = False
+
+    async def receive():
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+            answer["headers"] = {k.decode().lower(): v.decode() for k, v in message["headers"]}
+        elif message["type"] == "http.response.body":
+            answer["body"] += message.get("body", b"")
+
+    asyncio.run(application(scope, receive, send))
+    return answer
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(ALLOWED_HOSTS=["localhost", "testserver"], SECURE_SSL_REDIRECT=False)
+def test_the_api_chain_keeps_request_ids_and_leaves_page_headers_to_pages(agent_key):
+    api = _asgi("GET", "/api/v1/actions", headers={"Authorization": f"Bearer {agent_key}", "X-Request-ID": "abc-123"})
+    assert api["status"] == 200 and api["headers"]["x-request-id"] == "abc-123"
+    assert "content-security-policy" not in api["headers"]
+    page = _asgi("GET", "/accounts/login/")
+    assert page["status"] == 200 and "content-security-policy" in page["headers"]
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(ALLOWED_HOSTS=["localhost", "testserver"], SECURE_SSL_REDIRECT=False)
+def test_a_session_on_the_api_chain_still_needs_csrf(agent_api, reviewer):
+    from django.conf import settings
+    from django.contrib.sessions.backends.db import SessionStore
+
+    action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
+    session = SessionStore()
+    session["_auth_user_id"] = str(reviewer.pk)
+    session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+    session["_auth_user_hash"] = reviewer.get_session_auth_hash()
+    session.save()
+    cookie = {"Cookie": f"{settings.SESSION_COOKIE_NAME}={session.session_key}"}
+    read = _asgi("GET", f"/api/v1/actions/{action_id}", headers=cookie)
+    assert read["status"] == 200  # the session authenticates on the API's chain
+    approve = _asgi("POST", f"/api/v1/actions/{action_id}/approve", headers=cookie, body=b"{}")
+    assert approve["status"] == 403 and "CSRF" in approve["body"].decode()
+    assert ActionRequest.objects.get(id=action_id).status == "pending"
