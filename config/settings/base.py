@@ -80,6 +80,7 @@ API_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "approvals.sso.middleware.SessionMaxAgeMiddleware",  # a session past its age decides nothing here either
     "approvals.web.middleware.MethodNotAllowedMiddleware",
     "approvals.web.middleware.DatabaseUnavailableMiddleware",
 ]
@@ -129,9 +130,9 @@ if DATABASE_URL:
     if env_str("DATABASE_PASSWORD"):
         DATABASES["default"]["PASSWORD"] = env_str("DATABASE_PASSWORD")
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        # Parameters bound by the server, not spliced into the SQL text by psycopg: no quoting and re-parsing of every
-        # statement in Python, and statements the connection runs repeatedly are prepared once by PostgreSQL
-        # (psycopg prepares after 5 runs). A fifth of the CPU of a proposal (docs/BENCHMARKS.md).
+        # Parameters bound by the server, not spliced into the SQL text by psycopg: no quoting of every value and
+        # re-scanning of every statement in Python, on every request (docs/BENCHMARKS.md). Statements are not
+        # prepared (Django's default, prepare_threshold None), so a pooler in transaction mode still works.
         DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env_bool(
             "DB_SERVER_SIDE_BINDING", default=True
         )

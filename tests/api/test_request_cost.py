@@ -348,21 +348,44 @@ def test_the_api_chain_keeps_request_ids_and_leaves_page_headers_to_pages(agent_
     assert page["status"] == 200 and "content-security-policy" in page["headers"]
 
 
-@pytest.mark.django_db(transaction=True)
-@override_settings(ALLOWED_HOSTS=["localhost", "testserver"], SECURE_SSL_REDIRECT=False)
-def test_a_session_on_the_api_chain_still_needs_csrf(agent_api, reviewer):
+def _session_cookie(user, **values) -> dict[str, str]:
     from django.conf import settings
     from django.contrib.sessions.backends.db import SessionStore
 
-    action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
     session = SessionStore()
-    session["_auth_user_id"] = str(reviewer.pk)
-    session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
-    session["_auth_user_hash"] = reviewer.get_session_auth_hash()
+    session["_auth_user_id"] = str(user.pk)
+    session["_auth_user_backend"] = settings.AUTHENTICATION_BACKENDS[0]
+    session["_auth_user_hash"] = user.get_session_auth_hash()
+    session.update(values)
     session.save()
-    cookie = {"Cookie": f"{settings.SESSION_COOKIE_NAME}={session.session_key}"}
+    return {"Cookie": f"{settings.SESSION_COOKIE_NAME}={session.session_key}"}
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(ALLOWED_HOSTS=["localhost", "testserver"], SECURE_SSL_REDIRECT=False)
+def test_a_session_on_the_api_chain_still_needs_csrf(agent_api, reviewer):
+    action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
+    cookie = _session_cookie(reviewer)
     read = _asgi("GET", f"/api/v1/actions/{action_id}", headers=cookie)
     assert read["status"] == 200  # the session authenticates on the API's chain
     approve = _asgi("POST", f"/api/v1/actions/{action_id}/approve", headers=cookie, body=b"{}")
     assert approve["status"] == 403 and "CSRF" in approve["body"].decode()
     assert ActionRequest.objects.get(id=action_id).status == "pending"
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(ALLOWED_HOSTS=["localhost", "testserver"], SECURE_SSL_REDIRECT=False)
+def test_a_session_past_its_age_reads_nothing_on_the_api_chain_and_is_audited(agent_api, reviewer):
+    # The directory's word reaches someone who never signs out through the session's age (approvals/sso): on the
+    # API's own chain too, not only on the pages.
+    import time
+
+    from approvals.sso.session import LOGGED_IN_AT
+    from audit.models import AuditEvent
+
+    action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
+    with override_settings(COUNTERSIGN_SESSION_MAX_AGE_SECONDS=60):
+        cookie = _session_cookie(reviewer, **{LOGGED_IN_AT: time.time() - 120})
+        read = _asgi("GET", f"/api/v1/actions/{action_id}", headers=cookie)
+    assert read["status"] in (401, 403)
+    assert AuditEvent.objects.filter(verb="user.session_expired", actor=reviewer.username).exists()
