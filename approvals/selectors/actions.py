@@ -119,17 +119,27 @@ def read_action_for(principal, action_id) -> ActionRequest | None:
     return action
 
 
-def _action_from_row(row: tuple) -> ActionRequest:
+def _action_from_row(row: tuple, related: dict | None = None) -> ActionRequest:
+    """``related``: the agents, people and groups already made for earlier rows of the same read (a page of fifty
+    is mostly one agent's, one group's): each is made once and shared, as the rows say the same of it."""
+    related = {} if related is None else related
     split = len(_ACTION_COLUMNS)
     action = ActionRequest.from_db("default", _ACTION_FIELDS, row[:split])
     agent_name, owner_id, requester_name, group_name = row[split:]
-    action.agent = Agent.from_db("default", ["id", "name", "owner_id"], [action.agent_id, agent_name, owner_id])
+    key = ("agent", action.agent_id)
+    if key not in related:
+        related[key] = Agent.from_db("default", ["id", "name", "owner_id"], [action.agent_id, agent_name, owner_id])
+    action.agent = related[key]
     if action.on_behalf_of_user_id is not None:
-        action.on_behalf_of_user = _User.from_db(
-            "default", ["id", "username"], [action.on_behalf_of_user_id, requester_name]
-        )
+        key = ("user", action.on_behalf_of_user_id)
+        if key not in related:
+            related[key] = _User.from_db("default", ["id", "username"], [action.on_behalf_of_user_id, requester_name])
+        action.on_behalf_of_user = related[key]
     if action.reviewer_group_id is not None:
-        action.reviewer_group = Group.from_db("default", None, [action.reviewer_group_id, group_name])
+        key = ("group", action.reviewer_group_id)
+        if key not in related:
+            related[key] = Group.from_db("default", None, [action.reviewer_group_id, group_name])
+        action.reviewer_group = related[key]
     return action
 
 
@@ -209,7 +219,8 @@ def first_page_for(principal, *, status: str | None, size: int) -> tuple[list[Ac
     if status is not None:
         values["status"] = status
     actions_query, reviews_query = _first_page_queries(kind, status is not None, size)
-    actions = [_action_from_row(row) for row in actions_query.rows(**values)]
+    related: dict = {}
+    actions = [_action_from_row(row, related) for row in actions_query.rows(**values)]
     more = len(actions) > size
     actions = actions[:size]
     held: dict = {action.id: [] for action in actions}
