@@ -1,38 +1,30 @@
 """``GET /api/v1/actions/{id}/wait``: a long-poll that holds no thread and no database connection.
 
-It subscribes to the action's channel-layer group *before* reading the
-action, so an event between the read and the wait is not missed; database
-reads run in a thread that closes its connection straight after. Who may ask,
-and how often, is decided by the same authentication classes and throttles as
-every other API request (approvals.api.authentication.authenticate_api_request),
-run in such a thread before the wait begins.
+An action already settled is answered from the first read, without subscribing to anything (most waits of a
+polling agent); otherwise the wait is approvals.live.waiting's, which the gateway's held call shares. Database reads
+run in a thread that closes its connection straight after. Who may ask, and how often, is decided by the same
+authentication classes and throttles as every other API request
+(approvals.api.authentication.authenticate_api_request), in the same crossing to a thread as the first read.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import time
+import functools
 
 import orjson
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.db import close_old_connections, connections
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from approvals.api.authentication import authenticate_api_request
 from approvals.api.problems import problem_response
-from approvals.live.events import action_group
+from approvals.live.waiting import until_settled
 from approvals.models import ActionStatus
 from approvals.selectors import actions as selectors
 from approvals.selectors.presenters import is_finished, present_action
 
 MAX_TIMEOUT = 60
-# Without a channel layer (Redis down) the wait re-reads the action this often instead.
-POLL_SECONDS = 1.0
-log = logging.getLogger(__name__)
 
 
 def _done(action, until: str) -> bool:
@@ -128,37 +120,15 @@ async def wait_for_action(request, action_id):
         return problem_response(404, "Not found", "No such action.", slug="not-found")
     if _done(snap[0], until) or timeout <= 0:
         return _json(snap[1])  # answered before subscribing to anything: most waits of a polling agent
-    layer = get_channel_layer()
-    group = action_group(action_id)
     try:
-        channel = await layer.new_channel()  # the pub/sub layer subscribes here already
-        await layer.group_add(group, channel)
-    except Exception as exc:  # the channel layer (Redis) is down: poll the database instead
-        log.warning("wait: channel layer unavailable (%s); polling", type(exc).__name__)
-        channel = None
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            snap = await sync_to_async(_snapshot, thread_sensitive=False)(principal, action_id)
-            if snap is None:
-                return problem_response(404, "Not found", "No such action.", slug="not-found")
-            action, body = snap
-            remaining = deadline - time.monotonic()
-            if _done(action, until) or remaining <= 0:
-                return _json(body)
-            if channel is None:
-                await asyncio.sleep(min(POLL_SECONDS, remaining))
-                continue
-            # On timeout, loop once more and answer with the current state.
-            try:
-                await asyncio.wait_for(layer.receive(channel), timeout=remaining)
-            except TimeoutError:
-                pass
-            except Exception as exc:  # the layer went away mid-wait: poll for the rest of it
-                log.warning("wait: channel layer lost (%s); polling", type(exc).__name__)
-                channel = None
+        snap = await until_settled(
+            action_id,
+            timeout=timeout,
+            read=sync_to_async(functools.partial(_snapshot, principal, action_id), thread_sensitive=False),
+            settled=lambda snap: snap is None or _done(snap[0], until),
+        )
     finally:
-        if channel is not None:
-            with contextlib.suppress(Exception):
-                await layer.group_discard(group, channel)
         close_old_connections()
+    if snap is None:
+        return problem_response(404, "Not found", "No such action.", slug="not-found")
+    return _json(snap[1])

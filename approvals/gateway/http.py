@@ -27,10 +27,9 @@ plus ``Countersign-Action: <id>``. Refusals are RFC 9457 problems.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
+import functools
 import json
 import logging
 import time
@@ -40,7 +39,6 @@ from typing import Any
 from urllib.parse import quote
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
@@ -49,7 +47,7 @@ from agents.models import AgentKey
 from agents.ratelimit import hit
 from approvals.api.problems import PROBLEM_CONTENT_TYPE, problem
 from approvals.errors import ServiceError
-from approvals.live.events import action_group
+from approvals.live.waiting import until_settled
 from approvals.models import ActionRequest, ActionStatus
 from approvals.services import gateway
 from config.request_id import HEADER as REQUEST_ID_HEADER
@@ -75,8 +73,6 @@ RESPONSE_HEADERS = frozenset(
 )
 NO_BODY_STATUSES = (204, 304)
 HELD_RETRY_AFTER_SECONDS = 5
-# Without a channel layer (Redis down) a held call re-reads its action this often instead.
-POLL_SECONDS = 1.0
 
 
 @dataclass
@@ -292,38 +288,13 @@ def _agent_key(authorization: str) -> AgentKey | None:
 
 
 async def _hold(action_id: uuid.UUID, wait: float) -> Answer:
-    layer = get_channel_layer()
-    group = action_group(action_id)
-    channel = None
-    try:
-        channel = await layer.new_channel()
-        await layer.group_add(group, channel)
-    except Exception as exc:  # the channel layer (Redis) is down: poll the database instead
-        log.warning("gateway: channel layer unavailable (%s); polling", type(exc).__name__)
-        channel = None
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            answer, status = await sync_to_async(_settled_answer, thread_sensitive=False)(action_id)
-            if answer is not None:
-                return answer
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return _held(action_id, status)
-            if channel is None:
-                await asyncio.sleep(min(POLL_SECONDS, remaining))
-                continue
-            try:
-                await asyncio.wait_for(layer.receive(channel), timeout=remaining)
-            except TimeoutError:
-                pass
-            except Exception as exc:  # the layer went away mid-wait: poll for the rest of it
-                log.warning("gateway: channel layer lost (%s); polling", type(exc).__name__)
-                channel = None
-    finally:
-        if channel is not None:
-            with contextlib.suppress(Exception):
-                await layer.group_discard(group, channel)
+    answer, status = await until_settled(
+        action_id,
+        timeout=wait,
+        read=sync_to_async(functools.partial(_settled_answer, action_id), thread_sensitive=False),
+        settled=lambda found: found[0] is not None,
+    )
+    return answer if answer is not None else _held(action_id, status)
 
 
 def _settled_answer(action_id: uuid.UUID) -> tuple[Answer | None, str]:
