@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-import weakref
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -127,7 +126,7 @@ def record_event(
         data=data or {},
         request_id=get_request_id(),
     )
-    batch = _batches.get(conn)
+    batch: _Batch | None = getattr(conn, _BATCH, None)
     if batch is not None and batch.depth == len(conn.atomic_blocks):
         batch.events.append(
             event
@@ -146,8 +145,8 @@ class _Batch:
     events: list[AuditEvent] = field(default_factory=list)
 
 
-# The audited block open on each connection (a connection belongs to one thread).
-_batches: weakref.WeakKeyDictionary[Any, _Batch] = weakref.WeakKeyDictionary()
+# The audited block open on a connection, kept on the connection itself (each belongs to one thread).
+_BATCH = "countersign_audit_batch"
 
 
 @contextmanager
@@ -164,16 +163,17 @@ def audited_atomic() -> Iterator[None]:
     """
     with transaction.atomic():
         conn = transaction.get_connection()
-        if conn in _batches:  # already inside an audited block: this one is an ordinary savepoint
+        if getattr(conn, _BATCH, None) is not None:  # inside an audited block: this one is an ordinary savepoint
             yield
             return
-        batch = _batches[conn] = _Batch(depth=len(conn.atomic_blocks))
+        batch = _Batch(depth=len(conn.atomic_blocks))
+        setattr(conn, _BATCH, batch)
         try:
             yield
             if batch.events:
                 _append(batch.events)
         finally:
-            del _batches[conn]
+            setattr(conn, _BATCH, None)
 
 
 def _append(events: list[AuditEvent]) -> None:
