@@ -8,6 +8,7 @@ audit events, as the CLI and the admin make them. Actions are proposed through
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import factory
@@ -115,3 +116,22 @@ def api_propose(client, **overrides: Any) -> dict[str, Any]:
     response = client.post("/api/v1/actions", propose_body(**overrides), format="json")
     assert response.status_code == 201, response.content
     return response.json()
+
+
+def executed(action_id, *, timeout: float = 15.0) -> ActionRequest:
+    """Run an approved action's execution here and return the action once it has settled.
+
+    A test session's Celery worker (started by the tests that need one, and running for the rest of the session)
+    hears the same execute message and may take the execution first: at most once either way, so this waits
+    until whichever ran it has finished, and no execution is still running when the test's database is cleared.
+    """
+    from approvals.models import ActionStatus
+    from approvals.services import execute_action
+
+    execute_action(action_id)
+    deadline = time.monotonic() + timeout
+    while True:
+        action = ActionRequest.objects.get(id=action_id)
+        if action.status not in (ActionStatus.APPROVED, ActionStatus.EXECUTING) or time.monotonic() > deadline:
+            return action
+        time.sleep(0.05)

@@ -100,7 +100,7 @@ def approve_by(action: ActionRequest, *reviewers) -> ActionRequest:
 
 
 def execute(action: ActionRequest) -> ActionRequest:
-    services.execute_action(action.id)
+    factories.executed(action.id)
     action.refresh_from_db()
     return action
 
@@ -124,7 +124,7 @@ def run_due_reverts() -> list[ActionRequest]:
     access_services.revert_due(timezone.now())
     reverts = list(ActionRequest.objects.filter(status=ActionStatus.APPROVED, reverts__isnull=False))
     for revert in reverts:
-        services.execute_action(revert.id)
+        factories.executed(revert.id)
     return reverts
 
 

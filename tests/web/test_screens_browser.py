@@ -219,8 +219,7 @@ def desk(staff_reviewer, second_reviewer, owner, target):
         done.refresh_from_db()
         if done.status == ActionStatus.PENDING:
             services.approve_action(action_id=done.id, reviewer=who, via=Review.Via.API, comment="Looks right.")
-    services.execute_action(done.id)
-    done.refresh_from_db()
+    done = factories.executed(done.id)
     assert done.status == ActionStatus.SUCCEEDED, done.status
     rejected = factories.propose(agent, summary="Restart search")
     services.reject_action(action_id=rejected.id, reviewer=staff_reviewer, via=Review.Via.WEB, reason="Not now.")
