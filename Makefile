@@ -54,9 +54,10 @@ format: install
 	$(VENV)/bin/ruff format .
 
 # Two lanes at once. The fault tests (tests/reliability, the SIGKILL and heartbeat ones) spend most of their time
-# waiting out timeouts and heartbeats, so they run beside the rest, on a database, a Redis database and a var/ of
-# their own (SLOW_LANE_DATABASE_URL, SLOW_LANE_REDIS_URL); their output is shown when they end.
-SLOW_LANE := tests/reliability tests/execution/test_heartbeats.py tests/execution/test_at_most_once.py
+# waiting out timeouts and heartbeats, and the gateway and sign-in tests mostly wait on processes of their own (MCP
+# servers, the OpenID provider), so they run beside the rest, on a database, a Redis database and a var/ of their
+# own (SLOW_LANE_DATABASE_URL, SLOW_LANE_REDIS_URL); their output is shown when they end.
+SLOW_LANE := tests/reliability tests/execution/test_heartbeats.py tests/execution/test_at_most_once.py tests/gateway tests/sso
 SLOW_LANE_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/slowlane
 SLOW_LANE_REDIS_URL ?= redis://127.0.0.1:6379/8
 

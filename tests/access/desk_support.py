@@ -17,7 +17,7 @@ from approvals.services import access as access_services
 from approvals.services.credentials import create_credential
 from tests import factories
 from tests.conftest import CLI
-from tests.execution.test_type_scim import SCIM_TOKEN, ScimServer
+from tests.support.scim import SCIM_TOKEN, ScimServer
 
 REQUESTER = "ann.lee"
 

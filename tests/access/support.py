@@ -1,80 +1,15 @@
-"""What the time-boxed access tests share: a real SCIM 2.0 server (scim2-server, in memory) on loopback that can
-be taken down and brought back, and a clock the tests move instead of sleeping."""
+"""What the time-boxed access tests share: the suite's SCIM server (tests/support/scim.py), and a clock the tests
+move instead of sleeping."""
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-import httpx
 from django.utils import timezone
-from scim2_server.memory import InMemoryStorage
-from scim2_server.testserver.application import BearerTokenApplication
-from scim2_server.testserver.cli import ThreadingWSGIServer
-from scim2_server.utils import load_default_provider
 
-SCIM_TOKEN = "scim-t0ken-for-access-tests"
-USER = "urn:ietf:params:scim:schemas:core:2.0:User"
-GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+from tests.support.scim import GROUP, SCIM_TOKEN, USER, ScimServer
 
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-class ScimServer:
-    """scim2-server's WSGI application behind a switch: while ``down`` it answers every request 503, as a SCIM
-    service in an outage does, and keeps its data for when it comes back."""
-
-    def __init__(self):
-        self.down = False
-        self.down_after_patch = False
-        app = BearerTokenApplication(InMemoryStorage(), load_default_provider(), bearer_tokens=[SCIM_TOKEN])
-
-        def switched(environ, start_response):
-            if self.down:
-                start_response("503 Service Unavailable", [("Content-Type", "application/scim+json")])
-                return [b'{"detail": "maintenance"}']
-            if environ["REQUEST_METHOD"] == "PATCH" and self.down_after_patch:
-                # The change is made, then the service goes down before anyone can read it back.
-                self.down = True
-            return app(environ, start_response)
-
-        self._server = make_server(
-            "127.0.0.1", 0, switched, server_class=ThreadingWSGIServer, handler_class=_QuietHandler
-        )
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v2"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-        self.api = httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {SCIM_TOKEN}"})
-        self.ids: dict[str, str] = {}
-        self.patches = 0
-
-    def stop(self) -> None:
-        self.api.close()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def add_user(self, user_name: str) -> str:
-        response = self.api.post("/Users", json={"schemas": [USER], "userName": user_name})
-        assert response.status_code == 201, response.text
-        self.ids[user_name] = response.json()["id"]
-        return self.ids[user_name]
-
-    def add_group(self, name: str, members: list[str]) -> str:
-        body = {"schemas": [GROUP], "displayName": name, "members": [{"value": self.ids[m]} for m in members]}
-        response = self.api.post("/Groups", json=body)
-        assert response.status_code == 201, response.text
-        return response.json()["id"]
-
-    def members(self, group_id: str) -> set[str]:
-        response = self.api.get(f"/Groups/{group_id}")
-        assert response.status_code == 200, response.text
-        by_id = {v: k for k, v in self.ids.items()}
-        return {by_id.get(m["value"], m["value"]) for m in response.json().get("members", [])}
+__all__ = ["GROUP", "SCIM_TOKEN", "USER", "Clock", "ScimServer"]
 
 
 class Clock:

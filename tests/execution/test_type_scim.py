@@ -7,16 +7,8 @@ and execution really changes its members.
 
 from __future__ import annotations
 
-import threading
-from wsgiref.simple_server import WSGIRequestHandler, make_server
-
-import httpx
 import pytest
 from django.core.exceptions import ValidationError
-from scim2_server.memory import InMemoryStorage
-from scim2_server.testserver.application import BearerTokenApplication
-from scim2_server.testserver.cli import ThreadingWSGIServer
-from scim2_server.utils import load_default_provider
 
 from agents.services import grant_capability
 from approvals import services
@@ -27,60 +19,10 @@ from audit.models import AuditEvent
 from catalog import registry
 from tests import factories
 from tests.conftest import CLI
+from tests.support.scim import GROUP, SCIM_TOKEN, USER, ScimServer
 
 pytestmark = pytest.mark.django_db
-
-SCIM_TOKEN = "scim-t0ken-that-must-never-show"
-USER = "urn:ietf:params:scim:schemas:core:2.0:User"
-GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-class ScimServer:
-    """scim2-server's WSGI application with a bearer token, served by wsgiref in a thread."""
-
-    def __init__(self):
-        app = BearerTokenApplication(InMemoryStorage(), load_default_provider(), bearer_tokens=[SCIM_TOKEN])
-        self._server = make_server("127.0.0.1", 0, app, server_class=ThreadingWSGIServer, handler_class=_QuietHandler)
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v2"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-        self.api = httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {SCIM_TOKEN}"})
-        self.ids: dict[str, str] = {}
-
-    def stop(self):
-        if self._thread is None:
-            return
-        self.api.close()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-        self._thread = None
-
-    def add_user(self, user_name: str) -> str:
-        response = self.api.post("/Users", json={"schemas": [USER], "userName": user_name})
-        assert response.status_code == 201, response.text
-        self.ids[user_name] = response.json()["id"]
-        return self.ids[user_name]
-
-    def add_group(self, name: str, members: list[str]) -> str:
-        body = {"schemas": [GROUP], "displayName": name, "members": [{"value": self.ids[m]} for m in members]}
-        response = self.api.post("/Groups", json=body)
-        assert response.status_code == 201, response.text
-        return response.json()["id"]
-
-    def group(self, group_id: str) -> dict:
-        response = self.api.get(f"/Groups/{group_id}")
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def members(self, group_id: str) -> set[str]:
-        by_id = {v: k for k, v in self.ids.items()}
-        return {by_id.get(m["value"], m["value"]) for m in self.group(group_id).get("members", [])}
+__all__ = ["GROUP", "SCIM_TOKEN", "USER", "ScimServer"]  # other modules take the server from here too
 
 
 @pytest.fixture

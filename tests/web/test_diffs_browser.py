@@ -16,7 +16,6 @@ from agents.services import grant_capability
 from approvals.services.credentials import create_credential
 from tests import factories
 from tests.conftest import CLI
-from tests.execution.test_type_scim import SCIM_TOKEN, USER, ScimServer
 from tests.support.browser_support import (  # noqa: F401 - fixtures, found by pytest in this module's namespace
     allow_sync_orm_beside_playwright,
     browser,
@@ -28,6 +27,7 @@ from tests.support.browser_support import (  # noqa: F401 - fixtures, found by p
     screenshot,
     wait_until_live,
 )
+from tests.support.scim import SCIM_TOKEN, USER, ScimServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
