@@ -115,7 +115,7 @@ def read_action_for(principal, action_id) -> ActionRequest | None:
     if row is None:
         return None
     action = _action_from_row(row)
-    action.hold_reviews(_reviews_of(action.id))
+    action.hold_reviews(reviews_with_counts(action.id))
     return action
 
 
@@ -146,9 +146,6 @@ def _action_from_row(row: tuple, related: dict | None = None) -> ActionRequest:
 def reviews_with_counts(action_id) -> list[Review]:
     """The action's reviews, oldest first, each with its reviewer's name and whether it ``counts`` (prepared)."""
     return [_review_from_row(row) for row in _REVIEWS.rows(action_id=action_id)]
-
-
-_reviews_of = reviews_with_counts
 
 
 def _review_from_row(row: tuple) -> Review:

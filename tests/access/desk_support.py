@@ -22,26 +22,9 @@ from tests.support.scim import SCIM_TOKEN, ScimServer
 REQUESTER = "ann.lee"
 
 
-class FlakyScim(ScimServer):
-    """scim2-server behind a switch: while ``down``, every request gets 503 (the target is down)."""
-
-    def __init__(self):
-        super().__init__()
-        self.down = False
-        app = self._server.get_app()
-
-        def switched(environ, start_response):
-            if self.down:
-                start_response("503 Service Unavailable", [("Content-Type", "application/json")])
-                return [b'{"detail": "maintenance"}']
-            return app(environ, start_response)
-
-        self._server.set_app(switched)
-
-
 @pytest.fixture
 def scim():
-    server = FlakyScim()
+    server = ScimServer()  # can go down: every request then 503 (tests/support/scim.py)
     for name in ("alice", "bob", "carol"):
         server.add_user(name)
     server.group_id = server.add_group("engineering", ["bob"])

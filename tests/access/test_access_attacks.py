@@ -17,40 +17,12 @@ from approvals.services import access
 from approvals.services.credentials import create_credential
 from audit.models import AuditEvent
 from tests import factories
-from tests.access.support import SCIM_TOKEN, ScimServer
+from tests.access.support import SCIM_TOKEN
 from tests.conftest import CLI
 
 pytestmark = pytest.mark.django_db
 
 EIGHT_HOURS = 8 * 3600
-
-
-@pytest.fixture
-def scim():
-    server = ScimServer()
-    for name in ("alice", "bob", "carol"):
-        server.add_user(name)
-    server.group_id = server.add_group("prod-admin", ["bob", "carol"])
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def scim_credential(scim):
-    return create_credential(
-        name="idp",
-        kind="scim_bearer",
-        secret=SCIM_TOKEN,
-        scope={"base_url": scim.base_url},
-        actor=CLI,
-        allow_preview_reads=True,
-    )
-
-
-@pytest.fixture
-def scim_agent(agent, scim_credential):
-    grant_capability(agent=agent, action_type="scim.group_membership", actor=CLI)
-    return agent
 
 
 @pytest.fixture

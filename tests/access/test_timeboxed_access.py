@@ -15,57 +15,21 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from agents.services import grant_capability
 from approvals import services
 from approvals.errors import Conflict, NotAllowed
 from approvals.models import AccessLease, ActionRequest, ActionStatus, Review
 from approvals.selectors.access import access_counts, active_access, failing_reverts
 from approvals.selectors.dashboard import dashboard_for
 from approvals.services import access
-from approvals.services.credentials import create_credential
 from audit.chain import verify_log
 from audit.models import AuditEvent
 from tests import factories
-from tests.access.support import SCIM_TOKEN, Clock, ScimServer
 from tests.conftest import CLI
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
 State = AccessLease.State
-
-
-@pytest.fixture
-def scim():
-    server = ScimServer()
-    for name in ("alice", "bob", "carol", "dave"):
-        server.add_user(name)
-    server.group_id = server.add_group("prod-admin", ["bob", "carol"])
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def scim_credential(scim):
-    return create_credential(
-        name="idp",
-        kind="scim_bearer",
-        secret=SCIM_TOKEN,
-        scope={"base_url": scim.base_url},
-        actor=CLI,
-        allow_preview_reads=True,
-    )
-
-
-@pytest.fixture
-def scim_agent(agent, scim_credential):
-    grant_capability(agent=agent, action_type="scim.group_membership", actor=CLI)
-    return agent
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    return Clock(monkeypatch)
 
 
 @pytest.fixture
