@@ -1,10 +1,11 @@
 """The one writer of audit events, and the chain verifier.
 
 ``hash = SHA-256(prev_hash || body)``, where ``body`` is the canonical JSON of the event (``event_body``),
-stored with the row exactly as it was hashed. Appends take a database-wide lock (a PostgreSQL transaction
-advisory lock; SQLite already serialises writers) so the chain stays linear under concurrent writers. The
-event is written in the caller's transaction: if it cannot be written, the change it records is rolled
-back with it (fail closed).
+stored with the row exactly as it was hashed. Linking an event on takes a database-wide lock (a PostgreSQL
+transaction advisory lock; SQLite already serialises writers) so the chain stays linear under concurrent writers;
+on PostgreSQL the commit of the event's transaction does it (``_append``, migration audit 0002), so the lock is
+held by commits only. The event is written in the caller's transaction: if it cannot be written or linked, the
+change it records is rolled back with it (fail closed).
 
 Verifying is two checks, both required: the chain (each stored body hashes, with the previous hash, to
 the stored hash; seqs are contiguous and each row links to the previous one) and the columns (each row's
@@ -28,7 +29,7 @@ from django.db import DataError, connection, connections, transaction
 from django.utils import timezone
 
 from audit.canonical import canonical_json
-from audit.models import AuditEvent, RefusalTally
+from audit.models import AuditEvent, RefusalTally, UnsealedEvent
 from config.request_id import get_request_id
 
 GENESIS_HASH = "0" * 64
@@ -60,9 +61,12 @@ def event_body(event: AuditEvent) -> dict[str, Any]:
 
     ``request_id`` joined later: it is hashed when set, so events written before it existed still verify.
     """
+    return {"seq": event.seq, "at": event.at.isoformat(), **_content(event)}
+
+
+def _content(event: AuditEvent) -> dict[str, Any]:
+    """``event_body`` but for ``seq`` and ``at``, which the chain gives an event when it links it on."""
     body = {
-        "seq": event.seq,
-        "at": event.at.isoformat(),
         "actor_type": event.actor_type,
         "actor": event.actor,
         "via": event.via,
@@ -106,8 +110,8 @@ def record_event(
     ``at`` never goes backwards along the chain (a clock stepping back gets the previous event's time),
     so a time range is also a seq range: the audit page and export filter on it through the ``at`` index.
 
-    On PostgreSQL an append is two round trips while the chain is locked: ``countersign_audit_lock_head`` (lock,
-    then read the head; migration 0010) and one plain INSERT of every event appended.
+    On PostgreSQL an append is one INSERT, and the commit links the events on (``_append``): the event returned has
+    its seq and hash once the transaction has committed, unless it was written in a block nested in a longer one.
     """
     conn = transaction.get_connection()
     if not conn.in_atomic_block:
@@ -160,6 +164,8 @@ def audited_atomic() -> Iterator[None]:
     the lock is held for one read of the head, one insert and the commit. Events recorded inside a block nested in
     this one are written at once (after those collected so far), so a savepoint that rolls back takes its events
     with it and the chain keeps the order they happened in. Any error inside rolls back the events with the rest.
+    On PostgreSQL the lock is now taken by the commit itself (``_append``); collecting still makes one INSERT of
+    the block's events.
     """
     with transaction.atomic():
         conn = transaction.get_connection()
@@ -177,26 +183,22 @@ def audited_atomic() -> Iterator[None]:
 
 
 def _append(events: list[AuditEvent]) -> None:
-    """Chain ``events`` on after the head, under the lock, in as few statements as the database allows."""
-    head = _lock_and_read_head()
-    prev_seq, prev_hash, prev_at = head if head else (0, GENESIS_HASH, None)
-    now = timezone.now()
-    at = max(now, prev_at) if prev_at else now
-    for event in events:
-        prev_seq += 1
-        event.seq, event.at, event.prev_hash = prev_seq, at, prev_hash
-        seal(event)
-        prev_hash = event.hash
+    """Chain ``events`` on after the head, in the caller's transaction.
+
+    PostgreSQL: they are written unsealed, and the transaction's commit links them on (migration audit 0002), so the
+    chain's lock is held only inside the commit. A block nested in a longer transaction (which may read its events
+    back, or go on for a while) has them sealed at once instead, and holds the lock to its end. SQLite, which
+    serialises writers anyway: sealed here, under the lock of its write transaction.
+    """
     if connection.vendor != "postgresql":
-        AuditEvent.objects.bulk_create(events)
+        _seal_here(events)
         return
-    # The ORM's save() cost more CPU than the statement, inside the locked section; the rows are the same.
-    values = ", ".join([_ROW] * len(events))
+    now = timezone.now()
     params: list[Any] = []
     for event in events:
+        event.at = now
         params += [
-            event.seq,
-            event.at,
+            now,
             event.actor_type,
             event.actor,
             event.via,
@@ -207,22 +209,59 @@ def _append(events: list[AuditEvent]) -> None:
             event.agent_name,
             canonical_json(event.data),
             event.request_id,
-            event.body,
-            event.prev_hash,
-            event.hash,
+            body_template(event),
         ]
+    table = connection.ops.quote_name(UnsealedEvent._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT_SQL.format(table=connection.ops.quote_name(AuditEvent._meta.db_table)) + values, params)
-    for event in events:
+        rows = ", ".join([_UNSEALED_ROW] * len(events))
+        cursor.execute(_UNSEALED_SQL.format(table=table) + rows + " RETURNING id", params)
+        ids = [row[0] for row in cursor.fetchall()]
+        if len(connection.atomic_blocks) == 1:  # this block is the transaction: its commit seals them
+            return
+        cursor.execute(_SEAL_SQL, [ids])
+        sealed = {row[0]: row[1:] for row in cursor.fetchall()}
+    for event, pending_id in zip(events, ids, strict=True):
+        event.seq, event.at, event.prev_hash, event.hash, event.body = sealed[pending_id]
         event._state.adding = False
         event._state.db = connection.alias
 
 
-_INSERT_SQL = (
-    "INSERT INTO {table} (seq, at, actor_type, actor, via, verb, object_type, object_id, action_id, agent_name, data, "
-    "request_id, body, prev_hash, hash) VALUES "
+_UNSEALED_SQL = (
+    "INSERT INTO {table} (at, actor_type, actor, via, verb, object_type, object_id, action_id, agent_name, data, "
+    "request_id, body) VALUES "
 )
-_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s)"
+_UNSEALED_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)"
+_SEAL_SQL = (
+    "SELECT sealed_id, sealed_seq, sealed_at, sealed_prev_hash, sealed_hash, sealed_body "
+    "FROM countersign_audit_seal(%s::bigint[])"
+)
+
+# Where the database writes an unsealed event's time and seq into its body (neither character can occur in
+# canonical JSON otherwise: it escapes every control character).
+AT_MARK, SEQ_MARK = "\x01", "\x02"
+
+
+def body_template(event: AuditEvent) -> str:
+    """``canonical_json(event_body(event))`` with the values of ``at`` and ``seq`` left as ``AT_MARK`` and
+    ``SEQ_MARK``, for the commit to fill in (migration audit 0002): the same text, built item by item the way the
+    canonical encoder joins a flat object's sorted items."""
+    items = {key: canonical_json(key) + ":" + canonical_json(value) for key, value in _content(event).items()}
+    items["at"] = '"at":' + AT_MARK
+    items["seq"] = '"seq":' + SEQ_MARK
+    return "{" + ",".join(items[key] for key in sorted(items)) + "}"
+
+
+def _seal_here(events: list[AuditEvent]) -> None:
+    head = _lock_and_read_head()
+    prev_seq, prev_hash, prev_at = head if head else (0, GENESIS_HASH, None)
+    now = timezone.now()
+    at = max(now, prev_at) if prev_at else now
+    for event in events:
+        prev_seq += 1
+        event.seq, event.at, event.prev_hash = prev_seq, at, prev_hash
+        seal(event)
+        prev_hash = event.hash
+    AuditEvent.objects.bulk_create(events)
 
 
 def _lock_and_read_head() -> tuple[int, str, datetime] | None:

@@ -70,3 +70,33 @@ class RefusalTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.verb} by {self.actor} at {self.minute:%H:%M}: {self.count}"
+
+
+class UnsealedEvent(models.Model):
+    """An audit event written by a transaction that has not committed yet (PostgreSQL only).
+
+    The transaction that records an event writes it here, without seq or hashes. Its commit moves it into the chain
+    (``AuditEvent``): a trigger deferred to the commit takes the chain's lock, links the event on after the head and
+    deletes this row, so the lock is held only by the commit itself, never while Python code runs (audit.chain,
+    migration 0002). Nothing is ever here once its transaction has ended: the table is UNLOGGED.
+    """
+
+    at = models.DateTimeField()  # the writer's clock; the chain takes the head's time if that is later
+    actor_type = models.CharField(max_length=16)
+    actor = models.CharField(max_length=150)
+    via = models.CharField(max_length=16, blank=True)
+    verb = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=32)
+    object_id = models.CharField(max_length=64)
+    action_id = models.UUIDField(null=True, blank=True)
+    agent_name = models.CharField(max_length=64, blank=True)
+    data = models.JSONField(default=dict)
+    request_id = models.CharField(max_length=64, blank=True, default="")
+    # The event's canonical JSON with its time and seq left as the markers \x01 and \x02 (audit.chain.body_template).
+    body = models.TextField()
+
+    class Meta:
+        db_table = "audit_unsealedevent"
+
+    def __str__(self) -> str:
+        return f"unsealed {self.verb} {self.object_type}:{self.object_id}"

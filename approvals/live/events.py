@@ -7,8 +7,16 @@ recipient could read anyway.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import TypedDict
+from typing import Any, TypedDict
+
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
+from django.conf import settings
 
 from approvals.models import OutboxMessage
 
@@ -37,6 +45,48 @@ def groups_for(event: ActionEvent) -> list[str]:
     if event["reviewer_group_id"] is not None:
         groups.append(reviewer_group(event["reviewer_group_id"]))
     return groups
+
+
+def send_to_groups(groups: Iterable[str], message: dict[str, Any]) -> None:
+    """Send ``message`` to every socket in ``groups``, from synchronous code, in one round trip to Redis.
+
+    On the pub/sub layer (config/settings/base.py) a group is a Redis channel named after it, and a message is
+    published there as the layer serialises it: this sends those same bytes to those same channels, pipelined, on a
+    client of its own. ``group_send`` is a coroutine per group that a synchronous caller reaches through
+    async_to_sync's hop to an event loop, then the layer's lock per connection: those took 12% of a proposal's CPU
+    (docs/BENCHMARKS.md). tests/web/test_live_publish.py checks a subscriber hears the same thing either way.
+    """
+    layer = get_channel_layer()
+    groups = list(groups)
+    if not isinstance(layer, RedisPubSubChannelLayer):  # another layer, configured by hand: its own way
+
+        async def send_each() -> None:
+            for group in groups:
+                await layer.group_send(group, message)
+
+        async_to_sync(send_each)()
+        return
+    config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    payload = layer.serialize(message)
+    with _publisher().pipeline(transaction=False) as pipe:
+        for group in groups:
+            pipe.publish(f"{config.get('prefix', 'asgi')}__group__{group}", payload)
+        pipe.execute()
+
+
+_publisher_lock = threading.Lock()
+_publisher_client: redis.Redis | None = None
+
+
+def _publisher() -> redis.Redis:
+    """One client per process, on the layer's Redis with its options (timeouts, the retry after a restart)."""
+    global _publisher_client
+    with _publisher_lock:
+        if _publisher_client is None:
+            (host,) = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]
+            options = dict(host) if isinstance(host, dict) else {"address": host}
+            _publisher_client = redis.Redis.from_url(options.pop("address"), **options)
+        return _publisher_client
 
 
 # --- catching up after a reconnect -----------------------------------------------------------

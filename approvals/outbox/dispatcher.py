@@ -18,16 +18,17 @@ delivers it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from approvals.live.events import groups_for
+from approvals.live.events import groups_for, send_to_groups
 from approvals.models import ActionRequest, OutboxMessage
 from approvals.models.grant import record_dispatch
 from approvals.outbox.transport import TransportError
@@ -66,8 +67,48 @@ def enqueue(kind: str, *, payload: dict, action_id=None, delay: float = 0) -> Ou
     # execution is redeemed at most once).
     held = None if kind in WORKER_KINDS else timezone.now() + WRITER_LEASE
     message = insert(OutboxMessage(kind=kind, payload=payload, action_id=action_id, claimed_until=held))
-    transaction.on_commit(lambda: deliver_ids([message.id], written=message))
+    kept = _kept_executions.get()
+    if kind == OutboxMessage.Kind.EXECUTE and kept is not None:
+        transaction.on_commit(lambda: kept.append(message))  # the caller executes it first (keep_executions)
+    else:
+        transaction.on_commit(lambda: deliver_ids([message.id], written=message))
     return message
+
+
+_kept_executions: ContextVar[list[OutboxMessage] | None] = ContextVar("countersign_kept_executions", default=None)
+
+
+@contextmanager
+def keep_executions() -> Iterator[list[OutboxMessage]]:
+    """Execute messages committed inside are kept for the caller instead of going to the broker after the commit.
+
+    For a caller that runs the execution itself, at once, in this process (the gateway's auto-approved call): handed
+    to the broker first, each message made a worker load the action only to find it already executed, which cost
+    the gateway a third of its throughput (docs/BENCHMARKS.md §10). The caller settles them with
+    ``settle_kept_executions`` once it has tried. Should this process die first, the message is still written,
+    and the sweep delivers it once the writer's lease has passed (the worker then runs it, or finds it done).
+    """
+    kept: list[OutboxMessage] = []
+    token = _kept_executions.set(kept)
+    try:
+        yield kept
+    finally:
+        _kept_executions.reset(token)
+
+
+def settle_kept_executions(kept: list[OutboxMessage], *, executed: bool) -> None:
+    """``executed``: the action left ``approved`` here (run, or found taken): the messages are done, no broker.
+    Otherwise (held by a pause, an error before the grant was redeemed) they are delivered as usual."""
+    if not kept:
+        return
+    if not executed:
+        for message in kept:
+            deliver_ids([message.id], written=message)
+        return
+    try:
+        _run(_EXECUTED_HERE_SQL, [timezone.now(), [message.id for message in kept]])
+    except Exception:  # like a failed delivery: the sweep delivers it later, and the worker finds it done
+        log.exception("could not settle execute messages %s; the sweep will deliver them", [m.id for m in kept])
 
 
 def _deliver_when_due(message_id: int, delay: float) -> None:
@@ -111,6 +152,10 @@ _TAKE_OVER_SQL = (
     "AND kind IN ('webhook', 'notify') "  # WORKER_KINDS
     "AND (kind <> 'webhook' OR NOT EXISTS (SELECT 1 FROM {table} earlier WHERE earlier.action_id = {table}.action_id "
     "AND earlier.kind = 'webhook' AND earlier.delivered_at IS NULL AND earlier.id < {table}.id))"
+)
+_EXECUTED_HERE_SQL = (
+    "UPDATE {table} SET delivered_at = %s, attempts = attempts + 1, claimed_until = NULL, last_error = '' "
+    "WHERE id = ANY(%s) AND delivered_at IS NULL"
 )
 _DELIVERED_SQL = (
     "UPDATE {table} SET delivered_at = %s, attempts = %s, claimed_until = NULL, last_error = '' WHERE id = %s"
@@ -215,14 +260,8 @@ def _hand_to_worker(message: OutboxMessage) -> None:
 
 
 def _deliver_push(message: OutboxMessage) -> None:
-    layer = get_channel_layer()
     event = {"type": "action.event", "event": {**message.payload, "seq": message.id}}
-
-    async def send_to_groups() -> None:
-        for group in groups_for(message.payload):
-            await layer.group_send(group, event)
-
-    async_to_sync(send_to_groups)()  # one trip to the event loop for all the groups, not one per group
+    send_to_groups(groups_for(message.payload), event)  # one round trip to Redis for all the groups
 
 
 def _deliver_execute(message: OutboxMessage) -> None:

@@ -39,6 +39,7 @@ from approvals.services.approval import mint_grant_and_enqueue
 from approvals.services.transitions import audit_action, lock_action, transition
 from audit.chain import Actor, record_event
 from catalog import registry
+from config.prepared import PreparedQuery
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +127,20 @@ def grant_capability(
 
 def has_live_key(agent: Agent) -> bool:
     """Whether the agent holds a key that is neither revoked nor expired (frozen or not)."""
-    now = timezone.now()
-    return (
-        AgentKey.objects.filter(agent=agent, revoked_at__isnull=True)
+    return _LIVE_KEY.first(agent_id=agent.pk, now=timezone.now()) is not None
+
+
+# Both are read at every redemption: compiled once (config/prepared.py), as the key and capability reads are.
+_LIVE_KEY = PreparedQuery(
+    lambda agent_id, now: (
+        AgentKey.objects.filter(agent_id=agent_id, revoked_at__isnull=True)
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        .exists()
-    )
+        .values_list("pk")[:1]
+    ),
+    agent_id=Agent._meta.pk,
+    now=AgentKey._meta.get_field("expires_at"),
+)
+_PAUSED = PreparedQuery(lambda: ExecutionSwitch.objects.filter(pk=1, paused=True).values_list("pk")[:1])
 
 
 def cancel_pending_actions(
@@ -243,7 +252,7 @@ def _locked_switch() -> ExecutionSwitch:
 
 def executions_paused() -> bool:
     """Read from the database at each redemption: the switch holds even where the cache is stale."""
-    return ExecutionSwitch.objects.filter(pk=1, paused=True).exists()
+    return _PAUSED.first() is not None
 
 
 def pause_executions(reason: str, actor: Actor) -> ExecutionSwitch:

@@ -47,7 +47,7 @@ from audit.canonical import digest
 from audit.chain import Actor, audited_atomic
 from catalog import registry
 from catalog.base import ActionType, ExecutionError
-from config.prepared import PreparedInstances
+from config.prepared import PreparedInstances, update
 
 log = logging.getLogger(__name__)
 WORKER = Actor.system("worker")
@@ -163,7 +163,7 @@ def _redeem(action_id):
             return None
         grant = cast(ExecutionGrant, grant)  # _grant_refusal refused a missing grant
         grant.redeemed_at = timezone.now()
-        grant.save(update_fields=["redeemed_at"])
+        update(grant)  # the row is locked (_NEWEST_GRANT_LOCKED): written whole, by a statement built once
         audit_action(action, actor=WORKER, verb="grant.redeemed", data={"grant": str(grant.id)})
         # The first beat: the sweep measures staleness from here until the heartbeat thread takes over.
         action.execution_heartbeat_at = grant.redeemed_at

@@ -13,9 +13,10 @@ rest exactly as the API would (``propose_action``: capability, schema, policy, a
   rest only the allow-listed headers (``COUNTERSIGN_GATEWAY_FORWARD_HEADERS``) become the action's headers;
   everything else a client sends on its own (User-Agent, Accept-Encoding, Content-Type, ...) is dropped.
 - An auto-approved call runs at once, in this process, through ``execute_action``: the same single-use grant
-  bound to the approved params, the same at-most-once redemption. The approval also queued the usual execute
-  task (a safety net should this process die first); whichever redeems the grant first runs the call, the other
-  finds the action no longer ``approved`` and does nothing.
+  bound to the approved params, the same at-most-once redemption. The approval also wrote the usual execute
+  message, kept back from the broker while this process runs the call (``keep_executions``): settled once the call
+  ran, delivered as usual if it did not (executions paused), and delivered by the sweep should this process die
+  first, to a worker that runs the call or finds it run.
 - A call that names a held action (``Countersign-Action``) is a replay: it must be the identical request (the same
   proposal digest), and never proposes or executes anything; a different request is refused and audited.
 """
@@ -35,6 +36,7 @@ from agents.models import Agent
 from approvals.action_types.http_request import FORBIDDEN_HEADERS, METHODS
 from approvals.errors import Conflict, InvalidInput, NotFound, ServiceError
 from approvals.models import ActionRequest, ActionStatus, Credential
+from approvals.outbox.dispatcher import keep_executions, settle_kept_executions
 from approvals.policies import rules as policies
 from approvals.services.execution import execute_action
 from approvals.services.proposals import Proposal, propose_action
@@ -137,11 +139,16 @@ def submit(agent: Agent, call: GatewayCall, *, replay: uuid.UUID | None = None) 
     proposal = proposal_for(agent, call)
     if replay is not None:
         return GatewayResult(action=_replayed(agent, call, proposal, replay))
-    action, _ = propose_action(agent=agent, proposal=proposal)
-    if action.status == ActionStatus.APPROVED and action.policy_effect == policies.AUTO_APPROVE:
-        execute_action(action.id)
-        return GatewayResult(action=ActionRequest.objects.get(id=action.id), executed_here=True)
-    return GatewayResult(action=action)
+    with keep_executions() as kept:
+        action, _ = propose_action(agent=agent, proposal=proposal)
+    executed = False
+    try:
+        if action.status == ActionStatus.APPROVED and action.policy_effect == policies.AUTO_APPROVE:
+            executed = execute_action(action.id) != ActionStatus.APPROVED
+            return GatewayResult(action=ActionRequest.objects.get(id=action.id), executed_here=True)
+        return GatewayResult(action=action)
+    finally:
+        settle_kept_executions(kept, executed=executed)
 
 
 def current(action_id: uuid.UUID) -> ActionRequest | None:

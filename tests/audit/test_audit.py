@@ -599,15 +599,15 @@ def waiting_for_an_advisory_lock() -> bool:
 
 
 def contend_with_a_lock_holder(second) -> tuple[AuditEvent, object]:
-    """A writer appends an event and keeps its transaction open (holding the chain lock); ``second`` runs on
-    another connection; once PostgreSQL shows it waiting for the lock, the first commits. Returns the first
-    writer's event and what ``second`` returned."""
+    """A writer appends an event, has it linked on at once (a block nested in its transaction: it holds the chain
+    lock from then on) and keeps its transaction open; ``second`` runs on another connection; once PostgreSQL shows
+    it waiting for the lock, the first commits. Returns the first writer's event and what ``second`` returned."""
     holds, release = threading.Event(), threading.Event()
     result: dict[str, object] = {}
 
     def first() -> None:
         try:
-            with transaction.atomic():
+            with transaction.atomic(), transaction.atomic():
                 result["first"] = record_event(
                     actor=Actor.system("test"), verb="test.first", object_type="t", object_id=1
                 )
@@ -649,17 +649,18 @@ def contend_with_a_lock_holder(second) -> tuple[AuditEvent, object]:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_head_is_read_after_the_lock_is_granted():
-    """The claim record_event rests on (countersign_audit_lock_head, migration 0010): each statement of a
-    VOLATILE PL/pgSQL function takes a new snapshot, so the head read after the lock is granted sees the
-    previous holder's commit, though the call began before it."""
+    """The claim the chain rests on (countersign_audit_seal, migration audit 0002): each statement of a VOLATILE
+    PL/pgSQL function takes a new snapshot, so the head read after the lock is granted sees the previous holder's
+    commit, though the commit that waited for it began before."""
     with transaction.atomic():
         record_event(actor=Actor.system("test"), verb="test.zero", object_type="t", object_id=0)
 
     def append():
         with transaction.atomic():
-            return record_event(actor=Actor.system("test"), verb="test.second", object_type="t", object_id=2)
+            record_event(actor=Actor.system("test"), verb="test.second", object_type="t", object_id=2)
 
-    first, second = contend_with_a_lock_holder(append)
+    first, _ = contend_with_a_lock_holder(append)
+    second = AuditEvent.objects.get(verb="test.second")  # linked on by its commit, which waited for the lock
     assert (second.seq, second.prev_hash) == (first.seq + 1, first.hash)
     assert second.at >= first.at
     assert "audit chain intact: 3 events verified" in verify()
@@ -670,7 +671,8 @@ def test_one_statement_that_locks_and_reads_would_fork_the_chain():
     """The control for the test above: lock and head in ONE statement read a snapshot taken before the wait,
     so the waiter sees the head from before the previous holder's commit (two events would get one seq)."""
     with transaction.atomic():
-        zero = record_event(actor=Actor.system("test"), verb="test.zero", object_type="t", object_id=0)
+        record_event(actor=Actor.system("test"), verb="test.zero", object_type="t", object_id=0)
+    zero = AuditEvent.objects.get(verb="test.zero")
 
     def lock_and_read_in_one_statement():
         with transaction.atomic(), connection.cursor() as cursor:

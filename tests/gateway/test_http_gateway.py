@@ -11,14 +11,18 @@ import time
 import httpx
 import pytest
 import requests
+from django.utils import timezone
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from approvals import services
-from approvals.models import ActionRequest, ActionStatus, ExecutionGrant
+from approvals.models import ActionRequest, ActionStatus, ExecutionGrant, OutboxMessage
+from approvals.outbox import dispatcher
+from approvals.outbox.dispatcher import keep_executions
 from approvals.policies import store as policy_store
-from approvals.services import containment
+from approvals.services import containment, gateway
 from approvals.services.credentials import create_credential
+from approvals.services.proposals import propose_action
 from audit.models import AuditEvent
 from tests.conftest import TARGET_SECRET
 from tests.factories import CLI
@@ -84,13 +88,42 @@ def test_an_auto_approved_get_returns_the_targets_answer_and_runs_exactly_once(
         "execution.started",
         "execution.succeeded",
     ]
-    # The approval also queued the usual execute task: the worker ran it and found the grant redeemed.
+    # The approval's execute message was kept from the broker and settled once the call ran here: no worker task.
     grant = ExecutionGrant.objects.get(action=action)
-    wait_until(lambda: f"execute-{grant.id}" in celery_worker.log() and "finished" in celery_worker.log(), timeout=20)
+    message = OutboxMessage.objects.get(action_id=action.id, kind=OutboxMessage.Kind.EXECUTE)
+    assert message.delivered_at is not None and grant.dispatches == 0
     time.sleep(0.5)
+    assert f"execute-{grant.id}" not in celery_worker.log()
     assert len(target.requests) == 1
     assert ExecutionGrant.objects.filter(action=action).count() == 1
     assert ActionRequest.objects.get(id=action.id).status == ActionStatus.SUCCEEDED
+
+
+def test_a_call_whose_process_died_before_running_it_is_run_once_by_a_worker(
+    gw_agent, gw_key, credential, target, reads_auto_approved, celery_worker
+):
+    """The execute message kept from the broker is written with the approval: if the process that was to run the
+    call dies first, the sweep hands it to a worker once the writer's lease has passed, and the call runs once."""
+    call = gateway.GatewayCall(
+        credential="internal-api",
+        method="GET",
+        path="/tickets/7",
+        query_string="",
+        headers=(("host", "127.0.0.1"), ("authorization", f"Bearer {gw_key}"), ("accept", "*/*")),
+    )
+    with keep_executions():  # the process dies here: it neither runs the call nor settles the message
+        action, _ = propose_action(agent=gw_agent, proposal=gateway.proposal_for(gw_agent, call))
+    assert action.status == ActionStatus.APPROVED and target.requests == []
+    message = OutboxMessage.objects.get(action_id=action.id, kind=OutboxMessage.Kind.EXECUTE)
+    assert message.delivered_at is None
+    assert dispatcher.sweep() == 0  # still the writer's, within its lease
+
+    past = timezone.now() - dispatcher.WRITER_LEASE
+    OutboxMessage.objects.filter(id=message.id).update(created_at=past, claimed_until=past)  # the lease has passed
+    assert dispatcher.sweep() == 1
+    wait_until(lambda: ActionRequest.objects.get(id=action.id).status == ActionStatus.SUCCEEDED, timeout=30)
+    assert len(target.requests) == 1 and target.requests[0].path == "/tickets/7"
+    assert ExecutionGrant.objects.get(action=action).dispatches == 1
 
 
 def test_allowed_target_headers_pass_when_the_credential_shows_headers(
