@@ -157,15 +157,11 @@ _BATCH = "countersign_audit_batch"
 def audited_atomic() -> Iterator[None]:
     """``transaction.atomic()`` whose audit events are appended to the chain together, at the end of the block.
 
-    The chain's lock serialises every writer of the log, and a transaction holds it from its first event to its
-    commit. Written as they happen, a proposal or a decision held it across all its other writes (the action, its
-    reviews, the grant, the outbox), and under load across the waits of a busy process, so that concurrent state
-    changes queued on it (docs/BENCHMARKS.md). Collected here, they are appended as the block's last statements:
-    the lock is held for one read of the head, one insert and the commit. Events recorded inside a block nested in
+    The events are written as the block's last statement, one INSERT for all of them, instead of one each as they
+    happen; on PostgreSQL the commit then links them into the chain under its lock (``_append``), and on SQLite the
+    lock is the write transaction's, held from that INSERT to the commit. Events recorded inside a block nested in
     this one are written at once (after those collected so far), so a savepoint that rolls back takes its events
     with it and the chain keeps the order they happened in. Any error inside rolls back the events with the rest.
-    On PostgreSQL the lock is now taken by the commit itself (``_append``); collecting still makes one INSERT of
-    the block's events.
     """
     with transaction.atomic():
         conn = transaction.get_connection()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import BooleanField, ExpressionWrapper, Prefetch, QuerySet
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Prefetch, QuerySet
 
 from agents.models import Agent
 from approvals.models import ActionRequest, Review
@@ -57,7 +57,8 @@ def reviewed_by(user, action_id) -> ActionRequest | None:
 # --- the API's read of one action: prepared statements (config/prepared.py) ---------------------------------------
 # Agents read their actions on every poll, so the API reads one action with two statements compiled once per
 # process instead of three built anew (docs/BENCHMARKS.md): the action with what present_action shows of its agent,
-# requester and reviewer group, then its reviews, each marked whether it counts (counted_approvals, as above).
+# requester and reviewer group, then its reviews, each marked whether it counts (counted_approvals, as above); only
+# the first when the action has no reviews yet (it says so).
 
 # The fields the API presents (presenters.API_FIELDS), not the context (up to 64 KiB of JSON) nor bookkeeping times.
 _ACTION_FIELDS = [f.attname for f in ActionRequest._meta.concrete_fields if f.attname in API_FIELDS]
@@ -72,16 +73,23 @@ def _action_row(qs: QuerySet) -> QuerySet:
     return qs.values_list(*_ACTION_COLUMNS, *_RELATED_COLUMNS)
 
 
+def _one_action_row(qs: QuerySet) -> QuerySet:
+    """``_action_row`` and whether the action has reviews at all, in the same statement: a pending action (what an
+    agent polls) has none, and then its reviews are not read."""
+    reviewed = Exists(Review.objects.filter(action_id=OuterRef("pk")))
+    return qs.annotate(reviewed=reviewed).values_list(*_ACTION_COLUMNS, *_RELATED_COLUMNS, "reviewed")
+
+
 _AGENTS_ACTION = PreparedQuery(
-    lambda action_id, agent_id: _action_row(ActionRequest.objects.filter(id=action_id, agent_id=agent_id)),
+    lambda action_id, agent_id: _one_action_row(ActionRequest.objects.filter(id=action_id, agent_id=agent_id)),
     action_id=_ACTION_PK,
     agent_id=Agent._meta.pk,
 )
 _STAFFS_ACTION = PreparedQuery(
-    lambda action_id: _action_row(ActionRequest.objects.filter(id=action_id)), action_id=_ACTION_PK
+    lambda action_id: _one_action_row(ActionRequest.objects.filter(id=action_id)), action_id=_ACTION_PK
 )
 _REVIEWERS_ACTION = PreparedQuery(
-    lambda action_id, user_id: _action_row(
+    lambda action_id, user_id: _one_action_row(
         ActionRequest.objects.filter(
             id=action_id,
             reviewer_group_id__in=_User.groups.through.objects.filter(user_id=user_id).values("group_id"),
@@ -114,8 +122,9 @@ def read_action_for(principal, action_id) -> ActionRequest | None:
         row = _REVIEWERS_ACTION.first(action_id=action_id, user_id=principal.pk)
     if row is None:
         return None
-    action = _action_from_row(row)
-    action.hold_reviews(reviews_with_counts(action.id))
+    *row, reviewed = row
+    action = _action_from_row(tuple(row))
+    action.hold_reviews(reviews_with_counts(action.id) if reviewed else [])
     return action
 
 

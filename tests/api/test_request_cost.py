@@ -213,6 +213,22 @@ def test_a_read_is_three_statements_and_loads_nothing_on_first_use(agent_api, re
     assert len(queries) == 3, [q["sql"][:80] for q in queries]
 
 
+@pytest.mark.django_db
+def test_a_pending_action_is_read_in_two_statements_and_a_review_is_seen_at_once(agent_api, reviewer_api):
+    """The read says whether the action has reviews; a pending action (what an agent polls) has none, so its
+    reviews are not read. The first review is then seen on the very next read."""
+    action_id = _policy_effects(reviewer_api, agent_api)[0]  # pending, no review
+    agent_api.get(f"/api/v1/actions/{action_id}")
+    with CaptureQueriesContext(connection) as queries:
+        pending = agent_api.get(f"/api/v1/actions/{action_id}").json()
+    assert len(queries) == 2, [q["sql"][:80] for q in queries]
+    assert pending["status"] == "pending" and pending["approved_by"] == [] and pending["approvals"] == 0
+
+    assert reviewer_api.post(f"/api/v1/actions/{action_id}/approve", {}, format="json").status_code == 200
+    approved = agent_api.get(f"/api/v1/actions/{action_id}").json()
+    assert approved["status"] == "approved" and approved["approvals"] == 1 and len(approved["approved_by"]) == 1
+
+
 # --- revocation and freezing still bite on the very next request ---------------------------------------------------
 
 
