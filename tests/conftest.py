@@ -119,6 +119,21 @@ def credential(target, db):
 # --- real processes ----------------------------------------------------------------
 
 
+@pytest.fixture
+def scim_credential(scim):
+    """The SCIM credential "idp" on the test's ``scim`` server (tests/support/scim.py; each suite seeds its own)."""
+    from tests.support.scim import SCIM_TOKEN
+
+    return create_credential(
+        name="idp",
+        kind="scim_bearer",
+        secret=SCIM_TOKEN,
+        scope={"base_url": scim.base_url},
+        actor=CLI,
+        allow_preview_reads=True,
+    )
+
+
 @pytest.fixture(scope="session")
 def stack_env(django_db_setup, django_db_blocker):
     """Environment for subprocesses: the test database pytest-django created, and the test Redis."""

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
-
 from approvals.action_types.slack_post import (
     THREAD_TS_PATTERN,
     SlackChannelClient,
     SlackPostMessage,
-    api_url,
 )
-from catalog.base import ExecutionError, ParamsRejected, Preview, shorten
+from catalog.base import Preview, shorten
 
 
 class SlackMessageDeleter(SlackChannelClient):
@@ -26,6 +23,10 @@ class SlackMessageDeleter(SlackChannelClient):
 
 
 class SlackDeleteMessage(SlackPostMessage):
+    """Checked and given its client as a post is (the credential's channel scope, at proposal and again at execution),
+    with a client that can only delete."""
+
+    client_class = SlackMessageDeleter
     name = "slack.delete_message"
     title = "Delete a Slack message"
     description = (
@@ -46,24 +47,6 @@ class SlackDeleteMessage(SlackPostMessage):
 
     def describe(self, params: dict[str, Any]) -> str:
         return f"Delete the message {shorten(params.get('ts') or '', 30)} in {shorten(params.get('channel') or '', 81)}"
-
-    def check_params(self, params: dict[str, Any], credential) -> None:
-        super().check_params(params, credential)
-
-    def make_client(self, credential, params: dict[str, Any], *, idempotency_key: str) -> SlackMessageDeleter:
-        if credential is None or not credential.reveal():
-            raise ExecutionError("no Slack bot token")
-        try:
-            self.check_params(params, credential)
-        except ParamsRejected as exc:
-            raise ExecutionError(f"refused: {exc}") from None
-        return SlackMessageDeleter(
-            token=credential.reveal(),
-            channel=params["channel"],
-            thread_ts=None,
-            base_url=api_url(),
-            timeout=settings.COUNTERSIGN_HTTP_TIMEOUT_SECONDS,
-        )
 
     def execute(self, params: dict[str, Any], client: SlackMessageDeleter) -> dict[str, Any]:
         data = client.delete_message(params["ts"])

@@ -146,6 +146,7 @@ def _api_error(method: str, exc: SlackApiError, client: SlackChannelClient) -> E
 
 
 class SlackPostMessage(ActionType):
+    client_class: type[SlackChannelClient] = SlackChannelClient  # what make_client hands execute()
     name = "slack.post_message"
     title = "Post a Slack message"
     description = (
@@ -212,7 +213,7 @@ class SlackPostMessage(ActionType):
             self.check_params(params, credential)
         except ParamsRejected as exc:
             raise ExecutionError(f"refused: {exc}") from None
-        return SlackChannelClient(
+        return self.client_class(
             token=credential.reveal(),
             channel=params["channel"],
             thread_ts=params.get("thread_ts"),

@@ -1,12 +1,12 @@
-"""The access tests' shared SCIM target (tests/support/scim.py), its credential and agent, and a clock they move."""
+"""The access tests' shared SCIM target (tests/support/scim.py), its agent, and a clock they move (the credential:
+``scim_credential`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from agents.services import grant_capability
-from approvals.services.credentials import create_credential
-from tests.access.support import SCIM_TOKEN, Clock, ScimServer
+from tests.access.support import Clock, ScimServer
 from tests.conftest import CLI
 
 
@@ -19,18 +19,6 @@ def scim():
     server.group_id = server.add_group("prod-admin", ["bob", "carol"])
     yield server
     server.stop()
-
-
-@pytest.fixture
-def scim_credential(scim):
-    return create_credential(
-        name="idp",
-        kind="scim_bearer",
-        secret=SCIM_TOKEN,
-        scope={"base_url": scim.base_url},
-        actor=CLI,
-        allow_preview_reads=True,
-    )
 
 
 @pytest.fixture

@@ -10,14 +10,11 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from agents.services import grant_capability
 from approvals import services
 from approvals.models import AccessLease, ActionRequest, ActionStatus, Review
 from approvals.services import access as access_services
-from approvals.services.credentials import create_credential
 from tests import factories
-from tests.conftest import CLI
-from tests.support.scim import SCIM_TOKEN, ScimServer
+from tests.support.scim import ScimServer
 
 REQUESTER = "ann.lee"
 
@@ -44,18 +41,9 @@ def requester(db):
 
 
 @pytest.fixture
-def idp(scim, agent, requester):
+def idp(scim_agent, requester):
     """The SCIM credential, and the agent allowed to change memberships with it."""
-    create_credential(
-        name="idp",
-        kind="scim_bearer",
-        secret=SCIM_TOKEN,
-        scope={"base_url": scim.base_url},
-        actor=CLI,
-        allow_preview_reads=True,
-    )
-    grant_capability(agent=agent, action_type="scim.group_membership", actor=CLI)
-    return agent
+    return scim_agent
 
 
 def grant_params(duration: Any = "PT2H", add=("alice",)) -> dict[str, Any]:

@@ -7,33 +7,18 @@ import threading
 import pytest
 from django.db import connection
 
-from agents.services import grant_capability
 from approvals import services
 from approvals.models import AccessLease, ActionRequest, ActionStatus, Review
 from approvals.services import access
-from approvals.services.credentials import create_credential
 from audit.models import AuditEvent
 from tests import factories
-from tests.access.support import SCIM_TOKEN, Clock, ScimServer
 from tests.conftest import CLI
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def scim():
-    server = ScimServer()
-    for name in ("alice", "bob"):
-        server.add_user(name)
-    server.group_id = server.add_group("prod-admin", ["bob"])
-    yield server
-    server.stop()
-
-
-def test_concurrent_sweeps_and_an_early_end_start_one_revert(scim, agent, reviewer, second_reviewer, monkeypatch):
-    clock = Clock(monkeypatch)
-    create_credential(name="idp", kind="scim_bearer", secret=SCIM_TOKEN, scope={"base_url": scim.base_url}, actor=CLI)
-    grant_capability(agent=agent, action_type="scim.group_membership", actor=CLI)
+def test_concurrent_sweeps_and_an_early_end_start_one_revert(scim_agent, reviewer, second_reviewer, clock):
+    agent = scim_agent
     original = factories.propose(
         agent,
         "scim.group_membership",

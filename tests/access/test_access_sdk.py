@@ -6,31 +6,15 @@ import pytest
 from countersign import Countersign
 from countersign.mcp.server import describe, tools
 
-from agents.services import grant_capability
 from approvals import services
 from approvals.models import ActionRequest, ActionStatus, Review
-from approvals.services.credentials import create_credential
 from tests import factories
-from tests.access.support import SCIM_TOKEN, ScimServer
-from tests.conftest import CLI
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def scim():
-    server = ScimServer()
-    for name in ("alice", "bob"):
-        server.add_user(name)
-    server.group_id = server.add_group("prod-admin", ["bob"])
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def cs(web_server, agent, agent_key, scim):
-    create_credential(name="idp", kind="scim_bearer", secret=SCIM_TOKEN, scope={"base_url": scim.base_url}, actor=CLI)
-    grant_capability(agent=agent, action_type="scim.group_membership", actor=CLI)
+def cs(web_server, scim_agent, agent_key):
     with Countersign(web_server.url, agent_key, timeout=15) as client:
         yield client
 

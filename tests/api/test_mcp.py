@@ -17,7 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 from approvals.models import ActionRequest
 from tests.conftest import ARTIFACTS
 from tests.support.live_reviewer import LiveReviewer
-from tests.support.servers import VENV_BIN, ManagedProcess, free_port, process_env, wait_until
+from tests.support.servers import VENV_BIN, free_port, process_env, start_mcp_http
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,22 +32,12 @@ def rita(web_server, reviewer):
 @pytest.fixture
 def mcp_http(web_server):
     port = free_port()
-    server = ManagedProcess(
+    server, url = start_mcp_http(
         "mcp-http",
         [str(VENV_BIN / "countersign-mcp"), "--transport", "http", "--port", str(port), "--url", web_server.url],
-        process_env("", ""),
+        port,
         ARTIFACTS / "logs",
-    ).start()
-    url = f"http://127.0.0.1:{port}/mcp"
-
-    def up():
-        try:
-            return httpx.post(url, json={}, timeout=1).status_code == 401
-        except httpx.HTTPError:
-            assert server.proc.poll() is None, server.log()
-            return False
-
-    wait_until(up, timeout=30, message="countersign-mcp to listen")
+    )
     yield url
     server.stop()
 

@@ -153,3 +153,24 @@ def test_a_block_nested_in_a_longer_transaction_sees_its_seqs_at_once():
         record_event(actor=Actor.system("test"), verb="test.second", object_type="t", object_id="2")
     assert AuditEvent.objects.get(verb="test.second").prev_hash == first.hash
     assert verify_log().checked == 2
+
+
+def test_an_event_the_commit_cannot_link_rolls_back_the_change_it_records():
+    """Fail closed at commit too: if linking the event fails there, the transaction and its change roll back."""
+    from django.contrib.auth.models import Group
+    from django.db import IntegrityError
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"ALTER TABLE {AuditEvent._meta.db_table} ADD CONSTRAINT test_refuse_at_commit "
+            "CHECK (verb <> 'test.refused_at_commit') NOT VALID"
+        )
+    try:
+        with pytest.raises(IntegrityError, match="test_refuse_at_commit"), transaction.atomic():
+            Group.objects.create(name="made-by-the-refused-change")
+            record_event(actor=Actor.system("test"), verb="test.refused_at_commit", object_type="t", object_id="1")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {AuditEvent._meta.db_table} DROP CONSTRAINT test_refuse_at_commit")
+    assert not Group.objects.filter(name="made-by-the-refused-change").exists()
+    assert not AuditEvent.objects.exists() and not UnsealedEvent.objects.exists()

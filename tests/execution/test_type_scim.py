@@ -37,18 +37,6 @@ def scim():
 
 
 @pytest.fixture
-def scim_credential(scim):
-    return create_credential(
-        name="idp",
-        kind="scim_bearer",
-        secret=SCIM_TOKEN,
-        scope={"base_url": scim.base_url},
-        actor=CLI,
-        allow_preview_reads=True,
-    )
-
-
-@pytest.fixture
 def scim_agent(agent):
     grant_capability(agent=agent, action_type="scim.group_membership", actor=CLI)
     return agent

@@ -25,7 +25,7 @@ from audit.models import AuditEvent
 from tests.conftest import ARTIFACTS, token_client
 from tests.factories import CLI, AgentFactory
 from tests.gateway.mcp_support import STAFF, call_body
-from tests.support.servers import ManagedProcess, free_port, process_env, wait_until
+from tests.support.servers import free_port, start_mcp_http
 
 pytestmark = pytest.mark.django_db
 UPSTREAM_TOKEN = "upstream-tok-9f8e7d6c5b4a-never-shown"
@@ -34,25 +34,10 @@ SCRIPT = Path(__file__).with_name("mcp_http_upstream.py")
 
 @pytest.fixture(scope="module")
 def upstream_url():
-    import httpx
-
     port = free_port()
-    server = ManagedProcess(
-        "mcp-careless-upstream",
-        [sys.executable, str(SCRIPT), str(port), UPSTREAM_TOKEN],
-        process_env("", ""),
-        ARTIFACTS / "logs",
-    ).start()
-    url = f"http://127.0.0.1:{port}/mcp"
-
-    def up():
-        try:
-            return httpx.post(url, json={}, timeout=1).status_code == 401
-        except httpx.HTTPError:
-            assert server.proc.poll() is None, server.log()
-            return False
-
-    wait_until(up, timeout=30, message="the upstream to listen")
+    server, url = start_mcp_http(
+        "mcp-careless-upstream", [sys.executable, str(SCRIPT), str(port), UPSTREAM_TOKEN], port, ARTIFACTS / "logs"
+    )
     yield url
     server.stop()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
@@ -18,7 +17,7 @@ from approvals.models import ActionRequest
 from tests.conftest import ARTIFACTS
 from tests.gateway.mcp_support import commits, git, git_reads_rule, git_upstream, make_repo
 from tests.support.live_reviewer import LiveReviewer
-from tests.support.servers import VENV_BIN, ManagedProcess, free_port, process_env, wait_until
+from tests.support.servers import VENV_BIN, free_port, process_env, start_mcp_http
 
 pytestmark = pytest.mark.django_db(transaction=True)
 STATIC_TOOLS = {"list_action_types", "propose_action", "get_action", "wait_for_action", "cancel_action"}
@@ -48,25 +47,15 @@ def stack(tmp_path, owner, celery_worker):
 def mcp_http(web_server):
     """countersign-mcp over HTTP that holds a gateway call for one second only, then answers "pending review"."""
     port = free_port()
-    server = ManagedProcess(
+    server, url = start_mcp_http(
         "mcp-http-gateway",
         [
             str(VENV_BIN / "countersign-mcp"),
             *("--transport", "http", "--port", str(port), "--url", web_server.url, "--tool-wait", "1"),
         ],
-        process_env("", ""),
+        port,
         ARTIFACTS / "logs",
-    ).start()
-    url = f"http://127.0.0.1:{port}/mcp"
-
-    def up():
-        try:
-            return httpx.post(url, json={}, timeout=1).status_code == 401
-        except httpx.HTTPError:
-            assert server.proc.poll() is None, server.log()
-            return False
-
-    wait_until(up, timeout=30, message="countersign-mcp to listen")
+    )
     yield url
     server.stop()
 

@@ -158,6 +158,23 @@ class ManagedProcess:
         self._log.close()
 
 
+def start_mcp_http(name: str, args: list[str], port: int, log_dir: Path) -> tuple[ManagedProcess, str]:
+    """Start an MCP server speaking streamable HTTP on ``port`` (``args``: its command line) and wait until it
+    answers; it refuses a request without its bearer token (401), which is how it shows it listens."""
+    server = ManagedProcess(name, args, process_env("", ""), log_dir).start()
+    url = f"http://127.0.0.1:{port}/mcp"
+
+    def up() -> bool:
+        try:
+            return httpx.post(url, json={}, timeout=1).status_code == 401
+        except httpx.HTTPError:
+            assert server.proc.poll() is None, server.log()
+            return False
+
+    wait_until(up, timeout=30, message=f"{name} to listen")
+    return server, url
+
+
 def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker", concurrency: int = 2) -> ManagedProcess:
     worker = ManagedProcess(
         name,
