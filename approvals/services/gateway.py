@@ -247,21 +247,29 @@ def _plain_connection(value: str) -> bool:
 
 
 def _query(query_string: str) -> dict[str, str]:
-    if not query_string:
+    return _fields(query_string, what="query parameter", field="query")
+
+
+def _fields(text: str, *, what: str, field: str) -> dict[str, str]:
+    """A query string or form body as names and values: each name once (the target could read either of two),
+    UTF-8, and no NUL (which no stored parameter can hold); anything else is refused, naming ``what``."""
+    if not text:
         return {}
     try:
-        pairs = parse_qsl(query_string, keep_blank_values=True, encoding="utf-8", errors="strict")
+        pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
-        raise InvalidInput("The query string is not valid UTF-8.") from None
-    query: dict[str, str] = {}
+        raise InvalidInput(f"A {what} is not valid UTF-8.", errors={field: ["not UTF-8"]}) from None
+    fields: dict[str, str] = {}
     for name, value in pairs:
-        if name in query:
+        if name in fields:
             raise InvalidInput(
-                f"The query parameter {name!r} is given twice; the gateway passes each parameter once.",
-                errors={"query": [f"{name} given twice"]},
+                f"The {what} {name!r} is given twice; the gateway passes each one once.",
+                errors={field: [f"{name} given twice"]},
             )
-        query[name] = value
-    return query
+        if "\x00" in name or "\x00" in value:
+            raise InvalidInput(f"A {what} contains a NUL character.", errors={field: ["NUL character"]})
+        fields[name] = value
+    return fields
 
 
 def _body(call: GatewayCall) -> dict[str, Any]:
@@ -277,16 +285,9 @@ def _body(call: GatewayCall) -> dict[str, Any]:
     if content_type == FORM_TYPE:
         try:
             text = call.body.decode("utf-8")
-            pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
         except UnicodeDecodeError:
-            raise InvalidInput("The form is not valid UTF-8.") from None
-        form: dict[str, str] = {}
-        for name, value in pairs:
-            if name in form:
-                raise InvalidInput(f"The form field {name!r} is given twice.", errors={"body": [f"{name} twice"]})
-            if "\x00" in name or "\x00" in value:
-                raise InvalidInput("The form contains a NUL character.")
-            form[name] = value
+            raise InvalidInput("The form is not valid UTF-8.", errors={"body": ["not UTF-8"]}) from None
+        form = _fields(text, what="form field", field="body")
         return {"form": form} if form else {}
     raise GatewayRefusal(
         f"A {content_type or 'untyped'} body does not pass the gateway: send JSON or a form "

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.test import override_settings
 
+from approvals.errors import InvalidInput
 from approvals.models import ActionRequest
 from approvals.services import gateway
 from approvals.services.credentials import create_credential
@@ -217,6 +218,15 @@ def test_a_form_body_passes_as_form_fields(web_server, gw_key, credential, targe
     assert action.params["form"] == {"title": "Disk full", "priority": "high"}
 
 
+def test_a_nul_in_the_query_is_a_problem_and_reaches_nothing(web_server, gw_key, credential, target):
+    status, headers, data = raw_call(
+        web_server.url, "GET", "/gateway/internal-api/tickets?q=a%00b", [("Authorization", f"Bearer {gw_key}")]
+    )
+    assert status == 400 and headers["content-type"] == "application/problem+json", data
+    assert "NUL" in json.loads(data)["detail"]
+    assert target.requests == [] and not ActionRequest.objects.exists()
+
+
 # --- the service on its own -------------------------------------------------------------------------------------
 
 
@@ -246,3 +256,31 @@ def test_headers_the_deployments_proxy_adds_are_dropped_not_refused(gw_agent, cr
 )
 def test_ordinary_paths_pass(path):
     assert gateway.path_refusal(path) == ""
+
+
+@pytest.mark.parametrize(
+    ("query", "form", "refusal"),
+    [
+        ("a=1&a=2", b"", "'a' is given twice"),  # the target could read either one
+        ("a=1&b=2&a=3", b"", "'a' is given twice"),
+        ("a=%00", b"", "NUL"),
+        ("a%00=1", b"", "NUL"),
+        ("a=%ff", b"", "not valid UTF-8"),
+        ("", b"a=1&a=2", "'a' is given twice"),
+        ("", b"a=x%00y", "NUL"),
+        ("", b"a=%ff", "not valid UTF-8"),
+        ("", b"\xff=1", "not valid UTF-8"),
+    ],
+)
+def test_a_query_or_form_that_cannot_be_passed_as_it_was_read_is_refused(gw_agent, credential, query, form, refusal):
+    """The same rules for the query string and a form body: each name once, UTF-8, no NUL."""
+    call = gateway.GatewayCall(
+        credential="internal-api",
+        method="POST",
+        path="/tickets",
+        query_string=query,
+        headers=(("host", "127.0.0.1"), ("content-type", "application/x-www-form-urlencoded")),
+        body=form,
+    )
+    with pytest.raises(InvalidInput, match=refusal):
+        gateway.proposal_for(gw_agent, call)
