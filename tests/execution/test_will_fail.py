@@ -11,7 +11,7 @@ from django.test import Client
 from approvals.models import ActionStatus, Review
 from audit.models import AuditEvent
 from tests.api.test_api import assert_problem
-from tests.execution.test_type_scim import propose, scim, scim_agent, scim_credential  # noqa: F401 - fixtures
+from tests.execution.test_type_scim import propose, scim, scim_agent  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 

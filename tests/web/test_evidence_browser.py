@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from approvals import services
 from approvals.models import ActionRequest, Review
 from tests import factories
-from tests.execution.test_type_scim import propose, scim, scim_agent, scim_credential  # noqa: F401 - fixtures
+from tests.execution.test_type_scim import propose, scim, scim_agent  # noqa: F401 - fixtures
 from tests.support.browser_support import (  # noqa: F401 - fixtures, found by pytest in this module's namespace
     allow_sync_orm_beside_playwright,
     browser,
