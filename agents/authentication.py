@@ -48,7 +48,26 @@ _KEY_AND_AGENT = PreparedQuery(
 
 
 def _key_with_agent(public_id: str) -> AgentKey | None:
-    row = _KEY_AND_AGENT.first(public_id=public_id)
+    return _key_from_row(_KEY_AND_AGENT.first(public_id=public_id))
+
+
+async def key_with_nothing_to_write(aconnection, raw: str) -> AgentKey | None:
+    """The key for ``raw`` if it authenticates and its use needs nothing written: no refusal to audit, no last use to
+    record (approvals.api.agent_reads, on ``aconnection``). None when it does not authenticate *or* something must be
+    written: only ``authenticate_agent_key`` decides those, so a refusal is refused and recorded in one place."""
+    parsed = parse_key(raw)
+    if parsed is None:
+        return None
+    key = _key_from_row(await _KEY_AND_AGENT.afirst(aconnection, public_id=parsed.public_id))
+    if key is None or not secret_matches(parsed.secret, key.secret_hash):
+        return None
+    now = timezone.now()
+    if key.refusal(now) is not None or key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        return None
+    return key
+
+
+def _key_from_row(row: tuple | None) -> AgentKey | None:
     if row is None:
         return None
     split = len(_KEY_COLUMNS)
@@ -72,15 +91,23 @@ def _record_refused_key(key: AgentKey, refusal: str) -> None:
     )
 
 
+def bearer_credentials(request) -> str | None:
+    """What follows ``Bearer`` in the request's Authorization header, or None: no such header or another scheme."""
+    header = authentication.get_authorization_header(request).decode("latin-1")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip()
+
+
 class AgentKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request):
-        header = authentication.get_authorization_header(request).decode("latin-1")
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() != "bearer":
+        credentials = bearer_credentials(request)
+        if credentials is None:
             return None
-        key = authenticate_agent_key(credentials.strip())
+        key = authenticate_agent_key(credentials)
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired agent key.")
         return key.agent, key

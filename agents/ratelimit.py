@@ -108,6 +108,21 @@ def _take(name: str, rate: Rate, window: int) -> bool:
     return True
 
 
+def spend_held(key_id: str, scope: str) -> bool:
+    """Count one request against ``scope`` from this process's batch alone, without asking the shared cache: False
+    when the batch is spent (or was never taken), and then nothing is counted: the caller takes the way through
+    ``hit``, which asks Redis for the next batch or refuses (approvals.api.agent_reads)."""
+    rate = rate_for(scope)
+    window = int(time.time() // rate.period)
+    name = f"ratelimit:{scope}:{key_id}:{window}"
+    with _held_lock:
+        held_window, left = _held.get((name, rate), (window, 0))
+        if held_window != window or left <= 0:
+            return False
+        _held[(name, rate)] = (window, left - 1)
+        return True
+
+
 def _reserve(name: str, rate: Rate, size: int) -> int:
     """Requests granted of ``size`` asked for, 0 when the budget is spent (in the shared cache)."""
     cache = caches["default"]

@@ -19,7 +19,12 @@ django_asgi_app = get_asgi_application()
 
 from config.api_handler import APIHandler, route_api  # noqa: E402
 
-api_asgi_app = APIHandler()
+api_handler = APIHandler()
+
+from approvals.api.agent_reads import AgentReads  # noqa: E402
+
+# An agent's plain polling reads are answered on the event loop; everything else by the API's handler.
+api_asgi_app = AgentReads(api_handler)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

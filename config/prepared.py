@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db import connections
 from django.db.models import Field, QuerySet, UUIDField
 
@@ -67,6 +68,10 @@ class PreparedQuery:
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             fetched = cursor.fetchall()
+        return self._converted(compiled, fetched, connection)
+
+    @staticmethod
+    def _converted(compiled: _Compiled, fetched: Sequence[Sequence[Any]], connection: Any) -> list[tuple]:
         if not compiled.converters and all(len(row) == compiled.width for row in fetched):
             return [tuple(row) for row in fetched]
         converted = []
@@ -82,6 +87,24 @@ class PreparedQuery:
 
     def first(self, using: str = "default", **values: Any) -> tuple | None:
         found = self.rows(using, **values)
+        return found[0] if found else None
+
+    async def arows(self, aconnection: Any, using: str = "default", **values: Any) -> list[tuple]:
+        """``rows`` run on ``aconnection``, a psycopg ``AsyncConnection`` made with ``using``'s parameters and adapters
+        (approvals.api.agent_reads): the same SQL, values and converters, without a thread. Compiling may need the
+        database's version, so a statement not yet compiled in this process is compiled in a thread, once."""
+        compiled = self._compiled.get(using)
+        if compiled is None:
+            compiled = await sync_to_async(self._compile, thread_sensitive=False)(using)
+        connection = connections[using]
+        params = list(compiled.params)
+        for position, name in compiled.slots:
+            params[position] = self._fields[name].get_db_prep_value(values[name], connection, prepared=False)
+        cursor = await aconnection.execute(compiled.sql, params)
+        return self._converted(compiled, await cursor.fetchall(), connection)
+
+    async def afirst(self, aconnection: Any, using: str = "default", **values: Any) -> tuple | None:
+        found = await self.arows(aconnection, using, **values)
         return found[0] if found else None
 
     def _compile(self, using: str) -> _Compiled:

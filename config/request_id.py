@@ -85,21 +85,26 @@ class RequestIdMiddleware:
     @staticmethod
     def _finish(request, response, started: float):
         response[HEADER] = get_request_id()
-        if not request.path.startswith(_QUIET_PATHS):
-            # The path only: query strings may carry tokens.
-            log.info(
-                "%s %s %s",
-                request.method,
-                request.path,
-                response.status_code,
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                },
-            )
+        log_request(request.method, request.path, response.status_code, started)
         return response
+
+
+def log_request(method: str, path: str, status: int, started: float) -> None:
+    """The one line logged per request (the middleware's, and approvals.api.agent_reads' for what it answers)."""
+    if not path.startswith(_QUIET_PATHS):
+        # The path only: query strings may carry tokens.
+        log.info(
+            "%s %s %s",
+            method,
+            path,
+            status,
+            extra={
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
 
 
 # --- Celery -------------------------------------------------------------------------

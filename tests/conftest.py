@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,16 @@ def _clean_redis():
     """The test Redis database holds only this run's queues and channel groups (tests/unit overrides this: the fast
     lane runs with no Redis at all)."""
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture(autouse=True)
+def _agent_reads_connections_closed():
+    """A test that drove config.asgi.application leaves its agent reads' connections (approvals.api.agent_reads)
+    idle in this process: closed after it, or they would keep the test database from being dropped at the end."""
+    yield
+    asgi = sys.modules.get("config.asgi")
+    if asgi is not None:
+        asgi.api_asgi_app.discard_connections()
 
 
 @pytest.fixture

@@ -22,8 +22,13 @@ class APIJSONRenderer(JSONRenderer):
             return b""
         if self.get_indent(accepted_media_type, renderer_context or {}) is not None:
             return super().render(data, accepted_media_type, renderer_context)  # pretty-printed on request
-        try:
-            rendered = orjson.dumps(data, default=_fallback.default, option=_OPTIONS)
-        except (TypeError, orjson.JSONEncodeError):  # what orjson refuses (an integer beyond 64 bits): as before
-            return super().render(data, accepted_media_type, renderer_context)
-        return rendered.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+        return render_json(data)
+
+
+def render_json(data) -> bytes:
+    """The API's compact JSON for ``data`` (also the ``wait`` view's and approvals.api.agent_reads')."""
+    try:
+        rendered = orjson.dumps(data, default=_fallback.default, option=_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError):  # what orjson refuses (an integer beyond 64 bits): as before
+        return JSONRenderer().render(data)
+    return rendered.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")

@@ -101,7 +101,8 @@ class NewestFirst:
 
     def paginated_response(self, qs, request, present) -> Response:
         after, backward = self._cursor(request.query_params.get("cursor"))
-        page = keyset.page(qs, self.ordering, size=self._size(request), after=after, backward=backward)
+        size = self.size_for(request.query_params.get("limit"))
+        page = keyset.page(qs, self.ordering, size=size, after=after, backward=backward)
         url = request.build_absolute_uri()
         rows = page.rows
         return Response(
@@ -114,15 +115,28 @@ class NewestFirst:
 
     def first_page_response(self, request, principal, status: str | None, present) -> Response:
         """The first page (no cursor), read by the prepared statements of ``selectors.first_page_for``."""
-        rows, more = selectors.first_page_for(principal, status=status, size=self._size(request))
-        url = request.build_absolute_uri()
-        return Response(
-            {
-                "next": self._link(url, self.NEXT, rows[-1]) if more and rows else None,
-                "previous": None,
-                "results": [present(row) for row in rows],
-            }
-        )
+        limit = request.query_params.get("limit")
+        rows, more = selectors.first_page_for(principal, status=status, size=self.size_for(limit))
+        return Response(self.first_page_body(request.build_absolute_uri(), rows, more, present))
+
+    @classmethod
+    def first_page_body(cls, url: str, rows: list, more: bool, present) -> dict:
+        """The first page of ``rows`` (and whether ``more`` follow) read at ``url`` (also approvals.api.agent_reads)."""
+        return {
+            "next": cls._link(url, cls.NEXT, rows[-1]) if more and rows else None,
+            "previous": None,
+            "results": [present(row) for row in rows],
+        }
+
+    @staticmethod
+    def valid_limit(limit: str) -> bool:
+        """A whole number of actions per page, at least 1 (DRF would silently fall back to the default size)."""
+        return limit.isascii() and limit.isdigit() and int(limit) >= 1
+
+    @classmethod
+    def size_for(cls, limit: str | None) -> int:
+        """Actions on a page for a ``?limit=`` already found valid, or none."""
+        return min(int(limit), cls.max_page_size) if limit else cls.page_size
 
     def _cursor(self, token: str | None) -> tuple[list | None, bool]:
         if not token:  # absent or empty: the first page
@@ -135,12 +149,9 @@ class NewestFirst:
             raise NotFound(self.invalid_cursor_message)
         return values, tag == self.PREVIOUS
 
-    def _size(self, request) -> int:
-        limit = request.query_params.get("limit")  # checked by the view: a whole number, at least 1
-        return min(int(limit), self.max_page_size) if limit else self.page_size
-
-    def _link(self, url: str, tag: str, row) -> str:
-        return replace_query_param(url, "cursor", keyset.encode_cursor(tag, self.ordering, row))
+    @classmethod
+    def _link(cls, url: str, tag: str, row) -> str:
+        return replace_query_param(url, "cursor", keyset.encode_cursor(tag, cls.ordering, row))
 
 
 class ActionTypesView(APIView):
@@ -185,8 +196,7 @@ class ActionsView(APIView):
     )
     def get(self, request):
         limit = request.query_params.get("limit")
-        if limit is not None and not (limit.isascii() and limit.isdigit() and int(limit) >= 1):
-            # DRF would silently fall back to the default page size.
+        if limit is not None and not NewestFirst.valid_limit(limit):
             raise ValidationError({"limit": ["A whole number of actions per page, at least 1."]})
         wanted = request.query_params.get("status")
         if wanted is not None and wanted not in ActionStatus.values:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import functools
 
-import orjson
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connections
-from django.http import HttpResponse
+from django.http import HttpResponse, QueryDict
 from django.views.decorators.csrf import csrf_exempt
 
 from approvals.api.authentication import authenticate_api_request
 from approvals.api.problems import problem_response
+from approvals.api.renderers import render_json
 from approvals.live.waiting import until_settled
 from approvals.models import ActionStatus
 from approvals.selectors import actions as selectors
@@ -61,19 +61,13 @@ def _authenticate_and_read(request, action_id):
 
 
 def _json(body: dict) -> HttpResponse:
-    return HttpResponse(orjson.dumps(body), content_type="application/json")
+    return HttpResponse(render_json(body), content_type="application/json")
 
 
-@csrf_exempt  # reads only; without this a POST met Django's HTML CSRF page instead of this API's 405
-async def wait_for_action(request, action_id):
-    if request.method != "GET":
-        response = problem_response(
-            405, "Method not allowed", f"{request.method} is not allowed here; use GET.", slug="method-not-allowed"
-        )
-        response["Allow"] = "GET"
-        return response
+def wait_query(query: QueryDict) -> tuple[float, str] | HttpResponse:
+    """(seconds to wait, what to wait ``until``) as the query asks, or the 400 problem saying what is wrong."""
     try:
-        timeout = float(request.GET.get("timeout", "30"))
+        timeout = float(query.get("timeout", "30"))
     except ValueError:
         return problem_response(
             400,
@@ -90,7 +84,7 @@ async def wait_for_action(request, action_id):
             slug="invalid-input",
             errors={"timeout": ["A number of seconds, 0 to 60."]},
         )
-    until = request.GET.get("until", "completion")
+    until = query.get("until", "completion")
     if until not in ("decision", "completion"):
         return problem_response(
             400,
@@ -99,6 +93,26 @@ async def wait_for_action(request, action_id):
             slug="invalid-input",
             errors={"until": ["One of decision, completion."]},
         )
+    return timeout, until
+
+
+def answers_at_once(action, until: str, timeout: float) -> bool:
+    """Whether the first read is the answer: the action is already where the wait waits for it, or no wait."""
+    return _done(action, until) or timeout <= 0
+
+
+@csrf_exempt  # reads only; without this a POST met Django's HTML CSRF page instead of this API's 405
+async def wait_for_action(request, action_id):
+    if request.method != "GET":
+        response = problem_response(
+            405, "Method not allowed", f"{request.method} is not allowed here; use GET.", slug="method-not-allowed"
+        )
+        response["Allow"] = "GET"
+        return response
+    asked = wait_query(request.GET)
+    if isinstance(asked, HttpResponse):
+        return asked
+    timeout, until = asked
 
     principal, retry_after, snap = await sync_to_async(_authenticate_and_read, thread_sensitive=False)(
         request, action_id
@@ -118,7 +132,7 @@ async def wait_for_action(request, action_id):
 
     if snap is None:
         return problem_response(404, "Not found", "No such action.", slug="not-found")
-    if _done(snap[0], until) or timeout <= 0:
+    if answers_at_once(snap[0], until, timeout):
         return _json(snap[1])  # answered before subscribing to anything: most waits of a polling agent
     try:
         snap = await until_settled(

@@ -63,6 +63,8 @@ def reviewed_by(user, action_id) -> ActionRequest | None:
 # The fields the API presents (presenters.API_FIELDS), not the context (up to 64 KiB of JSON) nor bookkeeping times.
 _ACTION_FIELDS = [f.attname for f in ActionRequest._meta.concrete_fields if f.attname in API_FIELDS]
 _ACTION_COLUMNS = _ACTION_FIELDS
+# Model.from_db asks of each of the model's fields whether it was read: a set answers at once, a list by a scan.
+_ACTION_FIELD_SET = frozenset(_ACTION_FIELDS)
 _RELATED_COLUMNS = ("agent__name", "agent__owner_id", "on_behalf_of_user__username", "reviewer_group__name")
 _REVIEW_COLUMNS = concrete_columns(Review)
 _ACTION_PK = ActionRequest._meta.pk
@@ -128,12 +130,25 @@ def read_action_for(principal, action_id) -> ActionRequest | None:
     return action
 
 
+async def aread_agents_action(aconnection, agent_id, action_id) -> ActionRequest | None:
+    """``read_action_for`` an agent, by the same statements, run on a psycopg ``AsyncConnection``
+    (approvals.api.agent_reads)."""
+    row = await _AGENTS_ACTION.afirst(aconnection, action_id=action_id, agent_id=agent_id)
+    if row is None:
+        return None
+    *row, reviewed = row
+    action = _action_from_row(tuple(row))
+    reviews = await _REVIEWS.arows(aconnection, action_id=action.id) if reviewed else []
+    action.hold_reviews([_review_from_row(review) for review in reviews])
+    return action
+
+
 def _action_from_row(row: tuple, related: dict | None = None) -> ActionRequest:
     """``related``: the agents, people and groups already made for earlier rows of the same read (a page of fifty
     is mostly one agent's, one group's): each is made once and shared, as the rows say the same of it."""
     related = {} if related is None else related
     split = len(_ACTION_COLUMNS)
-    action = ActionRequest.from_db("default", _ACTION_FIELDS, row[:split])
+    action = ActionRequest.from_db("default", _ACTION_FIELD_SET, row[:split])
     agent_name, owner_id, requester_name, group_name = row[split:]
     key = ("agent", action.agent_id)
     if key not in related:
@@ -225,16 +240,29 @@ def first_page_for(principal, *, status: str | None, size: int) -> tuple[list[Ac
     if status is not None:
         values["status"] = status
     actions_query, reviews_query = _first_page_queries(kind, status is not None, size)
+    rows = actions_query.rows(**values)
+    return _page(rows, reviews_query.rows(**values) if rows else [], size)
+
+
+async def afirst_page_for_agent(aconnection, agent_id, *, status: str | None, size: int) -> tuple[list, bool]:
+    """``first_page_for`` an agent, by the same statements, run on a psycopg ``AsyncConnection``
+    (approvals.api.agent_reads)."""
+    values = {"principal": agent_id} if status is None else {"principal": agent_id, "status": status}
+    actions_query, reviews_query = _first_page_queries("agent", status is not None, size)
+    rows = await actions_query.arows(aconnection, **values)
+    return _page(rows, await reviews_query.arows(aconnection, **values) if rows else [], size)
+
+
+def _page(action_rows: list[tuple], review_rows: list[tuple], size: int) -> tuple[list[ActionRequest], bool]:
     related: dict = {}
-    actions = [_action_from_row(row, related) for row in actions_query.rows(**values)]
+    actions = [_action_from_row(row, related) for row in action_rows]
     more = len(actions) > size
     actions = actions[:size]
     held: dict = {action.id: [] for action in actions}
-    if actions:
-        for row in reviews_query.rows(**values):
-            review = _review_from_row(row)
-            if review.action_id in held:
-                held[review.action_id].append(review)
+    for row in review_rows:
+        review = _review_from_row(row)
+        if review.action_id in held:
+            held[review.action_id].append(review)
     for action in actions:
         action.hold_reviews(held[action.id])
     return actions, more

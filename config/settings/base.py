@@ -148,6 +148,10 @@ if DATABASE_URL:
         # Check each pooled connection as it is handed out (one empty query): after a PostgreSQL restart the idle
         # ones are dead, and without the check the requests that drew them answered 500 (docs/RELIABILITY.md).
         DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# An agent's polling reads (one action, its wait once settled, its first page) are answered on the event loop over
+# up to this many async PostgreSQL connections per web process, besides DB_POOL (approvals.api.agent_reads);
+# 0 sends them through Django's handler like every other request.
+AGENT_READS_CONNECTIONS = env_int("AGENT_READS_CONNECTIONS", 4)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- redis, channels, celery ---------------------------------------------------

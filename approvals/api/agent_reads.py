@@ -1,0 +1,250 @@
+"""An agent's polling reads, answered on the event loop (issue 21, docs/BENCHMARKS.md section 9).
+
+Agents poll: ``GET /api/v1/actions/{id}``, ``GET /api/v1/actions/{id}/wait`` once the action is where the wait waits
+for it, and the first page of ``GET /api/v1/actions``. Through Django's handler, its middleware chain, DRF and a
+thread, each cost several times its SQL. ``AgentReads`` answers them on the event loop: the same prepared statements
+(agent key, action and reviews, page: agents.authentication, approvals.selectors.actions) on a psycopg connection of
+its own, made with the parameters and adapters Django's connection has; the same presenter, JSON and headers.
+
+It answers only the plain success of a request it fully understands. Everything else goes on to the API's Django
+handler untouched (nothing is read from the request body, nothing sent): no agent key; a key that does not
+authenticate, or whose use must be written (a refusal to audit, a last use to record); a key whose rate-limit batch in
+this process is spent (the handler asks Redis for the next, or refuses); an action that is not the agent's; a query,
+Accept or Cookie header the views would read differently; a wait still open; a database error. So every refusal,
+every audit record and every 4xx has one implementation, Django's, and this module none of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.core.exceptions import SuspiciousOperation
+from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+from django.db import connections
+from django.http import HttpResponse
+from django.middleware.security import SecurityMiddleware
+
+from agents import ratelimit
+from agents.authentication import AgentKeyAuthentication, bearer_credentials, key_with_nothing_to_write
+from agents.throttling import AgentKeyThrottle
+from approvals.api import wait
+from approvals.api.renderers import render_json
+from approvals.api.views import ActionDetailView, ActionsView, NewestFirst
+from approvals.models import ActionStatus
+from approvals.selectors import actions as selectors
+from approvals.selectors.presenters import present_action
+from config.request_id import HEADER, bind_request_id, get_request_id, log_request, reset_request_id
+
+log = logging.getLogger(__name__)
+
+_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # Django's <uuid:> converter
+_PATH = re.compile(rf"/api/v1/actions(?:/(?P<action_id>{_UUID})(?P<wait>/wait)?)?")
+# What each read may be asked, each at most once; anything else (a cursor, DRF's ?format=) is the views' to answer.
+_QUERY = {"read": frozenset(), "wait": frozenset({"timeout", "until"}), "list": frozenset({"limit", "status"})}
+# DRF's content negotiation with the API's one renderer: these choose it, compact. Others (indent=, text/html) go on.
+_ACCEPT = frozenset({None, "*/*", "application/json"})
+# The request headers read here; a second copy of one is the views' to make sense of.
+_HEADERS = {b"authorization": "authorization", b"accept": "accept", b"cookie": "cookie"}
+_NO_BODY = io.BytesIO(b"")
+# After the database could not be reached, the views answer alone (their 503, or their pool's recovery) for a while.
+_REST_SECONDS = 5.0
+
+
+class AgentReads:
+    """ASGI: an agent's plain polling reads answered here, everything else by ``handler`` (the API's Django handler)."""
+
+    def __init__(self, handler: ASGIHandler) -> None:
+        self.handler = handler
+        self.enabled = settings.AGENT_READS_CONNECTIONS > 0 and _answerable_here()
+        self.connections = LoopConnections(settings.AGENT_READS_CONNECTIONS)
+        self._resting_until = 0.0
+        self._security = SecurityMiddleware(lambda request: None)
+        self._allow = {"read": _allowed_methods(ActionDetailView), "list": _allowed_methods(ActionsView)}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.enabled and scope["type"] == "http" and scope["method"] == "GET":
+            match = _PATH.fullmatch(scope["path"])
+            resting = time.monotonic() < self._resting_until
+            if match is not None and not resting and await self._answered(scope, send, match):
+                return
+        await self.handler(scope, receive, send)
+
+    def discard_connections(self) -> None:
+        self.connections.discard()
+
+    async def _answered(self, scope, send, match: re.Match) -> bool:
+        started = time.perf_counter()
+        headers: dict[str, bytes] = {}
+        for name, value in scope["headers"]:
+            known = _HEADERS.get(name.lower())
+            if known is not None:
+                if known in headers:
+                    return False
+                headers[known] = value
+        if "cookie" in headers or "authorization" not in headers:
+            return False
+        accept = headers.get("accept")
+        if (accept.decode("latin-1").strip() if accept is not None else None) not in _ACCEPT:
+            return False
+        kind = "list" if match["action_id"] is None else "wait" if match["wait"] else "read"
+        request = ASGIRequest(scope, _NO_BODY)
+        try:
+            query = request.GET
+            if not query.keys() <= _QUERY[kind] or any(len(values) > 1 for _, values in query.lists()):
+                return False
+            if self._security.process_request(request) is not None:  # SECURE_SSL_REDIRECT: the views redirect
+                return False
+            url = request.build_absolute_uri() if kind == "list" else ""
+        except SuspiciousOperation:  # a Host not allowed, too many fields: the views' 400
+            return False
+        raw_key = bearer_credentials(request)
+        if not raw_key:
+            return False
+        token = bind_request_id(request.headers.get(HEADER))
+        try:
+            body = await self._body(kind, request, raw_key, match["action_id"], url)
+            if body is None:
+                return False
+            response = HttpResponse(body, content_type="application/json")
+            if kind in self._allow:  # DRF's views say which methods they take; the wait view is Django's own
+                response["Allow"] = self._allow[kind]
+            response[HEADER] = get_request_id()
+            self._security.process_response(request, response)
+            await self.handler.send_response(response, send)
+            log_request("GET", request.path, 200, started)
+            return True
+        finally:
+            reset_request_id(token)
+
+    async def _body(
+        self, kind: str, request: ASGIRequest, raw_key: str, action_id: str | None, url: str
+    ) -> bytes | None:
+        """The response's JSON, or None: the handler answers. ``url``: the list's own, for its page links."""
+        if kind == "wait":
+            asked = wait.wait_query(request.GET)
+            if isinstance(asked, HttpResponse):
+                return None
+            timeout, until = asked
+        elif kind == "list":
+            limit, status = request.GET.get("limit"), request.GET.get("status")
+            if limit is not None and not NewestFirst.valid_limit(limit):
+                return None
+            if status is not None and status not in ActionStatus.values:
+                return None
+        try:
+            async with self.connections.connection() as aconnection:
+                key = await key_with_nothing_to_write(aconnection, raw_key)
+                if key is None or not ratelimit.spend_held(key.public_id, "requests"):
+                    return None
+                if kind == "list":
+                    size = NewestFirst.size_for(limit)
+                    rows, more = await selectors.afirst_page_for_agent(
+                        aconnection, key.agent.pk, status=status, size=size
+                    )
+                    page = NewestFirst.first_page_body(url, rows, more, present_action)
+                    return render_json(page)
+                action = await selectors.aread_agents_action(aconnection, key.agent.pk, action_id)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            log.warning("agent reads: database unreachable (%s); the API's handler answers", type(exc).__name__)
+            self._resting_until = time.monotonic() + _REST_SECONDS
+            return None
+        if action is None:
+            return None
+        if kind == "wait" and not wait.answers_at_once(action, until, timeout):
+            return None
+        return render_json(present_action(action))
+
+
+class LoopConnections:
+    """Up to ``size`` psycopg async connections, kept for the next request, of the running event loop.
+
+    A server process has one loop for its life. Tests and profiles drive the application with ``asyncio.run``, a new
+    loop each time, whose connections cannot be used (nor closed by awaiting) once it has ended: those are closed by
+    libpq directly when another loop asks. (psycopg_pool's pool is bound to the loop that opened it, for the same
+    reason.)"""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._idle: list[psycopg.AsyncConnection] = []
+        self._kwargs: dict[str, Any] | None = None
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self.discard()
+            self._loop, self._slots = loop, asyncio.Semaphore(self.size)
+        async with self._slots:
+            if self._idle:
+                aconnection = self._idle.pop()
+            else:
+                self._kwargs = self._kwargs or _connection_kwargs()
+                aconnection = await psycopg.AsyncConnection.connect(**self._kwargs)
+            try:
+                yield aconnection
+            finally:
+                if aconnection.closed or aconnection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    await aconnection.close()  # broken by an error: not for the next request
+                else:
+                    self._idle.append(aconnection)
+
+    def discard(self) -> None:
+        """Close the idle connections (without a loop: libpq's own close)."""
+        idle, self._idle = self._idle, []
+        for aconnection in idle:
+            aconnection.pgconn.finish()
+
+
+def _allowed_methods(view_class: type) -> str:
+    """The Allow header DRF's view answers with (a view set up for a request also takes HEAD)."""
+    view = view_class()
+    view.setup(None)
+    return ", ".join(view.allowed_methods)
+
+
+def _answerable_here() -> bool:
+    """PostgreSQL (the embedded default's SQLite has no async driver here) as Django connects to it, and the API's
+    authentication and throttling as settings.REST_FRAMEWORK ships them: an agent key first, counted by
+    AgentKeyThrottle alone."""
+    rest = settings.REST_FRAMEWORK
+    database = settings.DATABASES.get("default", {})
+    return (
+        database.get("ENGINE") == "django.db.backends.postgresql"
+        and "assume_role" not in database.get("OPTIONS", {})  # a role Django sets per connection: not done here
+        and rest.get("DEFAULT_AUTHENTICATION_CLASSES", [None])[0] == _dotted(AgentKeyAuthentication)
+        and list(rest.get("DEFAULT_THROTTLE_CLASSES", [])) == [_dotted(AgentKeyThrottle)]
+    )
+
+
+def _dotted(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _connection_kwargs() -> dict[str, Any]:
+    """Django's parameters for its PostgreSQL connection (database, credentials, options, the adapters that load
+    JSON as text and times in UTC, statement preparation off), for an async one: its cursors bind on the server as
+    Django's do with ``server_side_binding``, or on the client as Django's default cursor does."""
+    params = connections["default"].get_connection_params()
+    cursor = params.pop("cursor_factory")
+    params["cursor_factory"] = (
+        psycopg.AsyncClientCursor if issubclass(cursor, psycopg.ClientCursor) else psycopg.AsyncCursor
+    )
+    params["autocommit"] = True
+    # Django loads timestamptz with a pure-Python subclass of psycopg's loader, to give times in its zone (UTC); a
+    # session in UTC gives the same times through psycopg's own compiled loader, a tenth of a page's cost.
+    params["context"] = adapters = psycopg.adapt.AdaptersMap(params["context"])
+    timestamptz = psycopg.postgres.types["timestamptz"].oid
+    adapters.register_loader(timestamptz, psycopg.postgres.adapters.get_loader(timestamptz, psycopg.pq.Format.TEXT))
+    params["options"] = f"{params.get('options', '')} -c TimeZone=UTC".strip()
+    return params

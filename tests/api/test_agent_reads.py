@@ -1,0 +1,368 @@
+"""An agent's polling reads answered on the event loop (approvals.api.agent_reads) answer what the API's Django
+handler answers, byte for byte and header for header, and leave every other request to it: a refusal, a rate limit,
+an audit record or an odd spelling never has a second implementation to slip through.
+
+Each request here is sent twice, once to ``AgentReads`` in front of the API's handler and once to the handler alone,
+with the same X-Request-ID; ``reached`` says whether AgentReads passed it on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.test import override_settings
+from django.urls import resolve
+
+from agents import ratelimit
+from agents.models import AgentKey
+from approvals.api import views
+from approvals.api.agent_reads import AgentReads
+from approvals.api.wait import wait_for_action
+from approvals.services.reviews import approve_action
+from audit.models import AuditEvent, RefusalTally
+from config.api_handler import APIHandler
+from tests.conftest import propose_body
+from tests.factories import AgentFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _plain_http_and_fresh_batches(settings, monkeypatch):
+    settings.ALLOWED_HOSTS = ["localhost", "testserver"]
+    settings.SECURE_SSL_REDIRECT = False
+    monkeypatch.setattr(ratelimit, "_held", {})
+
+
+class Reached:
+    """The API's handler, noting each request AgentReads passes on to it."""
+
+    def __init__(self) -> None:
+        self.handler = APIHandler()
+        self.count = 0
+
+    async def __call__(self, scope, receive, send):
+        self.count += 1
+        await self.handler(scope, receive, send)
+
+    def __getattr__(self, name):
+        return getattr(self.handler, name)
+
+
+def _reads() -> tuple[AgentReads, Reached]:
+    """AgentReads before a handler of its own, both made under the settings in force (middleware reads them once)."""
+    reached = Reached()
+    _MADE.append(AgentReads(reached))
+    return _MADE[-1], reached
+
+
+_MADE: list[AgentReads] = []
+
+
+@pytest.fixture
+def reads():
+    app, reached = _reads()
+    assert app.enabled
+    return app, reached
+
+
+@pytest.fixture(autouse=True)
+def _connections_closed_after():
+    # Their connections would outlive the test (and keep the test database from being dropped at the end).
+    yield
+    while _MADE:
+        _MADE.pop().discard_connections()
+
+
+def _scope(path: str, query: str = "", headers: dict[str, str] | None = None, *, scheme: str = "http") -> dict:
+    sent = {"host": "localhost", "x-request-id": "same-id-for-both", **(headers or {})}
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(name.lower().encode(), value.encode()) for name, value in sent.items() if value is not None],
+        "client": ("127.0.0.1", 5000),
+        "server": ("localhost", 80),
+    }
+
+
+async def _send(app, scope) -> dict:
+    answer: dict = {"body": b""}
+    delivered = False
+
+    async def receive():
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+            answer["headers"] = sorted((k.decode().lower(), v.decode()) for k, v in message["headers"])
+        else:
+            answer["body"] += message.get("body", b"")
+
+    await app(scope, receive, send)
+    return answer
+
+
+def both(reads, path: str, query: str = "", headers: dict[str, str] | None = None, **kw) -> tuple[dict, bool]:
+    """(the answer, whether AgentReads passed the request on), after checking the handler alone answers the same."""
+    app, reached = reads
+    before = reached.count
+
+    async def run():
+        fast = await _send(app, _scope(path, query, headers, **kw))
+        passed_on = reached.count > before
+        alone = await _send(reached.handler, _scope(path, query, headers, **kw))
+        return fast, passed_on, alone
+
+    fast, passed_on, alone = asyncio.run(run())
+    assert (fast["status"], fast["headers"], fast["body"]) == (alone["status"], alone["headers"], alone["body"])
+    return fast, passed_on
+
+
+def bearer(raw: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {raw}"}
+
+
+def used_now(agent) -> None:
+    """The key's last use recorded (as its first request through the API does), so a read has nothing to write."""
+    AgentKey.objects.filter(agent=agent).update(last_used_at=datetime.now(UTC))
+
+
+@pytest.fixture
+def polling(agent, agent_key, agent_api):
+    """An agent with a pending action and an approved one (edited, commented, on behalf of a person)."""
+    pending = agent_api.post("/api/v1/actions", propose_body(summary="Still waiting \u2028 é"), format="json").json()
+    other = agent_api.post("/api/v1/actions", propose_body(summary="Second"), format="json").json()
+    used_now(agent)
+    return agent, agent_key, pending["id"], other["id"]
+
+
+def test_the_paths_answered_here_are_the_views_they_stand_for():
+    some = uuid.uuid4()
+    assert resolve("/api/v1/actions").func.view_class is views.ActionsView
+    assert resolve(f"/api/v1/actions/{some}").func.view_class is views.ActionDetailView
+    assert resolve(f"/api/v1/actions/{some}/wait").func is wait_for_action
+
+
+def test_a_read_of_a_pending_action_is_answered_here_as_the_views_answer_it(reads, polling):
+    _, key, pending, _ = polling
+    answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
+    assert answer["status"] == 200 and not passed_on
+    assert b"Still waiting \\u2028 \xc3\xa9" in answer["body"]
+    assert ("x-request-id", "same-id-for-both") in answer["headers"]
+
+
+def test_a_decided_action_with_its_reviews_reads_the_same(reads, polling, reviewer, second_reviewer):
+    agent, key, pending, _ = polling
+    approve_action(
+        action_id=pending, reviewer=reviewer, via="web", comment="fine", edited_params={"command": "restart", "x": 1}
+    )
+    used_now(agent)
+    answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
+    assert answer["status"] == 200 and not passed_on
+    assert b'"reviews":[{"reviewer":"' + reviewer.username.encode() in answer["body"]
+
+
+def test_a_wait_that_answers_at_once_is_answered_here_and_an_open_one_is_the_views(reads, polling, reviewer):
+    agent, key, pending, other = polling
+    approve_action(action_id=pending, reviewer=reviewer, via="web")
+    used_now(agent)
+    decided, passed_on = both(reads, f"/api/v1/actions/{pending}/wait", "until=decision&timeout=5", bearer(key))
+    assert decided["status"] == 200 and b'"status":"approved"' in decided["body"] and not passed_on
+    no_wait, passed_on = both(reads, f"/api/v1/actions/{other}/wait", "timeout=0", bearer(key))
+    assert b'"status":"pending"' in no_wait["body"] and not passed_on
+    still_open, passed_on = both(reads, f"/api/v1/actions/{other}/wait", "until=decision&timeout=0.2", bearer(key))
+    assert still_open["status"] == 200 and b'"status":"pending"' in still_open["body"] and passed_on
+
+
+@pytest.mark.parametrize("query", ["", "limit=1", "status=pending", "limit=1&status=pending", "limit=500"])
+def test_the_first_page_is_answered_here_with_the_views_links(reads, polling, query):
+    _, key, _, _ = polling
+    answer, passed_on = both(reads, "/api/v1/actions", query, bearer(key))
+    assert answer["status"] == 200 and not passed_on
+    assert (b"cursor=" in answer["body"]) == (query.startswith("limit=1"))
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ("limit=0", 400),
+        ("limit=x", 400),
+        ("status=nonsense", 400),
+        ("limit=1&limit=2", 200),
+        ("format=json", 200),
+        ("cursor=bm9wZQ", 404),
+    ],
+)
+def test_a_query_the_views_read_their_own_way_is_theirs(reads, polling, query, status):
+    _, key, _, _ = polling
+    answer, passed_on = both(reads, "/api/v1/actions", query, bearer(key))
+    assert answer["status"] == status and passed_on
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "timeout=nan",
+        "timeout=61",
+        "until=forever",
+        "until=decision&until=completion&timeout=0",
+        "format=json&timeout=0",
+    ],
+)
+def test_a_wait_asked_oddly_is_the_views(reads, polling, query):
+    _, key, pending, _ = polling
+    answer, passed_on = both(reads, f"/api/v1/actions/{pending}/wait", query, bearer(key))
+    assert passed_on and answer["status"] in (200, 400, 404)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"accept": "text/html"},
+        {"accept": "application/json; indent=2"},
+        {"cookie": "sessionid=nothing"},
+        {"authorization": None},
+    ],
+)
+def test_headers_the_views_read_their_own_way_are_theirs(reads, polling, headers):
+    _, key, pending, _ = polling
+    answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers={**bearer(key), **headers})
+    assert passed_on
+    assert answer["status"] in (200, 401, 406)
+
+
+def test_another_agents_action_and_another_spelling_of_its_id_are_the_views_404(reads, polling, owner):
+    _, _, pending, _ = polling
+    stranger = AgentFactory(owner=owner)
+    used_now(stranger)
+    answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(stranger.raw_key))
+    assert answer["status"] == 404 and passed_on
+    _, key, _, _ = polling
+    answer, passed_on = both(reads, f"/api/v1/actions/{pending.upper()}", headers=bearer(key))
+    assert answer["status"] == 404 and passed_on
+    answer, passed_on = both(reads, f"/api/v1/actions/{pending}/", headers=bearer(key))
+    assert answer["status"] == 404 and passed_on
+
+
+def _refusals(agent) -> list[str]:
+    return list(AuditEvent.objects.filter(verb="access.refused", agent_name=agent.name).values_list("data", flat=True))
+
+
+@pytest.mark.parametrize("how", ["revoked", "frozen", "disabled", "expired"])
+def test_a_refused_key_is_refused_by_the_views_and_audited_on_the_very_next_read(reads, polling, how):
+    agent, key, pending, _ = polling
+    answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
+    assert answer["status"] == 200 and not passed_on
+    now = datetime.now(UTC)
+    if how == "revoked":
+        AgentKey.objects.filter(agent=agent).update(revoked_at=now)
+    elif how == "expired":
+        AgentKey.objects.filter(agent=agent).update(expires_at=now - timedelta(seconds=1))
+    elif how == "frozen":
+        type(agent).objects.filter(id=agent.id).update(frozen_at=now, frozen_reason="incident")
+    else:
+        type(agent).objects.filter(id=agent.id).update(is_active=False)
+    for path, query in [(f"/api/v1/actions/{pending}", ""), (f"/api/v1/actions/{pending}/wait", "timeout=0")]:
+        answer, passed_on = both(reads, path, query, bearer(key))
+        assert answer["status"] == 401 and passed_on
+    # Each request went twice (here, passed on, and to the handler alone): four refusals, the first an audit event,
+    # the rest counted against it for the minute (audit.chain.record_refusal).
+    assert len(_refusals(agent)) == 1
+    assert RefusalTally.objects.get(actor=agent.name).count == 4
+
+
+def test_a_wrong_secret_is_the_views_401(reads, polling):
+    _, key, pending, _ = polling
+    forged = key[:-4] + ("aaaa" if not key.endswith("aaaa") else "bbbb")
+    answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(forged))
+    assert answer["status"] == 401 and passed_on
+
+
+def test_a_key_whose_last_use_is_due_is_recorded_by_the_views_then_read_here(reads, polling, agent):
+    _, key, pending, _ = polling
+    stale = datetime.now(UTC) - timedelta(minutes=5)
+    AgentKey.objects.filter(agent=agent).update(last_used_at=stale)
+    first, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
+    assert first["status"] == 200 and passed_on
+    assert AgentKey.objects.get(agent=agent).last_used_at > stale
+    _, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
+    assert not passed_on
+
+
+@override_settings(COUNTERSIGN_AGENT_RATES={"requests": "200/hour", "proposals": "100/hour"})
+def test_the_request_budget_holds_through_reads_answered_here(reads, owner):
+    agent = AgentFactory(owner=owner)
+    used_now(agent)
+    app, reached = reads
+
+    async def flood():
+        return [
+            (await _send(app, _scope("/api/v1/actions", headers=bearer(agent.raw_key))))["status"] for _ in range(230)
+        ]
+
+    statuses = asyncio.run(flood())
+    # One process: the key is stopped at exactly its 200th request, here or by the handler.
+    assert statuses == [200] * 200 + [429] * 30
+    # Most were answered here, spending the batches the handler took from Redis: one in `batch` went on, and every
+    # request past the budget.
+    batch = ratelimit.batch_size(ratelimit.rate_for("requests"))
+    assert batch == 10 and reached.count == 200 // batch + 30
+
+
+def test_with_the_database_out_of_reach_the_views_answer_and_the_reads_rest(reads, polling):
+    _, key, pending, _ = polling
+    app, _ = reads
+    app.connections._kwargs = {"host": "127.0.0.1", "port": 1, "dbname": "none", "connect_timeout": 2}
+    answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
+    assert answer["status"] == 200 and passed_on
+    answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
+    assert passed_on  # resting: not even tried
+
+
+def test_https_redirects_and_hosts_are_the_views_to_decide(reads, polling):
+    _, key, pending, _ = polling
+    with override_settings(SECURE_SSL_REDIRECT=True):
+        answer, passed_on = both(_reads(), f"/api/v1/actions/{pending}", headers=bearer(key))
+    assert answer["status"] == 301 and passed_on
+    answer, passed_on = both(reads, "/api/v1/actions", headers={**bearer(key), "host": "evil.example"})
+    assert answer["status"] == 400 and passed_on
+    with override_settings(SECURE_HSTS_SECONDS=3600):
+        answer, passed_on = both(_reads(), f"/api/v1/actions/{pending}", headers=bearer(key), scheme="https")
+    assert answer["status"] == 200 and not passed_on
+    assert ("strict-transport-security", "max-age=3600") in answer["headers"]
+
+
+def test_the_shortcut_is_off_where_it_could_not_answer_as_the_views_do(settings):
+    assert AgentReads(APIHandler()).enabled
+    settings.AGENT_READS_CONNECTIONS = 0  # the operator's switch (docs/deploy.md)
+    assert not AgentReads(APIHandler()).enabled
+    settings.AGENT_READS_CONNECTIONS = 4
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_CLASSES": [
+            "agents.throttling.AgentKeyThrottle",
+            "rest_framework.throttling.UserRateThrottle",
+        ],
+    }
+    assert not AgentReads(APIHandler()).enabled  # a throttle it does not count
+
+
+def test_the_served_application_puts_the_shortcut_before_the_apis_handler():
+    from config import asgi
+
+    assert isinstance(asgi.api_asgi_app, AgentReads) and asgi.api_asgi_app.handler is asgi.api_handler
