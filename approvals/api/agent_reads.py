@@ -156,6 +156,7 @@ class AgentReads:
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             log.warning("agent reads: database unreachable (%s); the API's handler answers", type(exc).__name__)
             self._resting_until = time.monotonic() + _REST_SECONDS
+            self.connections.discard()  # after a restart of PostgreSQL the idle ones are as dead as this one
             return None
         if action is None:
             return None

@@ -13,6 +13,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
 from django.test import override_settings
 from django.urls import resolve
 
@@ -332,6 +334,41 @@ def test_with_the_database_out_of_reach_the_views_answer_and_the_reads_rest(read
     assert answer["status"] == 200 and passed_on
     answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
     assert passed_on  # resting: not even tried
+
+
+def test_connections_a_database_restart_killed_are_left_to_the_views_then_made_anew(reads, polling):
+    _, key, pending, _ = polling
+    app, reached = reads
+    scope = _scope(f"/api/v1/actions/{pending}", headers=bearer(key))
+
+    def terminate(pids: list[int]) -> None:  # what a restart of PostgreSQL does to every connection it had
+        try:
+            with connection.cursor() as cursor:
+                for pid in pids:
+                    cursor.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+        finally:
+            connection.close()  # this thread's own
+
+    async def scenario():  # one event loop throughout, as in a server process
+        answers = list(await asyncio.gather(_send(app, scope), _send(app, scope)))  # two connections, kept
+        passed_on = [reached.count]
+        pids = [kept.info.backend_pid for kept in app.connections._idle]
+        assert len(pids) == 2
+        await sync_to_async(terminate, thread_sensitive=False)(pids)
+        answers.append(await _send(app, scope))
+        passed_on.append(reached.count)
+        idle_after_the_error = list(app.connections._idle)
+        app._resting_until = 0.0  # its rest (5 s) over
+        answers.append(await _send(app, scope))
+        passed_on.append(reached.count)
+        return [a["status"] for a in answers], passed_on, idle_after_the_error
+
+    statuses, passed_on, idle_after_the_error = asyncio.run(scenario())
+    assert statuses == [200, 200, 200, 200]
+    # The request on a dead connection went on to the views; the next was answered here, on a new connection, not
+    # on the other dead one.
+    assert passed_on == [0, 1, 1]
+    assert idle_after_the_error == []
 
 
 def test_https_redirects_and_hosts_are_the_views_to_decide(reads, polling):
