@@ -28,6 +28,7 @@ from audit.models import AuditEvent, RefusalTally
 from config.api_handler import APIHandler
 from tests.conftest import propose_body
 from tests.factories import AgentFactory
+from tests.support.asgi import http_scope, send_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,42 +82,8 @@ def _connections_closed_after():
 
 def _scope(path: str, query: str = "", headers: dict[str, str] | None = None, *, scheme: str = "http") -> dict:
     sent = {"host": "localhost", "x-request-id": "same-id-for-both", **(headers or {})}
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": scheme,
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [(name.lower().encode(), value.encode()) for name, value in sent.items() if value is not None],
-        "client": ("127.0.0.1", 5000),
-        "server": ("localhost", 80),
-    }
-
-
-async def _send(app, scope) -> dict:
-    answer: dict = {"body": b""}
-    delivered = False
-
-    async def receive():
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.sleep(3600)
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            answer["status"] = message["status"]
-            answer["headers"] = sorted((k.decode().lower(), v.decode()) for k, v in message["headers"])
-        else:
-            answer["body"] += message.get("body", b"")
-
-    await app(scope, receive, send)
-    return answer
+    pairs = [(name, value) for name, value in sent.items() if value is not None]
+    return http_scope("GET", path, query=query, headers=pairs, scheme=scheme)
 
 
 def both(reads, path: str, query: str = "", headers: dict[str, str] | None = None, **kw) -> tuple[dict, bool]:
@@ -125,9 +92,9 @@ def both(reads, path: str, query: str = "", headers: dict[str, str] | None = Non
     before = reached.count
 
     async def run():
-        fast = await _send(app, _scope(path, query, headers, **kw))
+        fast = await send_request(app, _scope(path, query, headers, **kw))
         passed_on = reached.count > before
-        alone = await _send(reached.handler, _scope(path, query, headers, **kw))
+        alone = await send_request(reached.handler, _scope(path, query, headers, **kw))
         return fast, passed_on, alone
 
     fast, passed_on, alone = asyncio.run(run())
@@ -314,7 +281,8 @@ def test_the_request_budget_holds_through_reads_answered_here(reads, owner):
 
     async def flood():
         return [
-            (await _send(app, _scope("/api/v1/actions", headers=bearer(agent.raw_key))))["status"] for _ in range(230)
+            (await send_request(app, _scope("/api/v1/actions", headers=bearer(agent.raw_key))))["status"]
+            for _ in range(230)
         ]
 
     statuses = asyncio.run(flood())
@@ -350,16 +318,18 @@ def test_connections_a_database_restart_killed_are_left_to_the_views_then_made_a
             connection.close()  # this thread's own
 
     async def scenario():  # one event loop throughout, as in a server process
-        answers = list(await asyncio.gather(_send(app, scope), _send(app, scope)))  # two connections, kept
+        answers = list(
+            await asyncio.gather(send_request(app, scope), send_request(app, scope))
+        )  # two connections, kept
         passed_on = [reached.count]
         pids = [kept.info.backend_pid for kept in app.connections._idle]
         assert len(pids) == 2
         await sync_to_async(terminate, thread_sensitive=False)(pids)
-        answers.append(await _send(app, scope))
+        answers.append(await send_request(app, scope))
         passed_on.append(reached.count)
         idle_after_the_error = list(app.connections._idle)
         app._resting_until = 0.0  # its rest (5 s) over
-        answers.append(await _send(app, scope))
+        answers.append(await send_request(app, scope))
         passed_on.append(reached.count)
         return [a["status"] for a in answers], passed_on, idle_after_the_error
 

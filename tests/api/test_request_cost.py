@@ -34,6 +34,7 @@ from audit.chain import Actor
 from config.prepared import PreparedInstances, PreparedQuery, insert, update
 from tests.api.test_api import assert_problem
 from tests.conftest import CLI, propose_body, token_client
+from tests.support.asgi import http_scope, send_request
 
 STAFF = Actor("user", "ada", "admin")
 
@@ -316,42 +317,11 @@ def timezone_now():
 def _asgi(method: str, path: str, *, headers: dict[str, str] | None = None, body: bytes = b""):
     from config.asgi import application
 
-    scope_headers = [(b"host", b"localhost")] + [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    sent = [("host", "localhost"), *(headers or {}).items()]
     if body:
-        scope_headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": scope_headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("localhost", 80),
-    }
-    answer: dict = {"body": b""}
-    delivered = False
-
-    async def receive():
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.sleep(3600)
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            answer["status"] = message["status"]
-            answer["headers"] = {k.decode().lower(): v.decode() for k, v in message["headers"]}
-        elif message["type"] == "http.response.body":
-            answer["body"] += message.get("body", b"")
-
-    asyncio.run(application(scope, receive, send))
-    return answer
+        sent += [("content-type", "application/json"), ("content-length", str(len(body)))]
+    answer = asyncio.run(send_request(application, http_scope(method, path, headers=sent), body))
+    return {**answer, "headers": dict(answer["headers"])}
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,0 +1,54 @@
+"""An HTTP request sent straight to an ASGI application, as a server hands it one: no network, no test client."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+def http_scope(
+    method: str,
+    path: str,
+    *,
+    query: str = "",
+    headers: list[tuple[str, str]] | None = None,
+    scheme: str = "http",
+) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(name.lower().encode(), value.encode()) for name, value in headers or []],
+        "client": ("127.0.0.1", 5000),
+        "server": ("localhost", 80),
+    }
+
+
+async def send_request(app: Any, scope: dict[str, Any], body: bytes = b"") -> dict[str, Any]:
+    """``app``'s answer: ``status``, ``headers`` (lower-cased names, sorted pairs) and ``body``. The client sends
+    ``body`` and then never hangs up."""
+    answer: dict[str, Any] = {"body": b""}
+    delivered = False
+
+    async def receive():
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+            answer["headers"] = sorted((k.decode().lower(), v.decode()) for k, v in message["headers"])
+        elif message["type"] == "http.response.body":
+            answer["body"] += message.get("body", b"")
+
+    await app(scope, receive, send)
+    return answer
