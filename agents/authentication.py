@@ -37,42 +37,53 @@ def authenticate_agent_key(raw: str) -> AgentKey | None:
     return key
 
 
-_KEY_COLUMNS = concrete_columns(AgentKey)
-_AGENT_COLUMNS = concrete_columns(Agent, through="agent__")
+def key_and_agent_columns(key: str = "", agent: str = "agent__") -> list[str]:
+    """``values_list`` names of a key's and its agent's columns, as ``key_from_row`` takes them; ``key`` and ``agent``
+    are the lookups to them from the query's model (approvals.selectors.actions reads them from an action)."""
+    return [*concrete_columns(AgentKey, through=key), *concrete_columns(Agent, through=agent)]
+
+
 # Every agent request reads its key and agent, fresh: a revoked key or a frozen agent is refused on the very next
 # request, in every process. Only the statement is kept (config/prepared.py), not the row.
 _KEY_AND_AGENT = PreparedQuery(
-    lambda public_id: AgentKey.objects.filter(public_id=public_id).values_list(*_KEY_COLUMNS, *_AGENT_COLUMNS),
+    lambda public_id: AgentKey.objects.filter(public_id=public_id).values_list(*key_and_agent_columns()),
     public_id=AgentKey._meta.get_field("public_id"),
 )
 
 
 def _key_with_agent(public_id: str) -> AgentKey | None:
-    return _key_from_row(_KEY_AND_AGENT.first(public_id=public_id))
+    return key_from_row(_KEY_AND_AGENT.first(public_id=public_id))
 
 
 async def key_with_nothing_to_write(aconnection, raw: str) -> AgentKey | None:
-    """The key for ``raw`` if it authenticates and its use needs nothing written: no refusal to audit, no last use to
-    record (approvals.api.agent_reads, on ``aconnection``). None when it does not authenticate *or* something must be
-    written: only ``authenticate_agent_key`` decides those, so a refusal is refused and recorded in one place."""
+    """The key for ``raw`` if it authenticates and its use needs nothing written (``nothing_to_write``), read on
+    ``aconnection`` (approvals.api.agent_reads), else None."""
     parsed = parse_key(raw)
     if parsed is None:
         return None
-    key = _key_from_row(await _KEY_AND_AGENT.afirst(aconnection, public_id=parsed.public_id))
-    if key is None or not secret_matches(parsed.secret, key.secret_hash):
-        return None
+    key = key_from_row(await _KEY_AND_AGENT.afirst(aconnection, public_id=parsed.public_id))
+    return key if key is not None and nothing_to_write(key, parsed.secret) else None
+
+
+def nothing_to_write(key: AgentKey, secret: str) -> bool:
+    """Whether ``secret`` authenticates ``key`` with nothing to write: no refusal to audit, no last use to record.
+    False when it does not authenticate *or* something must be written: only ``authenticate_agent_key`` decides
+    those, so a refusal is refused and recorded in one place."""
+    if not secret_matches(secret, key.secret_hash):
+        return False
     now = timezone.now()
-    if key.refusal(now) is not None or key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-        return None
-    return key
+    return key.refusal(now) is None and key.last_used_at is not None and now - key.last_used_at <= LAST_USED_RESOLUTION
 
 
-def _key_from_row(row: tuple | None) -> AgentKey | None:
+_KEY_WIDTH = len(AgentKey._meta.concrete_fields)
+
+
+def key_from_row(row: tuple | None) -> AgentKey | None:
+    """The key, holding its agent, from a row of ``key_and_agent_columns``."""
     if row is None:
         return None
-    split = len(_KEY_COLUMNS)
-    key = AgentKey.from_db("default", None, row[:split])
-    key.agent = Agent.from_db("default", None, row[split:])
+    key = AgentKey.from_db("default", None, row[:_KEY_WIDTH])
+    key.agent = Agent.from_db("default", None, row[_KEY_WIDTH:])
     return key
 
 

@@ -34,7 +34,13 @@ from django.http import HttpResponse
 from django.middleware.security import SecurityMiddleware
 
 from agents import ratelimit
-from agents.authentication import AgentKeyAuthentication, bearer_credentials, key_with_nothing_to_write
+from agents.authentication import (
+    AgentKeyAuthentication,
+    bearer_credentials,
+    key_with_nothing_to_write,
+    nothing_to_write,
+)
+from agents.keys import parse_key
 from agents.throttling import AgentKeyThrottle
 from approvals.api import wait
 from approvals.api.renderers import render_json
@@ -142,27 +148,36 @@ class AgentReads:
                 return None
         try:
             async with self.connections.connection() as aconnection:
-                key = await key_with_nothing_to_write(aconnection, raw_key)
-                if key is None or not ratelimit.spend_held(key.public_id, "requests"):
-                    return None
                 if kind == "list":
+                    key = await key_with_nothing_to_write(aconnection, raw_key)
+                    if key is None:
+                        return None
                     size = NewestFirst.size_for(limit)
                     rows, more = await selectors.afirst_page_for_agent(
                         aconnection, key.agent.pk, status=status, size=size
                     )
-                    page = NewestFirst.first_page_body(url, rows, more, present_action)
-                    return render_json(page)
-                action = await selectors.aread_agents_action(aconnection, key.agent.pk, action_id)
+                    answer = NewestFirst.first_page_body(url, rows, more, present_action)
+                else:
+                    parsed = parse_key(raw_key)
+                    found = parsed and await selectors.aread_action_with_key(aconnection, parsed.public_id, action_id)
+                    if not found:  # no such key, or its agent has no such action: the views' 401 or 404
+                        return None
+                    key, action, reviewed = found
+                    if not nothing_to_write(key, parsed.secret):
+                        return None
+                    await selectors.ahold_reviews(aconnection, action, reviewed)
+                    if kind == "wait" and not wait.answers_at_once(action, until, timeout):
+                        return None
+                    answer = present_action(action)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             log.warning("agent reads: database unreachable (%s); the API's handler answers", type(exc).__name__)
             self._resting_until = time.monotonic() + _REST_SECONDS
             self.connections.discard()  # after a restart of PostgreSQL the idle ones are as dead as this one
             return None
-        if action is None:
+        # Counted last, once this request is sure to be answered here: one passed on is counted by the views.
+        if not ratelimit.spend_held(key.public_id, "requests"):
             return None
-        if kind == "wait" and not wait.answers_at_once(action, until, timeout):
-            return None
-        return render_json(present_action(action))
+        return render_json(answer)
 
 
 class LoopConnections:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Prefetch, QuerySet
 
-from agents.models import Agent
+from agents.authentication import key_and_agent_columns, key_from_row
+from agents.models import Agent, AgentKey
 from approvals.models import ActionRequest, Review
 from approvals.policies.separation_of_duties import counted_approvals, user_group_ids
 from approvals.selectors.presenters import API_FIELDS
@@ -75,11 +78,11 @@ def _action_row(qs: QuerySet) -> QuerySet:
     return qs.values_list(*_ACTION_COLUMNS, *_RELATED_COLUMNS)
 
 
-def _one_action_row(qs: QuerySet) -> QuerySet:
+def _one_action_row(qs: QuerySet, first: Sequence[str] = ()) -> QuerySet:
     """``_action_row`` and whether the action has reviews at all, in the same statement: a pending action (what an
-    agent polls) has none, and then its reviews are not read."""
+    agent polls) has none, and then its reviews are not read. ``first``: columns before those."""
     reviewed = Exists(Review.objects.filter(action_id=OuterRef("pk")))
-    return qs.annotate(reviewed=reviewed).values_list(*_ACTION_COLUMNS, *_RELATED_COLUMNS, "reviewed")
+    return qs.annotate(reviewed=reviewed).values_list(*first, *_ACTION_COLUMNS, *_RELATED_COLUMNS, "reviewed")
 
 
 _AGENTS_ACTION = PreparedQuery(
@@ -130,17 +133,34 @@ def read_action_for(principal, action_id) -> ActionRequest | None:
     return action
 
 
-async def aread_agents_action(aconnection, agent_id, action_id) -> ActionRequest | None:
-    """``read_action_for`` an agent, by the same statements, run on a psycopg ``AsyncConnection``
-    (approvals.api.agent_reads)."""
-    row = await _AGENTS_ACTION.afirst(aconnection, action_id=action_id, agent_id=agent_id)
+# An agent's read on the event loop (approvals.api.agent_reads) reads its key, with its agent, and the action in one
+# statement: the action as _AGENTS_ACTION reads it, joined to the key that asks, so only that key's agent's action.
+_KEY_AND_AGENT_WIDTH = len(key_and_agent_columns())
+_ACTION_WITH_KEY = PreparedQuery(
+    lambda action_id, public_id: _one_action_row(
+        ActionRequest.objects.filter(id=action_id, agent__keys__public_id=public_id),
+        key_and_agent_columns(key="agent__keys__"),
+    ),
+    action_id=_ACTION_PK,
+    public_id=AgentKey._meta.get_field("public_id"),
+)
+
+
+async def aread_action_with_key(aconnection, public_id: str, action_id) -> tuple[AgentKey, ActionRequest, bool] | None:
+    """(the agent key ``public_id``, holding its agent; that agent's action ``action_id``, as ``read_action_for``
+    reads it, without its reviews; whether it has any: ``ahold_reviews``), on a psycopg ``AsyncConnection``. None
+    when there is no such key, or its agent has no such action. Nothing here says whether the key authenticates."""
+    row = await _ACTION_WITH_KEY.afirst(aconnection, action_id=action_id, public_id=public_id)
     if row is None:
         return None
-    *row, reviewed = row
-    action = _action_from_row(tuple(row))
+    *action_row, reviewed = row[_KEY_AND_AGENT_WIDTH:]
+    return key_from_row(row[:_KEY_AND_AGENT_WIDTH]), _action_from_row(tuple(action_row)), reviewed
+
+
+async def ahold_reviews(aconnection, action: ActionRequest, reviewed: bool) -> None:
+    """``action`` holds its reviews, as ``read_action_for`` gives them (read only when it has any)."""
     reviews = await _REVIEWS.arows(aconnection, action_id=action.id) if reviewed else []
     action.hold_reviews([_review_from_row(review) for review in reviews])
-    return action
 
 
 def _action_from_row(row: tuple, related: dict | None = None) -> ActionRequest:

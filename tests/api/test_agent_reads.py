@@ -294,6 +294,29 @@ def test_the_request_budget_holds_through_reads_answered_here(reads, owner):
     assert batch == 10 and reached.count == 200 // batch + 30
 
 
+@override_settings(COUNTERSIGN_AGENT_RATES={"requests": "400/hour", "proposals": "100/hour"})
+def test_a_request_passed_on_is_counted_once(reads, polling):
+    # An open wait is read here, then passed on: the views count it; it must not have been counted here as well.
+    _, key, _, other = polling
+    app, reached = reads
+
+    async def scenario():
+        opened = [
+            await send_request(app, _scope(f"/api/v1/actions/{other}/wait", "timeout=0.01", bearer(key)))
+            for _ in range(10)
+        ]
+        statuses = [a["status"] for a in opened]
+        while statuses[-1] != 429 and len(statuses) < 500:
+            statuses.append(
+                (await send_request(app, _scope(f"/api/v1/actions/{other}", headers=bearer(key))))["status"]
+            )
+        return statuses
+
+    statuses = asyncio.run(scenario())
+    assert reached.count >= 10
+    assert statuses.count(200) == 400 and statuses[-1] == 429
+
+
 def test_with_the_database_out_of_reach_the_views_answer_and_the_reads_rest(reads, polling):
     _, key, pending, _ = polling
     app, _ = reads
