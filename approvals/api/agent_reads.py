@@ -60,7 +60,6 @@ _QUERY = {"read": frozenset(), "wait": frozenset({"timeout", "until"}), "list": 
 _ACCEPT = frozenset({None, "*/*", "application/json"})
 # The request headers read here; a second copy of one is the views' to make sense of.
 _HEADERS = {b"authorization": "authorization", b"accept": "accept", b"cookie": "cookie"}
-_NO_BODY = io.BytesIO(b"")
 # After the database could not be reached, the views answer alone (their 503, or their pool's recovery) for a while.
 _REST_SECONDS = 5.0
 
@@ -102,7 +101,7 @@ class AgentReads:
         if (accept.decode("latin-1").strip() if accept is not None else None) not in _ACCEPT:
             return False
         kind = "list" if match["action_id"] is None else "wait" if match["wait"] else "read"
-        request = ASGIRequest(scope, _NO_BODY)
+        request = ASGIRequest(scope, io.BytesIO())  # a GET's body is not read
         try:
             query = request.GET
             if not query.keys() <= _QUERY[kind] or any(len(values) > 1 for _, values in query.lists()):
@@ -169,10 +168,11 @@ class AgentReads:
                     if kind == "wait" and not wait.answers_at_once(action, until, timeout):
                         return None
                     answer = present_action(action)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            log.warning("agent reads: database unreachable (%s); the API's handler answers", type(exc).__name__)
-            self._resting_until = time.monotonic() + _REST_SECONDS
-            self.connections.discard()  # after a restart of PostgreSQL the idle ones are as dead as this one
+        except psycopg.Error as exc:  # the views answer it in their own dialect (a 503 for a lost database)
+            log.warning("agent reads: %s from the database; the API's handler answers", type(exc).__name__)
+            if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+                self._resting_until = time.monotonic() + _REST_SECONDS
+                self.connections.discard()  # after a restart of PostgreSQL the idle ones are as dead as this one
             return None
         # Counted last, once this request is sure to be answered here: one passed on is counted by the views.
         if not ratelimit.spend_held(key.public_id, "requests"):

@@ -12,6 +12,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
@@ -23,6 +24,7 @@ from agents.models import AgentKey
 from approvals.api import views
 from approvals.api.agent_reads import AgentReads
 from approvals.api.wait import wait_for_action
+from approvals.selectors import actions as selectors
 from approvals.services.reviews import approve_action
 from audit.models import AuditEvent, RefusalTally
 from config.api_handler import APIHandler
@@ -362,6 +364,18 @@ def test_connections_a_database_restart_killed_are_left_to_the_views_then_made_a
     # on the other dead one.
     assert passed_on == [0, 1, 1]
     assert idle_after_the_error == []
+
+
+def test_any_other_database_error_is_left_to_the_views_without_a_rest(reads, polling, monkeypatch):
+    _, key, pending, _ = polling
+    app, _ = reads
+
+    async def cancelled(*args, **kwargs):
+        raise psycopg.errors.InvalidTextRepresentation("invalid input syntax for type uuid")
+
+    monkeypatch.setattr(selectors, "aread_action_with_key", cancelled)
+    answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
+    assert answer["status"] == 200 and passed_on and app._resting_until == 0.0
 
 
 def test_https_redirects_and_hosts_are_the_views_to_decide(reads, polling):
