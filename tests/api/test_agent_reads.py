@@ -21,6 +21,7 @@ from django.urls import resolve
 
 from agents import ratelimit
 from agents.models import AgentKey
+from agents.services import issue_key
 from approvals.api import views
 from approvals.api.agent_reads import AgentReads
 from approvals.api.wait import wait_for_action
@@ -28,7 +29,7 @@ from approvals.selectors import actions as selectors
 from approvals.services.reviews import approve_action
 from audit.models import AuditEvent, RefusalTally
 from config.api_handler import APIHandler
-from tests.conftest import propose_body
+from tests.conftest import CLI, propose_body
 from tests.factories import AgentFactory
 from tests.support.asgi import http_scope, send_request
 
@@ -255,6 +256,19 @@ def test_a_refused_key_is_refused_by_the_views_and_audited_on_the_very_next_read
     # the rest counted against it for the minute (audit.chain.record_refusal).
     assert len(_refusals(agent)) == 1
     assert RefusalTally.objects.get(actor=agent.name).count == 4
+
+
+def test_each_of_an_agents_keys_is_read_as_itself(reads, polling, agent):
+    # The key and the action are read in one statement, joined through the agent: the key read is the one asked
+    # with, never another of the same agent's (here a revoked one, which would pass the read on).
+    _, key, pending, _ = polling
+    revoked, revoked_raw = issue_key(agent=agent, actor=CLI)
+    used_now(agent)
+    AgentKey.objects.filter(pk=revoked.pk).update(revoked_at=datetime.now(UTC))
+    answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
+    assert answer["status"] == 200 and not passed_on
+    answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(revoked_raw))
+    assert answer["status"] == 401 and passed_on
 
 
 def test_a_wrong_secret_is_the_views_401(reads, polling):
