@@ -113,51 +113,22 @@ def _api_request(what: str, count: int):
 
     from bench import api_cost
     from config.asgi import application
+    from tests.support.asgi import http_scope, send_request
 
     fx = api_cost.make_fixtures()
     request = api_cost.requests_for(fx)[what]
     paths = iter(api_cost.approve_paths(api_cost.copy_pending(fx.template_id, count))) if what == "approve" else None
     body = json.dumps(request.body).encode() if request.body is not None else b""
     headers = [
-        (b"host", settings.ALLOWED_HOSTS[0].encode()),
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *[(name.lower().encode(), value.encode()) for name, value in request.headers.items()],
+        ("host", settings.ALLOWED_HOSTS[0]),
+        ("content-type", "application/json"),
+        ("content-length", str(len(body))),
+        *request.headers.items(),
     ]
 
     async def one():
         path, _, query = (next(paths) if paths is not None else request.path).partition("?")
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": request.method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": query.encode(),
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8000),
-        }
-        received = False
-        answer: dict = {"body": b""}
-
-        async def receive():
-            nonlocal received
-            if not received:
-                received = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.Event().wait()  # the client never hangs up
-
-        async def send(message):
-            if message["type"] == "http.response.start":
-                answer["status"] = message["status"]
-            else:
-                answer["body"] += message.get("body", b"")
-
-        await application(scope, receive, send)
+        answer = await send_request(application, http_scope(request.method, path, query=query, headers=headers), body)
         assert answer["status"] == request.expect, (answer["status"], answer["body"][:500])
         return answer
 

@@ -39,7 +39,7 @@ def _agent_reads_connections_closed():
     yield
     asgi = sys.modules.get("config.asgi")
     if asgi is not None:
-        asgi.api_asgi_app.discard_connections()
+        asgi.api_asgi_app.connections.discard()
 
 
 @pytest.fixture
@@ -133,16 +133,9 @@ def credential(target, db):
 @pytest.fixture
 def scim_credential(scim):
     """The SCIM credential "idp" on the test's ``scim`` server (tests/support/scim.py; each suite seeds its own)."""
-    from tests.support.scim import SCIM_TOKEN
+    from tests.support.scim import idp_credential
 
-    return create_credential(
-        name="idp",
-        kind="scim_bearer",
-        secret=SCIM_TOKEN,
-        scope={"base_url": scim.base_url},
-        actor=CLI,
-        allow_preview_reads=True,
-    )
+    return idp_credential(scim)
 
 
 @pytest.fixture(scope="session")

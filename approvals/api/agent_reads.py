@@ -58,8 +58,6 @@ _PATH = re.compile(rf"/api/v1/actions(?:/(?P<action_id>{_UUID})(?P<wait>/wait)?)
 _QUERY = {"read": frozenset(), "wait": frozenset({"timeout", "until"}), "list": frozenset({"limit", "status"})}
 # DRF's content negotiation with the API's one renderer: these choose it, compact. Others (indent=, text/html) go on.
 _ACCEPT = frozenset({None, "*/*", "application/json"})
-# The request headers read here; a second copy of one is the views' to make sense of.
-_HEADERS = {b"authorization": "authorization", b"accept": "accept", b"cookie": "cookie"}
 # After the database could not be reached, the views answer alone (their 503, or their pool's recovery) for a while.
 _REST_SECONDS = 5.0
 
@@ -83,25 +81,15 @@ class AgentReads:
                 return
         await self.handler(scope, receive, send)
 
-    def discard_connections(self) -> None:
-        self.connections.discard()
-
     async def _answered(self, scope, send, match: re.Match) -> bool:
         started = time.perf_counter()
-        headers: dict[str, bytes] = {}
-        for name, value in scope["headers"]:
-            known = _HEADERS.get(name.lower())
-            if known is not None:
-                if known in headers:
-                    return False
-                headers[known] = value
-        if "cookie" in headers or "authorization" not in headers:
-            return False
-        accept = headers.get("accept")
-        if (accept.decode("latin-1").strip() if accept is not None else None) not in _ACCEPT:
-            return False
         kind = "list" if match["action_id"] is None else "wait" if match["wait"] else "read"
+        # The request as the views would see it: its headers (a header sent twice reads as one, joined, as DRF reads
+        # it), its query string, its host and scheme.
         request = ASGIRequest(scope, io.BytesIO())  # a GET's body is not read
+        accept = request.META.get("HTTP_ACCEPT")
+        if "HTTP_COOKIE" in request.META or (accept.strip() if accept is not None else None) not in _ACCEPT:
+            return False
         try:
             query = request.GET
             if not query.keys() <= _QUERY[kind] or any(len(values) > 1 for _, values in query.lists()):

@@ -14,11 +14,10 @@ from approvals.errors import InvalidInput, NotAllowed
 from approvals.models import AccessLease, ActionRequest, ActionStatus, Review
 from approvals.policies import store as policy_store
 from approvals.services import access
-from approvals.services.credentials import create_credential
 from audit.models import AuditEvent
 from tests import factories
-from tests.access.support import SCIM_TOKEN
 from tests.conftest import CLI
+from tests.support.scim import idp_credential
 
 pytestmark = pytest.mark.django_db
 
@@ -108,13 +107,7 @@ def test_a_policy_that_requires_a_duration_refuses_a_grant_without_one(
 
 
 def test_the_credential_caps_the_duration_too(scim, agent, agent_api):
-    create_credential(
-        name="idp",
-        kind="scim_bearer",
-        secret=SCIM_TOKEN,
-        scope={"base_url": scim.base_url, "max_duration_seconds": 3600},
-        actor=CLI,
-    )
+    idp_credential(scim, allow_preview_reads=False, max_duration_seconds=3600)
     grant_capability(agent=agent, action_type="scim.group_membership", actor=CLI)
     assert agent_api.post("/api/v1/actions", body("PT61M"), format="json").status_code == 403
     assert agent_api.post("/api/v1/actions", body("PT1H"), format="json").status_code == 201

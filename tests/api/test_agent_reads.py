@@ -27,6 +27,7 @@ from approvals.api.agent_reads import AgentReads
 from approvals.api.wait import wait_for_action
 from approvals.selectors import actions as selectors
 from approvals.services.reviews import approve_action
+from audit import chain as audit_chain
 from audit.models import AuditEvent, RefusalTally
 from config.api_handler import APIHandler
 from tests.conftest import CLI, propose_body
@@ -80,7 +81,7 @@ def _connections_closed_after():
     # Their connections would outlive the test (and keep the test database from being dropped at the end).
     yield
     while _MADE:
-        _MADE.pop().discard_connections()
+        _MADE.pop().connections.discard()
 
 
 def _scope(path: str, query: str = "", headers: dict[str, str] | None = None, *, scheme: str = "http") -> dict:
@@ -236,8 +237,10 @@ def _refusals(agent) -> list[str]:
 
 
 @pytest.mark.parametrize("how", ["revoked", "frozen", "disabled", "expired"])
-def test_a_refused_key_is_refused_by_the_views_and_audited_on_the_very_next_read(reads, polling, how):
+def test_a_refused_key_is_refused_by_the_views_and_audited_on_the_very_next_read(reads, polling, how, monkeypatch):
     agent, key, pending, _ = polling
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    monkeypatch.setattr(audit_chain, "_refusal_minute", lambda: minute)  # the four refusals fall in one minute
     answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
     assert answer["status"] == 200 and not passed_on
     now = datetime.now(UTC)
@@ -390,6 +393,23 @@ def test_any_other_database_error_is_left_to_the_views_without_a_rest(reads, pol
     monkeypatch.setattr(selectors, "aread_action_with_key", cancelled)
     answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
     assert answer["status"] == 200 and passed_on and app._resting_until == 0.0
+
+
+def test_more_reads_at_once_than_connections_wait_their_turn(reads, polling, settings):
+    _, key, pending, _ = polling
+    app, reached = reads
+    scope = _scope(f"/api/v1/actions/{pending}", headers=bearer(key))
+
+    async def scenario():
+        first = await send_request(app, scope)  # the key's batch is taken (the proposals took it already)
+        passed_on = reached.count
+        answers = await asyncio.gather(*(send_request(app, scope) for _ in range(20)))
+        return first, passed_on, answers
+
+    first, passed_on, answers = asyncio.run(scenario())
+    assert reached.count == passed_on  # all twenty answered here
+    assert {(a["status"], a["body"]) for a in answers} == {(200, first["body"])}
+    assert len(app.connections._idle) == settings.AGENT_READS_CONNECTIONS == 4  # never more than its four
 
 
 def test_https_redirects_and_hosts_are_the_views_to_decide(reads, polling):

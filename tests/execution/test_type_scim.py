@@ -19,7 +19,7 @@ from audit.models import AuditEvent
 from catalog import registry
 from tests import factories
 from tests.conftest import CLI
-from tests.support.scim import GROUP, SCIM_TOKEN, USER, ScimServer
+from tests.support.scim import GROUP, SCIM_TOKEN, USER, ScimServer, idp_credential
 
 pytestmark = pytest.mark.django_db
 __all__ = ["GROUP", "SCIM_TOKEN", "USER", "ScimServer"]  # other modules take the server from here too
@@ -214,14 +214,7 @@ def test_server_down_preview_unavailable_and_execution_fails_clearly(
 
 def test_a_refused_token_is_reported_without_the_token(scim, scim_agent, reviewer, second_reviewer):
     wrong = "wrong-token-also-secret"
-    create_credential(
-        name="idp",
-        kind="scim_bearer",
-        secret=wrong,
-        scope={"base_url": scim.base_url},
-        actor=CLI,
-        allow_preview_reads=True,
-    )
+    idp_credential(scim, token=wrong)
     action = propose(scim_agent)
     preview = compute_preview("scim.group_membership", action.effective_params)
     assert preview.kind == "unavailable"

@@ -20,6 +20,22 @@ USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 
 
+def idp_credential(server: ScimServer, *, token: str = SCIM_TOKEN, allow_preview_reads: bool = True, **scope):
+    """The SCIM credential "idp" on ``server`` (previews read from it unless told otherwise; ``scope``: more of its
+    scope, e.g. ``max_duration_seconds``)."""
+    from approvals.services.credentials import create_credential
+    from tests.factories import CLI
+
+    return create_credential(
+        name="idp",
+        kind="scim_bearer",
+        secret=token,
+        scope={"base_url": server.base_url, **scope},
+        actor=CLI,
+        allow_preview_reads=allow_preview_reads,
+    )
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, *args):
         pass

@@ -27,7 +27,7 @@ from tests.support.browser_support import (  # noqa: F401 - fixtures, found by p
     screenshot,
     wait_until_live,
 )
-from tests.support.scim import SCIM_TOKEN, USER, ScimServer
+from tests.support.scim import USER, ScimServer, idp_credential
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -122,14 +122,7 @@ def test_a_membership_change_names_people_added_and_removed(page: Page, web_serv
             body = {"schemas": [USER], "userName": name, **({"displayName": display} if display else {})}
             scim.ids[name] = scim.api.post("/Users", json=body).json()["id"]
         scim.add_group("engineering", ["bob", "carol"])
-        create_credential(
-            name="idp",
-            kind="scim_bearer",
-            secret=SCIM_TOKEN,
-            scope={"base_url": scim.base_url},
-            actor=CLI,
-            allow_preview_reads=True,
-        )
+        idp_credential(scim)
         grant_capability(agent=agent, action_type="scim.group_membership", actor=CLI)
         action = factories.propose(
             agent,
