@@ -10,7 +10,7 @@ from rest_framework import authentication, exceptions
 from agents.keys import parse_key, secret_matches
 from agents.models import Agent, AgentKey
 from audit.chain import Actor, record_refusal
-from config.prepared import PreparedQuery, concrete_columns
+from config.prepared import PreparedQuery, concrete_columns, from_row
 
 # last_used_at is written at most this often per key, not on every request.
 LAST_USED_RESOLUTION = timedelta(seconds=30)
@@ -55,16 +55,6 @@ def _key_with_agent(public_id: str) -> AgentKey | None:
     return key_from_row(_KEY_AND_AGENT.first(public_id=public_id))
 
 
-async def key_with_nothing_to_write(aconnection, raw: str) -> AgentKey | None:
-    """The key for ``raw`` if it authenticates and its use needs nothing written (``nothing_to_write``), read on
-    ``aconnection`` (approvals.api.agent_reads), else None."""
-    parsed = parse_key(raw)
-    if parsed is None:
-        return None
-    key = key_from_row(await _KEY_AND_AGENT.afirst(aconnection, public_id=parsed.public_id))
-    return key if key is not None and nothing_to_write(key, parsed.secret) else None
-
-
 def nothing_to_write(key: AgentKey, secret: str) -> bool:
     """Whether ``secret`` authenticates ``key`` with nothing to write: no refusal to audit, no last use to record.
     False when it does not authenticate *or* something must be written: only ``authenticate_agent_key`` decides
@@ -75,15 +65,18 @@ def nothing_to_write(key: AgentKey, secret: str) -> bool:
     return key.refusal(now) is None and key.last_used_at is not None and now - key.last_used_at <= LAST_USED_RESOLUTION
 
 
-_KEY_WIDTH = len(AgentKey._meta.concrete_fields)
+_KEY_FIELDS = tuple(concrete_columns(AgentKey))
+_AGENT_FIELDS = tuple(concrete_columns(Agent))
+_KEY_WIDTH = len(_KEY_FIELDS)
+_KEY_AGENT = AgentKey._meta.get_field("agent")
 
 
 def key_from_row(row: tuple | None) -> AgentKey | None:
     """The key, holding its agent, from a row of ``key_and_agent_columns``."""
     if row is None:
         return None
-    key = AgentKey.from_db("default", None, row[:_KEY_WIDTH])
-    key.agent = Agent.from_db("default", None, row[_KEY_WIDTH:])
+    key = from_row(AgentKey, _KEY_FIELDS, row[:_KEY_WIDTH])
+    _KEY_AGENT.set_cached_value(key, from_row(Agent, _AGENT_FIELDS, row[_KEY_WIDTH:]))
     return key
 
 

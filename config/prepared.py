@@ -25,6 +25,10 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import connections
 from django.db.models import Field, QuerySet, UUIDField
+from django.db.models.base import ModelState
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+from django.db.models.query_utils import DeferredAttribute
+from django.db.models.signals import post_init, pre_init
 
 _counter = itertools.count(1)
 
@@ -140,6 +144,41 @@ def concrete_columns(model: type, through: str = "") -> list[str]:
     """``values_list`` names of ``model``'s concrete fields, in the order ``Model.from_db`` takes their values;
     ``through`` is the lookup from the query's model (``"agent__"``)."""
     return [f"{through}{field.attname}" for field in model._meta.concrete_fields]  # type: ignore[attr-defined]
+
+
+def from_row(model: Any, attnames: Sequence[str], values: Sequence[Any], using: str = "default") -> Any:
+    """``model.from_db(using, attnames, values)``: the instance of a row read with the fields ``attnames`` (in the
+    model's field order, as ``from_db`` takes them; any other field loads on first use), made without ``Model.__init__`` where that only puts each value in the
+    instance's ``__dict__``. A page of fifty actions spent a fifth of its CPU in ``__init__`` walking every field of the
+    model for each row (docs/BENCHMARKS.md section 9); a model with init signals, or a field whose descriptor takes
+    part in assignment (a file, a generic relation), is made by ``from_db``."""
+    if not _assigned_plainly(model):
+        return model.from_db(using, attnames, values)
+    instance = model.__new__(model)
+    instance.__dict__.update(zip(attnames, values, strict=True))
+    instance._state = state = ModelState()
+    state.adding, state.db = False, using
+    return instance
+
+
+# Descriptors whose __set__ on a new instance is a plain __dict__ write: a field's own, a foreign key's id (which would
+# also drop a cached related object, and a new instance has none).
+_PLAIN_DESCRIPTORS = (DeferredAttribute, ForeignKeyDeferredAttribute)
+_plainly: dict[type, bool] = {}
+
+
+def _assigned_plainly(model: Any) -> bool:
+    """Asked once per model, when its first row is read: by then the apps are ready and their signals connected."""
+    if model not in _plainly:
+        descriptors = (
+            next(vars(k)[f.attname] for k in model.__mro__ if f.attname in vars(k)) for f in model._meta.concrete_fields
+        )
+        _plainly[model] = (
+            all(type(descriptor) in _PLAIN_DESCRIPTORS for descriptor in descriptors)
+            and not pre_init.has_listeners(model)
+            and not post_init.has_listeners(model)
+        )
+    return _plainly[model]
 
 
 class PreparedInstances:

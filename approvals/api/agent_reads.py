@@ -37,7 +37,6 @@ from agents import ratelimit
 from agents.authentication import (
     AgentKeyAuthentication,
     bearer_credentials,
-    key_with_nothing_to_write,
     nothing_to_write,
 )
 from agents.keys import parse_key
@@ -135,18 +134,22 @@ class AgentReads:
                 return None
         try:
             async with self.connections.connection() as aconnection:
+                parsed = parse_key(raw_key)
+                if parsed is None:
+                    return None
                 if kind == "list":
-                    key = await key_with_nothing_to_write(aconnection, raw_key)
-                    if key is None:
-                        return None
                     size = NewestFirst.size_for(limit)
-                    rows, more = await selectors.afirst_page_for_agent(
-                        aconnection, key.agent.pk, status=status, size=size
+                    found = await selectors.afirst_page_with_key(
+                        aconnection, parsed.public_id, status=status, size=size
                     )
-                    answer = NewestFirst.first_page_body(url, rows, more, present_action)
+                    if not found:  # no such key, or an empty page: the views' 401 or their page
+                        return None
+                    key, actions, more = found
+                    if not nothing_to_write(key, parsed.secret):
+                        return None
+                    answer = NewestFirst.first_page_body(url, actions, more, present_action)
                 else:
-                    parsed = parse_key(raw_key)
-                    found = parsed and await selectors.aread_action_with_key(aconnection, parsed.public_id, action_id)
+                    found = await selectors.aread_action_with_key(aconnection, parsed.public_id, action_id)
                     if not found:  # no such key, or its agent has no such action: the views' 401 or 404
                         return None
                     key, action, reviewed = found

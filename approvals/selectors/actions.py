@@ -6,14 +6,14 @@ from collections.abc import Sequence
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Prefetch, QuerySet
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Prefetch, QuerySet, Subquery
 
 from agents.authentication import key_and_agent_columns, key_from_row
 from agents.models import Agent, AgentKey
 from approvals.models import ActionRequest, Review
 from approvals.policies.separation_of_duties import counted_approvals, user_group_ids
 from approvals.selectors.presenters import API_FIELDS
-from config.prepared import PreparedQuery, concrete_columns
+from config.prepared import PreparedQuery, concrete_columns, from_row
 
 
 def _reviews() -> Prefetch:
@@ -64,12 +64,16 @@ def reviewed_by(user, action_id) -> ActionRequest | None:
 # the first when the action has no reviews yet (it says so).
 
 # The fields the API presents (presenters.API_FIELDS), not the context (up to 64 KiB of JSON) nor bookkeeping times.
-_ACTION_FIELDS = [f.attname for f in ActionRequest._meta.concrete_fields if f.attname in API_FIELDS]
+_ACTION_FIELDS = tuple(f.attname for f in ActionRequest._meta.concrete_fields if f.attname in API_FIELDS)
 _ACTION_COLUMNS = _ACTION_FIELDS
-# Model.from_db asks of each of the model's fields whether it was read: a set answers at once, a list by a scan.
-_ACTION_FIELD_SET = frozenset(_ACTION_FIELDS)
 _RELATED_COLUMNS = ("agent__name", "agent__owner_id", "on_behalf_of_user__username", "reviewer_group__name")
-_REVIEW_COLUMNS = concrete_columns(Review)
+_REVIEW_COLUMNS = tuple(concrete_columns(Review))
+# A read action holds what present_action shows of these, as select_related would (config.prepared.from_row makes
+# the instances without Model.__init__, so they are held without the descriptors' checks of a fresh assignment).
+_AGENT, _REQUESTER, _GROUP = (
+    ActionRequest._meta.get_field(name) for name in ("agent", "on_behalf_of_user", "reviewer_group")
+)
+_REVIEWER = Review._meta.get_field("reviewer")
 _ACTION_PK = ActionRequest._meta.pk
 _User = get_user_model()
 
@@ -168,22 +172,22 @@ def _action_from_row(row: tuple, related: dict | None = None) -> ActionRequest:
     is mostly one agent's, one group's): each is made once and shared, as the rows say the same of it."""
     related = {} if related is None else related
     split = len(_ACTION_COLUMNS)
-    action = ActionRequest.from_db("default", _ACTION_FIELD_SET, row[:split])
+    action = from_row(ActionRequest, _ACTION_FIELDS, row[:split])
     agent_name, owner_id, requester_name, group_name = row[split:]
     key = ("agent", action.agent_id)
     if key not in related:
-        related[key] = Agent.from_db("default", ["id", "name", "owner_id"], [action.agent_id, agent_name, owner_id])
-    action.agent = related[key]
+        related[key] = from_row(Agent, ("id", "name", "owner_id"), (action.agent_id, agent_name, owner_id))
+    _AGENT.set_cached_value(action, related[key])
     if action.on_behalf_of_user_id is not None:
         key = ("user", action.on_behalf_of_user_id)
         if key not in related:
-            related[key] = _User.from_db("default", ["id", "username"], [action.on_behalf_of_user_id, requester_name])
-        action.on_behalf_of_user = related[key]
+            related[key] = from_row(_User, ("id", "username"), (action.on_behalf_of_user_id, requester_name))
+        _REQUESTER.set_cached_value(action, related[key])
     if action.reviewer_group_id is not None:
         key = ("group", action.reviewer_group_id)
         if key not in related:
-            related[key] = Group.from_db("default", None, [action.reviewer_group_id, group_name])
-        action.reviewer_group = related[key]
+            related[key] = from_row(Group, ("id", "name"), (action.reviewer_group_id, group_name))
+        _GROUP.set_cached_value(action, related[key])
     return action
 
 
@@ -194,10 +198,10 @@ def reviews_with_counts(action_id) -> list[Review]:
 
 def _review_from_row(row: tuple) -> Review:
     split = len(_REVIEW_COLUMNS)
-    review = Review.from_db("default", None, row[:split])
+    review = from_row(Review, _REVIEW_COLUMNS, row[:split])
     reviewer_name, review.counts = row[split:]
     if review.reviewer_id is not None:
-        review.reviewer = _User.from_db("default", ["id", "username"], [review.reviewer_id, reviewer_name])
+        _REVIEWER.set_cached_value(review, from_row(_User, ("id", "username"), (review.reviewer_id, reviewer_name)))
     return review
 
 
@@ -208,13 +212,20 @@ def _review_from_row(row: tuple) -> Review:
 def _scoped(kind: str, value) -> QuerySet:
     if kind == "agent":
         return ActionRequest.objects.filter(agent_id=value)
+    if kind == "agent key":  # the key's columns by the join; its agent's id, a constant, picks the agent's index
+        agent_of_key = Subquery(AgentKey.objects.filter(public_id=value).values("agent_id")[:1])
+        return ActionRequest.objects.filter(agent_id=agent_of_key, agent__keys__public_id=value)
     if kind == "reviewer":
         groups = _User.groups.through.objects.filter(user_id=value).values("group_id")
         return ActionRequest.objects.filter(reviewer_group_id__in=groups)
     return ActionRequest.objects.all()
 
 
-_PRINCIPAL_FIELD = {"agent": Agent._meta.pk, "reviewer": _User._meta.pk}
+_PRINCIPAL_FIELD = {
+    "agent": Agent._meta.pk,
+    "agent key": AgentKey._meta.get_field("public_id"),
+    "reviewer": _User._meta.pk,
+}
 _STATUS_FIELD = ActionRequest._meta.get_field("status")
 _first_pages: dict[tuple[str, bool, int], tuple[PreparedQuery, PreparedQuery]] = {}
 
@@ -227,15 +238,26 @@ def _first_page_queries(kind: str, by_status: bool, size: int) -> tuple[Prepared
             qs = _scoped(kind, principal)
             if by_status:
                 qs = qs.filter(status=status)
-            return qs.order_by("-created_at", "-id")[: size + 1]
+            return qs.order_by("-created_at", "-id")
+
+        def page(**values) -> QuerySet:
+            qs = newest(**values)
+            if kind == "agent key":  # the key, with its agent, on each row, and whether it has reviews (an action id)
+                # A scalar subquery per row, never a hashed one: PostgreSQL may turn an EXISTS into a scan of every
+                # review, and the page is fifty rows of what may be an agent's hundred thousand.
+                reviewed = Subquery(Review.objects.filter(action_id=OuterRef("pk")).values("action_id")[:1])
+                return qs.annotate(reviewed=reviewed).values_list(
+                    *key_and_agent_columns(key="agent__keys__"), *_ACTION_COLUMNS, *_RELATED_COLUMNS, "reviewed"
+                )[: size + 1]
+            return _action_row(qs)[: size + 1]
 
         fields = {"status": _STATUS_FIELD} if by_status else {}
         if kind in _PRINCIPAL_FIELD:
             fields["principal"] = _PRINCIPAL_FIELD[kind]
-        actions = PreparedQuery(lambda **values: _action_row(newest(**values)), **fields)
+        actions = PreparedQuery(page, **fields)
         reviews = PreparedQuery(
             lambda **values: (
-                Review.objects.filter(action_id__in=newest(**values).values("id"))
+                Review.objects.filter(action_id__in=newest(**values)[: size + 1].values("id"))
                 .annotate(counts=ExpressionWrapper(counted_approvals(), output_field=BooleanField()))
                 .order_by("created_at", "id")
                 .values_list(*_REVIEW_COLUMNS, "reviewer__username", "counts")
@@ -264,13 +286,22 @@ def first_page_for(principal, *, status: str | None, size: int) -> tuple[list[Ac
     return _page(rows, reviews_query.rows(**values) if rows else [], size)
 
 
-async def afirst_page_for_agent(aconnection, agent_id, *, status: str | None, size: int) -> tuple[list, bool]:
-    """``first_page_for`` an agent, by the same statements, run on a psycopg ``AsyncConnection``
-    (approvals.api.agent_reads)."""
-    values = {"principal": agent_id} if status is None else {"principal": agent_id, "status": status}
-    actions_query, reviews_query = _first_page_queries("agent", status is not None, size)
+async def afirst_page_with_key(
+    aconnection, public_id: str, *, status: str | None, size: int
+) -> tuple[AgentKey, list[ActionRequest], bool] | None:
+    """(the agent key ``public_id``, holding its agent; ``first_page_for`` that agent; whether more follow), on a
+    psycopg ``AsyncConnection`` (approvals.api.agent_reads): the key read with each row of the page, and the reviews
+    only when an action on the page has any. None when there is no such key or its agent has no such action yet.
+    Nothing here says whether the key authenticates."""
+    values = {"principal": public_id} if status is None else {"principal": public_id, "status": status}
+    actions_query, reviews_query = _first_page_queries("agent key", status is not None, size)
     rows = await actions_query.arows(aconnection, **values)
-    return _page(rows, await reviews_query.arows(aconnection, **values) if rows else [], size)
+    if not rows:
+        return None
+    reviewed = any(row[-1] is not None for row in rows[:size])
+    reviews = await reviews_query.arows(aconnection, **values) if reviewed else []
+    actions, more = _page([row[_KEY_AND_AGENT_WIDTH:-1] for row in rows], reviews, size)
+    return key_from_row(rows[0][:_KEY_AND_AGENT_WIDTH]), actions, more
 
 
 def _page(action_rows: list[tuple], review_rows: list[tuple], size: int) -> tuple[list[ActionRequest], bool]:

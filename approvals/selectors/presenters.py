@@ -82,9 +82,10 @@ def present_action(action: ActionRequest) -> dict[str, Any]:
             "edited_params": action.edited_params,
             "reason": action.decision_reason,
         }
-    path = f"/api/v1/actions/{action.id}"
+    action_id = str(action.id)
+    path = f"/api/v1/actions/{action_id}"
     return {
-        "id": str(action.id),
+        "id": action_id,
         "status": action.status,
         "action_type": action.action_type,
         "params": action.params,
@@ -128,5 +129,5 @@ def present_action(action: ActionRequest) -> dict[str, Any]:
         "reverted_at": _iso(action.reverted_at),
         "reverts": str(action.reverts_id) if action.reverts_id else None,
         "extends": str(action.extends_id) if action.extends_id else None,
-        "links": {"self": path, "wait": f"{path}/wait", "review": f"/actions/{action.id}"},
+        "links": {"self": path, "wait": f"{path}/wait", "review": f"/actions/{action_id}"},
     }

@@ -31,7 +31,7 @@ from audit import chain as audit_chain
 from audit.models import AuditEvent, RefusalTally
 from config.api_handler import APIHandler
 from tests.conftest import CLI, propose_body
-from tests.factories import AgentFactory
+from tests.factories import AgentFactory, propose
 from tests.support.asgi import http_scope, send_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -170,6 +170,28 @@ def test_the_first_page_is_answered_here_with_the_views_links(reads, polling, qu
     assert (b"cursor=" in answer["body"]) == (query.startswith("limit=1"))
 
 
+def test_a_first_page_with_reviews_on_it_reads_the_same(reads, polling, reviewer):
+    # The page's statement says which of its actions have reviews; only then are they read, with their counts.
+    agent, key, pending, _ = polling
+    approve_action(action_id=pending, reviewer=reviewer, via="web", comment="fine")
+    used_now(agent)
+    answer, passed_on = both(reads, "/api/v1/actions", "", bearer(key))
+    assert answer["status"] == 200 and not passed_on
+    assert b'"reviews":[{"reviewer":"' + reviewer.username.encode() in answer["body"]
+
+
+@pytest.mark.parametrize("query", ["", "status=approved"])
+def test_an_empty_first_page_is_the_views(reads, owner, query):
+    # The key is read with the page's rows: no rows, no key read here, so the views answer (an empty page).
+    agent = AgentFactory(owner=owner)
+    if query:
+        propose(agent)  # pending: not on a page of approved ones
+    used_now(agent)
+    answer, passed_on = both(reads, "/api/v1/actions", query, bearer(agent.raw_key))
+    assert answer["status"] == 200 and passed_on
+    assert b'"results":[]' in answer["body"]
+
+
 @pytest.mark.parametrize(
     ("query", "status"),
     [
@@ -295,6 +317,7 @@ def test_a_key_whose_last_use_is_due_is_recorded_by_the_views_then_read_here(rea
 @override_settings(COUNTERSIGN_AGENT_RATES={"requests": "200/hour", "proposals": "100/hour"})
 def test_the_request_budget_holds_through_reads_answered_here(reads, owner):
     agent = AgentFactory(owner=owner)
+    propose(agent)  # a first page with something on it: answered here
     used_now(agent)
     app, reached = reads
 

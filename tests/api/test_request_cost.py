@@ -16,6 +16,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import Group
 from django.db import connection
+from django.db.models.signals import post_init
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from rest_framework.renderers import JSONRenderer
@@ -31,7 +32,8 @@ from approvals.policies import store as policy_store
 from approvals.selectors import actions as selectors
 from approvals.selectors.presenters import present_action
 from audit.chain import Actor
-from config.prepared import PreparedInstances, PreparedQuery, insert, update
+from config import prepared
+from config.prepared import PreparedInstances, PreparedQuery, from_row, insert, update
 from tests.api.test_api import assert_problem
 from tests.conftest import CLI, propose_body, token_client
 from tests.support.asgi import http_scope, send_request
@@ -134,6 +136,31 @@ def test_a_prepared_insert_and_update_write_the_row_save_writes(agent_api):
     partial.summary = "only this"
     update(partial)  # a partly read row writes what was read, as save() does
     assert ActionRequest.objects.get(id=action_id).params == {"command": "other"}
+
+
+@pytest.mark.django_db
+def test_an_instance_made_from_a_row_is_the_one_from_db_makes(agent_api, monkeypatch):
+    action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
+    names = ("id", "agent_id", "params", "status", "created_at")  # in the model's order, as from_db takes them
+    values = ActionRequest.objects.filter(id=action_id).values_list(*names).get()
+    made, by_django = from_row(ActionRequest, names, values), ActionRequest.from_db("default", names, values)
+    assert type(made) is ActionRequest and vars(made).keys() - {"_state"} == vars(by_django).keys() - {"_state"}
+    assert all(getattr(made, name) == getattr(by_django, name) for name in names)
+    assert (made._state.adding, made._state.db) == (False, "default")
+    assert made.get_deferred_fields() == by_django.get_deferred_fields()
+    assert made.summary == by_django.summary  # a field not read loads on first use, as a deferred field does
+    assert made.agent.pk == made.agent_id
+
+    # A model whose instances someone watches being made (an init signal) is made by from_db, signal and all.
+    made_by_init = []
+    receiver = lambda sender, instance, **kwargs: made_by_init.append(instance)  # noqa: E731
+    post_init.connect(receiver, sender=ActionRequest)
+    monkeypatch.setattr(prepared, "_plainly", {})
+    try:
+        made = from_row(ActionRequest, names, values)
+    finally:
+        post_init.disconnect(receiver, sender=ActionRequest)
+    assert made_by_init == [made]
 
 
 # --- the API's reads answer what the general selectors answer ------------------------------------------------------
