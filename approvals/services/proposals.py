@@ -266,7 +266,6 @@ def _create(
         reverts=proposal.reverts,
         revert_reason=proposal.revert_reason,
     )
-    insert(action)  # the row as save() writes it, by a statement written once (config/prepared.py)
     action.agent = agent
     action.hold_reviews([])
     audit_action(
@@ -289,6 +288,8 @@ def _create(
             },
         },
     )
+    # The row is written once (config/prepared.py's insert, as save() writes it): pending here, or decided by the
+    # policy's transition, which writes a new action instead of updating it.
     policy_actor = Actor("policy", decision.rule, "policy")
     if decision.effect == policies.DENY:
         action.decision_reason = decision.reason
@@ -296,9 +297,11 @@ def _create(
             action, ActionStatus.REJECTED, actor=policy_actor, verb="action.rejected", data={"reason": decision.reason}
         )
     elif decision.effect == policies.AUTO_APPROVE:
+        # Written before its action's row, which the transition writes: foreign keys are checked at commit.
         review = insert(Review(action=action, reviewer=None, verdict=Review.Verdict.APPROVE, via=Review.Via.POLICY))
         action.hold_reviews([review])
         complete_approval(action, actor=policy_actor, action_type=action_type)
     else:
+        insert(action)
         publish(action, approvals=0)
     return action

@@ -15,7 +15,7 @@ from approvals.outbox import dispatcher as outbox
 from approvals.policies.separation_of_duties import counted_approvals, review_counts
 from approvals.selectors.presenters import present_action
 from audit.chain import Actor, record_event
-from config.prepared import PreparedInstances, PreparedQuery, update
+from config.prepared import PreparedInstances, PreparedQuery, insert, update
 
 # Every decision, cancellation and execution starts here: statements compiled once per process (config/prepared.py).
 _LOCKED = PreparedInstances(
@@ -59,9 +59,14 @@ def approval_count(action: ActionRequest) -> int:
 
 
 def transition(action: ActionRequest, to: str, *, actor: Actor, verb: str, data: dict[str, Any] | None = None) -> None:
-    """Change status, audit it and publish it. The caller holds the row lock."""
+    """Change status, audit it and publish it. The caller holds the row lock, or is writing the action: a proposal
+    that policy decides as it is made is written once, in its decided state (approvals.services.proposals)."""
     before = action.move_to(to)
-    update(action)  # action.save(), by a statement written once (config/prepared.py)
+    # action.save(), by a statement written once (config/prepared.py)
+    if action._state.adding:
+        insert(action)
+    else:
+        update(action)
     audit_action(action, actor=actor, verb=verb, data={"from": before, "to": to, **(data or {})})
     publish(action)
 
