@@ -148,10 +148,11 @@ def concrete_columns(model: type, through: str = "") -> list[str]:
 
 def from_row(model: Any, attnames: Sequence[str], values: Sequence[Any], using: str = "default") -> Any:
     """``model.from_db(using, attnames, values)``: the instance of a row read with the fields ``attnames`` (in the
-    model's field order, as ``from_db`` takes them; any other field loads on first use), made without ``Model.__init__`` where that only puts each value in the
-    instance's ``__dict__``. A page of fifty actions spent a fifth of its CPU in ``__init__`` walking every field of the
-    model for each row (docs/BENCHMARKS.md section 9); a model with init signals, or a field whose descriptor takes
-    part in assignment (a file, a generic relation), is made by ``from_db``."""
+    model's field order, as ``from_db`` takes them; any other field loads on first use), made without
+    ``Model.__init__`` where that only puts each value in the instance's ``__dict__``. A page of fifty actions spent a
+    fifth of its CPU in ``__init__`` walking every field of the model for each row (docs/BENCHMARKS.md section 9); a
+    model with init signals, or a field whose descriptor takes part in assignment (a file, a generic relation), is
+    made by ``from_db``."""
     if not _assigned_plainly(model):
         return model.from_db(using, attnames, values)
     instance = model.__new__(model)
