@@ -32,6 +32,7 @@ from approvals.policies import store as policy_store
 from approvals.selectors import actions as selectors
 from approvals.selectors.presenters import present_action
 from audit.chain import Actor
+from audit.models import AuditEvent
 from config import prepared
 from config.prepared import PreparedInstances, PreparedQuery, from_row, insert, update
 from tests.api.test_api import assert_problem
@@ -228,6 +229,24 @@ def test_the_first_page_is_what_the_general_page_holds(agent, agent_api, reviewe
             if page["next"]:  # the cursor it hands out leads on through the general path
                 following = client.get(page["next"]).json()["results"]
                 assert following == [present_action(a) for a in expected_qs[2:4]]
+
+
+@pytest.mark.django_db
+def test_a_proposal_decided_by_policy_is_written_once_in_its_decided_state(agent, agent_api, reviewer_api):
+    _policy_effects(reviewer_api, agent_api)  # the rules: "ok" auto-approved, "no" denied
+    for command, status in (("ok", "approved"), ("no", "rejected")):
+        with CaptureQueriesContext(connection) as queries:
+            answer = agent_api.post("/api/v1/actions", propose_body(params={"command": command}), format="json")
+        assert answer.status_code == 201 and answer.json()["status"] == status
+        writes = [q["sql"].split(" (")[0] for q in queries if q["sql"].startswith(("INSERT", "UPDATE"))]
+        assert writes.count('INSERT INTO "approvals_actionrequest"') == 1
+        assert not [w for w in writes if w.startswith('UPDATE "approvals_actionrequest"')], writes
+        # The row is what the answer said, and what the general read presents; the audit log still says it was
+        # proposed, then decided.
+        assert present_action(selectors.get_action_for(agent, answer.json()["id"])) == answer.json()
+        events = AuditEvent.objects.filter(action_id=answer.json()["id"]).order_by("seq")
+        verbs = list(events.values_list("verb", flat=True))
+        assert verbs[:2] == ["action.proposed", f"action.{status}"]
 
 
 @pytest.mark.django_db
