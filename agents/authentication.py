@@ -31,10 +31,14 @@ def authenticate_agent_key(raw: str) -> AgentKey | None:
         _record_refused_key(key, refusal)
         return None
     now = timezone.now()
-    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+    if _last_use_due(key, now):
         AgentKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
     return key
+
+
+def _last_use_due(key: AgentKey, now) -> bool:
+    return key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION
 
 
 def key_and_agent_columns(key: str = "", agent: str = "agent__") -> list[str]:
@@ -62,7 +66,7 @@ def nothing_to_write(key: AgentKey, secret: str) -> bool:
     if not secret_matches(secret, key.secret_hash):
         return False
     now = timezone.now()
-    return key.refusal(now) is None and key.last_used_at is not None and now - key.last_used_at <= LAST_USED_RESOLUTION
+    return key.refusal(now) is None and not _last_use_due(key, now)
 
 
 _KEY_FIELDS = tuple(concrete_columns(AgentKey))

@@ -190,8 +190,9 @@ class PreparedInstances:
     def __init__(self, model: Any, build: Callable[..., QuerySet], *, related: Sequence[str] = (), **fields: Field):
         self._model = model
         self._related = [(name, model._meta.get_field(name)) for name in related]
-        self._widths = [len(model._meta.concrete_fields)] + [
-            len(field.related_model._meta.concrete_fields) for _, field in self._related
+        # Each instance's fields, in the row's order: the model's, then each related model's.
+        self._attnames = [tuple(concrete_columns(model))] + [
+            tuple(concrete_columns(field.related_model)) for _, field in self._related
         ]
         columns = concrete_columns(model) + [
             column for name, field in self._related for column in concrete_columns(field.related_model, f"{name}__")
@@ -206,15 +207,16 @@ class PreparedInstances:
         return None if row is None else self._instance(row, using)
 
     def _instance(self, row: tuple, using: str) -> Any:
-        start, width = 0, self._widths[0]
-        instance = self._model.from_db(using, None, row[start : start + width])
-        for (name, field), width_of_related in zip(self._related, self._widths[1:], strict=True):
-            start += width
-            width = width_of_related
+        values, start = [], 0
+        for attnames in self._attnames:
+            values.append(row[start : start + len(attnames)])
+            start += len(attnames)
+        instance = from_row(self._model, self._attnames[0], values[0], using)
+        for (name, field), attnames, related in zip(self._related, self._attnames[1:], values[1:], strict=True):
             if getattr(instance, field.attname) is None:
                 setattr(instance, name, None)
             else:
-                setattr(instance, name, field.related_model.from_db(using, None, row[start : start + width]))
+                setattr(instance, name, from_row(field.related_model, attnames, related, using))
         return instance
 
 

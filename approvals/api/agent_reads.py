@@ -34,11 +34,7 @@ from django.http import HttpResponse
 from django.middleware.security import SecurityMiddleware
 
 from agents import ratelimit
-from agents.authentication import (
-    AgentKeyAuthentication,
-    bearer_credentials,
-    nothing_to_write,
-)
+from agents.authentication import AgentKeyAuthentication, bearer_credentials, nothing_to_write
 from agents.keys import parse_key
 from agents.throttling import AgentKeyThrottle
 from approvals.api import wait
@@ -142,19 +138,17 @@ class AgentReads:
                     found = await selectors.afirst_page_with_key(
                         aconnection, parsed.public_id, status=status, size=size
                     )
-                    if not found:  # no such key, or an empty page: the views' 401 or their page
-                        return None
-                    key, actions, more = found
-                    if not nothing_to_write(key, parsed.secret):
-                        return None
-                    answer = NewestFirst.first_page_body(url, actions, more, present_action)
                 else:
                     found = await selectors.aread_action_with_key(aconnection, parsed.public_id, action_id)
-                    if not found:  # no such key, or its agent has no such action: the views' 401 or 404
-                        return None
+                # No such key, no such action of its agent, an empty page (the views' 401, 404 or page); a key that
+                # does not authenticate, or whose use must be written (the views refuse it or record it).
+                if not found or not nothing_to_write(found[0], parsed.secret):
+                    return None
+                if kind == "list":
+                    key, actions, more = found
+                    answer = NewestFirst.first_page_body(url, actions, more, present_action)
+                else:
                     key, action, reviewed = found
-                    if not nothing_to_write(key, parsed.secret):
-                        return None
                     await selectors.ahold_reviews(aconnection, action, reviewed)
                     if kind == "wait" and not wait.answers_at_once(action, until, timeout):
                         return None

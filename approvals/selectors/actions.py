@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import BooleanField, ExpressionWrapper, OuterRef, Prefetch, QuerySet, Subquery
 
 from agents.authentication import key_and_agent_columns, key_from_row
 from agents.models import Agent, AgentKey
@@ -83,9 +83,11 @@ def _action_row(qs: QuerySet) -> QuerySet:
 
 
 def _one_action_row(qs: QuerySet, first: Sequence[str] = ()) -> QuerySet:
-    """``_action_row`` and whether the action has reviews at all, in the same statement: a pending action (what an
-    agent polls) has none, and then its reviews are not read. ``first``: columns before those."""
-    reviewed = Exists(Review.objects.filter(action_id=OuterRef("pk")))
+    """``_action_row`` and, last, whether the action has reviews at all (its id if it has, else None), in the same
+    statement: a pending action (what an agent polls) has none, and then its reviews are not read. ``first``: columns
+    before those. A scalar subquery, never EXISTS: PostgreSQL may run an EXISTS over many rows as one hashed scan of
+    every review, and a first page is fifty rows of what may be an agent's hundred thousand."""
+    reviewed = Subquery(Review.objects.filter(action_id=OuterRef("pk")).order_by().values("action_id")[:1])
     return qs.annotate(reviewed=reviewed).values_list(*first, *_ACTION_COLUMNS, *_RELATED_COLUMNS, "reviewed")
 
 
@@ -133,7 +135,7 @@ def read_action_for(principal, action_id) -> ActionRequest | None:
         return None
     *row, reviewed = row
     action = _action_from_row(tuple(row))
-    action.hold_reviews(reviews_with_counts(action.id) if reviewed else [])
+    action.hold_reviews(reviews_with_counts(action.id) if reviewed is not None else [])
     return action
 
 
@@ -158,7 +160,7 @@ async def aread_action_with_key(aconnection, public_id: str, action_id) -> tuple
     if row is None:
         return None
     *action_row, reviewed = row[_KEY_AND_AGENT_WIDTH:]
-    return key_from_row(row[:_KEY_AND_AGENT_WIDTH]), _action_from_row(tuple(action_row)), reviewed
+    return key_from_row(row[:_KEY_AND_AGENT_WIDTH]), _action_from_row(tuple(action_row)), reviewed is not None
 
 
 async def ahold_reviews(aconnection, action: ActionRequest, reviewed: bool) -> None:
@@ -213,7 +215,7 @@ def _scoped(kind: str, value) -> QuerySet:
     if kind == "agent":
         return ActionRequest.objects.filter(agent_id=value)
     if kind == "agent key":  # the key's columns by the join; its agent's id, a constant, picks the agent's index
-        agent_of_key = Subquery(AgentKey.objects.filter(public_id=value).values("agent_id")[:1])
+        agent_of_key = Subquery(AgentKey.objects.filter(public_id=value).order_by().values("agent_id")[:1])
         return ActionRequest.objects.filter(agent_id=agent_of_key, agent__keys__public_id=value)
     if kind == "reviewer":
         groups = _User.groups.through.objects.filter(user_id=value).values("group_id")
@@ -241,15 +243,9 @@ def _first_page_queries(kind: str, by_status: bool, size: int) -> tuple[Prepared
             return qs.order_by("-created_at", "-id")
 
         def page(**values) -> QuerySet:
-            qs = newest(**values)
-            if kind == "agent key":  # the key, with its agent, on each row, and whether it has reviews (an action id)
-                # A scalar subquery per row, never a hashed one: PostgreSQL may turn an EXISTS into a scan of every
-                # review, and the page is fifty rows of what may be an agent's hundred thousand.
-                reviewed = Subquery(Review.objects.filter(action_id=OuterRef("pk")).values("action_id")[:1])
-                return qs.annotate(reviewed=reviewed).values_list(
-                    *key_and_agent_columns(key="agent__keys__"), *_ACTION_COLUMNS, *_RELATED_COLUMNS, "reviewed"
-                )[: size + 1]
-            return _action_row(qs)[: size + 1]
+            if kind == "agent key":  # the key, with its agent, on each row, and whether it has reviews
+                return _one_action_row(newest(**values), key_and_agent_columns(key="agent__keys__"))[: size + 1]
+            return _action_row(newest(**values))[: size + 1]
 
         fields = {"status": _STATUS_FIELD} if by_status else {}
         if kind in _PRINCIPAL_FIELD:

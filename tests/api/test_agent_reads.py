@@ -283,23 +283,28 @@ def test_a_refused_key_is_refused_by_the_views_and_audited_on_the_very_next_read
     assert RefusalTally.objects.get(actor=agent.name).count == 4
 
 
-def test_each_of_an_agents_keys_is_read_as_itself(reads, polling, agent):
-    # The key and the action are read in one statement, joined through the agent: the key read is the one asked
-    # with, never another of the same agent's (here a revoked one, which would pass the read on).
+@pytest.mark.parametrize("read", ["one", "list"])
+def test_each_of_an_agents_keys_is_read_as_itself(reads, polling, agent, read):
+    # The key is read in the statement that reads the action or the page, joined through the agent: the key read is
+    # the one asked with, never another of the same agent's (here a revoked one, which would pass the read on).
     _, key, pending, _ = polling
+    path = f"/api/v1/actions/{pending}" if read == "one" else "/api/v1/actions"
     revoked, revoked_raw = issue_key(agent=agent, actor=CLI)
     used_now(agent)
     AgentKey.objects.filter(pk=revoked.pk).update(revoked_at=datetime.now(UTC))
-    answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
+    answer, passed_on = both(reads, path, headers=bearer(key))
     assert answer["status"] == 200 and not passed_on
-    answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(revoked_raw))
+    answer, passed_on = both(reads, path, headers=bearer(revoked_raw))
     assert answer["status"] == 401 and passed_on
 
 
-def test_a_wrong_secret_is_the_views_401(reads, polling):
+@pytest.mark.parametrize("read", ["one", "list"])
+def test_a_wrong_secret_is_the_views_401(reads, polling, read):
+    # The real public id with a forged secret: the row is read here (the page too), then left to the views.
     _, key, pending, _ = polling
     forged = key[:-4] + ("aaaa" if not key.endswith("aaaa") else "bbbb")
-    answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(forged))
+    path = f"/api/v1/actions/{pending}" if read == "one" else "/api/v1/actions"
+    answer, passed_on = both(reads, path, headers=bearer(forged))
     assert answer["status"] == 401 and passed_on
 
 
@@ -383,9 +388,8 @@ def test_connections_a_database_restart_killed_are_left_to_the_views_then_made_a
             connection.close()  # this thread's own
 
     async def scenario():  # one event loop throughout, as in a server process
-        answers = list(
-            await asyncio.gather(send_request(app, scope), send_request(app, scope))
-        )  # two connections, kept
+        # Two at once: two connections, kept.
+        answers = list(await asyncio.gather(send_request(app, scope), send_request(app, scope)))
         passed_on = [reached.count]
         pids = [kept.info.backend_pid for kept in app.connections._idle]
         assert len(pids) == 2
@@ -410,10 +414,10 @@ def test_any_other_database_error_is_left_to_the_views_without_a_rest(reads, pol
     _, key, pending, _ = polling
     app, _ = reads
 
-    async def cancelled(*args, **kwargs):
+    async def fails(*args, **kwargs):
         raise psycopg.errors.InvalidTextRepresentation("invalid input syntax for type uuid")
 
-    monkeypatch.setattr(selectors, "aread_action_with_key", cancelled)
+    monkeypatch.setattr(selectors, "aread_action_with_key", fails)
     answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
     assert answer["status"] == 200 and passed_on and app._resting_until == 0.0
 
