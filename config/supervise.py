@@ -151,6 +151,9 @@ class Child:
             self.signal_group(signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.signal_group(signal.SIGKILL)
+        if self.reader is not None:
+            # Its last words ("drained", a traceback) are still in the pipe: they reach the console before we exit.
+            self.reader.join(timeout=5)
 
 
 def read_procfile(path: Path) -> list[tuple[str, str]]:

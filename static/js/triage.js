@@ -227,10 +227,12 @@
   }
 
   // High and critical: focus starts on Cancel, and only the typed word enables "Yes, approve".
+  // The dialog holds the action's id, not its row: a live redraw (live.js) may replace the rows while it is open.
   let confirming = null;
+  const rowOf = (id) => rows().find((tr) => tr.dataset.actionId === id) || null;
   function openConfirm(row) {
     if (!confirmDialog || typeof confirmDialog.showModal !== "function") return;
-    confirming = row;
+    confirming = row.dataset.actionId;
     document.getElementById("triage-confirm-risk").textContent = row.dataset.risk;
     document.getElementById("triage-confirm-summary").textContent = summaryOf(row);
     confirmWord.value = "";
@@ -252,10 +254,12 @@
   });
   confirmDialog?.addEventListener("close", () => {
     if (confirmDialog.open) return; // a late close event of an earlier round: the dialog asks again now
-    const row = confirming;
+    const row = (confirming && rowOf(confirming)) || currentRow();
     confirming = null;
     if (!row) return;
     if (confirmDialog.returnValue === "confirm" && wordTyped()) decide(row, "approve", { confirm: confirmWord.value.trim() });
+    // Focus leaves the closed dialog even when the row it came from was redrawn (the browser restores focus only
+    // to the old, detached link, and keys typed meanwhile would go to the hidden box).
     else row.querySelector("td.summary a")?.focus();
   });
 

@@ -150,6 +150,37 @@ def test_bulk_approval_of_selected_low_risk_actions(page, web_server, reviewer, 
     assert approved.count() == 3 and {e.via for e in approved} == {"web"}
 
 
+def test_the_keys_still_work_after_the_queue_is_redrawn_under_the_open_confirmation(
+    page, web_server, reviewer, agent_key
+):
+    """A live redraw replaces the rows while the confirmation is open; closing it must not leave focus in the hidden
+    dialog (where the next keys would be typed into its box instead of deciding)."""
+    action_id = propose(web_server, agent_key, risk="critical", summary="Grant admin to the contractor")
+    log_in(page, "rita")
+    page.goto("/?mode=triage")
+    expect(pane(page)).to_have_attribute("data-action-id", action_id)
+    old_row = page.locator(f"#action-{action_id}").element_handle()
+    page.keyboard.press("a")
+    dialog = page.locator("#triage-confirm")
+    expect(dialog).to_be_visible()
+    page.get_by_label("Type approve to confirm").focus()
+
+    arrived = propose(web_server, agent_key, summary="Restart the billing service")
+    expect(page.locator(f"#action-{arrived}")).to_have_count(1)  # the queue was redrawn behind the dialog
+    assert not old_row.evaluate("(row) => row.isConnected")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(page.locator(f"#action-{action_id} td.summary a")).to_be_focused()
+    page.keyboard.press("a")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#triage-confirm-summary")).to_have_text("Grant admin to the contractor")
+    page.keyboard.type("approve")
+    page.keyboard.press("Enter")
+    expect(page.locator("#triage-toast")).to_contain_text("Approved")
+    assert status(action_id) == "approved"
+    assert status(arrived) == "pending"
+
+
 def test_a_risky_approval_focuses_cancel_and_needs_the_typed_word(page, web_server, reviewer, agent_key):
     action_id = propose(web_server, agent_key, risk="critical", summary="Grant admin to the contractor")
     log_in(page, "rita")
