@@ -221,7 +221,7 @@ def _answerable_here() -> bool:
     rest = settings.REST_FRAMEWORK
     database = settings.DATABASES.get("default", {})
     return (
-        database.get("ENGINE") == "django.db.backends.postgresql"
+        database.get("ENGINE") == settings.POSTGRESQL_ENGINE
         and "assume_role" not in database.get("OPTIONS", {})  # a role Django sets per connection: not done here
         and rest.get("DEFAULT_AUTHENTICATION_CLASSES", [None])[0] == _dotted(AgentKeyAuthentication)
         and list(rest.get("DEFAULT_THROTTLE_CLASSES", [])) == [_dotted(AgentKeyThrottle)]
@@ -242,10 +242,7 @@ def _connection_kwargs() -> dict[str, Any]:
         psycopg.AsyncClientCursor if issubclass(cursor, psycopg.ClientCursor) else psycopg.AsyncCursor
     )
     params["autocommit"] = True
-    # Django loads timestamptz with a pure-Python subclass of psycopg's loader, to give times in its zone (UTC); a
-    # session in UTC gives the same times through psycopg's own compiled loader, a tenth of a page's cost.
-    params["context"] = adapters = psycopg.adapt.AdaptersMap(params["context"])
-    timestamptz = psycopg.postgres.types["timestamptz"].oid
-    adapters.register_loader(timestamptz, psycopg.postgres.adapters.get_loader(timestamptz, psycopg.pq.Format.TEXT))
+    # Times load in UTC, with psycopg's compiled loader (config/postgresql/base.py), in a session in UTC: Django sets
+    # the zone on its own connections when it connects, and these are not Django's.
     params["options"] = f"{params.get('options', '')} -c TimeZone=UTC".strip()
     return params

@@ -120,6 +120,7 @@ TEMPLATES = [
 
 # --- database -------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL")
+POSTGRESQL_ENGINE = "config.postgresql"
 # No database without DATABASE_URL (Django then refuses every query): config/settings/embedded.py puts SQLite in var/.
 DATABASES = (
     {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))} if DATABASE_URL else {}
@@ -130,6 +131,9 @@ if DATABASE_URL:
     if env_str("DATABASE_PASSWORD"):
         DATABASES["default"]["PASSWORD"] = env_str("DATABASE_PASSWORD")
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend, with psycopg's compiled loader for times (config/postgresql/base.py).
+        DATABASES["default"]["ENGINE"] = POSTGRESQL_ENGINE
+    if DATABASES["default"]["ENGINE"] == POSTGRESQL_ENGINE:
         # Parameters bound by the server, not spliced into the SQL text by psycopg: no quoting of every value and
         # re-scanning of every statement in Python, on every request (docs/BENCHMARKS.md). Statements are not
         # prepared (Django's default, prepare_threshold None), so a pooler in transaction mode still works.
@@ -139,7 +143,7 @@ if DATABASE_URL:
     # DB_POOL=N: a psycopg pool of up to N connections per process (web: under ASGI each request runs in its
     # own thread, so persistent connections don't carry over and each request would connect anew; see
     # docs/deploy.md). Needs psycopg[pool] and DB_CONN_MAX_AGE=0.
-    if env_int("DB_POOL", 0) > 0 and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if env_int("DB_POOL", 0) > 0 and DATABASES["default"]["ENGINE"] == POSTGRESQL_ENGINE:
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": min(2, env_int("DB_POOL", 0)),
             "max_size": env_int("DB_POOL", 0),

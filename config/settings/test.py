@@ -24,7 +24,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The audit table is append-only (trigger, approvals/migrations/0005); pytest-django resets tables with
 # TRUNCATE between transactional tests, which the trigger allows only in a session that sets this switch.
 # Test connections only: production connections never set it.
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F405
+if DATABASES["default"]["ENGINE"] == POSTGRESQL_ENGINE:  # noqa: F405
     _options = DATABASES["default"].setdefault("OPTIONS", {})  # noqa: F405
     _options["options"] = f"{_options.get('options', '')} -c countersign.audit_maintenance=on".strip()
 # Many tests log in from 127.0.0.1 within one window; the per-(username, address) delay is what tests check.

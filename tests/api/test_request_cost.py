@@ -102,6 +102,48 @@ def test_prepared_rows_are_converted_as_the_orm_converts_them(agent_api):
     assert instances.first(action_id=uuid.uuid4()) is None
 
 
+TIMES = [
+    "2026-12-06 10:13:08.123456+00",
+    "1999-12-31 23:59:59.999999-08",
+    "2024-02-29 00:00:00+05:30",
+    "0001-01-01 00:00:00+00",
+    "9999-12-31 23:59:59.999999+00",
+    "2026-03-29 01:30:00.5+01",
+]
+
+
+@pytest.mark.django_db
+def test_times_load_through_psycopgs_compiled_loader_exactly_as_djangos_own(settings):
+    """config/postgresql: the loader Django registers (pure Python) replaced by psycopg's compiled one, only where the
+    two agree: every value equal and in the same zone object, UTC."""
+    from django.db.backends.postgresql.psycopg_any import BaseTzLoader
+    from psycopg import postgres, pq
+
+    from config.postgresql.base import UtcTimestamptzLoader
+
+    assert settings.DATABASES["default"]["ENGINE"] == "config.postgresql"
+    oid = postgres.types["timestamptz"].oid
+    with connection.cursor() as cursor:
+        assert cursor.connection.adapters.get_loader(oid, pq.Format.TEXT) is UtcTimestamptzLoader
+        assert "psycopg_binary" in type(UtcTimestamptzLoader(oid, cursor.cursor)._compiled).__module__
+        cursor.execute("SELECT " + ", ".join(["%s::timestamptz"] * len(TIMES)), TIMES)
+        loaded = cursor.fetchone()
+        djangos = type("Djangos", (BaseTzLoader,), {"timezone": UTC})(oid, cursor.cursor)
+    for text, value in zip(TIMES, loaded, strict=True):
+        expected = djangos.load(text.encode())
+        assert value == expected and value.tzinfo is UTC and expected.tzinfo is UTC, text
+        assert value.isoformat() == expected.isoformat(), text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_naive_times_still_load_naive_when_time_zones_are_off(settings):
+    """A setting that makes Django's values differ from psycopg's (USE_TZ off) gives Django's loader back, per cursor."""
+    settings.USE_TZ = False
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::timestamptz", [TIMES[0]])
+        assert cursor.fetchone()[0] == datetime(2026, 12, 6, 10, 13, 8, 123456)  # naive, in the session's zone
+
+
 @pytest.mark.django_db
 def test_a_parameter_that_never_reaches_the_sql_is_refused():
     # A value used only in Python would be frozen at its stand-in: preparing such a query is refused outright.

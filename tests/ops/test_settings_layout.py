@@ -58,13 +58,13 @@ def test_the_default_is_embedded_while_anything_is_missing(tmp_path):
     # The README's PostgreSQL + Redis line gives no key: they are still kept in var/.
     other = tmp_path / "other"
     read = read_settings("config.settings.local", other, **SERVICES)
-    assert read["engine"] == "django.db.backends.postgresql" and read["broker"] == SERVICES["REDIS_URL"]
+    assert read["engine"] == "config.postgresql" and read["broker"] == SERVICES["REDIS_URL"]
     assert read["socket"] == "None" and (other / "credential_key").is_file()
 
 
 def test_the_default_is_base_when_everything_is_given(tmp_path):
     read = read_settings("config.settings.local", tmp_path / "var", **SERVICES, **KEYS)
-    assert read["engine"] == "django.db.backends.postgresql" and read["secret"] and read["credential_keys"] == 1
+    assert read["engine"] == "config.postgresql" and read["secret"] and read["credential_keys"] == 1
     assert not (tmp_path / "var").exists()
 
 
