@@ -102,6 +102,65 @@ def test_prepared_rows_are_converted_as_the_orm_converts_them(agent_api):
     assert instances.first(action_id=uuid.uuid4()) is None
 
 
+# --- request bodies: fields copied shallowly (approvals.api.serializers.InputSerializer) ----------------------------
+
+BODIES = [
+    propose_body(),
+    {**propose_body(), "context": {"reasoning": "x" * 70_000}},
+    {**propose_body(), "summary": "   "},
+    {**propose_body(), "expires_in": 10},
+    {**propose_body(), "callback_url": "ftp://example.com/"},
+    {**propose_body(), "params": ["not", "an", "object"]},
+    {**propose_body(), "surprise": 1},
+    {"summary": "no type"},
+    ["not a body"],
+    {**propose_body(), "on_behalf_of": "a" * 300, "idempotency_key": ""},
+]
+
+
+def _answers(serializer_class, bodies):
+    answers = []
+    for body in bodies:
+        serializer = serializer_class(data=body)
+        answers.append((serializer.is_valid(), dict(serializer.errors), dict(serializer.validated_data or {})))
+    return answers
+
+
+def test_shallow_copied_fields_validate_exactly_as_drfs_deep_copies(monkeypatch):
+    from rest_framework import serializers
+
+    from approvals.api.serializers import ProposalInput
+
+    ours = _answers(ProposalInput, BODIES)
+    monkeypatch.setattr(ProposalInput, "get_fields", serializers.Serializer.get_fields)
+    assert ours == _answers(ProposalInput, BODIES)
+    assert [valid for valid, _, _ in ours] == [True] + [False] * (len(BODIES) - 1)
+
+
+def test_each_instance_has_its_own_binding_and_threads_their_own_answers():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from approvals.api.serializers import ProposalInput
+
+    one, two = ProposalInput(data=BODIES[0]), ProposalInput(data=BODIES[2])
+    for name in ProposalInput._declared_fields:
+        assert one.fields[name] is not two.fields[name] and one.fields[name].parent is one, name
+        assert ProposalInput._declared_fields[name].parent is None  # the declaration itself is never bound
+    expected = _answers(ProposalInput, BODIES)
+    with ThreadPoolExecutor(8) as pool:
+        rounds = list(pool.map(lambda _: _answers(ProposalInput, BODIES), range(64)))
+    assert all(answers == expected for answers in rounds)
+
+
+def test_a_nested_serializer_is_refused_by_the_shallow_copy():
+    from rest_framework import serializers
+
+    from approvals.api.serializers import InputSerializer
+
+    with pytest.raises(TypeError, match="nested serializers"):
+        type("Nested", (InputSerializer,), {"inner": serializers.Serializer()})
+
+
 TIMES = [
     "2026-12-06 10:13:08.123456+00",
     "1999-12-31 23:59:59.999999-08",
