@@ -66,7 +66,17 @@ def capability_refusal(agent: Agent, action_type: str, params: dict[str, Any]) -
     if action_type == MCP_TOOL_CALL:
         return mcp_refusal(agent, params)
     row = _CAPABILITY.first(agent_id=agent.pk, action_type=action_type)
-    capability = Capability.from_db("default", None, row) if row is not None else None
+    return granted_refusal(agent, action_type, Capability.from_db("default", None, row) if row else None, params)
+
+
+def granted_refusal(
+    agent: Agent, action_type: str, capability: Capability | None, params: dict[str, Any]
+) -> str | None:
+    """``capability_refusal`` on ``capability``, the agent's grant of ``action_type`` (None: none), read fresh by the
+    caller with other things (a proposal reads it with the policy head: approvals.services.proposals). Not for
+    ``mcp.tool_call``, which is granted by the tools' own capabilities."""
+    if action_type == MCP_TOOL_CALL:
+        raise ValueError("an MCP tool call is granted by the tools' capabilities: capability_refusal")
     if capability is None:
         return f"agent {agent.name} is not granted the capability {action_type}"
     return constraint_violation(agent.name, capability, params)

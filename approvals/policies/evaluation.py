@@ -77,8 +77,10 @@ def evaluate(
     on_behalf_of: str = "",
     credential: Credential | None = None,
     find_credential: bool = True,
+    policy_head: tuple[int, str] | None = None,
 ) -> Evaluation:
-    """What the policy says about ``agent_name`` proposing ``params`` now. Creates nothing."""
+    """What the policy says about ``agent_name`` proposing ``params`` now. Creates nothing. ``policy_head``: the
+    head just read by the caller (``store.active_rules``)."""
     if credential is None and find_credential:
         credential = credential_for(action_type, params)
     exposure = policies.assess(
@@ -88,7 +90,7 @@ def evaluate(
         type_modifies_access=action_type.modifies_access,
         credential=credential,
     )
-    version, rules = policy_store.active_rules()
+    version, rules = policy_store.active_rules(policy_head)
     decision = policies.decide(
         agent_name=agent_name,
         action_type=action_type.name,

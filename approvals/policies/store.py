@@ -115,13 +115,15 @@ def current_version() -> int:
 _HEAD = PreparedQuery(lambda: PolicyVersion.objects.order_by("-number").values_list("number", "digest")[:1])
 
 
-def active_rules() -> tuple[int, tuple[Rule, ...]]:
+def active_rules(head: tuple[int, str] | None = None) -> tuple[int, tuple[Rule, ...]]:
     """(version, enabled rules in order); re-read only when the head version changed.
 
     Keyed by number *and* digest: a restored backup (or a rolled-back test)
-    can bring back a version number with other rules.
+    can bring back a version number with other rules. ``head``: the head's (number, digest) as the caller has just
+    read it with other things (a proposal, approvals.services.proposals); (0, "") when there is no version yet.
     """
-    head = _HEAD.first() or (0, "")
+    if head is None:
+        head = _HEAD.first() or (0, "")
     with _cache_lock:
         if _cache["version"] == head:
             return head[0], _cache["rules"]

@@ -11,14 +11,15 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import IntegrityError
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from agents.capabilities import capability_refusal
-from agents.models import Agent
+from agents.capabilities import MCP_TOOL_CALL, capability_refusal, granted_refusal
+from agents.models import Agent, Capability
 from approvals.action_types.durations import DurationError, duration_refusal, parse_duration
 from approvals.action_types.params import validate_params
 from approvals.errors import IdempotencyConflict, InvalidInput, NotAllowed
-from approvals.models import ActionRequest, ActionStatus, Review
+from approvals.models import ActionRequest, ActionStatus, PolicyVersion, Review
 from approvals.policies import rules as policies
 from approvals.policies.evaluation import Evaluation, evaluate
 from approvals.services.approval import complete_approval
@@ -27,7 +28,7 @@ from audit.canonical import digest
 from audit.chain import Actor, audited_atomic, record_refusal
 from catalog import registry
 from catalog.base import ActionType
-from config.prepared import PreparedQuery, insert
+from config.prepared import PreparedQuery, from_row, insert
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,11 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
         if existing is not None:
             return existing, False
 
-    refusal = capability_refusal(agent, action_type.name, proposal.params)
+    if action_type.name == MCP_TOOL_CALL:
+        refusal, policy_head = capability_refusal(agent, action_type.name, proposal.params), None
+    else:
+        grant, policy_head = _grant_and_policy_head(agent, action_type.name)
+        refusal = granted_refusal(agent, action_type.name, grant, proposal.params)
     if refusal:
         _record_refused(agent, action_type, refusal)
         raise NotAllowed(refusal)
@@ -139,6 +144,7 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
         on_behalf_of=proposal.on_behalf_of,
         credential=credential,
         find_credential=False,
+        policy_head=policy_head,
     )
     refusal = evaluation.requester_refusal
     if refusal:
@@ -208,6 +214,36 @@ def _existing_for_key(agent: Agent, key: str, request_digest: str) -> ActionRequ
     if existing is not None and existing.request_digest != request_digest:
         raise IdempotencyConflict(f"The idempotency key {key!r} was already used with a different request body.")
     return existing
+
+
+# Every proposal reads the agent's grant of its action type and the policy head, both fresh: one statement, where each
+# was a round trip of its own (docs/BENCHMARKS.md, section 9). It stands on the agent's row, which authentication has
+# just read, so it answers one row whether the grant exists or not.
+_GRANT_COLUMNS = ("id", "agent_id", "action_type", "constraints")
+_POLICY_HEAD = PolicyVersion.objects.order_by("-number")
+_GRANT_AND_POLICY_HEAD = PreparedQuery(
+    lambda agent_id, action_type: Agent.objects.filter(pk=agent_id).values_list(
+        *(
+            Subquery(Capability.objects.filter(agent_id=OuterRef("pk"), action_type=action_type).values(column)[:1])
+            for column in _GRANT_COLUMNS
+        ),
+        Subquery(_POLICY_HEAD.values("number")[:1]),
+        Subquery(_POLICY_HEAD.values("digest")[:1]),
+    ),
+    agent_id=Agent._meta.pk,
+    action_type=Capability._meta.get_field("action_type"),
+)
+
+
+def _grant_and_policy_head(agent: Agent, action_type: str) -> tuple[Capability | None, tuple[int, str] | None]:
+    """(the agent's capability for ``action_type`` or None, the policy head's (number, digest)); a head of None (the
+    agent's row gone meanwhile) is read again by the policy store."""
+    row = _GRANT_AND_POLICY_HEAD.first(agent_id=agent.pk, action_type=action_type)
+    if row is None:
+        return None, None
+    grant = row[: len(_GRANT_COLUMNS)]
+    head = (row[-2], row[-1]) if row[-2] is not None else (0, "")
+    return (from_row(Capability, _GRANT_COLUMNS, grant) if grant[0] is not None else None), head
 
 
 # The rule's reviewer group, on every proposal: found by a statement compiled once (config/prepared.py), made when a

@@ -381,6 +381,42 @@ def test_a_pending_action_is_read_in_two_statements_and_a_review_is_seen_at_once
 
 
 @pytest.mark.django_db
+def test_a_proposal_reads_its_grant_and_the_policy_head_in_one_statement_fresh_each_time(agent, agent_api):
+    """approvals.services.proposals: the capability and the policy head in one statement; a grant revoked, narrowed or
+    given back and a policy changed a moment ago decide the very next proposal."""
+    from agents.services import grant_capability, revoke_capability
+
+    with CaptureQueriesContext(connection) as queries:
+        assert agent_api.post("/api/v1/actions", propose_body(), format="json").status_code == 201
+    reads = [q["sql"] for q in queries if "approvals_policyversion" in q["sql"] or "agents_capability" in q["sql"]]
+    assert len(reads) == 1 and "agents_capability" in reads[0] and "approvals_policyversion" in reads[0], reads
+
+    revoke_capability(agent=agent, action_type="decision.only", actor=CLI)
+    refused = agent_api.post("/api/v1/actions", propose_body(summary="After the revocation"), format="json")
+    assert_problem(refused, 403)
+    assert "not granted the capability decision.only" in refused.json()["detail"]
+    assert AuditEvent.objects.filter(verb="action.refused", data__reason__icontains="not granted").exists()
+
+    grant_capability(agent=agent, action_type="decision.only", actor=CLI, constraints={"service": ["search"]})
+    narrowed = agent_api.post("/api/v1/actions", propose_body(params={"service": "billing"}), format="json")
+    assert_problem(narrowed, 403)
+    assert "service in [search]" in narrowed.json()["detail"]
+    assert (
+        agent_api.post("/api/v1/actions", propose_body(params={"service": "search"}), format="json").status_code == 201
+    )
+
+    policy_store.save_rule(
+        {"name": "freeze", "position": 1, "effect": "deny", "reason": "Change freeze."}, actor=STAFF, comment="freeze"
+    )
+    denied = agent_api.post("/api/v1/actions", propose_body(params={"service": "search"}), format="json")
+    assert denied.status_code == 201 and denied.json()["status"] == "rejected", denied.content
+    assert denied.json()["policy"]["rule"] == "freeze"
+    policy_store.delete_rule("freeze", actor=STAFF, comment="thaw")
+    thawed = agent_api.post("/api/v1/actions", propose_body(params={"service": "search"}), format="json")
+    assert thawed.json()["status"] == "pending" and thawed.json()["policy"]["rule"] != "freeze"
+
+
+@pytest.mark.django_db
 def test_a_revoked_key_is_refused_on_the_next_request_and_audited(agent, agent_api):
     assert agent_api.get("/api/v1/actions").status_code == 200
     AgentKey.objects.filter(agent=agent).update(revoked_at=datetime.now(UTC))
