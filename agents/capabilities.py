@@ -17,11 +17,14 @@ accepts.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
+from django.db.models import QuerySet
+
 from agents.models import Agent, Capability
-from config.prepared import PreparedQuery, concrete_columns
+from config.prepared import PreparedQuery, from_row
 
 
 def _values(value: Any) -> list[str] | None:
@@ -51,22 +54,37 @@ def constraint_violation(agent_name: str, capability: Capability, params: dict[s
     return None
 
 
-# Read on every proposal, fresh (a capability revoked a moment ago is gone), by a statement compiled once.
-_CAPABILITY = PreparedQuery(
-    lambda agent_id, action_type: Capability.objects.filter(agent_id=agent_id, action_type=action_type).values_list(
-        *concrete_columns(Capability)
-    )[:1],
+# Read on every proposal, fresh (a capability revoked a moment ago is gone), by a statement compiled once. Only what
+# was not asked: the agent and the action type are the question's own.
+GRANT_COLUMNS = ("id", "constraints")
+_GRANT = PreparedQuery(
+    lambda agent_id, action_type: grants(agent_id, action_type).values_list(*GRANT_COLUMNS)[:1],
     agent_id=Agent._meta.pk,
     action_type=Capability._meta.get_field("action_type"),
 )
+
+
+def grants(agent_id: Any, action_type: Any) -> QuerySet:
+    """The agent's grant of ``action_type``: one row at most (unique per agent and type); ``agent_id`` may be an
+    ``OuterRef`` (a proposal reads it inside a statement of its own: approvals.services.proposals)."""
+    return Capability.objects.filter(agent_id=agent_id, action_type=action_type)
+
+
+def granted(agent: Agent, action_type: str, row: Sequence[Any] | None) -> Capability | None:
+    """The capability of a row read as ``GRANT_COLUMNS`` (None, or a row of None: not granted)."""
+    if row is None or row[0] is None:
+        return None
+    return from_row(
+        Capability, ("id", "agent_id", "action_type", "constraints"), (row[0], agent.pk, action_type, row[1])
+    )
 
 
 def capability_refusal(agent: Agent, action_type: str, params: dict[str, Any]) -> str | None:
     """Why ``agent`` may not propose this, or None when it may."""
     if action_type == MCP_TOOL_CALL:
         return mcp_refusal(agent, params)
-    row = _CAPABILITY.first(agent_id=agent.pk, action_type=action_type)
-    return granted_refusal(agent, action_type, Capability.from_db("default", None, row) if row else None, params)
+    row = _GRANT.first(agent_id=agent.pk, action_type=action_type)
+    return granted_refusal(agent, action_type, granted(agent, action_type, row), params)
 
 
 def granted_refusal(

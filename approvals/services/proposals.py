@@ -14,7 +14,7 @@ from django.db import IntegrityError
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from agents.capabilities import MCP_TOOL_CALL, capability_refusal, granted_refusal
+from agents.capabilities import GRANT_COLUMNS, MCP_TOOL_CALL, capability_refusal, granted, granted_refusal, grants
 from agents.models import Agent, Capability
 from approvals.action_types.durations import DurationError, duration_refusal, parse_duration
 from approvals.action_types.params import validate_params
@@ -28,7 +28,7 @@ from audit.canonical import digest
 from audit.chain import Actor, audited_atomic, record_refusal
 from catalog import registry
 from catalog.base import ActionType
-from config.prepared import PreparedQuery, from_row, insert
+from config.prepared import PreparedQuery, insert
 
 
 @dataclass(frozen=True)
@@ -219,14 +219,10 @@ def _existing_for_key(agent: Agent, key: str, request_digest: str) -> ActionRequ
 # Every proposal reads the agent's grant of its action type and the policy head, both fresh: one statement, where each
 # was a round trip of its own (docs/BENCHMARKS.md, section 9). It stands on the agent's row, which authentication has
 # just read, so it answers one row whether the grant exists or not.
-_GRANT_COLUMNS = ("id", "agent_id", "action_type", "constraints")
 _POLICY_HEAD = PolicyVersion.objects.order_by("-number")
 _GRANT_AND_POLICY_HEAD = PreparedQuery(
     lambda agent_id, action_type: Agent.objects.filter(pk=agent_id).values_list(
-        *(
-            Subquery(Capability.objects.filter(agent_id=OuterRef("pk"), action_type=action_type).values(column)[:1])
-            for column in _GRANT_COLUMNS
-        ),
+        *(Subquery(grants(OuterRef("pk"), action_type).values(column)[:1]) for column in GRANT_COLUMNS),
         Subquery(_POLICY_HEAD.values("number")[:1]),
         Subquery(_POLICY_HEAD.values("digest")[:1]),
     ),
@@ -241,9 +237,8 @@ def _grant_and_policy_head(agent: Agent, action_type: str) -> tuple[Capability |
     row = _GRANT_AND_POLICY_HEAD.first(agent_id=agent.pk, action_type=action_type)
     if row is None:
         return None, None
-    grant = row[: len(_GRANT_COLUMNS)]
-    head = (row[-2], row[-1]) if row[-2] is not None else (0, "")
-    return (from_row(Capability, _GRANT_COLUMNS, grant) if grant[0] is not None else None), head
+    *grant, number, digest_ = row
+    return granted(agent, action_type, grant), ((number, digest_) if number is not None else (0, ""))
 
 
 # The rule's reviewer group, on every proposal: found by a statement compiled once (config/prepared.py), made when a

@@ -128,3 +128,23 @@ def test_grant_capability_command_sets_and_revokes_constraints(agent):
         call_command("grant_capability", agent.name, "http.request", "--only", "method")
     with pytest.raises(CommandError, match="No action type"):
         call_command("grant_capability", agent.name, "launch.missiles")
+
+
+def test_a_literal_mcp_tool_call_row_grants_no_tool(owner):
+    # `mcp.tool_call` is never granted (Capability.clean), but a row written past that check (by SQL, by an older
+    # version) must still grant nothing: an MCP call is judged by the tools' own capabilities, never by that row.
+    from agents.capabilities import granted_refusal
+
+    agent, _, raw = create_agent(name="side-road", owner=owner, actor=CLI)
+    literal = Capability.objects.create(agent=agent, action_type="mcp.tool_call", constraints={})
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    body = propose_body(
+        action_type="mcp.tool_call", params={"server": "git", "tool": "git_status", "arguments": {}}, summary="status"
+    )
+    response = client.post("/api/v1/actions", body, format="json")
+    assert "not granted the capability 'mcp.git.git_status'" in assert_problem(response, 403)["detail"]
+    assert AuditEvent.objects.get(verb="action.refused").data["action_type"] == "mcp.tool_call"
+    assert not ActionRequest.objects.exists()
+    with pytest.raises(ValueError, match="tools' capabilities"):
+        granted_refusal(agent, "mcp.tool_call", literal, body["params"])
