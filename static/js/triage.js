@@ -49,9 +49,8 @@
   }
 
   // --- the pane follows the selection ---------------------------------------------------------------------
-  function currentRow() {
-    return rows().find((tr) => tr.dataset.actionId === currentId) || null;
-  }
+  const rowOf = (id) => rows().find((tr) => tr.dataset.actionId === id) || null;
+  const currentRow = () => rowOf(currentId);
 
   function focusRow(index) {
     const all = rows();
@@ -229,7 +228,6 @@
   // High and critical: focus starts on Cancel, and only the typed word enables "Yes, approve".
   // The dialog holds the action's id, not its row: a live redraw (live.js) may replace the rows while it is open.
   let confirming = null;
-  const rowOf = (id) => rows().find((tr) => tr.dataset.actionId === id) || null;
   function openConfirm(row) {
     if (!confirmDialog || typeof confirmDialog.showModal !== "function") return;
     confirming = row.dataset.actionId;
@@ -254,13 +252,18 @@
   });
   confirmDialog?.addEventListener("close", () => {
     if (confirmDialog.open) return; // a late close event of an earlier round: the dialog asks again now
-    const row = (confirming && rowOf(confirming)) || currentRow();
+    const id = confirming;
     confirming = null;
-    if (!row) return;
-    if (confirmDialog.returnValue === "confirm" && wordTyped()) decide(row, "approve", { confirm: confirmWord.value.trim() });
-    // Focus leaves the closed dialog even when the row it came from was redrawn (the browser restores focus only
-    // to the old, detached link, and keys typed meanwhile would go to the hidden box).
-    else row.querySelector("td.summary a")?.focus();
+    if (!id) return;
+    const row = rowOf(id); // gone when someone else decided it while the dialog was open
+    if (confirmDialog.returnValue === "confirm" && wordTyped()) {
+      // The word confirms this action only: never the one the selection moved to when its row went away.
+      if (row) { decide(row, "approve", { confirm: confirmWord.value.trim() }); return; }
+      toast("Someone else decided that action while you were confirming: nothing was approved.", { error: true });
+    }
+    // Focus leaves the closed dialog even when its row was redrawn (the browser restores focus only to the old,
+    // detached link, and keys typed meanwhile would go to the hidden box).
+    (row || currentRow())?.querySelector("td.summary a")?.focus();
   });
 
   // --- bulk: low-risk actions of one type -------------------------------------------------------------------

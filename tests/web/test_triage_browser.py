@@ -13,7 +13,8 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import Page, expect
 
-from approvals.models import ActionRequest, ExecutionGrant, OutboxMessage
+from approvals import services
+from approvals.models import ActionRequest, ExecutionGrant, OutboxMessage, Review
 from audit.models import AuditEvent
 from tests.conftest import ARTIFACTS, propose_body
 from tests.support.browser_support import (  # noqa: F401 - fixtures, found by pytest in this module's namespace
@@ -179,6 +180,31 @@ def test_the_keys_still_work_after_the_queue_is_redrawn_under_the_open_confirmat
     expect(page.locator("#triage-toast")).to_contain_text("Approved")
     assert status(action_id) == "approved"
     assert status(arrived) == "pending"
+
+
+def test_a_confirmation_for_an_action_decided_meanwhile_approves_nothing(
+    page, web_server, reviewer, second_reviewer, agent_key
+):
+    """Sam rejects the action Rita is confirming; its row leaves her queue and her selection moves to the next,
+    equally risky one. Her typed word confirmed the first action only: nothing is approved."""
+    ids = {propose(web_server, agent_key, risk="critical", summary=f"Grant admin to {who}") for who in ("Ann", "Bob")}
+    log_in(page, "rita")
+    page.goto("/?mode=triage")
+    expect(pane(page)).to_be_visible()
+    confirming = pane(page).get_attribute("data-action-id")
+    (other,) = ids - {confirming}
+    page.keyboard.press("a")
+    dialog = page.locator("#triage-confirm")
+    expect(dialog).to_be_visible()
+
+    services.reject_action(action_id=confirming, reviewer=second_reviewer, via=Review.Via.API, reason="Not today.")
+    expect(page.locator(f"#action-{confirming}")).to_have_count(0)  # redrawn away behind the dialog
+    page.keyboard.type("approve")
+    page.keyboard.press("Enter")
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#triage-toast")).to_contain_text("nothing was approved")
+    assert status(confirming) == "rejected" and status(other) == "pending"
+    assert not Review.objects.filter(action_id=other).exists()
 
 
 def test_a_risky_approval_focuses_cancel_and_needs_the_typed_word(page, web_server, reviewer, agent_key):
