@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Group
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models.signals import post_init
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -178,13 +178,14 @@ def test_times_load_through_psycopgs_compiled_loader_exactly_as_djangos_own(sett
     from django.db.backends.postgresql.psycopg_any import BaseTzLoader
     from psycopg import postgres, pq
 
-    from config.postgresql.base import UtcTimestamptzLoader
+    from config.postgresql.base import COMPILED_TIMESTAMPTZ_LOADER
 
     assert settings.DATABASES["default"]["ENGINE"] == "config.postgresql"
     oid = postgres.types["timestamptz"].oid
     with connection.cursor() as cursor:
-        assert cursor.connection.adapters.get_loader(oid, pq.Format.TEXT) is UtcTimestamptzLoader
-        assert "psycopg_binary" in type(UtcTimestamptzLoader(oid, cursor.cursor)._compiled).__module__
+        # The compiled class itself, on the cursor as on the connection (no per-cursor loader: no copied adapters map).
+        assert cursor.cursor.adapters.get_loader(oid, pq.Format.TEXT) is COMPILED_TIMESTAMPTZ_LOADER
+        assert COMPILED_TIMESTAMPTZ_LOADER.__module__.startswith("psycopg_binary")
         cursor.execute("SELECT " + ", ".join(["%s::timestamptz"] * len(TIMES)), TIMES)
         loaded = cursor.fetchone()
         djangos = type("Djangos", (BaseTzLoader,), {"timezone": UTC})(oid, cursor.cursor)
@@ -192,6 +193,25 @@ def test_times_load_through_psycopgs_compiled_loader_exactly_as_djangos_own(sett
         expected = djangos.load(text.encode())
         assert value == expected and value.tzinfo is UTC and expected.tzinfo is UTC, text
         assert value.isoformat() == expected.isoformat(), text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_times_load_in_utc_on_server_side_cursors_and_on_the_agents_shortcut():
+    """A named cursor (``iterator()``) is made by the backend's own create_cursor too; the shortcut's async connections
+    (approvals.api.agent_reads) take Django's parameters, the compiled loader with them."""
+    from psycopg import postgres, pq
+
+    from approvals.api.agent_reads import _connection_kwargs
+    from config.postgresql.base import COMPILED_TIMESTAMPTZ_LOADER
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::timestamptz", [TIMES[0]])
+        expected = cursor.fetchone()[0]
+    with transaction.atomic(), connection.chunked_cursor() as cursor:
+        cursor.execute("SELECT %s::timestamptz", [TIMES[0]])
+        assert cursor.fetchone()[0] == expected and expected.tzinfo is UTC
+    oid = postgres.types["timestamptz"].oid
+    assert _connection_kwargs()["context"].get_loader(oid, pq.Format.TEXT) is COMPILED_TIMESTAMPTZ_LOADER
 
 
 @pytest.mark.django_db(transaction=True)
