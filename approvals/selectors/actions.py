@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import BooleanField, ExpressionWrapper, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import BooleanField, ExpressionWrapper, OuterRef, Prefetch, QuerySet, Subquery, Value
 
 from agents.authentication import key_and_agent_columns, key_from_row
 from agents.models import Agent, AgentKey
@@ -82,13 +83,14 @@ def _action_row(qs: QuerySet) -> QuerySet:
     return qs.values_list(*_ACTION_COLUMNS, *_RELATED_COLUMNS)
 
 
-def _one_action_row(qs: QuerySet, first: Sequence[str] = ()) -> QuerySet:
-    """``_action_row`` and, last, whether the action has reviews at all (its id if it has, else None), in the same
+def _one_action_row(qs: QuerySet, first: Sequence[str] = (), then: Sequence[Any] = ()) -> QuerySet:
+    """``_action_row`` and whether the action has reviews at all (its id if it has, else None), in the same
     statement: a pending action (what an agent polls) has none, and then its reviews are not read. ``first``: columns
-    before those. A scalar subquery, never EXISTS: PostgreSQL may run an EXISTS over many rows as one hashed scan of
-    every review, and a first page is fifty rows of what may be an agent's hundred thousand."""
+    before those; ``then``: columns after them. A scalar subquery, never EXISTS: PostgreSQL may run an EXISTS over
+    many rows as one hashed scan of every review, and a first page is fifty rows of what may be an agent's hundred
+    thousand."""
     reviewed = Subquery(Review.objects.filter(action_id=OuterRef("pk")).order_by().values("action_id")[:1])
-    return qs.annotate(reviewed=reviewed).values_list(*first, *_ACTION_COLUMNS, *_RELATED_COLUMNS, "reviewed")
+    return qs.annotate(reviewed=reviewed).values_list(*first, *_ACTION_COLUMNS, *_RELATED_COLUMNS, "reviewed", *then)
 
 
 _AGENTS_ACTION = PreparedQuery(
@@ -243,8 +245,8 @@ def _first_page_queries(kind: str, by_status: bool, size: int) -> tuple[Prepared
             return qs.order_by("-created_at", "-id")
 
         def page(**values) -> QuerySet:
-            if kind == "agent key":  # the key, with its agent, on each row, and whether it has reviews
-                return _one_action_row(newest(**values), key_and_agent_columns(key="agent__keys__"))[: size + 1]
+            if kind == "agent key":
+                return _page_and_key(newest(**values), values["principal"], size + 1)
             return _action_row(newest(**values))[: size + 1]
 
         fields = {"status": _STATUS_FIELD} if by_status else {}
@@ -286,18 +288,52 @@ async def afirst_page_with_key(
     aconnection, public_id: str, *, status: str | None, size: int
 ) -> tuple[AgentKey, list[ActionRequest], bool] | None:
     """(the agent key ``public_id``, holding its agent; ``first_page_for`` that agent; whether more follow), on a
-    psycopg ``AsyncConnection`` (approvals.api.agent_reads): the key read with each row of the page, and the reviews
-    only when an action on the page has any. None when there is no such key or its agent has no such action yet.
+    psycopg ``AsyncConnection`` (approvals.api.agent_reads): the key read with the page (``_page_and_key``), and the
+    reviews only when an action on the page has any. None when there is no such key or its agent has no such action yet.
     Nothing here says whether the key authenticates."""
     values = {"principal": public_id} if status is None else {"principal": public_id, "status": status}
     actions_query, reviews_query = _first_page_queries("agent key", status is not None, size)
-    rows = await actions_query.arows(aconnection, **values)
-    if not rows:
+    key_row, *rows = await actions_query.arows(aconnection, **values) or [None]
+    if not rows:  # no such key (no rows at all), or an empty page
         return None
-    reviewed = any(row[-1] is not None for row in rows[:size])
+    reviewed = any(row[_ACTION_ROW_WIDTH] is not None for row in rows[:size])
     reviews = await reviews_query.arows(aconnection, **values) if reviewed else []
-    actions, more = _page([row[_KEY_AND_AGENT_WIDTH:-1] for row in rows], reviews, size)
-    return key_from_row(rows[0][:_KEY_AND_AGENT_WIDTH]), actions, more
+    actions, more = _page([row[:_ACTION_ROW_WIDTH] for row in rows], reviews, size)
+    return key_from_row(key_row[_ACTION_ROW_WIDTH + 1 :]), actions, more
+
+
+# A first page read with the key that asks for it: the page's rows, each saying whether its action has reviews, then
+# one row of the key with its agent; NULL where a row has none of the other's columns. The key's eighteen columns on
+# every row of the page (a join) cost a quarter of the page's CPU to load, secrets and times included, for one key.
+_ACTION_ROW_WIDTH = len(_ACTION_COLUMNS) + len(_RELATED_COLUMNS)
+_KEY_AND_AGENT_FIELDS = (*AgentKey._meta.concrete_fields, *Agent._meta.concrete_fields)
+_ACTION_ROW_FIELDS = (
+    *(ActionRequest._meta.get_field(name) for name in _ACTION_COLUMNS),
+    *(
+        ActionRequest._meta.get_field(lookup.split("__", 1)[0]).related_model._meta.get_field(lookup.split("__", 1)[1])
+        for lookup in _RELATED_COLUMNS
+    ),
+    _ACTION_PK,  # whether it has reviews: an action's id or NULL
+)
+
+
+def _page_and_key(newest: QuerySet, public_id: str, rows: int) -> QuerySet:
+    """The first ``rows`` of ``newest`` as ``_one_action_row`` reads them, and the key ``public_id`` with its agent, in
+    one statement: the key's row first (its action columns NULL, and PostgreSQL sorts NULL first in a descending
+    order), then the page's rows newest first."""
+    page = _one_action_row(newest, then=[_null(field) for field in _KEY_AND_AGENT_FIELDS])[:rows]
+    key = (
+        AgentKey.objects.filter(public_id=public_id)
+        .order_by()
+        .values_list(*[_null(field) for field in _ACTION_ROW_FIELDS], *key_and_agent_columns())
+    )
+    return page.union(key, all=True).order_by("-created_at", "-id")
+
+
+def _null(field) -> ExpressionWrapper:
+    """NULL in the SQL (a literal: ``Value(None, output_field=JSONField())`` would be a parameter), read back as
+    ``field`` reads its values: the first query of a UNION gives every row its converters."""
+    return ExpressionWrapper(Value(None), output_field=field)
 
 
 def _page(action_rows: list[tuple], review_rows: list[tuple], size: int) -> tuple[list[ActionRequest], bool]:

@@ -581,3 +581,19 @@ def test_a_session_past_its_age_reads_nothing_on_the_api_chain_and_is_audited(ag
         read = _asgi("GET", f"/api/v1/actions/{action_id}", headers=cookie)
     assert read["status"] in (401, 403)
     assert AuditEvent.objects.filter(verb="user.session_expired", actor=reviewer.username).exists()
+
+
+@pytest.mark.django_db
+def test_the_agents_first_page_reads_its_key_once_not_with_every_row(agent, agent_key, agent_api):
+    """selectors.actions._page_and_key: the key's row first, then the page newest first, each without the other's
+    columns (the key's secret, times and agent on every row were a quarter of a page's CPU)."""
+    from agents.keys import parse_key
+    from approvals.selectors import actions as selectors_module
+
+    made = [agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"] for _ in range(3)]
+    page, _ = selectors_module._first_page_queries("agent key", False, 50)
+    key_row, *rows = page.rows(principal=parse_key(agent_key).public_id)
+    width = selectors_module._ACTION_ROW_WIDTH
+    assert all(value is None for value in key_row[: width + 1]) and key_row[width + 1 :].count(None) < 5
+    assert [str(row[0]) for row in rows] == made[::-1]
+    assert all(value is None for row in rows for value in row[width + 1 :])
