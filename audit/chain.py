@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from audit.canonical import canonical_json
 from audit.models import AuditEvent, RefusalTally, UnsealedEvent
+from config.prepared import insert, insert_statement, inserted
 from config.request_id import get_request_id
 
 GENESIS_HASH = "0" * 64
@@ -136,9 +137,8 @@ def record_event(
             event
         )  # appended with the rest of its transaction's events, at the end (``audited_atomic``)
         return event
-    if batch is not None and batch.events:  # in a block nested in an audited one: keep the order of events
-        _append(batch.events)
-        batch.events.clear()
+    if batch is not None:  # in a block nested in an audited one, without a savepoint: keep the order of events
+        _write_held(batch)
     _append([event])
     return event
 
@@ -147,6 +147,21 @@ def record_event(
 class _Batch:
     depth: int  # the audited block's place among the connection's atomic blocks
     events: list[AuditEvent] = field(default_factory=list)
+    rows: list[Any] = field(default_factory=list)  # written with the events (insert_with_events)
+
+
+def insert_with_events(instance: Any) -> None:
+    """``config.prepared.insert(instance)``; directly inside an audited block on PostgreSQL, in the statement that
+    writes the block's events at its end, which saves a round trip per row (the outbox message of every proposal and
+    decision). The row gets its id then, before the commit: for rows nothing in the block reads back."""
+    conn = transaction.get_connection()
+    batch: _Batch | None = getattr(conn, _BATCH, None)
+    if batch is not None and batch.depth == len(conn.atomic_blocks) and conn.vendor == "postgresql":
+        batch.rows.append(instance)
+        return
+    if batch is not None:  # in a block nested in an audited one, without a savepoint: the rows keep their order (ids)
+        _write_held(batch)
+    insert(instance)
 
 
 # The audited block open on a connection, kept on the connection itself (each belongs to one thread).
@@ -160,8 +175,9 @@ def audited_atomic() -> Iterator[None]:
     The events are written as the block's last statement, one INSERT for all of them, instead of one each as they
     happen; on PostgreSQL the commit then links them into the chain under its lock (``_append``), and on SQLite the
     lock is the write transaction's, held from that INSERT to the commit. Events recorded inside a block nested in
-    this one are written at once (after those collected so far), so a savepoint that rolls back takes its events
-    with it and the chain keeps the order they happened in. Any error inside rolls back the events with the rest.
+    this one are written at once, after those collected so far, which are written before the nested block's
+    savepoint is made: a savepoint that rolls back takes its own events with it and no other, and the chain keeps the
+    order they happened in. Any error inside rolls back the events with the rest.
     """
     with transaction.atomic():
         conn = transaction.get_connection()
@@ -171,15 +187,35 @@ def audited_atomic() -> Iterator[None]:
         batch = _Batch(depth=len(conn.atomic_blocks))
         setattr(conn, _BATCH, batch)
         try:
-            yield
-            if batch.events:
-                _append(batch.events)
+            with conn.execute_wrapper(_write_held_before_savepoints(batch)):
+                yield
+            _write_held(batch)
         finally:
             setattr(conn, _BATCH, None)
 
 
-def _append(events: list[AuditEvent]) -> None:
-    """Chain ``events`` on after the head, in the caller's transaction.
+def _write_held(batch: _Batch) -> None:
+    if batch.events or batch.rows:
+        _append(batch.events, rows=batch.rows)
+        batch.events.clear()
+        batch.rows.clear()
+
+
+def _write_held_before_savepoints(batch: _Batch) -> Callable[..., Any]:
+    """An execute wrapper writing what the block holds just before a savepoint is made inside it: written after the
+    savepoint, it would be rolled back with it, and the block's change would commit without its events."""
+
+    def wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        if sql.startswith("SAVEPOINT "):
+            _write_held(batch)
+        return execute(sql, params, many, context)
+
+    return wrapper
+
+
+def _append(events: list[AuditEvent], *, rows: Sequence[Any] = ()) -> None:
+    """Chain ``events`` on after the head, in the caller's transaction; ``rows`` (PostgreSQL only: insert_with_events)
+    are inserted by the same statement.
 
     PostgreSQL: they are written unsealed, and the transaction's commit links them on (migration audit 0002), so the
     chain's lock is held only inside the commit. A block nested in a longer transaction (which may read its events
@@ -188,6 +224,10 @@ def _append(events: list[AuditEvent]) -> None:
     """
     if connection.vendor != "postgresql":
         _seal_here(events)
+        return
+    if not events:
+        for row in rows:
+            insert(row)
         return
     now = timezone.now()
     params: list[Any] = []
@@ -208,10 +248,25 @@ def _append(events: list[AuditEvent]) -> None:
             body_template(event),
         ]
     table = connection.ops.quote_name(UnsealedEvent._meta.db_table)
+    # Each row an INSERT of its own in the WITH (run once, whatever reads it); an id the database makes comes back on
+    # every event's row.
+    inserts = [insert_statement(row) for row in rows]
+    ctes = ", ".join(f"row{i} AS ({sql})" for i, (sql, _, _) in enumerate(inserts))
+    returned = [f"(SELECT * FROM row{i})" for i, (_, _, returns) in enumerate(inserts) if returns]  # noqa: S608
     with connection.cursor() as cursor:
-        rows = ", ".join([_UNSEALED_ROW] * len(events))
-        cursor.execute(_UNSEALED_SQL.format(table=table) + rows + " RETURNING id", params)
-        ids = [row[0] for row in cursor.fetchall()]
+        cursor.execute(
+            (f"WITH {ctes} " if ctes else "")
+            + _UNSEALED_SQL.format(table=table)
+            + ", ".join([_UNSEALED_ROW] * len(events))
+            + " RETURNING "
+            + ", ".join(["id", *returned]),
+            [param for _, row_params, _ in inserts for param in row_params] + params,
+        )
+        fetched = cursor.fetchall()
+        ids = [row[0] for row in fetched]
+        made = iter(fetched[0][1:])
+        for row, (_, _, returns) in zip(rows, inserts, strict=True):
+            inserted(row, next(made) if returns else None)
         if len(connection.atomic_blocks) == 1:  # this block is the transaction: its commit seals them
             return
         cursor.execute(_SEAL_SQL, [ids])

@@ -234,6 +234,17 @@ def insert(instance: Any, using: str = "default") -> Any:
     """Write a new row for ``instance`` as ``save(force_insert=True)`` would (each field's ``pre_save`` and database
     preparation, the database's id back for an auto field), by an INSERT written once per model and database. The
     models written on every proposal and decision have no save signals to skip (approvals has no receivers)."""
+    sql, params, returning = insert_statement(instance, using)
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, params)
+        inserted(instance, cursor.fetchone()[0] if returning else None, using)
+    return instance
+
+
+def insert_statement(instance: Any, using: str = "default") -> tuple[str, list[Any], bool]:
+    """(the INSERT ``insert`` runs for ``instance``, its parameters, whether it returns the row's id): for a caller that
+    runs it with other statements (audit.chain writes outbox messages with a transaction's events). ``inserted``
+    then finishes the instance."""
     model = type(instance)
     connection = connections[using]
     statement = _inserts.get((model, connection.vendor))
@@ -242,13 +253,16 @@ def insert(instance: Any, using: str = "default") -> Any:
     params = [
         field.get_db_prep_save(field.pre_save(instance, True), connection=connection) for field in statement.fields
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(statement.sql, params)
-        if statement.returning is not None:
-            setattr(instance, statement.returning.attname, cursor.fetchone()[0])
+    return statement.sql, params, statement.returning is not None
+
+
+def inserted(instance: Any, returned_id: Any, using: str = "default") -> None:
+    """``instance`` as ``save()`` leaves it once its row is written; ``returned_id``: the id the database made."""
+    statement = _inserts[(type(instance), connections[using].vendor)]
+    if statement.returning is not None:
+        setattr(instance, statement.returning.attname, returned_id)
     instance._state.adding = False
     instance._state.db = using
-    return instance
 
 
 def _insert_statement(model: Any, connection: Any) -> _Insert:

@@ -32,8 +32,7 @@ from approvals.live.events import groups_for, send_to_groups
 from approvals.models import ActionRequest, OutboxMessage
 from approvals.models.grant import record_dispatch
 from approvals.outbox.transport import TransportError
-from audit.chain import Actor, record_event
-from config.prepared import insert
+from audit.chain import Actor, insert_with_events, record_event
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,8 @@ def enqueue(kind: str, *, payload: dict, action_id=None, delay: float = 0) -> Ou
     # a push or an execute message that goes out twice is harmless (a live event is idempotent on the page, an
     # execution is redeemed at most once).
     held = None if kind in WORKER_KINDS else timezone.now() + WRITER_LEASE
-    message = insert(OutboxMessage(kind=kind, payload=payload, action_id=action_id, claimed_until=held))
+    message = OutboxMessage(kind=kind, payload=payload, action_id=action_id, claimed_until=held)
+    insert_with_events(message)  # its id is there by the commit, when the hooks below read it
     kept = _kept_executions.get()
     if kind == OutboxMessage.Kind.EXECUTE and kept is not None:
         transaction.on_commit(lambda: kept.append(message))  # the caller executes it first (keep_executions)
