@@ -20,6 +20,7 @@ from approvals.errors import Conflict, EditRefused, InvalidInput, ServiceError
 from approvals.models import ActionRequest, Review
 from approvals.policies.evaluation import EditOutcome, credential_for, reevaluate_edit
 from approvals.policies.separation_of_duties import approval_would_count
+from approvals.policies.store import PolicyHead
 from approvals.validation import BadJSON, load_json
 from catalog import registry
 from catalog.base import ActionType
@@ -49,10 +50,17 @@ def parse_edited_params(text: str) -> dict[str, Any] | None:
     raise InvalidInput(problem, errors={"params": [problem]})
 
 
-def check_edit(action: ActionRequest, action_type: ActionType, edited_params: dict[str, Any]) -> EditOutcome:
+def check_edit(
+    action: ActionRequest,
+    action_type: ActionType,
+    edited_params: dict[str, Any],
+    *,
+    policy_head: PolicyHead | None = None,
+) -> EditOutcome:
     """Everything approving with ``edited_params`` checks, without writing: the schema, credential and type's
     checks, the agent's capability, that nobody approved yet, and the policy on the edited action.
 
+    ``policy_head``: the head the caller read with the action it locked (an approval); None reads it.
     Raises InvalidInput, Conflict or EditRefused; returns what the action will need.
     """
     validate_params(action_type, edited_params)
@@ -69,7 +77,7 @@ def check_edit(action: ActionRequest, action_type: ActionType, edited_params: di
         )
     if action.reviews.filter(verdict=Review.Verdict.APPROVE).exists():
         raise Conflict("Others already approved these parameters; approve them as they are, or reject.")
-    outcome = reevaluate_edit(action, action_type, edited_params)
+    outcome = reevaluate_edit(action, action_type, edited_params, policy_head=policy_head)
     _check_duration_edit(action, action_type, edited_params, outcome)
     if outcome.denied:
         raise EditRefused(

@@ -185,13 +185,21 @@ def stricter(new_count: int, new_rule: str, old_count: int, old_rule: str, rules
     return new_rule != old_rule and _position(new_rule, rules) < _position(old_rule, rules)
 
 
-def reevaluate_edit(action: ActionRequest, action_type: ActionType, edited_params: dict[str, Any]) -> EditOutcome:
-    """The policy on the edited parameters, merged with what the action already needed (never lower)."""
+def reevaluate_edit(
+    action: ActionRequest,
+    action_type: ActionType,
+    edited_params: dict[str, Any],
+    *,
+    policy_head: tuple[int, str] | None = None,
+) -> EditOutcome:
+    """The policy on the edited parameters, merged with what the action already needed (never lower).
+    ``policy_head``: as ``evaluate`` takes it."""
     evaluation = evaluate(
         agent_name=action.agent.name,
         action_type=action_type,
         params=edited_params,
         on_behalf_of=action.on_behalf_of,
+        policy_head=policy_head,
     )
     decision, exposure = evaluation.decision, evaluation.exposure
     old_group = action.reviewer_group.name if action.reviewer_group is not None else ""

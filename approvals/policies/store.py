@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 from django.db import transaction
+from django.db.models import Subquery
 from django.utils import timezone
 
 from approvals.models import PolicyRule, PolicyVersion
@@ -111,16 +112,32 @@ def current_version() -> int:
     return PolicyVersion.objects.order_by("-number").values_list("number", flat=True).first() or 0
 
 
+# The policy head: the newest version's (number, digest); (0, "") before the first version.
+PolicyHead = tuple[int, str]
+
 # Read on every proposal (the rules in force are the head's, never a stale copy), by a statement compiled once.
 _HEAD = PreparedQuery(lambda: PolicyVersion.objects.order_by("-number").values_list("number", "digest")[:1])
+# The same head as two columns of another statement (``values_list(*HEAD_COLUMNS)``), for a caller that reads it with
+# its own row, fresh, without a round trip of its own (a decision, approvals.services.transitions.lock_action); turned
+# into a head by ``head_of``.
+HEAD_COLUMNS = (
+    Subquery(PolicyVersion.objects.order_by("-number").values("number")[:1]),
+    Subquery(PolicyVersion.objects.order_by("-number").values("digest")[:1]),
+)
 
 
-def active_rules(head: tuple[int, str] | None = None) -> tuple[int, tuple[Rule, ...]]:
+def head_of(number: int | None, digest_: str | None) -> PolicyHead:
+    """The head read as ``HEAD_COLUMNS``: both None when there is no version yet."""
+    return (number, digest_ or "") if number is not None else (0, "")
+
+
+def active_rules(head: PolicyHead | None = None) -> tuple[int, tuple[Rule, ...]]:
     """(version, enabled rules in order); re-read only when the head version changed.
 
     Keyed by number *and* digest: a restored backup (or a rolled-back test)
     can bring back a version number with other rules. ``head``: the head's (number, digest) as the caller has just
-    read it with other things (a proposal, approvals.services.proposals); (0, "") when there is no version yet.
+    read it with other things (a proposal, approvals.services.proposals; a decision, with the action it locks); (0, "")
+    when there is no version yet.
     """
     if head is None:
         head = _HEAD.first() or (0, "")

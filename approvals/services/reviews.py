@@ -29,7 +29,7 @@ from approvals.policies.edits import check_edit
 from approvals.policies.evaluation import EditOutcome
 from approvals.policies.rules import fresh_auth_minutes
 from approvals.policies.separation_of_duties import review_refusal, uncounted_reason
-from approvals.policies.store import active_rules
+from approvals.policies.store import PolicyHead, active_rules
 from approvals.presentation.previews import (
     compute_preview,
     decision_evidence,
@@ -56,6 +56,15 @@ def _locked_pending(action_id, *, agent: Agent | None = None) -> ActionRequest:
     except (ActionRequest.DoesNotExist, ValueError):
         raise NotFound("No such action.") from None
     return action
+
+
+def _locked_for_approval(action_id) -> tuple[ActionRequest, PolicyHead]:
+    """The action locked, and the policy head read with it: the rule an approval is checked against is the one in
+    force as of its lock, read fresh by the same statement (no cache across requests)."""
+    try:
+        return lock_action(action_id, with_policy_head=True)
+    except (ActionRequest.DoesNotExist, ValueError):
+        raise NotFound("No such action.") from None
 
 
 def _require_pending(action: ActionRequest) -> None:
@@ -216,12 +225,12 @@ def _approve(
     authenticated_at: datetime | None = None,
 ) -> ActionRequest:
     with audited_atomic():
-        action = _locked_pending(action_id)
+        action, policy_head = _locked_for_approval(action_id)
         refusal = review_refusal(reviewer, action)
         if refusal:
             raise NotAllowed(refusal)
         _require_pending(action)
-        _require_fresh_authentication(action, authenticated_at, via=via)
+        _require_fresh_authentication(action, authenticated_at, via=via, policy_head=policy_head)
         reviews = reviews_with_counts(action.id)
         if any(r.reviewer_id == reviewer.pk and r.withdrawn_at is None for r in reviews):
             raise Conflict("You have already reviewed this action; another reviewer must add the next approval.")
@@ -234,7 +243,7 @@ def _approve(
             # An edit is a new proposal for the policy: re-evaluated, never more lenient
             # (approvals.policies.evaluation);
             # the one edit check (approvals.policies.edits), which the desk's live check calls too.
-            outcome = check_edit(action, action_type, edited_params)
+            outcome = check_edit(action, action_type, edited_params, policy_head=policy_head)
             edits = {"before": action.effective_params, "after": edited_params}
             action.edited_params = edited_params
             _apply_policy(action, outcome, actor=Actor.user(reviewer, via))
@@ -286,9 +295,12 @@ def _approve(
     return action
 
 
-def _require_fresh_authentication(action: ActionRequest, authenticated_at: datetime | None, *, via: str) -> None:
-    """Step-up: the rule now in force may want a sign-in at the identity provider within N minutes."""
-    _, rules = active_rules()
+def _require_fresh_authentication(
+    action: ActionRequest, authenticated_at: datetime | None, *, via: str, policy_head: PolicyHead
+) -> None:
+    """Step-up: the rule now in force (the policy head read with the lock) may want a sign-in at the identity
+    provider within N minutes."""
+    _, rules = active_rules(policy_head)
     rule = next((r for r in rules if r.name == action.policy_rule), None)
     minutes = fresh_auth_minutes(rule, action.risk)
     if minutes is None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from agents.models import Agent
@@ -13,15 +13,27 @@ from approvals.models import ActionRequest, OutboxMessage, Review
 from approvals.notify import notifications
 from approvals.outbox import dispatcher as outbox
 from approvals.policies.separation_of_duties import counted_approvals, review_counts
+from approvals.policies.store import HEAD_COLUMNS, PolicyHead, head_of
 from approvals.selectors.presenters import present_action
 from audit.chain import Actor, record_event
 from config.prepared import PreparedInstances, PreparedQuery, insert, update
 
+
 # Every decision, cancellation and execution starts here: statements compiled once per process (config/prepared.py).
-_LOCKED = PreparedInstances(
+def _locked(action_id: Any) -> QuerySet[ActionRequest]:
+    return ActionRequest.objects.select_for_update(of=("self",)).filter(id=action_id)
+
+
+_LOCKED_RELATED = ("agent", "reviewer_group", "on_behalf_of_user")
+_LOCKED = PreparedInstances(ActionRequest, _locked, related=_LOCKED_RELATED, action_id=ActionRequest._meta.pk)
+# An approval decides under the rule in force: the policy head read by the statement that locks the action, where it
+# was a statement of its own (issue 21). Fresh all the same, on every approval: as of the statement's start (a wait
+# for another decision's lock re-reads the action, not the head), never kept from one request to the next.
+_LOCKED_WITH_POLICY_HEAD = PreparedInstances(
     ActionRequest,
-    lambda action_id: ActionRequest.objects.select_for_update(of=("self",)).filter(id=action_id),
-    related=("agent", "reviewer_group", "on_behalf_of_user"),
+    _locked,
+    related=_LOCKED_RELATED,
+    extra=HEAD_COLUMNS,
     action_id=ActionRequest._meta.pk,
 )
 _LOCKED_FOR_AGENT = PreparedInstances(
@@ -39,8 +51,22 @@ _COUNTED = PreparedQuery(
 )
 
 
-def lock_action(action_id, *, agent=None) -> ActionRequest:
-    """Re-read the action under a row lock. Raises ActionRequest.DoesNotExist."""
+@overload
+def lock_action(action_id: Any, *, agent: Agent | None = None) -> ActionRequest: ...
+@overload
+def lock_action(action_id: Any, *, with_policy_head: Literal[True]) -> tuple[ActionRequest, PolicyHead]: ...
+def lock_action(
+    action_id: Any, *, agent: Agent | None = None, with_policy_head: bool = False
+) -> ActionRequest | tuple[ActionRequest, PolicyHead]:
+    """Re-read the action under a row lock. Raises ActionRequest.DoesNotExist.
+
+    ``with_policy_head``: (the action, the policy head) read by the one statement, for ``store.active_rules(head)``."""
+    if with_policy_head:
+        found = _LOCKED_WITH_POLICY_HEAD.first_and_extra(action_id=action_id)
+        if found is None:
+            raise ActionRequest.DoesNotExist("ActionRequest matching query does not exist.")
+        action, (number, digest) = found
+        return action, head_of(number, digest)
     if agent is None:
         action = _LOCKED.first(action_id=action_id)
     else:
@@ -62,7 +88,7 @@ def transition(action: ActionRequest, to: str, *, actor: Actor, verb: str, data:
     """Change status, audit it and publish it. The caller holds the row lock, or is writing the action: a proposal
     that policy decides as it is made is written once, in its decided state (approvals.services.proposals)."""
     before = action.move_to(to)
-    # action.save(), by a statement written once (config/prepared.py)
+    # action.save(), by a statement written once (config/prepared.py): of the columns changed since the locked read
     if action._state.adding:
         insert(action)
     else:

@@ -1,0 +1,226 @@
+"""What made an approval cheaper (issue 21) keeps every guarantee it had.
+
+An approval reads the policy head with the action it locks (approvals.services.transitions.lock_action), fresh each
+time: a rule changed between two approvals decides the very next one. ``config.prepared.update`` writes only the
+columns changed since the row was read, and leaves the row exactly as ``save()`` would, whatever else wrote to it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from approvals.models import ActionRequest
+from approvals.policies import store as policy_store
+from approvals.services.credentials import create_credential
+from approvals.services.transitions import lock_action
+from config import prepared
+from config.prepared import update
+from tests.conftest import propose_body
+from tests.factories import CLI, propose
+
+pytestmark = pytest.mark.django_db
+
+AT = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+def _writes_to_actions(queries) -> list[str]:
+    return [q["sql"] for q in queries if q["sql"].startswith('UPDATE "approvals_actionrequest"')]
+
+
+def _set_columns(sql: str) -> set[str]:
+    assigned = sql.split(" SET ", 1)[1].rsplit(" WHERE ", 1)[0]
+    return set(re.findall(r'(?:^|, )"(\w+)" = ', assigned))
+
+
+# --- the policy head, read with the locked action ---------------------------------------------------------------
+
+
+def test_an_approval_reads_the_policy_head_in_the_statement_that_locks_the_action(agent_api, reviewer_api):
+    pending = [agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"] for _ in range(2)]
+    assert reviewer_api.post(f"/api/v1/actions/{pending[0]}/approve", {}, format="json").status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        answer = reviewer_api.post(f"/api/v1/actions/{pending[1]}/approve", {}, format="json")
+    assert answer.status_code == 200 and answer.json()["status"] == "approved", answer.content
+    sql = [q["sql"] for q in queries]
+    # The token and its user, the action (outside the transaction, for the preview), the user's groups, SAVEPOINT (a
+    # test's transaction), the action locked with the policy head, its reviews, the review, the action, the audit
+    # events with the outbox message (audit.chain.insert_with_events), their seal, RELEASE: 11, where the head read on
+    # its own made 12 (and the message on its own 13).
+    assert len(sql) == 11, [s[:90] for s in sql]
+    heads = [s for s in sql if "approvals_policyversion" in s]
+    assert len(heads) == 1 and "FOR UPDATE" in heads[0] and 'FROM "approvals_actionrequest"' in heads[0], heads
+    # Only the columns the approval changed (and the JSON ones, which can change in place), not all 47.
+    (write,) = _writes_to_actions(queries)
+    assert _set_columns(write) == {
+        "status",
+        "decided_at",
+        "finished_at",
+        "updated_at",
+        "params",
+        "context",
+        "notify_channels",
+        "escalate_channels",
+    }
+
+
+def test_an_edited_approval_reads_the_head_once_too(agent_api, reviewer_api):
+    action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
+    edited = {"command": "restart", "service": "search"}
+    with CaptureQueriesContext(connection) as queries:
+        answer = reviewer_api.post(f"/api/v1/actions/{action_id}/approve", {"params": edited}, format="json")
+    assert answer.status_code == 200, answer.content
+    assert ActionRequest.objects.get(id=action_id).edited_params == edited
+    heads = [q["sql"] for q in queries if "approvals_policyversion" in q["sql"]]
+    assert len(heads) == 1 and "FOR UPDATE" in heads[0], heads
+
+
+@pytest.fixture
+def high_risk(agent, target):
+    """Two high-risk actions under the rule ``prod``, which at first wants no fresh sign-in."""
+    policy_store.save_rule({"name": "prod", "action_type": "*"}, actor=CLI)
+    create_credential(
+        name="prod-api", kind="http_bearer", secret="t", scope={"base_url": target.url}, actor=CLI, min_risk="high"
+    )
+    actions = [
+        propose(agent, "http.request", params={"credential": "prod-api", "method": "POST", "path": f"/{n}"})
+        for n in range(3)
+    ]
+    assert all(a.risk == "high" and a.policy_rule == "prod" for a in actions)
+    return actions
+
+
+def test_a_rule_changed_between_two_approvals_decides_the_very_next_one(high_risk, reviewer_api):
+    first, second, third = high_risk
+    assert reviewer_api.post(f"/api/v1/actions/{first.id}/approve", {}, format="json").status_code == 200
+
+    policy_store.save_rule({"name": "prod", "action_type": "*", "fresh_auth_minutes": 5}, actor=CLI)
+    refused = reviewer_api.post(f"/api/v1/actions/{second.id}/approve", {}, format="json")
+    assert refused.status_code == 403 and "within the last 5 minutes" in refused.json()["detail"], refused.content
+    assert not second.reviews.exists()
+
+    policy_store.save_rule({"name": "prod", "action_type": "*", "fresh_auth_minutes": None}, actor=CLI)
+    assert reviewer_api.post(f"/api/v1/actions/{second.id}/approve", {}, format="json").status_code == 200
+    policy_store.save_rule({"name": "prod", "action_type": "*", "fresh_auth_minutes": 1}, actor=CLI)
+    assert reviewer_api.post(f"/api/v1/actions/{third.id}/approve", {}, format="json").status_code == 403
+
+
+def test_the_locked_read_gives_the_head_as_the_store_reads_it(agent_api):
+    action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
+    with transaction.atomic():
+        action, head = lock_action(action_id, with_policy_head=True)
+        assert action.id == uuid.UUID(action_id) and head == (0, "")  # no version yet
+    policy_store.save_rule({"name": "one", "action_type": "*"}, actor=CLI)
+    with transaction.atomic():
+        _, head = lock_action(action_id, with_policy_head=True)
+    assert head == policy_store._HEAD.first() and head[0] == policy_store.current_version() > 0
+    with pytest.raises(ActionRequest.DoesNotExist), transaction.atomic():
+        lock_action(uuid.uuid4(), with_policy_head=True)
+
+
+# --- a partial UPDATE leaves the row save() leaves -----------------------------------------------------------------
+
+
+def _locked(action_id) -> ActionRequest:
+    """The action as every decision reads it (from_row, which keeps what it read)."""
+    return lock_action(action_id)
+
+
+def _change(action: ActionRequest) -> None:
+    action.move_to("approved", at=AT)
+    action.summary = "changed"
+    action.params["added"] = 1  # in place: the very dict that was read
+    action.notify_channels.append("email:x@example.com")
+    action.decision_reason = "why"
+    action.reviewer_group = None
+    action.confidence = 0.5
+
+
+def test_a_partial_update_leaves_the_row_save_leaves(agent_api):
+    original = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
+    copy = ActionRequest.objects.get(id=original)
+    copy.id, copy.idempotency_key = uuid.uuid4(), None
+    copy.save(force_insert=True)
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        action = _locked(original)
+        _change(action)
+        update(action)
+    by_orm = ActionRequest.objects.get(id=copy.id)
+    _change(by_orm)
+    by_orm.save()
+    by_update, by_save = (ActionRequest.objects.filter(id=i).values().get() for i in (original, copy.id))
+    assert {**by_update, "id": None} == {**by_save, "id": None}
+    assert by_update["params"]["added"] == 1 and by_update["reviewer_group_id"] is None
+    (write,) = _writes_to_actions(queries)
+    assert "summary" in _set_columns(write) and "agent_id" not in _set_columns(write)
+
+
+def test_a_json_field_changed_in_place_is_written(agent_api):
+    action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
+    with transaction.atomic():
+        action = _locked(action_id)
+        action.params["x"] = 1
+        action.context["note"] = ["in", "place"]
+        update(action)
+    row = ActionRequest.objects.get(id=action_id)
+    assert row.params["x"] == 1 and row.context["note"] == ["in", "place"]
+
+
+def test_a_column_written_meanwhile_by_another_statement_is_not_overwritten(agent_api):
+    action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
+    with transaction.atomic():
+        action = _locked(action_id)
+        ActionRequest.objects.filter(id=action_id).update(summary="theirs", execution_heartbeat_at=AT)
+        action.decision_reason = "mine"
+        update(action)
+        # The instance's record is now what it wrote: a second write in the transaction writes only what changed
+        # since, and leaves what another statement wrote in between.
+        action.summary = "mine too"
+        update(action)
+        ActionRequest.objects.filter(id=action_id).update(summary="theirs again")
+        action.risk = "high"
+        update(action)
+    row = ActionRequest.objects.get(id=action_id)
+    assert (row.summary, row.execution_heartbeat_at) == ("theirs again", AT)
+    assert (row.decision_reason, row.risk) == ("mine", "high")
+
+
+def test_an_auto_now_field_is_written_and_set_even_when_nothing_else_changed(agent_api, monkeypatch):
+    action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
+    before = ActionRequest.objects.get(id=action_id).updated_at
+    monkeypatch.setattr(ActionRequest._meta.get_field("updated_at"), "auto_now", True)
+    monkeypatch.setattr(prepared, "_columns", {})  # what update knows of the model, asked again
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        action = _locked(action_id)
+        update(action)
+    (write,) = _writes_to_actions(queries)
+    assert "updated_at" in _set_columns(write)
+    assert action.updated_at > before and ActionRequest.objects.get(id=action_id).updated_at == action.updated_at
+
+
+def test_an_instance_with_no_record_of_its_read_is_written_whole(agent_api):
+    action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
+    action = ActionRequest.objects.get(id=action_id)  # made by from_db: nothing says what was read
+    ActionRequest.objects.filter(id=action_id).update(summary="theirs")
+    with CaptureQueriesContext(connection) as queries:
+        update(action)
+    (write,) = _writes_to_actions(queries)
+    assert len(_set_columns(write)) == len(ActionRequest._meta.concrete_fields) - 1  # every column but the key
+    assert ActionRequest.objects.get(id=action_id).summary == action.summary  # as save() would have left it
+
+
+def test_an_instance_given_another_rows_key_writes_that_row_whole(agent_api):
+    original = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
+    other = ActionRequest.objects.get(id=original)
+    other.id, other.idempotency_key, other.summary = uuid.uuid4(), None, "the other row's"
+    other.save(force_insert=True)
+    with transaction.atomic():
+        action = _locked(original)
+        action.id = other.id  # what was read says nothing of the other row: save() would write it all
+        update(action)
+    assert ActionRequest.objects.get(id=other.id).summary == ActionRequest.objects.get(id=original).summary
