@@ -190,7 +190,7 @@ def reevaluate_edit(
     action_type: ActionType,
     edited_params: dict[str, Any],
     *,
-    policy_head: tuple[int, str] | None = None,
+    policy_head: policy_store.PolicyHead | None = None,
 ) -> EditOutcome:
     """The policy on the edited parameters, merged with what the action already needed (never lower).
     ``policy_head``: as ``evaluate`` takes it."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import BooleanField, ExpressionWrapper, OuterRef, Prefetch, QuerySet, Subquery, Value
+from django.db.models import BooleanField, ExpressionWrapper, Field, OuterRef, Prefetch, QuerySet, Subquery, Value
 
 from agents.authentication import key_and_agent_columns, key_from_row
 from agents.models import Agent, AgentKey
@@ -307,14 +307,6 @@ async def afirst_page_with_key(
 # every row of the page (a join) cost a quarter of the page's CPU to load, secrets and times included, for one key.
 _ACTION_ROW_WIDTH = len(_ACTION_COLUMNS) + len(_RELATED_COLUMNS)
 _KEY_AND_AGENT_FIELDS = (*AgentKey._meta.concrete_fields, *Agent._meta.concrete_fields)
-_ACTION_ROW_FIELDS = (
-    *(ActionRequest._meta.get_field(name) for name in _ACTION_COLUMNS),
-    *(
-        ActionRequest._meta.get_field(lookup.split("__", 1)[0]).related_model._meta.get_field(lookup.split("__", 1)[1])
-        for lookup in _RELATED_COLUMNS
-    ),
-    _ACTION_PK,  # whether it has reviews: an action's id or NULL
-)
 
 
 def _page_and_key(newest: QuerySet, public_id: str, rows: int) -> QuerySet:
@@ -325,14 +317,15 @@ def _page_and_key(newest: QuerySet, public_id: str, rows: int) -> QuerySet:
     key = (
         AgentKey.objects.filter(public_id=public_id)
         .order_by()
-        .values_list(*[_null(field) for field in _ACTION_ROW_FIELDS], *key_and_agent_columns())
+        .values_list(*[_null(Field()) for _ in range(_ACTION_ROW_WIDTH + 1)], *key_and_agent_columns())
     )
     return page.union(key, all=True).order_by("-created_at", "-id")
 
 
 def _null(field) -> ExpressionWrapper:
     """NULL in the SQL (a literal: ``Value(None, output_field=JSONField())`` would be a parameter), read back as
-    ``field`` reads its values: the first query of a UNION gives every row its converters."""
+    ``field`` reads its values: the first query of a UNION gives every row its converters (and PostgreSQL the
+    columns' types), so the later query's NULLs need no field of their own."""
     return ExpressionWrapper(Value(None), output_field=field)
 
 

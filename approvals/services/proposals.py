@@ -19,9 +19,10 @@ from agents.models import Agent, Capability
 from approvals.action_types.durations import DurationError, duration_refusal, parse_duration
 from approvals.action_types.params import validate_params
 from approvals.errors import IdempotencyConflict, InvalidInput, NotAllowed
-from approvals.models import ActionRequest, ActionStatus, PolicyVersion, Review
+from approvals.models import ActionRequest, ActionStatus, Review
 from approvals.policies import rules as policies
 from approvals.policies.evaluation import Evaluation, evaluate
+from approvals.policies.store import HEAD_COLUMNS, PolicyHead, head_of
 from approvals.services.approval import complete_approval
 from approvals.services.transitions import audit_action, publish, transition
 from audit.canonical import digest
@@ -219,26 +220,24 @@ def _existing_for_key(agent: Agent, key: str, request_digest: str) -> ActionRequ
 # Every proposal reads the agent's grant of its action type and the policy head, both fresh: one statement, where each
 # was a round trip of its own (docs/BENCHMARKS.md, section 9). It stands on the agent's row, which authentication has
 # just read, so it answers one row whether the grant exists or not.
-_POLICY_HEAD = PolicyVersion.objects.order_by("-number")
 _GRANT_AND_POLICY_HEAD = PreparedQuery(
     lambda agent_id, action_type: Agent.objects.filter(pk=agent_id).values_list(
         *(Subquery(grants(OuterRef("pk"), action_type).values(column)[:1]) for column in GRANT_COLUMNS),
-        Subquery(_POLICY_HEAD.values("number")[:1]),
-        Subquery(_POLICY_HEAD.values("digest")[:1]),
+        *HEAD_COLUMNS,
     ),
     agent_id=Agent._meta.pk,
     action_type=Capability._meta.get_field("action_type"),
 )
 
 
-def _grant_and_policy_head(agent: Agent, action_type: str) -> tuple[Capability | None, tuple[int, str] | None]:
+def _grant_and_policy_head(agent: Agent, action_type: str) -> tuple[Capability | None, PolicyHead | None]:
     """(the agent's capability for ``action_type`` or None, the policy head's (number, digest)); a head of None (the
     agent's row gone meanwhile) is read again by the policy store."""
     row = _GRANT_AND_POLICY_HEAD.first(agent_id=agent.pk, action_type=action_type)
     if row is None:
         return None, None
     *grant, number, digest_ = row
-    return granted(agent, action_type, grant), ((number, digest_) if number is not None else (0, ""))
+    return granted(agent, action_type, grant), head_of(number, digest_)
 
 
 # The rule's reviewer group, on every proposal: found by a statement compiled once (config/prepared.py), made when a

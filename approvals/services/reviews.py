@@ -40,7 +40,14 @@ from approvals.presentation.previews import (
 from approvals.selectors import history
 from approvals.selectors.actions import reviews_with_counts
 from approvals.services.approval import complete_approval
-from approvals.services.transitions import approval_count, audit_action, lock_action, publish, transition
+from approvals.services.transitions import (
+    approval_count,
+    audit_action,
+    lock_action,
+    lock_action_with_policy_head,
+    publish,
+    transition,
+)
 from audit.canonical import digest
 from audit.chain import Actor, audited_atomic, record_refusal
 from catalog import registry
@@ -62,7 +69,7 @@ def _locked_for_approval(action_id) -> tuple[ActionRequest, PolicyHead]:
     """The action locked, and the policy head read with it: the rule an approval is checked against is the one in
     force as of its lock, read fresh by the same statement (no cache across requests)."""
     try:
-        return lock_action(action_id, with_policy_head=True)
+        return lock_action_with_policy_head(action_id)
     except (ActionRequest.DoesNotExist, ValueError):
         raise NotFound("No such action.") from None
 

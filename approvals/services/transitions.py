@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, overload
+from typing import Any
 
 from django.db.models import F, QuerySet
 from django.utils import timezone
@@ -51,22 +51,8 @@ _COUNTED = PreparedQuery(
 )
 
 
-@overload
-def lock_action(action_id: Any, *, agent: Agent | None = None) -> ActionRequest: ...
-@overload
-def lock_action(action_id: Any, *, with_policy_head: Literal[True]) -> tuple[ActionRequest, PolicyHead]: ...
-def lock_action(
-    action_id: Any, *, agent: Agent | None = None, with_policy_head: bool = False
-) -> ActionRequest | tuple[ActionRequest, PolicyHead]:
-    """Re-read the action under a row lock. Raises ActionRequest.DoesNotExist.
-
-    ``with_policy_head``: (the action, the policy head) read by the one statement, for ``store.active_rules(head)``."""
-    if with_policy_head:
-        found = _LOCKED_WITH_POLICY_HEAD.first_and_extra(action_id=action_id)
-        if found is None:
-            raise ActionRequest.DoesNotExist("ActionRequest matching query does not exist.")
-        action, (number, digest) = found
-        return action, head_of(number, digest)
+def lock_action(action_id: Any, *, agent: Agent | None = None) -> ActionRequest:
+    """Re-read the action under a row lock. Raises ActionRequest.DoesNotExist."""
     if agent is None:
         action = _LOCKED.first(action_id=action_id)
     else:
@@ -74,6 +60,15 @@ def lock_action(
     if action is None:
         raise ActionRequest.DoesNotExist("ActionRequest matching query does not exist.")
     return action
+
+
+def lock_action_with_policy_head(action_id: Any) -> tuple[ActionRequest, PolicyHead]:
+    """``lock_action``, and the policy head read by the same statement, for ``store.active_rules(head)``."""
+    found = _LOCKED_WITH_POLICY_HEAD.first_and_extra(action_id=action_id)
+    if found is None:
+        raise ActionRequest.DoesNotExist("ActionRequest matching query does not exist.")
+    action, (number, digest) = found
+    return action, head_of(number, digest)
 
 
 def approval_count(action: ActionRequest) -> int:

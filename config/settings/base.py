@@ -149,8 +149,9 @@ if DATABASE_URL:
             "max_size": env_int("DB_POOL", 0),
             "timeout": env_int("DB_POOL_TIMEOUT", 10),
         }
-        # Check each pooled connection as it is handed out (one empty query): after a PostgreSQL restart the idle
-        # ones are dead, and without the check the requests that drew them answered 500 (docs/RELIABILITY.md).
+        # Check each pooled connection as it is handed out (by its socket, or one empty query: config/postgresql): after
+        # a PostgreSQL restart the idle ones are dead, and without the check the requests that drew them answered 500
+        # (docs/RELIABILITY.md).
         DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # An agent's polling reads (one action, its wait once settled, its first page) are answered on the event loop over
 # up to this many async PostgreSQL connections per web process, besides DB_POOL (approvals.api.agent_reads);

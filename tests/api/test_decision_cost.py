@@ -18,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from approvals.models import ActionRequest
 from approvals.policies import store as policy_store
 from approvals.services.credentials import create_credential
-from approvals.services.transitions import lock_action
+from approvals.services.transitions import lock_action, lock_action_with_policy_head
 from config import prepared
 from config.prepared import update
 from tests.conftest import propose_body
@@ -113,14 +113,14 @@ def test_a_rule_changed_between_two_approvals_decides_the_very_next_one(high_ris
 def test_the_locked_read_gives_the_head_as_the_store_reads_it(agent_api):
     action_id = agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"]
     with transaction.atomic():
-        action, head = lock_action(action_id, with_policy_head=True)
+        action, head = lock_action_with_policy_head(action_id)
         assert action.id == uuid.UUID(action_id) and head == (0, "")  # no version yet
     policy_store.save_rule({"name": "one", "action_type": "*"}, actor=CLI)
     with transaction.atomic():
-        _, head = lock_action(action_id, with_policy_head=True)
+        _, head = lock_action_with_policy_head(action_id)
     assert head == policy_store._HEAD.first() and head[0] == policy_store.current_version() > 0
     with pytest.raises(ActionRequest.DoesNotExist), transaction.atomic():
-        lock_action(uuid.uuid4(), with_policy_head=True)
+        lock_action_with_policy_head(uuid.uuid4())
 
 
 # --- a partial UPDATE leaves the row save() leaves -----------------------------------------------------------------

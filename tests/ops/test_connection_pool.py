@@ -70,3 +70,19 @@ def test_a_connection_idle_longer_than_the_quiet_period_gets_the_round_trip(pool
     monkeypatch.setattr(backend, "QUIET_CHECK_SECONDS", 0.0)  # as if it had sat in the pool for longer
     _backend_pid(pooled)
     assert len(round_trips) == checked + 1
+
+
+def test_a_live_connection_with_something_to_read_gets_the_round_trip_and_is_kept(pooled, round_trips):
+    """Not everything readable is a goodbye: a notification the server sent an idle connection is read by the empty
+    query, and the connection stays."""
+    pooled.ensure_connection()
+    with pooled.cursor() as cursor:
+        cursor.execute("LISTEN countersign_pool_test")
+        cursor.execute("SELECT pg_backend_pid()")
+        first = cursor.fetchone()[0]
+    pooled.close()
+    checked = len(round_trips)
+    with connection.cursor() as cursor:
+        cursor.execute("NOTIFY countersign_pool_test")
+    assert _backend_pid(pooled) == first
+    assert len(round_trips) == checked + 1
