@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from audit.canonical import canonical_json
 from audit.models import AuditEvent, RefusalTally, UnsealedEvent
-from config.prepared import insert, insert_statement, inserted
+from config.prepared import insert, insert_statement, inserted, update, update_statement
 from config.request_id import get_request_id
 
 GENESIS_HASH = "0" * 64
@@ -144,24 +144,72 @@ def record_event(
 
 
 @dataclass
+class _HeldWrite:
+    """A row's INSERT or UPDATE, prepared when it was asked for and run with the block's other writes."""
+
+    sql: str
+    params: list[Any]
+    instance: Any
+    returns: bool  # an INSERT that gives back the id the database makes
+
+
+@dataclass
 class _Batch:
     depth: int  # the audited block's place among the connection's atomic blocks
     events: list[AuditEvent] = field(default_factory=list)
-    rows: list[Any] = field(default_factory=list)  # written with the events (insert_with_events)
+    writes: list[_HeldWrite] = field(default_factory=list)  # insert_with_events, update_with_events
+    rows: set[tuple[type, Any]] = field(default_factory=set)  # (model, pk) of the rows those write
 
 
-def insert_with_events(instance: Any) -> None:
-    """``config.prepared.insert(instance)``; directly inside an audited block on PostgreSQL, in the statement that
-    writes the block's events at its end, which saves a round trip per row (the outbox message of every proposal and
-    decision). The row gets its id then, before the commit: for rows nothing in the block reads back."""
+def insert_with_events(instance: Any) -> Any:
+    """``config.prepared.insert(instance)``; directly inside an audited block on PostgreSQL, held and written with
+    the block's other writes: by the statement that writes its events at its end, or just before the next statement
+    the block runs, whichever comes first (``audited_atomic``). A proposal's or decision's rows then cost no round
+    trip of their own. The instance is saved as of now; an id the database makes is there once the row is written:
+    for rows whose database-made id nothing in the block reads before its next statement."""
+    batch = _holding_block()
+    if batch is None:
+        return insert(instance)
+    sql, params, returns = insert_statement(instance)
+    _hold(batch, _HeldWrite(sql, params, instance, returns))
+    inserted(instance, None)  # saved: a second save of it in the block is an UPDATE (the id comes with the write)
+    return instance
+
+
+def update_with_events(instance: Any) -> None:
+    """``config.prepared.update(instance)``, held like ``insert_with_events``: the row's values as of now."""
+    batch = _holding_block()
+    if batch is None or instance.get_deferred_fields():
+        update(instance)
+        return
+    if instance.pk is None:  # a row held for its insert: written first, for the id it is updated by
+        _write_held(batch, events=False)
+    statement = update_statement(instance)
+    if statement is not None:
+        _hold(batch, _HeldWrite(*statement, instance, returns=False))
+
+
+def _holding_block() -> _Batch | None:
+    """The audited block the caller is directly inside, on PostgreSQL; None where rows are written at once."""
     conn = transaction.get_connection()
     batch: _Batch | None = getattr(conn, _BATCH, None)
-    if batch is not None and batch.depth == len(conn.atomic_blocks) and conn.vendor == "postgresql":
-        batch.rows.append(instance)
-        return
-    if batch is not None:  # in a block nested in an audited one, without a savepoint: the rows keep their order (ids)
-        _write_held(batch)
-    insert(instance)
+    if batch is None or conn.vendor != "postgresql":
+        return None
+    if batch.depth == len(conn.atomic_blocks):
+        return batch
+    _write_held(batch)  # in a block nested in an audited one, without a savepoint: after those held so far
+    return None
+
+
+def _hold(batch: _Batch, write: _HeldWrite) -> None:
+    key = (type(write.instance), write.instance.pk)
+    if key in batch.rows:
+        # PostgreSQL writes a row at most once per statement, and a WITH's statements do not see each other's rows:
+        # a second write of a held row waits for the first to be written.
+        _write_held(batch, events=False)
+    batch.writes.append(write)
+    if write.instance.pk is not None:
+        batch.rows.add(key)
 
 
 # The audited block open on a connection, kept on the connection itself (each belongs to one thread).
@@ -178,6 +226,11 @@ def audited_atomic() -> Iterator[None]:
     this one are written at once, after those collected so far, which are written before the nested block's
     savepoint is made: a savepoint that rolls back takes its own events with it and no other, and the chain keeps the
     order they happened in. Any error inside rolls back the events with the rest.
+
+    Rows held for the block (``insert_with_events``, ``update_with_events``) are written just before any other
+    statement it runs, which may read them, and otherwise with its events. A block that runs no statement of its
+    own, only held writes (a proposal), is then one statement, which on PostgreSQL is its own transaction: run
+    without BEGIN and COMMIT, two round trips less (``_one_statement``).
     """
     with transaction.atomic():
         conn = transaction.get_connection()
@@ -187,35 +240,74 @@ def audited_atomic() -> Iterator[None]:
         batch = _Batch(depth=len(conn.atomic_blocks))
         setattr(conn, _BATCH, batch)
         try:
-            with conn.execute_wrapper(_write_held_before_savepoints(batch)):
+            with conn.execute_wrapper(_write_held_first(batch)):
                 yield
-            _write_held(batch)
+            if conn.needs_rollback:  # marked to roll back (transaction.set_rollback): nothing to write
+                return
+            if _one_statement(conn, batch):
+                with _autocommit(conn):
+                    _write_held(batch)
+            else:
+                _write_held(batch)
         finally:
             setattr(conn, _BATCH, None)
 
 
-def _write_held(batch: _Batch) -> None:
-    if batch.events or batch.rows:
-        _append(batch.events, rows=batch.rows)
-        batch.events.clear()
-        batch.rows.clear()
+def _write_held(batch: _Batch, *, events: bool = True) -> None:
+    held_events = batch.events if events else []
+    if not held_events and not batch.writes:
+        return
+    writes = batch.writes
+    if events:
+        batch.events = []
+    batch.writes, batch.rows = [], set()
+    _append(held_events, writes=writes)
 
 
-def _write_held_before_savepoints(batch: _Batch) -> Callable[..., Any]:
-    """An execute wrapper writing what the block holds just before a savepoint is made inside it: written after the
-    savepoint, it would be rolled back with it, and the block's change would commit without its events."""
+def _write_held_first(batch: _Batch) -> Callable[..., Any]:
+    """An execute wrapper writing what the block holds before another statement runs in it. The rows, before any
+    statement: it may read or change them. The events too, before a savepoint: written after it, they would be rolled
+    back with it, and the block's change would commit without its events."""
 
     def wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
         if sql.startswith("SAVEPOINT "):
             _write_held(batch)
+        elif batch.writes:
+            _write_held(batch, events=False)
         return execute(sql, params, many, context)
 
     return wrapper
 
 
-def _append(events: list[AuditEvent], *, rows: Sequence[Any] = ()) -> None:
-    """Chain ``events`` on after the head, in the caller's transaction; ``rows`` (PostgreSQL only: insert_with_events)
-    are inserted by the same statement.
+def _one_statement(conn: Any, batch: _Batch) -> bool:
+    """Whether what ``batch`` holds is all its transaction writes: on PostgreSQL, nothing sent since the transaction
+    began. Only a block that is the whole transaction gets there: inside a longer one, or one opened by hand
+    (autocommit off), Django has sent its SAVEPOINT at least, and the transaction is committed, or rolled back, by
+    someone else later."""
+    if conn.vendor != "postgresql" or not (batch.events or batch.writes):
+        return False
+    from psycopg.pq import TransactionStatus
+
+    return conn.connection is not None and conn.connection.info.transaction_status == TransactionStatus.IDLE
+
+
+@contextmanager
+def _autocommit(conn: Any) -> Iterator[None]:
+    """The psycopg connection in autocommit for one statement, which commits by itself. Django's state is left as
+    it is: its commit at the block's end finds no transaction open, and sends nothing; the on-commit hooks run after
+    it as usual. The audit seal and the foreign keys, deferred to the commit, are checked at the statement's end."""
+    raw = conn.connection
+    raw.autocommit = True
+    try:
+        yield
+    finally:
+        if not raw.closed:  # a connection lost meanwhile is Django's to discard
+            raw.autocommit = False
+
+
+def _append(events: list[AuditEvent], *, writes: Sequence[_HeldWrite] = ()) -> None:
+    """Chain ``events`` on after the head, in the caller's transaction; ``writes`` (PostgreSQL only: held rows) are
+    run by the same statement.
 
     PostgreSQL: they are written unsealed, and the transaction's commit links them on (migration audit 0002), so the
     chain's lock is held only inside the commit. A block nested in a longer transaction (which may read its events
@@ -225,53 +317,50 @@ def _append(events: list[AuditEvent], *, rows: Sequence[Any] = ()) -> None:
     if connection.vendor != "postgresql":
         _seal_here(events)
         return
-    if not events:
-        for row in rows:
-            insert(row)
-        return
-    now = timezone.now()
-    params: list[Any] = []
-    for event in events:
-        event.at = now
-        params += [
-            now,
-            event.actor_type,
-            event.actor,
-            event.via,
-            event.verb,
-            event.object_type,
-            event.object_id,
-            event.action_id,
-            event.agent_name,
-            canonical_json(event.data),
-            event.request_id,
-            body_template(event),
-        ]
-    table = connection.ops.quote_name(UnsealedEvent._meta.db_table)
-    # Each row an INSERT of its own in the WITH (run once, whatever reads it); an id the database makes comes back on
-    # every event's row.
-    inserts = [insert_statement(row) for row in rows]
-    ctes = ", ".join(f"row{i} AS ({sql})" for i, (sql, _, _) in enumerate(inserts))
-    returned = [f"(SELECT * FROM row{i})" for i, (_, _, returns) in enumerate(inserts) if returns]  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(
-            (f"WITH {ctes} " if ctes else "")
-            + _UNSEALED_SQL.format(table=table)
+    params: list[Any] = [param for write in writes for param in write.params]
+    # Each write an INSERT or UPDATE of its own in the WITH (run once, whatever reads it); an id the database makes
+    # comes back on the statement's first row.
+    ctes = ", ".join(f"row{i} AS ({write.sql})" for i, write in enumerate(writes))
+    returned = [f"(SELECT * FROM row{i})" for i, write in enumerate(writes) if write.returns]  # noqa: S608
+    if events:
+        now = timezone.now()
+        for event in events:
+            event.at = now
+            params += [
+                now,
+                event.actor_type,
+                event.actor,
+                event.via,
+                event.verb,
+                event.object_type,
+                event.object_id,
+                event.action_id,
+                event.agent_name,
+                canonical_json(event.data),
+                event.request_id,
+                body_template(event),
+            ]
+        table = connection.ops.quote_name(UnsealedEvent._meta.db_table)
+        main = (
+            _UNSEALED_SQL.format(table=table)
             + ", ".join([_UNSEALED_ROW] * len(events))
             + " RETURNING "
-            + ", ".join(["id", *returned]),
-            [param for _, row_params, _ in inserts for param in row_params] + params,
+            + ", ".join(["id", *returned])
         )
+    else:
+        main = "SELECT " + ", ".join(returned or ["1"])
+    with connection.cursor() as cursor:
+        cursor.execute((f"WITH {ctes} " if ctes else "") + main, params)
         fetched = cursor.fetchall()
-        ids = [row[0] for row in fetched]
-        made = iter(fetched[0][1:])
-        for row, (_, _, returns) in zip(rows, inserts, strict=True):
-            inserted(row, next(made) if returns else None)
-        if len(connection.atomic_blocks) == 1:  # this block is the transaction: its commit seals them
+        made = iter(fetched[0][1 if events else 0 :])
+        for write in writes:
+            if write.returns:
+                inserted(write.instance, next(made))
+        if not events or len(connection.atomic_blocks) == 1:  # this block is the transaction: its commit seals them
             return
-        cursor.execute(_SEAL_SQL, [ids])
+        cursor.execute(_SEAL_SQL, [[row[0] for row in fetched]])
         sealed = {row[0]: row[1:] for row in cursor.fetchall()}
-    for event, pending_id in zip(events, ids, strict=True):
+    for event, (pending_id, *_) in zip(events, fetched, strict=True):
         event.seq, event.at, event.prev_hash, event.hash, event.body = sealed[pending_id]
         event._state.adding = False
         event._state.db = connection.alias

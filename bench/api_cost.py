@@ -23,7 +23,8 @@ saturated rate (p99: the latency when busy but not overrun, see bench/submit.py)
 approvals one at a time with the agent's ``wait`` open on the action: the gap between the approve response
 and the wait's response.
 
-``BENCH_QUICK=1`` is a ~1-minute smoke run (2 s rounds, 1 and 32 clients, one round). Figures in
+``BENCH_QUICK=1`` is a ~1-minute smoke run (2 s rounds, 1 and 32 clients, one round); ``BENCH_API_ONLY=propose,approve``
+measures those endpoints only (a comparison of one change; the verdicts then cover those). Figures in
 var/bench/api.json; the table compares them with issue 21's targets.
 """
 
@@ -59,6 +60,8 @@ WARMUP_SECONDS = float(_env("BENCH_API_WARMUP", "2", "1"))
 PACED_FRACTION = float(_env("BENCH_PACED_FRACTION", "0.5"))
 WAIT_SAMPLES = int(_env("BENCH_API_WAIT_SAMPLES", "50", "15"))
 LIST_SIZE = int(_env("BENCH_API_LIST_SIZE", "200", "60"))
+# Some of the endpoints only (comma-separated names), for a quick comparison; the verdicts then cover those.
+ONLY = {name.strip() for name in _env("BENCH_API_ONLY", "").split(",") if name.strip()}
 REUSE = os.environ.get("BENCH_API_REUSE", "") not in ("", "0")
 DATABASE_URL = os.environ.get("BENCH_API_DATABASE_URL", common.DATABASE_URL.rsplit("/", 1)[0] + "/countersign_perf_api")
 
@@ -646,7 +649,7 @@ def main() -> None:
     common.setup_django(DATABASE_URL)
     fx = make_fixtures()
     requests = requests_for(fx)
-    names = list(requests)
+    names = [name for name in requests if not ONLY or name in ONLY]
     headline = max(CLIENTS)
     rounds: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in CLIENTS} for name in names}
     paced: dict[str, dict] = {}

@@ -349,18 +349,29 @@ def update(instance: Any, using: str = "default") -> None:
     if instance.get_deferred_fields():
         instance.save(using=using)
         return
+    statement = update_statement(instance, using)
+    if statement is not None:
+        with connections[using].cursor() as cursor:
+            cursor.execute(*statement)
+
+
+def update_statement(instance: Any, using: str = "default") -> tuple[str, list[Any]] | None:
+    """(the UPDATE ``update`` runs for ``instance``, its parameters), or None when there is nothing to write; for a
+    caller that runs it with other statements (audit.chain). The instance's record of its row is the instance as
+    this statement writes it, from now on. Not for an instance with deferred fields (``update`` saves those)."""
     model = type(instance)
     columns = _columns.get(model) or _columns_of(model)
     fields = _changed(instance, columns)
+    statement = None
     if fields:  # with no auto_now field and nothing changed, the row already holds every value
         connection = connections[using]
         sql = _updates.get((model, connection.vendor, fields)) or _update_sql(model, connection, fields)
         params = [field.get_db_prep_save(field.pre_save(instance, False), connection=connection) for field in fields]
         params.append(model._meta.pk.get_db_prep_value(instance.pk, connection))
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+        statement = (sql, params)
     now = instance.__dict__
     instance._state.row_read = (columns.attnames, tuple(now[attname] for attname in columns.attnames))
+    return statement
 
 
 def _changed(instance: Any, columns: _Columns) -> tuple[Field, ...]:

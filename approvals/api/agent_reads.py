@@ -234,7 +234,7 @@ def _dotted(cls: type) -> str:
 
 def _connection_kwargs() -> dict[str, Any]:
     """Django's parameters for its PostgreSQL connection (database, credentials, options, the adapters that load
-    JSON as text and times in UTC, statement preparation off), for an async one: its cursors bind on the server as
+    JSON as text and times in UTC, DB_PREPARE_THRESHOLD), for an async one: its cursors bind on the server as
     Django's do with ``server_side_binding``, or on the client as Django's default cursor does."""
     params = connections["default"].get_connection_params()
     cursor = params.pop("cursor_factory")

@@ -12,9 +12,8 @@ from approvals.models import ActionRequest, ActionStatus, ExecutionGrant, Outbox
 from approvals.outbox import dispatcher as outbox
 from approvals.services.transitions import audit_action, transition
 from audit.canonical import digest
-from audit.chain import Actor
+from audit.chain import Actor, insert_with_events
 from catalog.base import ActionType
-from config.prepared import insert
 
 UNDOABLE_VIA = frozenset({"web", "api"})
 
@@ -40,7 +39,7 @@ def mint_grant_and_enqueue(
     """A single-use grant bound to the action, its credential and its approved params; then queue the run,
     ``delay`` seconds from now (the undo window) or at once."""
     credential = resolve_credential(action_type, action.effective_params)
-    grant = insert(
+    grant = insert_with_events(
         ExecutionGrant(
             action=action,
             credential=credential,

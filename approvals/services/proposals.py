@@ -26,10 +26,10 @@ from approvals.policies.store import HEAD_COLUMNS, PolicyHead, head_of
 from approvals.services.approval import complete_approval
 from approvals.services.transitions import audit_action, publish, transition
 from audit.canonical import digest
-from audit.chain import Actor, audited_atomic, record_refusal
+from audit.chain import Actor, audited_atomic, insert_with_events, record_refusal
 from catalog import registry
 from catalog.base import ActionType
-from config.prepared import PreparedQuery, insert
+from config.prepared import PreparedQuery
 
 
 @dataclass(frozen=True)
@@ -166,9 +166,12 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
     if refusal:
         _record_refused(agent, action_type, refusal, duration=proposal.params.get("duration"))
         raise NotAllowed(refusal, errors={"params.duration": [refusal]})
+    # Read (or made) before the transaction, which then sends nothing but its writes: one statement, its own
+    # transaction (audit.chain.audited_atomic).
+    group = _reviewer_group(evaluation.decision.reviewer_group) if evaluation.decision.reviewer_group else None
     try:
         with audited_atomic():
-            action = _create(agent, proposal, action_type, evaluation, request_digest)
+            action = _create(agent, proposal, action_type, evaluation, request_digest, group)
     except IntegrityError:
         # Lost a race with the same idempotency key.
         existing = _existing_for_key(agent, proposal.idempotency_key or "", request_digest)
@@ -258,11 +261,11 @@ def _create(
     action_type: ActionType,
     evaluation: Evaluation,
     request_digest: str,
+    group: Group | None,
 ) -> ActionRequest:
     decision, policy_version, requester = evaluation.decision, evaluation.version, evaluation.requester
     now = timezone.now()
     ttl = min(proposal.expires_in or decision.ttl_seconds, settings.COUNTERSIGN_MAX_TTL_SECONDS)
-    group = _reviewer_group(decision.reviewer_group) if decision.reviewer_group else None
     action = ActionRequest(
         agent=agent,
         action_type=action_type.name,
@@ -319,7 +322,8 @@ def _create(
         },
     )
     # The row is written once (config/prepared.py's insert, as save() writes it): pending here, or decided by the
-    # policy's transition, which writes a new action instead of updating it.
+    # policy's transition, which writes a new action instead of updating it. With the events, in one statement that
+    # is the whole transaction (audit.chain.audited_atomic).
     policy_actor = Actor("policy", decision.rule, "policy")
     if decision.effect == policies.DENY:
         action.decision_reason = decision.reason
@@ -328,10 +332,12 @@ def _create(
         )
     elif decision.effect == policies.AUTO_APPROVE:
         # Written before its action's row, which the transition writes: foreign keys are checked at commit.
-        review = insert(Review(action=action, reviewer=None, verdict=Review.Verdict.APPROVE, via=Review.Via.POLICY))
+        review = insert_with_events(
+            Review(action=action, reviewer=None, verdict=Review.Verdict.APPROVE, via=Review.Via.POLICY)
+        )
         action.hold_reviews([review])
         complete_approval(action, actor=policy_actor, action_type=action_type)
     else:
-        insert(action)
+        insert_with_events(action)
         publish(action, approvals=0)
     return action

@@ -49,10 +49,10 @@ from approvals.services.transitions import (
     transition,
 )
 from audit.canonical import digest
-from audit.chain import Actor, audited_atomic, record_refusal
+from audit.chain import Actor, audited_atomic, insert_with_events, record_refusal
 from catalog import registry
 from catalog.base import Preview
-from config.prepared import PreparedInstances, insert
+from config.prepared import PreparedInstances
 
 MAX_COMMENT = 2000
 
@@ -255,7 +255,7 @@ def _approve(
             action.edited_params = edited_params
             _apply_policy(action, outcome, actor=Actor.user(reviewer, via))
         evidence = _evidence(action, seen, edits=edits, fingerprint_checked=fingerprint_checked)
-        review = insert(
+        review = insert_with_events(
             Review(
                 action=action,
                 reviewer=reviewer,

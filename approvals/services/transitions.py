@@ -15,8 +15,8 @@ from approvals.outbox import dispatcher as outbox
 from approvals.policies.separation_of_duties import counted_approvals, review_counts
 from approvals.policies.store import HEAD_COLUMNS, PolicyHead, head_of
 from approvals.selectors.presenters import present_action
-from audit.chain import Actor, record_event
-from config.prepared import PreparedInstances, PreparedQuery, insert, update
+from audit.chain import Actor, insert_with_events, record_event, update_with_events
+from config.prepared import PreparedInstances, PreparedQuery
 
 
 # Every decision, cancellation and execution starts here: statements compiled once per process (config/prepared.py).
@@ -83,11 +83,12 @@ def transition(action: ActionRequest, to: str, *, actor: Actor, verb: str, data:
     """Change status, audit it and publish it. The caller holds the row lock, or is writing the action: a proposal
     that policy decides as it is made is written once, in its decided state (approvals.services.proposals)."""
     before = action.move_to(to)
-    # action.save(), by a statement written once (config/prepared.py): of the columns changed since the locked read
+    # action.save(), by a statement written once (config/prepared.py): of the columns changed since the locked read;
+    # with the transaction's other writes (audit.chain)
     if action._state.adding:
-        insert(action)
+        insert_with_events(action)
     else:
-        update(action)
+        update_with_events(action)
     audit_action(action, actor=actor, verb=verb, data={"from": before, "to": to, **(data or {})})
     publish(action)
 

@@ -16,6 +16,7 @@ loader's zone, which Django asks each loader for by a ``timezone`` attribute the
 from __future__ import annotations
 
 import datetime
+import functools
 import select
 import time
 
@@ -24,6 +25,7 @@ from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base
 from django.db.backends.postgresql.psycopg_any import register_tzloader
 from psycopg import Connection, postgres, pq
+from psycopg._queries import PostgresQuery, _query2pg_nocache
 from psycopg_pool import ConnectionPool
 
 _TIMESTAMPTZ = postgres.types["timestamptz"].oid
@@ -104,6 +106,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def get_connection_params(self) -> dict:
         params = super().get_connection_params()
+        if params.get("cursor_factory") is base.ServerBindingCursor:
+            params["cursor_factory"] = ServerBindingCursor
         # The session's zone is timezone_name (Django sets it on connect); psycopg's loader gives times in it.
         if self.timezone is datetime.UTC and self.timezone_name == "UTC":
             params["context"].register_loader(_TIMESTAMPTZ, COMPILED_TIMESTAMPTZ_LOADER)
@@ -127,3 +131,32 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self.timezone != loader_zone(self.connection.adapters.get_loader(_TIMESTAMPTZ, pq.Format.TEXT)):
             register_tzloader(self.timezone, cursor)
         return cursor
+
+
+# psycopg turns a statement's %s into $1, $2... with a regular expression, and keeps the result for the next time only
+# for statements up to 4,096 bytes and 50 parameters (its guard against ORMs' bulk INSERTs of ever-changing length).
+# A proposal or decision writes its rows and events in one statement of a few kilobytes and 60 to 100 parameters
+# (audit.chain's held writes), the same text every time: converted anew, it cost a quarter of a millisecond of every
+# write (docs/BENCHMARKS.md, section 9). Statements up to CONVERTED_ONCE_BYTES are kept, in a bounded cache.
+CONVERTED_ONCE_BYTES = 32_768
+_converted = functools.lru_cache(maxsize=256)(_query2pg_nocache)
+
+
+class QueryConvertedOnce(PostgresQuery):
+    """psycopg's server-side query (``PostgresQuery``, private API: psycopg is pinned in requirements.txt), its
+    conversion kept for statements of any number of parameters up to ``CONVERTED_ONCE_BYTES``."""
+
+    __slots__ = ()
+
+    def convert(self, query, vars) -> None:
+        if vars is None or not isinstance(query, str) or len(query) > CONVERTED_ONCE_BYTES:
+            super().convert(query, vars)
+            return
+        self.query, self._want_formats, self._order, self._parts = _converted(
+            query.encode(self._tx.encoding), self._tx.encoding
+        )
+        self.dump(vars)
+
+
+class ServerBindingCursor(base.ServerBindingCursor):
+    _query_cls = QueryConvertedOnce

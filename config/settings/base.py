@@ -135,11 +135,16 @@ if DATABASE_URL:
         DATABASES["default"]["ENGINE"] = POSTGRESQL_ENGINE
     if DATABASES["default"]["ENGINE"] == POSTGRESQL_ENGINE:
         # Parameters bound by the server, not spliced into the SQL text by psycopg: no quoting of every value and
-        # re-scanning of every statement in Python, on every request (docs/BENCHMARKS.md). Statements are not
-        # prepared (Django's default, prepare_threshold None), so a pooler in transaction mode still works.
+        # re-scanning of every statement in Python, on every request (docs/BENCHMARKS.md).
         DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env_bool(
             "DB_SERVER_SIDE_BINDING", default=True
         )
+        # A statement run DB_PREPARE_THRESHOLD times on a connection is prepared there (psycopg's own default, 5):
+        # PostgreSQL then no longer parses and plans it on every request, which was half the database's time on an
+        # approval (docs/BENCHMARKS.md). "off" for a pooler in transaction mode that cannot keep prepared statements
+        # (PgBouncer before 1.21, or with max_prepared_statements = 0).
+        if env_str("DB_PREPARE_THRESHOLD").strip().lower() != "off":
+            DATABASES["default"]["OPTIONS"]["prepare_threshold"] = env_int("DB_PREPARE_THRESHOLD", 5)
     # DB_POOL=N: a psycopg pool of up to N connections per process (web: under ASGI each request runs in its
     # own thread, so persistent connections don't carry over and each request would connect anew; see
     # docs/deploy.md). Needs psycopg[pool] and DB_CONN_MAX_AGE=0.

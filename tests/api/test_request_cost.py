@@ -227,6 +227,48 @@ def test_naive_times_still_load_naive_when_time_zones_are_off(settings):
 
 
 @pytest.mark.django_db
+def test_a_long_statement_is_converted_to_placeholders_once_and_still_binds_each_calls_values():
+    """config/postgresql: psycopg keeps its conversion of a statement's %s only up to 4,096 bytes and 50 parameters;
+    a proposal's statement of writes is longer (audit.chain's held writes). Kept here, for any number."""
+    from config.postgresql.base import _converted
+
+    width = 120  # parameters: past psycopg's 50, and the text past its 4,096 bytes
+    sql = "SELECT " + ", ".join(f"%s::int AS column_with_a_long_name_{i}" for i in range(width))
+    assert len(sql) > 4096
+    answers = []
+    for first in (1, 1000):
+        before = _converted.cache_info()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, list(range(first, first + width)))
+            answers.append(cursor.fetchone())
+        after = _converted.cache_info()
+        converted_now = after.misses - before.misses
+    assert converted_now == 0 and after.hits > before.hits  # the second run found the first's conversion
+    assert answers == [tuple(range(1, 1 + width)), tuple(range(1000, 1000 + width))]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_repeated_proposal_converts_nothing_and_runs_prepared_statements(agent_api, monkeypatch):
+    from psycopg import _queries
+
+    from config.postgresql.base import _converted
+
+    for _ in range(6):  # past DB_PREPARE_THRESHOLD (5) on this connection
+        assert agent_api.post("/api/v1/actions", propose_body(), format="json").status_code == 201
+    before, converted_by_psycopg = _converted.cache_info(), []
+    uncached = _queries._query2pg_nocache  # what psycopg runs for a statement past its own cache's limits
+    monkeypatch.setattr(_queries, "_query2pg_nocache", lambda *a: converted_by_psycopg.append(a[0]) or uncached(*a))
+    assert agent_api.post("/api/v1/actions", propose_body(), format="json").status_code == 201
+    assert _converted.cache_info().misses == before.misses and not converted_by_psycopg
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    # The writes' one statement (the action, its events, its push) and the key's read are prepared on the connection.
+    assert [p for p in prepared if "approvals_actionrequest" in p and "audit_unsealedevent" in p], prepared
+    assert [p for p in prepared if 'FROM "agents_agentkey"' in p], prepared
+
+
+@pytest.mark.django_db
 def test_a_parameter_that_never_reaches_the_sql_is_refused():
     # A value used only in Python would be frozen at its stand-in: preparing such a query is refused outright.
     query = PreparedQuery(
@@ -362,9 +404,10 @@ def test_a_proposal_decided_by_policy_is_written_once_in_its_decided_state(agent
         with CaptureQueriesContext(connection) as queries:
             answer = agent_api.post("/api/v1/actions", propose_body(params={"command": command}), format="json")
         assert answer.status_code == 201 and answer.json()["status"] == status
-        writes = [q["sql"].split(" (")[0] for q in queries if q["sql"].startswith(("INSERT", "UPDATE"))]
-        assert writes.count('INSERT INTO "approvals_actionrequest"') == 1
-        assert not [w for w in writes if w.startswith('UPDATE "approvals_actionrequest"')], writes
+        # Inserted once (with the events, audit.chain's held writes), never updated.
+        sql = " ".join(q["sql"] for q in queries)
+        assert sql.count('INSERT INTO "approvals_actionrequest"') == 1
+        assert 'UPDATE "approvals_actionrequest"' not in sql
         # The row is what the answer said, and what the general read presents; the audit log still says it was
         # proposed, then decided.
         assert present_action(selectors.get_action_for(agent, answer.json()["id"])) == answer.json()

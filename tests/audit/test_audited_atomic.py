@@ -7,7 +7,10 @@ it records.
 
 from __future__ import annotations
 
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -16,8 +19,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from approvals.models import OutboxMessage
-from audit.chain import Actor, audited_atomic, insert_with_events, record_event, verify_log
+from approvals.models import ActionRequest, OutboxMessage
+from approvals.services import proposals
+from audit.chain import Actor, audited_atomic, insert_with_events, record_event, update_with_events, verify_log
 from audit.models import AuditEvent
 from tests.conftest import propose_body
 
@@ -154,7 +158,7 @@ def test_rows_held_for_the_end_keep_their_order_when_a_nested_block_writes_one_a
     with audited_atomic():
         _event("test.event")
         insert_with_events(first := _message("first"))
-        assert first.id is None and not OutboxMessage.objects.exists()  # held for the end
+        assert first.id is None  # held
         with transaction.atomic():  # a savepoint: its row is written at once, after those held so far
             insert_with_events(_message("second"))
         insert_with_events(last := _message("third"))
@@ -176,3 +180,123 @@ def test_a_failed_block_writes_none_of_its_rows_and_a_rolled_back_savepoint_only
             insert_with_events(_message("rolled back"))
             raise ValueError
     assert _notes_by_id() == ["kept"]
+
+
+@pytest.mark.django_db
+def test_a_statement_inside_the_block_sees_the_rows_held_before_it_and_the_events_still_wait():
+    with audited_atomic():
+        _event("test.event")
+        insert_with_events(first := _message("first"))
+        assert first.id is None
+        assert _notes_by_id() == ["first"]  # the read made the block write what it held first
+        assert first.id == OutboxMessage.objects.get().id
+        assert not AuditEvent.objects.filter(verb="test.event").exists()  # events are never read back: the end
+    assert AuditEvent.objects.filter(verb="test.event").count() == 1
+    assert verify_log().broken is None
+
+
+@pytest.mark.django_db
+def test_a_second_write_of_a_held_row_is_written_after_the_first():
+    """PostgreSQL writes a row once per statement, and the statements of one WITH do not see each other's rows: the
+    update of a row still held would be lost if both went out together."""
+    with audited_atomic():
+        _event("test.event")
+        insert_with_events(message := _message("first"))
+        message.payload, message.attempts = {"note": "changed"}, 3
+        update_with_events(message)
+        message.attempts = 4
+        update_with_events(message)
+    assert OutboxMessage.objects.values_list("payload", "attempts").get() == ({"note": "changed"}, 4)
+
+
+@contextmanager
+def _frontend_messages() -> Iterator[list[str]]:
+    """What this connection sends PostgreSQL meanwhile, one protocol message a line (libpq's trace)."""
+    connection.ensure_connection()
+    pgconn = connection.connection.pgconn
+    sent: list[str] = []
+    with tempfile.TemporaryFile() as trace:
+        pgconn.trace(trace.fileno())
+        try:
+            yield sent
+        finally:
+            pgconn.untrace()
+            trace.seek(0)
+            sent += [line.split("\t", 2)[2] for line in trace.read().decode().splitlines() if "\tF\t" in line]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_proposal_is_one_statement_that_is_its_own_transaction_without_begin_or_commit(agent_api):
+    agent_api.post("/api/v1/actions", propose_body(), format="json")  # the first makes the rule's reviewer group
+    with _frontend_messages() as sent:
+        answer = agent_api.post("/api/v1/actions", propose_body(), format="json")
+    assert answer.status_code == 201, answer.content
+    assert not [m for m in sent if '"BEGIN' in m or '"COMMIT' in m], "\n".join(m[:100] for m in sent)
+    (written,) = [m for m in sent if "Parse" in m and "INSERT" in m]
+    assert (
+        "approvals_actionrequest" in written
+        and "audit_unsealedevent" in written
+        and "approvals_outboxmessage" in (written)
+    )
+    # Committed, linked onto the chain by the statement's own commit, and its push delivered after it.
+    action = ActionRequest.objects.get(id=answer.json()["id"])
+    assert list(AuditEvent.objects.filter(action_id=action.id).values_list("verb", flat=True)) == ["action.proposed"]
+    assert OutboxMessage.objects.get(action_id=action.id, kind=OutboxMessage.Kind.PUSH).delivered_at is not None
+    assert verify_log().broken is None
+    assert connection.get_autocommit() and connection.connection.autocommit  # Django's and psycopg's state agree
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_proposal_whose_one_statement_fails_leaves_nothing_and_the_connection_works(agent_api, monkeypatch):
+    """The race on an idempotency key: both requests find no action and write; the loser's one statement breaks the
+    unique key, writes nothing at all (no action, event or message), and the loser answers with the winner's action."""
+    body = propose_body(idempotency_key="once")
+    first = agent_api.post("/api/v1/actions", body, format="json").json()
+    events, messages = AuditEvent.objects.count(), OutboxMessage.objects.count()
+    original, calls = proposals._existing_for_key, []
+
+    def the_winner_not_yet_committed(*args):  # the loser's first look finds nothing; the second, the winner's action
+        calls.append(args)
+        return None if len(calls) == 1 else original(*args)
+
+    monkeypatch.setattr(proposals, "_existing_for_key", the_winner_not_yet_committed)
+    with _frontend_messages() as sent:
+        again = agent_api.post("/api/v1/actions", body, format="json")
+    assert again.status_code == 200 and again.json()["id"] == first["id"], again.content
+    assert any("approvals_actionrequest" in m and "INSERT" in m for m in sent)  # it did try
+    assert ActionRequest.objects.count() == 1
+    assert (AuditEvent.objects.count(), OutboxMessage.objects.count()) == (events, messages)
+    assert verify_log().broken is None
+    assert agent_api.post("/api/v1/actions", propose_body(), format="json").status_code == 201
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_block_inside_a_longer_transaction_is_not_committed_on_its_own():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        with audited_atomic():
+            _event("test.inner")
+            insert_with_events(_message("inner"))
+        raise RuntimeError("the longer transaction fails after the block")
+    assert not OutboxMessage.objects.exists() and not AuditEvent.objects.filter(verb="test.inner").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_block_in_a_transaction_opened_by_hand_is_committed_or_rolled_back_by_its_caller():
+    transaction.set_autocommit(False)
+    try:
+        with audited_atomic():
+            _event("test.by-hand")
+            insert_with_events(_message("by hand"))
+        transaction.rollback()
+    finally:
+        transaction.set_autocommit(True)
+    assert not OutboxMessage.objects.exists() and not AuditEvent.objects.filter(verb="test.by-hand").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_block_marked_for_rollback_writes_nothing():
+    with audited_atomic():
+        _event("test.marked")
+        insert_with_events(_message("marked"))
+        transaction.set_rollback(True)
+    assert not OutboxMessage.objects.exists() and not AuditEvent.objects.filter(verb="test.marked").exists()

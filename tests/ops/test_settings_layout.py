@@ -25,7 +25,8 @@ import importlib, json, sys
 settings = importlib.import_module(sys.argv[1])
 print(json.dumps({"engine": settings.DATABASES.get("default", {}).get("ENGINE"), "broker": settings.CELERY_BROKER_URL,
                   "socket": str(settings.COUNTERSIGN_EMBEDDED_REDIS_SOCKET), "secret": bool(settings.SECRET_KEY),
-                  "credential_keys": len(settings.COUNTERSIGN_CREDENTIAL_KEYS)}))
+                  "credential_keys": len(settings.COUNTERSIGN_CREDENTIAL_KEYS),
+                  "prepare": settings.DATABASES.get("default", {}).get("OPTIONS", {}).get("prepare_threshold")}))
 """
 
 
@@ -46,7 +47,7 @@ def test_base_makes_nothing_even_with_nothing_given(tmp_path):
     read = read_settings("config.settings.base", tmp_path / "var")
     assert not (tmp_path / "var").exists()
     assert read == {"engine": None, "broker": "redis://127.0.0.1:6379/0", "socket": "None", "secret": False,
-                    "credential_keys": 0}  # fmt: skip
+                    "credential_keys": 0, "prepare": None}  # fmt: skip
 
 
 def test_the_default_is_embedded_while_anything_is_missing(tmp_path):
@@ -66,6 +67,25 @@ def test_the_default_is_base_when_everything_is_given(tmp_path):
     read = read_settings("config.settings.local", tmp_path / "var", **SERVICES, **KEYS)
     assert read["engine"] == "config.postgresql" and read["secret"] and read["credential_keys"] == 1
     assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize(("given", "prepare"), [(None, 5), ("2", 2), ("0", 0), ("off", None), ("OFF", None)])
+def test_statements_are_prepared_after_five_runs_unless_told_otherwise(tmp_path, given, prepare):
+    env = {**SERVICES, **KEYS, **({"DB_PREPARE_THRESHOLD": given} if given is not None else {})}
+    assert read_settings("config.settings.local", tmp_path / "var", **env)["prepare"] == prepare
+
+
+def test_a_prepare_threshold_that_is_no_number_stops_the_start(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", READ, "config.settings.local"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "COUNTERSIGN_VAR_DIR": str(tmp_path), **SERVICES, **KEYS,
+             "DB_PREPARE_THRESHOLD": "sometimes"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0 and "DB_PREPARE_THRESHOLD='sometimes' is not an integer" in done.stderr
 
 
 @pytest.mark.parametrize("empty", sorted(KEYS))
