@@ -6,6 +6,7 @@ import hmac
 from datetime import timedelta
 from typing import Any
 
+from django.db.models import OuterRef
 from django.http import HttpRequest
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -14,17 +15,20 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
 from approvals.models import ReviewerToken
+from approvals.policies.separation_of_duties import group_ids_of, remember_group_ids
 from config.prepared import PreparedInstances
 
 LAST_USED_RESOLUTION = timedelta(seconds=30)
 
 
-# Every reviewer-token request reads its token and user, fresh (a revoked token or a deactivated user is refused on the
-# next request), by a statement compiled once (config/prepared.py).
+# Every reviewer-token request reads its token, its user and the user's groups, fresh (a revoked token or a deactivated
+# user is refused, a user taken out of a group decides nothing more for it, on the next request), by a statement
+# compiled once (config/prepared.py).
 _ACTIVE_TOKEN = PreparedInstances(
     ReviewerToken,
     lambda prefix: ReviewerToken.objects.filter(prefix=prefix, revoked_at__isnull=True)[:1],
     related=("user",),
+    extra=(group_ids_of(OuterRef("user_id")),),
     prefix=ReviewerToken._meta.get_field("prefix"),
 )
 
@@ -34,9 +38,13 @@ def authenticate_reviewer_token(raw: str):
     parts = raw.split("_", 2)
     if len(parts) != 3 or parts[0] != "csr":
         return None
-    token = _ACTIVE_TOKEN.first(prefix=parts[1])
-    if token is None or not hmac.compare_digest(token.token_hash, ReviewerToken.hash(raw)) or not token.user.is_active:
+    found = _ACTIVE_TOKEN.first_and_extra(prefix=parts[1])
+    if found is None:
         return None
+    token, (group_ids,) = found
+    if not hmac.compare_digest(token.token_hash, ReviewerToken.hash(raw)) or not token.user.is_active:
+        return None
+    remember_group_ids(token.user, group_ids)
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         ReviewerToken.objects.filter(pk=token.pk).update(last_used_at=now)

@@ -52,11 +52,12 @@ def test_an_approval_reads_the_policy_head_in_the_statement_that_locks_the_actio
         answer = reviewer_api.post(f"/api/v1/actions/{pending[1]}/approve", {}, format="json")
     assert answer.status_code == 200 and answer.json()["status"] == "approved", answer.content
     sql = [q["sql"] for q in queries]
-    # The token and its user, the action (outside the transaction, for the preview), the user's groups, SAVEPOINT (a
-    # test's transaction), the action locked with the policy head, its reviews, the review with the action's UPDATE,
-    # the audit events and the outbox message (audit.chain's held writes), their seal, RELEASE: 9, where the review
-    # and the action on their own made 11, the head read on its own 12 and the message on its own 13.
-    assert len(sql) == 9, [s[:90] for s in sql]
+    # The token with its user and the user's groups, the action (outside the transaction, for the preview), SAVEPOINT
+    # (a test's transaction), the action locked with the policy head, its reviews, the review with the action's
+    # UPDATE, the audit events and the outbox message (audit.chain's held writes), their seal, RELEASE: 8, where the
+    # groups on their own made 9, the review and the action on their own 11, the head read on its own 12 and the
+    # message on its own 13.
+    assert len(sql) == 8, [s[:90] for s in sql]
     (written,) = [s for s in sql if 'INSERT INTO "approvals_review"' in s]
     assert 'UPDATE "approvals_actionrequest"' in written and "audit_unsealedevent" in written
     heads = [s for s in sql if "approvals_policyversion" in s]
@@ -230,3 +231,32 @@ def test_an_instance_given_another_rows_key_writes_that_row_whole(agent_api):
         action.id = other.id  # what was read says nothing of the other row: save() would write it all
         update(action)
     assert ActionRequest.objects.get(id=other.id).summary == ActionRequest.objects.get(id=original).summary
+
+
+# --- a reviewer's groups, read with the token ---------------------------------------------------------------------
+
+
+def test_a_reviewer_taken_out_of_the_group_decides_nothing_on_the_next_request(agent_api, reviewer, reviewer_api):
+    first, second = (agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"] for _ in range(2))
+    assert reviewer_api.post(f"/api/v1/actions/{first}/approve", {}, format="json").status_code == 200
+    reviewer.groups.clear()
+    refused = reviewer_api.post(f"/api/v1/actions/{second}/approve", {}, format="json")
+    assert refused.status_code == 403 and "only members of" in refused.json()["detail"], refused.content
+    assert ActionRequest.objects.get(id=second).status == "pending"
+
+
+@pytest.mark.parametrize("memberships", [0, 1, 3])
+def test_the_groups_read_with_the_token_are_the_users_groups(reviewer, memberships):
+    from django.contrib.auth.models import Group
+
+    from approvals.api.authentication import authenticate_reviewer_token
+    from approvals.models import ReviewerToken
+    from approvals.policies.separation_of_duties import user_group_ids
+
+    reviewer.groups.set([Group.objects.create(name=f"team-{i}") for i in range(memberships)])
+    _, raw = ReviewerToken.issue(reviewer)
+    user, _ = authenticate_reviewer_token(raw)
+    with CaptureQueriesContext(connection) as queries:
+        ids = user_group_ids(user)
+    assert ids == set(reviewer.groups.values_list("id", flat=True)) and len(ids) == memberships
+    assert len(queries) == 0  # read with the token, not again
