@@ -6,6 +6,8 @@ the stream); a pooled connection is checked by its socket when it came back rece
 
 from __future__ import annotations
 
+import select
+
 import pytest
 from django.db import connection, connections
 from psycopg_pool import ConnectionPool
@@ -80,9 +82,14 @@ def test_a_live_connection_with_something_to_read_gets_the_round_trip_and_is_kep
         cursor.execute("LISTEN countersign_pool_test")
         cursor.execute("SELECT pg_backend_pid()")
         first = cursor.fetchone()[0]
+    idle = pooled.connection
     pooled.close()
     checked = len(round_trips)
     with connection.cursor() as cursor:
         cursor.execute("NOTIFY countersign_pool_test")
+    # The notification reaches the idle connection's socket a moment after NOTIFY returns: checked before, the socket
+    # would have had nothing to read yet.
+    readable, _, _ = select.select([idle.fileno()], [], [], 10)
+    assert readable, "the notification never reached the idle connection"
     assert _backend_pid(pooled) == first
     assert len(round_trips) == checked + 1
