@@ -158,7 +158,6 @@ class _Batch:
     depth: int  # the audited block's place among the connection's atomic blocks
     events: list[AuditEvent] = field(default_factory=list)
     writes: list[_HeldWrite] = field(default_factory=list)  # insert_with_events, update_with_events
-    rows: set[tuple[type, Any]] = field(default_factory=set)  # (model, pk) of the rows those write
 
 
 def insert_with_events(instance: Any) -> Any:
@@ -170,8 +169,9 @@ def insert_with_events(instance: Any) -> Any:
     batch = _holding_block()
     if batch is None:
         return insert(instance)
+    _write_held_row_first(batch, instance)
     sql, params, returns = insert_statement(instance)
-    _hold(batch, _HeldWrite(sql, params, instance, returns))
+    batch.writes.append(_HeldWrite(sql, params, instance, returns))
     inserted(instance, None)  # saved: a second save of it in the block is an UPDATE (the id comes with the write)
     return instance
 
@@ -182,11 +182,10 @@ def update_with_events(instance: Any) -> None:
     if batch is None or instance.get_deferred_fields():
         update(instance)
         return
-    if instance.pk is None:  # a row held for its insert: written first, for the id it is updated by
-        _write_held(batch, events=False)
+    _write_held_row_first(batch, instance)
     statement = update_statement(instance)
     if statement is not None:
-        _hold(batch, _HeldWrite(*statement, instance, returns=False))
+        batch.writes.append(_HeldWrite(*statement, instance, returns=False))
 
 
 def _holding_block() -> _Batch | None:
@@ -201,15 +200,14 @@ def _holding_block() -> _Batch | None:
     return None
 
 
-def _hold(batch: _Batch, write: _HeldWrite) -> None:
-    key = (type(write.instance), write.instance.pk)
-    if key in batch.rows:
-        # PostgreSQL writes a row at most once per statement, and a WITH's statements do not see each other's rows:
-        # a second write of a held row waits for the first to be written.
+def _write_held_row_first(batch: _Batch, instance: Any) -> None:
+    """Write what the block holds if it holds a write of ``instance``'s row: PostgreSQL writes a row at most once per
+    statement, and a WITH's statements do not see each other's rows, so a second write of a held row waits for the
+    first (which also gives a row inserted with a database-made id the id its UPDATE needs)."""
+    model, pk = type(instance), instance.pk
+    if any(w.instance is instance or (pk is not None and type(w.instance) is model and w.instance.pk == pk)
+           for w in batch.writes):  # fmt: skip
         _write_held(batch, events=False)
-    batch.writes.append(write)
-    if write.instance.pk is not None:
-        batch.rows.add(key)
 
 
 # The audited block open on a connection, kept on the connection itself (each belongs to one thread).
@@ -260,7 +258,7 @@ def _write_held(batch: _Batch, *, events: bool = True) -> None:
     writes = batch.writes
     if events:
         batch.events = []
-    batch.writes, batch.rows = [], set()
+    batch.writes = []
     _append(held_events, writes=writes)
 
 

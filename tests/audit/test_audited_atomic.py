@@ -209,6 +209,24 @@ def test_a_second_write_of_a_held_row_is_written_after_the_first():
     assert OutboxMessage.objects.values_list("payload", "attempts").get() == ({"note": "changed"}, 4)
 
 
+@pytest.mark.django_db
+def test_two_copies_of_one_row_written_in_one_block_both_count():
+    """The same row through two instances (a read, then a locked re-read): the second write waits for the first."""
+    from config.prepared import concrete_columns, from_row
+
+    OutboxMessage.objects.create(kind=OutboxMessage.Kind.PUSH, payload={"note": "row"})
+    columns = concrete_columns(OutboxMessage)
+    row = OutboxMessage.objects.values_list(*columns).get()
+    first, second = (from_row(OutboxMessage, columns, row) for _ in range(2))
+    with audited_atomic():
+        _event("test.event")
+        first.attempts = 3
+        update_with_events(first)
+        second.last_error = "seen"
+        update_with_events(second)
+    assert OutboxMessage.objects.values_list("attempts", "last_error").get() == (3, "seen")
+
+
 @contextmanager
 def _frontend_messages() -> Iterator[list[str]]:
     """What this connection sends PostgreSQL meanwhile, one protocol message a line (libpq's trace)."""
