@@ -8,10 +8,12 @@ import pytest
 import redis
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.cache import cache
 from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
 from approvals.models import ReviewerToken
+from approvals.services.containment import BANNER_CACHE_KEY
 from approvals.services.credentials import create_credential
 from tests.factories import CLI, AgentFactory, ReviewerFactory, UserFactory, propose_body, reviewer_group
 from tests.support.servers import RecordingServer, process_env, start_web, start_worker
@@ -30,6 +32,13 @@ def _clean_redis():
     """The test Redis database holds only this run's queues and channel groups (tests/unit overrides this: the fast
     lane runs with no Redis at all)."""
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture(autouse=True)
+def _no_cached_banner():
+    """The kill-switch banner is cached for seconds in the shared Redis (approvals.services.containment.banner): each
+    test starts without the one an earlier test left, which would show that test's switches, and lapse mid-test."""
+    cache.delete(BANNER_CACHE_KEY)
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,6 @@ import json
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.test import Client
 from rest_framework.test import APIClient
@@ -28,14 +27,6 @@ from audit.models import AuditEvent
 from tests.conftest import CLI, token_client
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _no_cached_banner():
-    """The banner is cached for seconds in the shared cache; each test starts and ends without it."""
-    cache.delete(containment.BANNER_CACHE_KEY)
-    yield
-    cache.delete(containment.BANNER_CACHE_KEY)
 
 
 @pytest.fixture
