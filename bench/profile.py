@@ -20,6 +20,7 @@ Run it under a profiler to see where a request's time goes (docs/BENCHMARKS.md):
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import time
@@ -89,6 +90,11 @@ def main() -> None:
                 assert response.status_code in (200, 201), response.status_code
 
     asyncio.run(run(WARMUP))
+    if os.environ.get("BENCH_NO_GC"):
+        # bench.instructions: a collection falls at different points in runs of different lengths, which made the
+        # same build's count per request differ by 7.5%; without it, two builds' counts compare their code.
+        gc.collect()
+        gc.disable()
     profiler = None
     if os.environ.get("BENCH_PYINSTRUMENT"):
         from pyinstrument import Profiler

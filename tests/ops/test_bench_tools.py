@@ -284,3 +284,40 @@ def test_bench_api_load_sends_each_approval_to_a_different_action(tool, monkeypa
     # Only the expected answers count: the requests sent after the paths ran out are errors, and say so.
     assert result.ok == 60 and result.paths_exhausted
     assert result.errors == result.requests - 60
+
+
+# --- python -m bench.instructions: instructions per request under callgrind --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "usage: python -m bench.instructions"),
+        (["propose"], "usage: python -m bench.instructions"),  # not an endpoint of bench.profile's API modes
+        (["read", "40", "10"], "0 < N1 < N2"),
+        (["read", "0", "10"], "0 < N1 < N2"),
+        (["read", "10"], "0 < N1 < N2"),
+        (["read", "ten", "40"], "0 < N1 < N2"),
+    ],
+)
+def test_bench_instructions_refuses_bad_input_before_running_anything(args, message, monkeypatch):
+    from bench import instructions
+
+    monkeypatch.setattr(sys, "argv", ["bench.instructions", *args])
+    monkeypatch.setattr(instructions, "instructions", lambda *a: pytest.fail("ran callgrind on bad input"))
+    with pytest.raises(SystemExit) as refused:
+        instructions.main()
+    assert message in str(refused.value)
+
+
+def test_bench_instructions_is_the_difference_of_two_runs_per_request(monkeypatch):
+    from bench import instructions
+
+    totals = {20: 1_000_000_000, 100: 1_560_000_000}  # 80 more requests, 560 M more instructions
+    monkeypatch.setattr(sys, "argv", ["bench.instructions", "read"])
+    monkeypatch.setattr(instructions, "instructions", lambda mode, n: totals[n])
+    monkeypatch.setattr(instructions.shutil, "which", lambda name: "/usr/bin/valgrind")
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    instructions.main()
+    assert out.getvalue().startswith("read: 7.000 M instructions per request (20 and 100 requests")
