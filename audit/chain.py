@@ -27,6 +27,7 @@ from typing import Any
 
 from django.db import DataError, connection, connections, transaction
 from django.utils import timezone
+from psycopg.pq import TransactionStatus
 
 from audit.canonical import canonical_json
 from audit.models import AuditEvent, RefusalTally, UnsealedEvent
@@ -284,8 +285,6 @@ def _one_statement(conn: Any, batch: _Batch) -> bool:
     someone else later."""
     if conn.vendor != "postgresql" or not (batch.events or batch.writes):
         return False
-    from psycopg.pq import TransactionStatus
-
     return conn.connection is not None and conn.connection.info.transaction_status == TransactionStatus.IDLE
 
 

@@ -12,18 +12,25 @@ from approvals.policies import people
 from catalog.risk import RISK_ORDER, Risk
 from config.prepared import PreparedQuery
 
+# A user's group ids, read once per request: by user_group_ids, or with the reviewer token (remember_group_ids).
+_GROUP_IDS_ATTR = "_countersign_group_ids"
+
 
 def user_group_ids(user) -> set[int]:
-    cached = getattr(user, "_countersign_group_ids", None)
+    cached = getattr(user, _GROUP_IDS_ATTR, None)
     if cached is None:
         cached = {group_id for (group_id,) in _GROUP_IDS.rows(user_id=user.pk)}
-        user._countersign_group_ids = cached
+        setattr(user, _GROUP_IDS_ATTR, cached)
     return cached
+
+
+def _memberships(user_id):
+    return get_user_model().groups.through.objects.filter(user_id=user_id)
 
 
 # Read for every decision and every reviewer's API request: compiled once (config/prepared.py).
 _GROUP_IDS = PreparedQuery(
-    lambda user_id: get_user_model().groups.through.objects.filter(user_id=user_id).values_list("group_id"),
+    lambda user_id: _memberships(user_id).values_list("group_id"),
     user_id=get_user_model()._meta.pk,
 )
 
@@ -42,13 +49,14 @@ class _JoinedIds(Aggregate):
 def group_ids_of(user_id: OuterRef) -> Subquery:
     """The groups of the user ``user_id`` refers to, as one value of a statement that reads something else (a reviewer
     token's row: a round trip less on every reviewer request); ``remember_group_ids`` takes it."""
-    memberships = get_user_model().groups.through.objects.filter(user_id=user_id)
-    return Subquery(memberships.values("user_id").annotate(joined=_JoinedIds("group_id")).values(ids=F("joined"))[:1])
+    return Subquery(
+        _memberships(user_id).values("user_id").annotate(joined=_JoinedIds("group_id")).values(ids=F("joined"))[:1]
+    )
 
 
 def remember_group_ids(user, joined: str | None) -> None:
     """``user``'s groups as ``group_ids_of`` read them (None: no group), for ``user_group_ids`` in this request."""
-    user._countersign_group_ids = {int(group_id) for group_id in joined.split(",")} if joined else set()
+    setattr(user, _GROUP_IDS_ATTR, {int(group_id) for group_id in joined.split(",")} if joined else set())
 
 
 def review_refusal(user, action: ActionRequest) -> str | None:

@@ -318,3 +318,29 @@ def test_a_block_marked_for_rollback_writes_nothing():
         insert_with_events(_message("marked"))
         transaction.set_rollback(True)
     assert not OutboxMessage.objects.exists() and not AuditEvent.objects.filter(verb="test.marked").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_one_statement_block_whose_connection_dies_raises_and_the_next_block_works():
+    """The server goes away (a restart, a failover) just before the block's one statement, run in autocommit: the
+    block fails with the database's error, nothing of it is written, and the next block gets a working connection."""
+    from django.db import DatabaseError, connections
+
+    connection.ensure_connection()
+    doomed = connection.connection.info.backend_pid
+    with pytest.raises(DatabaseError), audited_atomic():
+        _event("test.lost")
+        insert_with_events(_message("lost"))
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [doomed])
+        finally:
+            other.close()
+    connection.close_if_unusable_or_obsolete()
+    with audited_atomic():
+        _event("test.after")
+        insert_with_events(_message("after"))
+    assert _notes_by_id() == ["after"]
+    assert not AuditEvent.objects.filter(verb="test.lost").exists()
+    assert AuditEvent.objects.filter(verb="test.after").count() == 1 and verify_log().broken is None
