@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,11 +37,25 @@ class APIHandler(ASGIHandler):
     section 9); here the three are one, in the same order: the signal, the view, and (for a response that is not
     streamed) its ``close``, before its bytes go out. A streamed response is closed after it is sent, as Django
     closes it.
+
+    And at most ``threads`` requests run their synchronous part at once (0: no limit); the others wait their turn on
+    the event loop. Python runs one thread at a time: sixteen requests on sixteen threads did not finish sooner, they
+    handed the GIL to each other at every statement, and the hand-offs cost a write a third more CPU than the write
+    itself at 32 clients (docs/BENCHMARKS.md, section 9). A request holds its turn at most ``HOLD_SECONDS``; one that
+    runs longer (a preview reading a slow target, a slow database) goes on without it, so it delays the next by that
+    much, never blocks it. Requests whose path ``long_polls`` matches (the ``wait``, which holds its thread while it
+    waits on the event loop) take no turn.
     """
 
-    def __init__(self) -> None:
+    HOLD_SECONDS = 0.05
+
+    def __init__(self, *, threads: int = 0, long_polls: re.Pattern[str] | None = None) -> None:
         super().__init__()
         self._idle: list[ThreadPoolExecutor] = []
+        self.threads = threads
+        self.long_polls = long_polls
+        self._turns: asyncio.Semaphore | None = None
+        self._turns_loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -102,7 +117,32 @@ class APIHandler(ASGIHandler):
         body_file.close()
 
     async def _respond(self, request: HttpRequest, scope: dict) -> HttpResponseBase:
-        return await sync_to_async(self._respond_on_thread, thread_sensitive=True)(request, scope)
+        respond = sync_to_async(self._respond_on_thread, thread_sensitive=True)
+        if not self.threads or (self.long_polls is not None and self.long_polls.fullmatch(scope["path"])):
+            return await respond(request, scope)
+        turns = self._turns_of_this_loop()
+        await turns.acquire()
+        held = True
+
+        def give_back() -> None:
+            nonlocal held
+            if held:
+                held = False
+                turns.release()
+
+        timer = asyncio.get_running_loop().call_later(self.HOLD_SECONDS, give_back)
+        try:
+            return await respond(request, scope)
+        finally:
+            timer.cancel()
+            give_back()
+
+    def _turns_of_this_loop(self) -> asyncio.Semaphore:
+        # A server has one event loop for its life; tests and profiles run a new one each time (asyncio.run).
+        loop = asyncio.get_running_loop()
+        if self._turns_loop is not loop:
+            self._turns, self._turns_loop = asyncio.Semaphore(self.threads), loop
+        return self._turns
 
     def _respond_on_thread(self, request: HttpRequest, scope: dict) -> HttpResponseBase:
         signals.request_started.send(sender=self.__class__, scope=scope)

@@ -17,9 +17,10 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from approvals.api.wait import LONG_POLL_PATH  # noqa: E402
 from config.api_handler import APIHandler, route_api  # noqa: E402
 
-api_handler = APIHandler()
+api_handler = APIHandler(threads=settings.API_THREADS, long_polls=LONG_POLL_PATH)
 
 from approvals.api.agent_reads import AgentReads  # noqa: E402
 

@@ -10,6 +10,7 @@ authentication classes and throttles as every other API request
 from __future__ import annotations
 
 import functools
+import re
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connections
@@ -25,6 +26,8 @@ from approvals.selectors import actions as selectors
 from approvals.selectors.presenters import is_finished, present_action
 
 MAX_TIMEOUT = 60
+# This view's path (approvals/api/urls.py): the API's handler gives it no turn on a thread (config/api_handler.py).
+LONG_POLL_PATH = re.compile(r"/api/v1/actions/[^/]+/wait")
 
 
 def _done(action, until: str) -> bool:

@@ -162,6 +162,9 @@ if DATABASE_URL:
 # up to this many async PostgreSQL connections per web process, besides DB_POOL (approvals.api.agent_reads);
 # 0 sends them through Django's handler like every other request.
 AGENT_READS_CONNECTIONS = env_int("AGENT_READS_CONNECTIONS", 4)
+# How many API requests of a web process run their synchronous part (middleware, view, ORM) at once; the rest wait
+# their turn on the event loop (config/api_handler.py). 0: no limit.
+API_THREADS = env_int("API_THREADS", 2)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- redis, channels, celery ---------------------------------------------------
