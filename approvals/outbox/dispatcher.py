@@ -31,6 +31,7 @@ from django.utils.module_loading import import_string
 from approvals.live.events import groups_for, send_to_groups
 from approvals.models import ActionRequest, OutboxMessage
 from approvals.models.grant import record_dispatch
+from approvals.outbox import marks
 from approvals.outbox.transport import TransportError
 from audit.chain import Actor, insert_with_events, record_event
 
@@ -206,7 +207,10 @@ def deliver(message_id: int, *, in_worker: bool = False, written: OutboxMessage 
         return False
     if handler is _hand_to_worker:
         return False  # the lease stays until the worker delivers it, or expires and the sweep re-dispatches
-    _run(_DELIVERED_SQL, [timezone.now(), message.attempts + 1, message.id])
+    if written is not None and message.kind == OutboxMessage.Kind.PUSH and marks.batched():
+        marks.delivered_marks.note(message.id, timezone.now())  # still under its writer's lease until marked
+    else:
+        _run(_DELIVERED_SQL, [timezone.now(), message.attempts + 1, message.id])
     if in_worker and message.kind == OutboxMessage.Kind.WEBHOOK:
         _deliver_next_webhook(message)
     return True

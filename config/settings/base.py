@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from redis.exceptions import ConnectionError as _RedisConnectionError
 
 from config.env import env_bool, env_int, env_list, env_str
@@ -450,6 +451,14 @@ COUNTERSIGN_GRANT_TTL_SECONDS = env_int("COUNTERSIGN_GRANT_TTL_SECONDS", 600)
 # A reviewer's approval waits this long before its execution is dispatched, so they can undo it (triage mode's
 # undo; approvals.services.undo). 0: dispatched at once, no undo.
 COUNTERSIGN_UNDO_SECONDS = env_int("COUNTERSIGN_UNDO_SECONDS", 5)
+# A push its writer delivered is marked delivered by a thread of the process, with the others of this many
+# milliseconds, in one statement (approvals/outbox/marks.py); 0 marks each at once, in the request. Below the outbox's
+# writer lease (15 s), or the sweep would send the push again.
+COUNTERSIGN_PUSH_MARK_MS = env_int("COUNTERSIGN_PUSH_MARK_MS", 200)
+if not 0 <= COUNTERSIGN_PUSH_MARK_MS <= 5000:
+    raise ImproperlyConfigured(
+        f"COUNTERSIGN_PUSH_MARK_MS={COUNTERSIGN_PUSH_MARK_MS}: 0 to 5000 (the writer's lease is 15 s)"
+    )
 COUNTERSIGN_MAX_EXECUTION_ATTEMPTS = env_int("COUNTERSIGN_MAX_EXECUTION_ATTEMPTS", 3)
 # An approved action whose execute task was handed to the broker at least this long ago, never started, and is no
 # longer in the broker (neither queued nor held by a worker) is queued again (a Redis restart without persistence

@@ -16,6 +16,9 @@ os.environ.setdefault("COUNTERSIGN_AUDIT_CHECKPOINT_KEY", "test-only-audit-check
 # Approvals dispatch at once, as before the undo window existed: the many tests that wait for an execution stay
 # fast. The undo tests set a window of their own (tests/execution/test_undo.py, tests/web/test_triage_browser.py).
 os.environ.setdefault("COUNTERSIGN_UNDO_SECONDS", "0")
+# A push is marked delivered in the request that delivered it, as before approvals/outbox/marks.py: most tests run
+# inside a transaction that a thread's own connection cannot see. tests/execution/test_outbox_marks.py sets a delay.
+os.environ.setdefault("COUNTERSIGN_PUSH_MARK_MS", "0")
 
 from config.settings.base import *  # noqa: F403
 

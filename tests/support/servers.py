@@ -109,6 +109,9 @@ def process_env(database_url: str, redis_url: str, **extra: str) -> dict[str, st
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "PYTHONUNBUFFERED": "1",
+            # As production marks delivered pushes (in batches, by a thread): these servers commit for real, so the
+            # thread's connection sees their rows (config/settings/test.py says why the test process does not).
+            "COUNTERSIGN_PUSH_MARK_MS": "200",
             **extra,
         }
     )
