@@ -22,10 +22,12 @@ from config.api_handler import APIHandler, route_api  # noqa: E402
 
 api_handler = APIHandler(threads=settings.API_THREADS, long_polls=LONG_POLL_PATH)
 
+from approvals.api import loop_connections  # noqa: E402
 from approvals.api.agent_reads import AgentReads  # noqa: E402
 
-# An agent's plain polling reads are answered on the event loop; everything else by the API's handler.
-api_asgi_app = AgentReads(api_handler)
+# An agent's plain polling reads are answered on the event loop; everything else by the API's handler. The loop's
+# connections are shared with the wait's reads after a change (approvals.api.wait).
+api_asgi_app = AgentReads(api_handler, connections=loop_connections.shared)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

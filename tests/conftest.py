@@ -49,6 +49,9 @@ def _agent_reads_connections_closed():
     asgi = sys.modules.get("config.asgi")
     if asgi is not None:
         asgi.api_asgi_app.connections.discard()
+    shared = sys.modules.get("approvals.api.loop_connections")
+    if shared is not None:
+        shared.shared.discard()  # the wait's reads after a change (approvals.api.wait)
 
 
 @pytest.fixture

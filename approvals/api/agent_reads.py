@@ -16,20 +16,15 @@ every audit record and every 4xx has one implementation, Django's, and this modu
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import psycopg
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
-from django.db import connections
 from django.http import HttpResponse
 from django.middleware.security import SecurityMiddleware
 
@@ -37,7 +32,8 @@ from agents import ratelimit
 from agents.authentication import AgentKeyAuthentication, bearer_credentials, nothing_to_write
 from agents.keys import parse_key
 from agents.throttling import AgentKeyThrottle
-from approvals.api import wait
+from approvals.api import loop_connections, wait
+from approvals.api.loop_connections import LoopConnections
 from approvals.api.renderers import render_json
 from approvals.api.views import ActionDetailView, ActionsView, NewestFirst
 from approvals.models import ActionStatus
@@ -58,12 +54,13 @@ _REST_SECONDS = 5.0
 
 
 class AgentReads:
-    """ASGI: an agent's plain polling reads answered here, everything else by ``handler`` (the API's Django handler)."""
+    """ASGI: an agent's plain polling reads answered here, everything else by ``handler`` (the API's Django handler).
+    ``connections``: the loop's connections to read on (the server's ``loop_connections.shared``); its own if none."""
 
-    def __init__(self, handler: ASGIHandler) -> None:
+    def __init__(self, handler: ASGIHandler, connections: LoopConnections | None = None) -> None:
         self.handler = handler
-        self.enabled = settings.AGENT_READS_CONNECTIONS > 0 and _answerable_here()
-        self.connections = LoopConnections(settings.AGENT_READS_CONNECTIONS)
+        self.enabled = loop_connections.usable() and _answerable_here()
+        self.connections = connections if connections is not None else LoopConnections(settings.AGENT_READS_CONNECTIONS)
         self._resting_until = 0.0
         self._security = SecurityMiddleware(lambda request: None)
         self._allow = {"read": _allowed_methods(ActionDetailView), "list": _allowed_methods(ActionsView)}
@@ -165,48 +162,6 @@ class AgentReads:
         return render_json(answer)
 
 
-class LoopConnections:
-    """Up to ``size`` psycopg async connections, kept for the next request, of the running event loop.
-
-    A server process has one loop for its life. Tests and profiles drive the application with ``asyncio.run``, a new
-    loop each time, whose connections cannot be used (nor closed by awaiting) once it has ended: those are closed by
-    libpq directly when another loop asks. (psycopg_pool's pool is bound to the loop that opened it, for the same
-    reason.)"""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots: asyncio.Semaphore | None = None
-        self._idle: list[psycopg.AsyncConnection] = []
-        self._kwargs: dict[str, Any] | None = None
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self.discard()
-            self._loop, self._slots = loop, asyncio.Semaphore(self.size)
-        async with self._slots:
-            if self._idle:
-                aconnection = self._idle.pop()
-            else:
-                self._kwargs = self._kwargs or _connection_kwargs()
-                aconnection = await psycopg.AsyncConnection.connect(**self._kwargs)
-            try:
-                yield aconnection
-            finally:
-                if aconnection.closed or aconnection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    await aconnection.close()  # broken by an error: not for the next request
-                else:
-                    self._idle.append(aconnection)
-
-    def discard(self) -> None:
-        """Close the idle connections (without a loop: libpq's own close)."""
-        idle, self._idle = self._idle, []
-        for aconnection in idle:
-            aconnection.pgconn.finish()
-
-
 def _allowed_methods(view_class: type) -> str:
     """The Allow header DRF's view answers with (a view set up for a request also takes HEAD)."""
     view = view_class()
@@ -215,34 +170,13 @@ def _allowed_methods(view_class: type) -> str:
 
 
 def _answerable_here() -> bool:
-    """PostgreSQL (the embedded default's SQLite has no async driver here) as Django connects to it, and the API's
-    authentication and throttling as settings.REST_FRAMEWORK ships them: an agent key first, counted by
+    """The API's authentication and throttling as settings.REST_FRAMEWORK ships them: an agent key first, counted by
     AgentKeyThrottle alone."""
     rest = settings.REST_FRAMEWORK
-    database = settings.DATABASES.get("default", {})
-    return (
-        database.get("ENGINE") == settings.POSTGRESQL_ENGINE
-        and "assume_role" not in database.get("OPTIONS", {})  # a role Django sets per connection: not done here
-        and rest.get("DEFAULT_AUTHENTICATION_CLASSES", [None])[0] == _dotted(AgentKeyAuthentication)
-        and list(rest.get("DEFAULT_THROTTLE_CLASSES", [])) == [_dotted(AgentKeyThrottle)]
-    )
+    return rest.get("DEFAULT_AUTHENTICATION_CLASSES", [None])[0] == _dotted(AgentKeyAuthentication) and list(
+        rest.get("DEFAULT_THROTTLE_CLASSES", [])
+    ) == [_dotted(AgentKeyThrottle)]
 
 
 def _dotted(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _connection_kwargs() -> dict[str, Any]:
-    """Django's parameters for its PostgreSQL connection (database, credentials, options, the adapters that load
-    JSON as text and times in UTC, DB_PREPARE_THRESHOLD), for an async one: its cursors bind on the server as
-    Django's do with ``server_side_binding``, or on the client as Django's default cursor does."""
-    params = connections["default"].get_connection_params()
-    cursor = params.pop("cursor_factory")
-    params["cursor_factory"] = (
-        psycopg.AsyncClientCursor if issubclass(cursor, psycopg.ClientCursor) else psycopg.AsyncCursor
-    )
-    params["autocommit"] = True
-    # Times load in UTC, with psycopg's compiled loader (config/postgresql/base.py), in a session in UTC: Django sets
-    # the zone on its own connections when it connects, and these are not Django's.
-    params["options"] = f"{params.get('options', '')} -c TimeZone=UTC".strip()
-    return params

@@ -1,22 +1,26 @@
 """``GET /api/v1/actions/{id}/wait``: a long-poll that holds no thread and no database connection.
 
 An action already settled is answered from the first read, without subscribing to anything (most waits of a
-polling agent); otherwise the wait is approvals.live.waiting's, which the gateway's held call shares. Database reads
-run in a thread that closes its connection straight after. Who may ask, and how often, is decided by the same
-authentication classes and throttles as every other API request
+polling agent); otherwise the wait is approvals.live.waiting's, which the gateway's held call shares. The first read
+runs in a thread that closes its connection straight after; the reads after each change run on the event loop's own
+connections where the database is PostgreSQL (approvals.api.loop_connections), in a thread otherwise. Who may ask,
+and how often, is decided by the same authentication classes and throttles as every other API request
 (approvals.api.authentication.authenticate_api_request), in the same crossing to a thread as the first read.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 
+import psycopg
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connections
 from django.http import HttpResponse, QueryDict
 from django.views.decorators.csrf import csrf_exempt
 
+from approvals.api import loop_connections
 from approvals.api.authentication import authenticate_api_request
 from approvals.api.problems import problem_response
 from approvals.api.renderers import render_json
@@ -24,6 +28,8 @@ from approvals.live.waiting import until_settled
 from approvals.models import ActionStatus
 from approvals.selectors import actions as selectors
 from approvals.selectors.presenters import is_finished, present_action
+
+log = logging.getLogger(__name__)
 
 MAX_TIMEOUT = 60
 # This view's path (approvals/api/urls.py): the API's handler gives it no turn on a thread (config/api_handler.py).
@@ -48,6 +54,21 @@ def _read(principal, action_id):
     if action is None:
         return None
     return action, present_action(action)
+
+
+async def _read_on_loop(principal, action_id, *, instead):
+    """``_read`` on the event loop's own connection (approvals.api.loop_connections), with no thread to cross to and
+    back: a wait answers that much sooner after the change it waited for. A database error: ``instead``, the read on
+    a thread, answers."""
+    try:
+        async with loop_connections.shared.connection() as aconnection:
+            action = await selectors.aread_action_for(aconnection, principal, action_id)
+    except psycopg.Error as exc:
+        log.warning("wait: %s from the database on the loop; read on a thread", type(exc).__name__)
+        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+            loop_connections.shared.discard()  # after a restart of PostgreSQL the idle ones are as dead as this one
+        return await instead()
+    return None if action is None else (action, present_action(action))
 
 
 def _authenticate_and_read(request, action_id):
@@ -137,12 +158,12 @@ async def wait_for_action(request, action_id):
         return problem_response(404, "Not found", "No such action.", slug="not-found")
     if answers_at_once(snap[0], until, timeout):
         return _json(snap[1])  # answered before subscribing to anything: most waits of a polling agent
+    read = sync_to_async(functools.partial(_snapshot, principal, action_id), thread_sensitive=False)
+    if loop_connections.usable():
+        read = functools.partial(_read_on_loop, principal, action_id, instead=read)
     try:
         snap = await until_settled(
-            action_id,
-            timeout=timeout,
-            read=sync_to_async(functools.partial(_snapshot, principal, action_id), thread_sensitive=False),
-            settled=lambda snap: snap is None or _done(snap[0], until),
+            action_id, timeout=timeout, read=read, settled=lambda snap: snap is None or _done(snap[0], until)
         )
     finally:
         close_old_connections()

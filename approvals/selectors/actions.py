@@ -125,20 +125,37 @@ _REVIEWS = PreparedQuery(
 def read_action_for(principal, action_id) -> ActionRequest | None:
     """``get_action_for`` for the API: the action, holding its reviews, with its agent (name and owner), requester and
     reviewer group read as far as the API presents them (other fields of those load on first use)."""
-    if isinstance(principal, Agent):
-        row = _AGENTS_ACTION.first(action_id=action_id, agent_id=principal.pk)
-    elif not getattr(principal, "is_authenticated", False) or not principal.is_active:
-        return None
-    elif principal.is_staff:
-        row = _STAFFS_ACTION.first(action_id=action_id)
-    else:
-        row = _REVIEWERS_ACTION.first(action_id=action_id, user_id=principal.pk)
+    asked = _action_query_for(principal, action_id)
+    row = asked[0].first(**asked[1]) if asked is not None else None
     if row is None:
         return None
     *row, reviewed = row
     action = _action_from_row(tuple(row))
     action.hold_reviews(reviews_with_counts(action.id) if reviewed is not None else [])
     return action
+
+
+async def aread_action_for(aconnection, principal, action_id) -> ActionRequest | None:
+    """``read_action_for`` on a psycopg ``AsyncConnection``: a ``wait``'s reads after a change (approvals.api.wait)."""
+    asked = _action_query_for(principal, action_id)
+    row = await asked[0].afirst(aconnection, **asked[1]) if asked is not None else None
+    if row is None:
+        return None
+    *row, reviewed = row
+    action = _action_from_row(tuple(row))
+    await ahold_reviews(aconnection, action, reviewed is not None)
+    return action
+
+
+def _action_query_for(principal, action_id) -> tuple[PreparedQuery, dict[str, Any]] | None:
+    """The statement that reads ``action_id`` as ``principal`` may see it, and its values; None: nobody to see it."""
+    if isinstance(principal, Agent):
+        return _AGENTS_ACTION, {"action_id": action_id, "agent_id": principal.pk}
+    if not getattr(principal, "is_authenticated", False) or not principal.is_active:
+        return None
+    if principal.is_staff:
+        return _STAFFS_ACTION, {"action_id": action_id}
+    return _REVIEWERS_ACTION, {"action_id": action_id, "user_id": principal.pk}
 
 
 # An agent's read on the event loop (approvals.api.agent_reads) reads its key, with its agent, and the action in one

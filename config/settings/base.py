@@ -160,8 +160,8 @@ if DATABASE_URL:
         # (docs/RELIABILITY.md).
         DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # An agent's polling reads (one action, its wait once settled, its first page) are answered on the event loop over
-# up to this many async PostgreSQL connections per web process, besides DB_POOL (approvals.api.agent_reads);
-# 0 sends them through Django's handler like every other request.
+# up to this many async PostgreSQL connections per web process, besides DB_POOL (approvals.api.agent_reads), and an
+# open wait's reads after each change run there too (approvals.api.wait); 0 sends all of them through threads.
 AGENT_READS_CONNECTIONS = env_int("AGENT_READS_CONNECTIONS", 4)
 # How many API requests of a web process run their synchronous part (middleware, view, ORM) at once; the rest wait
 # their turn on the event loop (config/api_handler.py). 0: no limit.

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test import override_settings
 from django.urls import resolve
@@ -22,10 +23,12 @@ from django.urls import resolve
 from agents import ratelimit
 from agents.models import AgentKey
 from agents.services import issue_key
-from approvals.api import views
+from approvals.api import loop_connections, views, wait
 from approvals.api.agent_reads import AgentReads
+from approvals.api.renderers import render_json
 from approvals.api.wait import wait_for_action
 from approvals.selectors import actions as selectors
+from approvals.selectors.presenters import present_action
 from approvals.services.reviews import approve_action
 from audit import chain as audit_chain
 from audit.models import AuditEvent, RefusalTally
@@ -33,6 +36,7 @@ from config.api_handler import APIHandler
 from tests.conftest import CLI, propose_body
 from tests.factories import AgentFactory, propose
 from tests.support.asgi import http_scope, send_request
+from tests.support.waiting import wait_for_waiter
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -471,3 +475,82 @@ def test_the_served_application_puts_the_shortcut_before_the_apis_handler():
     from config import asgi
 
     assert isinstance(asgi.api_asgi_app, AgentReads) and asgi.api_asgi_app.handler is asgi.api_handler
+
+
+# --- a wait's reads after a change (approvals.api.wait), on the same loop connections ---------------------------------
+
+
+def _open_wait_answer(action_id: str, key: str, decide) -> dict:
+    """A wait on ``action_id`` sent to the server's application, ``decide()`` run once it has subscribed."""
+    from config.asgi import application  # the server's own: its handler, its loop connections
+
+    scope = _scope(f"/api/v1/actions/{action_id}/wait", "until=decision&timeout=10", bearer(key))
+
+    async def scenario():
+        waiting = asyncio.ensure_future(send_request(application, scope))
+        await sync_to_async(wait_for_waiter, thread_sensitive=False)(action_id)
+        await sync_to_async(decide, thread_sensitive=False)()
+        return await asyncio.wait_for(waiting, 10)
+
+    return asyncio.run(scenario())
+
+
+def _read_by_the_views(action_id: str, key: str) -> bytes:
+    async def read():
+        return await send_request(APIHandler(), _scope(f"/api/v1/actions/{action_id}", headers=bearer(key)))
+
+    return asyncio.run(read())["body"]
+
+
+def test_an_open_wait_reads_the_change_on_the_loop_and_answers_what_the_views_read(polling, reviewer, monkeypatch):
+    _, key, pending, _ = polling
+    on_a_thread = []
+    monkeypatch.setattr(wait, "_snapshot", lambda *args: on_a_thread.append(args))
+    answer = _open_wait_answer(
+        pending, key, lambda: approve_action(action_id=pending, reviewer=reviewer, via="web", comment="ok")
+    )
+    assert answer["status"] == 200 and b'"status":"approved"' in answer["body"]
+    assert on_a_thread == []  # neither the read as it subscribed nor the one after the approval
+    assert answer["body"] == _read_by_the_views(pending, key)
+
+
+def test_with_the_loop_connections_out_of_reach_an_open_wait_reads_on_a_thread(polling, reviewer, caplog):
+    _, key, pending, _ = polling
+    loop_connections.shared.discard()
+    loop_connections.shared._kwargs = {"host": "127.0.0.1", "port": 1, "dbname": "none", "connect_timeout": 2}
+    try:
+        answer = _open_wait_answer(
+            pending, key, lambda: approve_action(action_id=pending, reviewer=reviewer, via="web")
+        )
+    finally:
+        loop_connections.shared._kwargs = None
+    assert answer["status"] == 200 and b'"status":"approved"' in answer["body"]
+    assert "from the database on the loop; read on a thread" in caplog.text
+    assert answer["body"] == _read_by_the_views(pending, key)
+
+
+@pytest.mark.parametrize(
+    "who", ["the agent", "another agent", "staff", "a reviewer of its group", "an outsider", "inactive"]
+)
+def test_a_read_on_the_loop_sees_what_the_views_read_sees(polling, reviewer, outsider, owner, who):
+    agent, _, pending, _ = polling
+    approve_action(action_id=pending, reviewer=reviewer, via="web", comment="reviews, with their counts")
+    principal = {
+        "the agent": lambda: agent,
+        "another agent": lambda: AgentFactory(owner=owner),
+        "staff": lambda: User.objects.create_user("staff-reader", is_staff=True),
+        "a reviewer of its group": lambda: reviewer,
+        "an outsider": lambda: outsider,
+        "inactive": lambda: (
+            User.objects.filter(pk=reviewer.pk).update(is_active=False) and User.objects.get(pk=reviewer.pk)
+        ),
+    }[who]()
+
+    async def on_the_loop():
+        async with loop_connections.shared.connection() as aconnection:
+            return await selectors.aread_action_for(aconnection, principal, pending)
+
+    on_loop, by_views = asyncio.run(on_the_loop()), selectors.read_action_for(principal, pending)
+    assert (on_loop is None) == (by_views is None) == (who in ("another agent", "an outsider", "inactive"))
+    if by_views is not None:
+        assert render_json(present_action(on_loop)) == render_json(present_action(by_views))
