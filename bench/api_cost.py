@@ -54,7 +54,7 @@ def _env(name: str, default: str, quick: str | None = None) -> str:
 
 CLIENTS = tuple(sorted(int(c) for c in _env("BENCH_API_CLIENTS", "1,8,32", "1,32").split(",") if c.strip()))
 SECONDS = float(_env("BENCH_SECONDS", "8", "2"))
-ROUNDS = int(_env("BENCH_ROUNDS", "2", "1"))
+ROUNDS = int(_env("BENCH_ROUNDS", "3", "1"))  # the median of three: this machine's speed moves between rounds
 OTHER_ROUNDS = int(_env("BENCH_API_OTHER_ROUNDS", "1"))
 WARMUP_SECONDS = float(_env("BENCH_API_WARMUP", "2", "1"))
 PACED_FRACTION = float(_env("BENCH_PACED_FRACTION", "0.5"))
@@ -631,10 +631,26 @@ async def wait_hears_approval(base_url: str, fx: Fixtures, ids: list[str]) -> di
 
 def measure(base_url: str, request: Request, workers: list[int], **kw) -> dict[str, Any]:
     load, speed = common.loadavg(), common.cpu_speed_ms()
-    before = cpu_by_pid(workers)
+    before, driver_before = cpu_by_pid(workers), _children_cpu_seconds()
     result = run_load(base_url, request, **kw)
     cpu = cpu_ms_per_request(before, cpu_by_pid(workers), result.ok)
-    return {**result.as_dict(), "web_cpu_ms_per_request": cpu, "load_before": load, "speed_ms_before": speed}
+    # wrk's own CPU per request: the same work for every request of every build, so it moves only with the machine's
+    # speed, measured during the round itself (cpu_speed_ms is a moment before it).
+    driver = _children_cpu_seconds() - driver_before
+    wrk_ms = round(1000 * driver / result.requests, 3) if result.tool == "wrk" and result.requests else None
+    return {
+        **result.as_dict(),
+        "web_cpu_ms_per_request": cpu,
+        "wrk_cpu_ms_per_request": wrk_ms,
+        "load_before": load,
+        "speed_ms_before": speed,
+    }
+
+
+def _children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children (wrk runs as one)."""
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def main() -> None:
@@ -690,7 +706,8 @@ def main() -> None:
                         f"{clients:>3} clients, round {i + 1}, {name}: {row['req_per_s']} req/s, p50 {row['p50_ms']} "
                         f"ms, p99 {row['p99_ms']} ms, CPU {row['web_cpu_ms_per_request']} ms/req, errors "
                         f"{row['errors']}{' (ran out of actions to approve)' if row.get('paths_exhausted') else ''} "
-                        f"(load {row['load_before']}, speed {row['speed_ms_before']} ms)"
+                        f"(load {row['load_before']}, speed {row['speed_ms_before']} ms, "
+                        f"wrk {row['wrk_cpu_ms_per_request']} ms/req)"
                     )
         for name in names:
             saturated = statistics.median(r["req_per_s"] for r in rounds[name][headline])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -284,6 +285,49 @@ def test_bench_api_load_sends_each_approval_to_a_different_action(tool, monkeypa
     # Only the expected answers count: the requests sent after the paths ran out are errors, and say so.
     assert result.ok == 60 and result.paths_exhausted
     assert result.errors == result.requests - 60
+
+
+@pytest.mark.parametrize("tool", ["aiohttp", "wrk"])
+def test_bench_api_gives_wrk_s_own_cpu_per_request_beside_the_server_s(tool, monkeypatch):
+    import shutil
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from bench.api_cost import Request, measure
+
+    if tool == "wrk" and not shutil.which("wrk"):
+        pytest.skip("wrk is not installed (the benchmarks fall back to aiohttp)")
+    monkeypatch.setenv("BENCH_LOADGEN", tool)
+
+    class Reads(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    class Quiet(ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            pass
+
+    server = Quiet(("127.0.0.1", 0), Reads)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        row = measure(f"http://127.0.0.1:{server.server_address[1]}", Request("GET", "/r", {}), [os.getpid()],
+                      connections=2, seconds=1)  # fmt: skip
+    finally:
+        server.shutdown()
+    assert row["ok"] > 0 and row["web_cpu_ms_per_request"] > 0
+    # The machine's speed during the round, from the load generator's own work; aiohttp's runs in this process.
+    if tool == "wrk":
+        assert 0 < row["wrk_cpu_ms_per_request"] < 5
+    else:
+        assert row["wrk_cpu_ms_per_request"] is None
 
 
 # --- python -m bench.instructions: instructions per request under callgrind --------------------------------------
