@@ -33,7 +33,6 @@ from agents.authentication import AgentKeyAuthentication, bearer_credentials, no
 from agents.keys import parse_key
 from agents.throttling import AgentKeyThrottle
 from approvals.api import loop_connections, wait
-from approvals.api.loop_connections import LoopConnections
 from approvals.api.renderers import render_json
 from approvals.api.views import ActionDetailView, ActionsView, NewestFirst
 from approvals.models import ActionStatus
@@ -57,10 +56,10 @@ class AgentReads:
     """ASGI: an agent's plain polling reads answered here, everything else by ``handler`` (the API's Django handler).
     ``connections``: the loop's connections to read on (the server's ``loop_connections.shared``); its own if none."""
 
-    def __init__(self, handler: ASGIHandler, connections: LoopConnections | None = None) -> None:
+    def __init__(self, handler: ASGIHandler, connections: loop_connections.LoopConnections | None = None) -> None:
         self.handler = handler
         self.enabled = loop_connections.usable() and _answerable_here()
-        self.connections = connections if connections is not None else LoopConnections(settings.AGENT_READS_CONNECTIONS)
+        self.connections = connections or loop_connections.LoopConnections(settings.AGENT_READS_CONNECTIONS)
         self._resting_until = 0.0
         self._security = SecurityMiddleware(lambda request: None)
         self._allow = {"read": _allowed_methods(ActionDetailView), "list": _allowed_methods(ActionsView)}

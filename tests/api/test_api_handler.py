@@ -129,36 +129,25 @@ def crossings(monkeypatch):
     return counted
 
 
+def _client(leave_after: float | None):
+    """An ASGI ``receive`` of a client that sends an empty body, then hangs up after ``leave_after`` seconds (or
+    never)."""
+    delivered = False
+
+    async def receive():
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.sleep(3600 if leave_after is None else leave_after)
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
 def _serve(path_: str, *, leave_after: float | None = None) -> dict:
     """Send one request to a fresh APIHandler; the client hangs up after ``leave_after`` seconds, if given."""
-    answer: dict = {"body": b"", "sent": []}
-
-    async def main():
-        handler = APIHandler()
-        delivered = False
-
-        async def receive():
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            if leave_after is None:
-                await asyncio.sleep(3600)
-            await asyncio.sleep(leave_after)
-            return {"type": "http.disconnect"}
-
-        async def send(message):
-            if message["type"] == "http.response.start":
-                answer["status"] = message["status"]
-            elif message["type"] == "http.response.body":
-                answer["body"] += message.get("body", b"")
-                answer["sent"].append(len(events))  # how much had happened when these bytes went out
-
-        await handler(http_scope("GET", path_, headers=[("host", "localhost")]), receive, send)
-        await asyncio.sleep(0.7 if leave_after is not None else 0)  # the abandoned view's thread finishes
-
-    asyncio.run(main())
-    return answer
+    return _serve_together(APIHandler(), [(path_, 0, leave_after)])[path_]
 
 
 @override_settings(ROOT_URLCONF=__name__, ALLOWED_HOSTS=["localhost"])
@@ -194,34 +183,28 @@ def test_a_client_that_leaves_mid_view_gets_nothing_and_the_request_still_finish
 
 def _serve_together(handler: APIHandler, requests: list[tuple[str, float, float | None]]) -> dict[str, dict]:
     """Send ``requests`` (path, seconds after the first to send it, seconds after sending to hang up or None) to one
-    handler at once; each path's answer, with ``events`` as long as it was when the answer ended."""
+    handler at once; each path's answer: ``status``, ``body``, ``sent`` (how many ``events`` had happened when each
+    part of the body went out) and ``events_then`` (the events' names when the last part did)."""
     answers: dict[str, dict] = {}
 
     async def one(path_: str, after: float, leave_after: float | None) -> None:
         await asyncio.sleep(after)
-        answer = answers[path_] = {"body": b""}
-        delivered = False
-
-        async def receive():
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await asyncio.sleep(3600 if leave_after is None else leave_after)
-            return {"type": "http.disconnect"}
+        answer = answers[path_] = {"body": b"", "sent": []}
+        receive = _client(leave_after)
 
         async def send(message):
             if message["type"] == "http.response.start":
                 answer["status"] = message["status"]
             elif message["type"] == "http.response.body":
                 answer["body"] += message.get("body", b"")
+                answer["sent"].append(len(events))
                 answer["events_then"] = [what for what, _ in events]
 
         await handler(http_scope("GET", path_, headers=[("host", "localhost")]), receive, send)
 
     async def main():
         await asyncio.gather(*(one(*request) for request in requests))
-        await asyncio.sleep(0.6)  # an abandoned view's thread finishes
+        await asyncio.sleep(0.7)  # an abandoned view's thread finishes
 
     asyncio.run(main())
     return answers

@@ -9,8 +9,13 @@ from __future__ import annotations
 import io
 import math
 import os
+import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -132,37 +137,54 @@ def test_the_floor_endpoint_is_not_in_the_production_urls():
     assert resolve("/bench/floor", urlconf="bench.urls").url_name == "bench-floor"
 
 
-@pytest.mark.parametrize("tool", ["aiohttp", "wrk"])
-def test_the_load_generator_paces_its_clients_when_given_a_rate(tool, monkeypatch):
-    import shutil
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from bench import loadgen
-
+def _load_generator(tool: str, monkeypatch) -> None:
+    """The benchmarks' load generator set to ``tool``; skipped where wrk is not installed."""
     if tool == "wrk" and not shutil.which("wrk"):
         pytest.skip("wrk is not installed (the benchmarks fall back to aiohttp)")
     monkeypatch.setenv("BENCH_LOADGEN", tool)
 
-    class Created(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(201)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
 
-        def log_message(self, *args):
-            pass
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # wrk drops its connections when the time is up, answers in flight or not
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Created)
+
+@contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` answering on a loopback port for the block; its base URL."""
+    server = _QuietServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
-        full = loadgen.post_json(url, {"a": 1}, {}, connections=4, seconds=1)
-        paced = loadgen.post_json(url, {"a": 1}, {}, connections=4, seconds=1, rate=10)
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+
+
+class _Answering(BaseHTTPRequestHandler):
+    def answer(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("tool", ["aiohttp", "wrk"])
+def test_the_load_generator_paces_its_clients_when_given_a_rate(tool, monkeypatch):
+    from bench import loadgen
+
+    _load_generator(tool, monkeypatch)
+
+    class Created(_Answering):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.answer(201)
+
+    with _serving(Created) as base:
+        full = loadgen.post_json(f"{base}/", {"a": 1}, {}, connections=4, seconds=1)
+        paced = loadgen.post_json(f"{base}/", {"a": 1}, {}, connections=4, seconds=1, rate=10)
     assert full.errors == 0 and paced.errors == 0
     # 4 clients offering 10 requests/s together: each pauses 0.2-0.6 s between requests: at most ~24 in a second.
     assert 1 <= paced.requests <= 30 < full.requests, (paced.requests, full.requests)
@@ -241,44 +263,25 @@ def test_bench_api_reads_the_cpu_a_process_spent_from_proc():
 
 @pytest.mark.parametrize("tool", ["aiohttp", "wrk"])
 def test_bench_api_load_sends_each_approval_to_a_different_action(tool, monkeypatch):
-    import shutil
-    import threading
     from collections import Counter
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from bench.api_cost import EXHAUSTED_PATH, Request, run_load
 
-    if tool == "wrk" and not shutil.which("wrk"):
-        pytest.skip("wrk is not installed (the benchmarks fall back to aiohttp)")
-    monkeypatch.setenv("BENCH_LOADGEN", tool)
+    _load_generator(tool, monkeypatch)
     seen: Counter[str] = Counter()
     bodies: list[bytes] = []
 
-    class Approvals(BaseHTTPRequestHandler):
+    class Approvals(_Answering):
         def do_POST(self):
             bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
             seen[self.path] += 1
             known = self.path.endswith("/approve") and self.headers["Authorization"] == "Token t"
-            self.send_response(200 if known else 404)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
+            self.answer(200 if known else 404)
 
-        def log_message(self, *args):
-            pass
-
-    class Quiet(ThreadingHTTPServer):
-        def handle_error(self, request, client_address):
-            pass  # wrk drops its connections when the time is up, answers in flight or not
-
-    server = Quiet(("127.0.0.1", 0), Approvals)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     paths = [f"/api/v1/actions/{n}/approve" for n in range(60)]
     request = Request("POST", "", {"Authorization": "Token t"}, {"comment": "ok"}, paths=paths)
-    try:
-        result = run_load(f"http://127.0.0.1:{server.server_address[1]}", request, connections=4, seconds=1)
-    finally:
-        server.shutdown()
+    with _serving(Approvals) as base:
+        result = run_load(base, request, connections=4, seconds=1)
     assert {path: seen[path] for path in paths} == dict.fromkeys(paths, 1)  # each once, none left out
     assert set(seen) <= {*paths, EXHAUSTED_PATH}
     assert set(bodies) == {b'{"comment": "ok"}'}
@@ -289,39 +292,18 @@ def test_bench_api_load_sends_each_approval_to_a_different_action(tool, monkeypa
 
 @pytest.mark.parametrize("tool", ["aiohttp", "wrk"])
 def test_bench_api_gives_wrk_s_own_cpu_per_request_beside_the_server_s(tool, monkeypatch):
-    import shutil
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from bench.api_cost import Request, measure
 
-    if tool == "wrk" and not shutil.which("wrk"):
-        pytest.skip("wrk is not installed (the benchmarks fall back to aiohttp)")
-    monkeypatch.setenv("BENCH_LOADGEN", tool)
+    _load_generator(tool, monkeypatch)
 
-    class Reads(BaseHTTPRequestHandler):
+    class Reads(_Answering):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
+            self.answer(200)
 
-        def log_message(self, *args):
-            pass
-
-    class Quiet(ThreadingHTTPServer):
-        def handle_error(self, request, client_address):
-            pass
-
-    server = Quiet(("127.0.0.1", 0), Reads)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        row = measure(f"http://127.0.0.1:{server.server_address[1]}", Request("GET", "/r", {}), [os.getpid()],
-                      connections=2, seconds=1)  # fmt: skip
-    finally:
-        server.shutdown()
+    with _serving(Reads) as base:
+        row = measure(base, Request("GET", "/r", {}), [os.getpid()], connections=2, seconds=1)
     assert row["ok"] > 0 and row["web_cpu_ms_per_request"] > 0
     # The machine's speed during the round, from the load generator's own work; aiohttp's runs in this process.
     if tool == "wrk":
