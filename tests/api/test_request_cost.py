@@ -201,10 +201,10 @@ def test_times_load_through_psycopgs_compiled_loader_exactly_as_djangos_own(sett
 @pytest.mark.django_db(transaction=True)
 def test_times_load_in_utc_on_server_side_cursors_and_on_the_agents_shortcut():
     """A named cursor (``iterator()``) is made by the backend's own create_cursor too; the shortcut's async connections
-    (approvals.api.agent_reads) take Django's parameters, the compiled loader with them."""
+    (approvals.api.loop_connections) take Django's parameters, the compiled loader with them."""
     from psycopg import postgres, pq
 
-    from approvals.api.agent_reads import _connection_kwargs
+    from approvals.api.loop_connections import _connection_kwargs
     from config.postgresql.base import COMPILED_TIMESTAMPTZ_LOADER
 
     with connection.cursor() as cursor:
