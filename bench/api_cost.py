@@ -630,12 +630,12 @@ async def wait_hears_approval(base_url: str, fx: Fixtures, ids: list[str]) -> di
 
 
 def measure(base_url: str, request: Request, workers: list[int], **kw) -> dict[str, Any]:
-    load, speed = common.loadavg(), common.cpu_speed_ms()
+    load = common.loadavg()
     before, driver_before = cpu_by_pid(workers), _children_cpu_seconds()
     result = run_load(base_url, request, **kw)
     cpu = cpu_ms_per_request(before, cpu_by_pid(workers), result.ok)
     # wrk's own CPU per request: the same work for every request of every build, so it moves only with the machine's
-    # speed, measured during the round itself (cpu_speed_ms is a moment before it).
+    # speed (a virtual machine's, which its host's load moves by half within minutes), measured over the round itself.
     driver = _children_cpu_seconds() - driver_before
     wrk_ms = round(1000 * driver / result.requests, 3) if result.tool == "wrk" and result.requests else None
     return {
@@ -643,7 +643,6 @@ def measure(base_url: str, request: Request, workers: list[int], **kw) -> dict[s
         "web_cpu_ms_per_request": cpu,
         "wrk_cpu_ms_per_request": wrk_ms,
         "load_before": load,
-        "speed_ms_before": speed,
     }
 
 
@@ -655,7 +654,7 @@ def _children_cpu_seconds() -> float:
 
 def main() -> None:
     common.wait_for_quiet()
-    load_start, speed_start = common.loadavg(), common.cpu_speed_ms()
+    load_start = common.loadavg()
     started = time.monotonic()
     if not REUSE:
         common.prepare_database(DATABASE_URL, fresh=True)
@@ -706,8 +705,7 @@ def main() -> None:
                         f"{clients:>3} clients, round {i + 1}, {name}: {row['req_per_s']} req/s, p50 {row['p50_ms']} "
                         f"ms, p99 {row['p99_ms']} ms, CPU {row['web_cpu_ms_per_request']} ms/req, errors "
                         f"{row['errors']}{' (ran out of actions to approve)' if row.get('paths_exhausted') else ''} "
-                        f"(load {row['load_before']}, speed {row['speed_ms_before']} ms, "
-                        f"wrk {row['wrk_cpu_ms_per_request']} ms/req)"
+                        f"(load {row['load_before']}, wrk {row['wrk_cpu_ms_per_request']} ms/req)"
                     )
         for name in names:
             saturated = statistics.median(r["req_per_s"] for r in rounds[name][headline])
@@ -721,7 +719,7 @@ def main() -> None:
             log(
                 f"paced {name}, {headline} clients offering {rate} req/s: {row['req_per_s']} req/s, "
                 f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, errors {row['errors']} "
-                f"(load {row['load_before']}, speed {row['speed_ms_before']} ms)"
+                f"(load {row['load_before']}, wrk {row['wrk_cpu_ms_per_request']} ms/req)"
             )
         load_wait = common.loadavg()
         ids = copy_pending(fx.template_id, WAIT_SAMPLES)
@@ -759,8 +757,6 @@ def main() -> None:
         "wait_hears_approval": heard,
         "load_start": load_start,
         "load_end": common.loadavg(),
-        "speed_ms_start": speed_start,
-        "speed_ms_end": common.cpu_speed_ms(),
         "run_seconds": round(time.monotonic() - started, 1),
     }
     gap = {"p50_ms": heard["gap_p50_ms"]}
@@ -773,8 +769,7 @@ def main() -> None:
         f"\nwait hears the approval: p50 {heard['gap_p50_ms']} ms, p99 {heard['gap_p99_ms']} ms after the approve "
         f"response ({heard['samples']} samples; target p50 <= {WAIT_GAP_P50_MS:g} ms); approve alone p50 "
         f"{heard['approve_ms']['p50_ms']} ms. Load {load_start} at the start, {figures['load_end']} at the end; "
-        f"machine speed (common.cpu_speed_ms, lower is faster) {speed_start} ms at the start, "
-        f"{figures['speed_ms_end']} ms at the end; {figures['run_seconds']} s."
+        f"{figures['run_seconds']} s."
     )
 
 

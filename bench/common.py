@@ -145,21 +145,6 @@ def loadavg() -> str:
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
 
 
-def cpu_speed_ms() -> float:
-    """CPU milliseconds this process takes for a fixed piece of pure Python (the median of three): how fast the machine
-    is right now, lower is faster. The benchmark machine is a virtual machine whose speed moves with its host's load,
-    unseen by the load average or steal time: on 2026-12-06 the same build measured 4.30 and 5.81 ms of CPU per denied
-    proposal minutes apart, and a loop ten times this one took 0.52 to 0.84 s over the same hour. Printed beside each
-    round, so a slow window is told apart from a slower build: compare builds within one run, interleaved, or by
-    instructions (python -m bench.instructions)."""
-    times = []
-    for _ in range(3):
-        started = time.process_time()
-        sum(i * i for i in range(1_000_000))
-        times.append(1000 * (time.process_time() - started))
-    return round(sorted(times)[1], 1)
-
-
 def wait_for_quiet() -> None:
     """With BENCH_MAX_LOAD set, wait (up to BENCH_QUIET_TIMEOUT s) until the 1-minute load is below it."""
     limit = os.environ.get("BENCH_MAX_LOAD")

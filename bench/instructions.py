@@ -1,10 +1,10 @@
 """Instructions per request of ``bench.profile``'s endpoints, counted by valgrind's callgrind:
 ``python -m bench.instructions MODE [N1 N2]``.
 
-CPU time on the benchmark machine moves with its host's load (bench.common.cpu_speed_ms); the instructions a request
-executes do not. Runs ``python -m bench.profile MODE N`` under callgrind for N1 and N2 requests (20 and 100 unless
-given) and prints (instructions of the second - instructions of the first) / (N2 - N1): what one more request costs,
-the start-up, fixtures and warm-up cancelled out. The garbage collector is off while the requests run
+CPU time on the benchmark machine moves with its host's load (docs/BENCHMARKS.md, section 9); the instructions a
+request executes do not. Runs ``python -m bench.profile MODE N`` under callgrind for N1 and N2 requests (20 and 100
+unless given) and prints (instructions of the second - instructions of the first) / (N2 - N1): what one more request
+costs, the start-up, fixtures and warm-up cancelled out. The garbage collector is off while the requests run
 (``BENCH_NO_GC``): where it ran fell differently in runs of different lengths. Counts this process only (not
 PostgreSQL, Redis or the kernel), and not the collections a build's allocations would cause.
 Slow (valgrind runs Python some fifty times slower): about three minutes a mode. To compare two builds, run it in a

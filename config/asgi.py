@@ -35,11 +35,13 @@ from django.urls import get_resolver  # noqa: E402
 
 from approvals.gateway.http import GatewayApp  # noqa: E402
 from approvals.live.routing import ExactOriginValidator, websocket_urlpatterns  # noqa: E402
+from approvals.outbox import marks  # noqa: E402
 from approvals.web.middleware import RequestGuard  # noqa: E402
 
 # Every request is counted and timed by route group, refused ones included (config/request_metrics.py).
 # The guard runs before Django reads a byte: size limits, unreadable paths and query strings (approvals.web.middleware).
 # Sockets open only from the site's exact origin, port included (approvals.live.routing).
+# At shutdown (the lifespan protocol) the pushes noted for their batch are marked (approvals.outbox.marks).
 # /gateway/ is answered by the gateway itself, before the guard and Django: it reads the path as sent, limits its
 # own bodies and answers in problem JSON (approvals.gateway.http).
 application = request_metrics.RequestMetrics(
@@ -49,6 +51,7 @@ application = request_metrics.RequestMetrics(
                 {
                     "http": route_api(api_asgi_app, django_asgi_app, prefixes=settings.API_PATHS),
                     "websocket": ExactOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+                    "lifespan": marks.lifespan,
                 }
             )
         )

@@ -152,8 +152,7 @@ class AgentReads:
         except psycopg.Error as exc:  # the views answer it in their own dialect (a 503 for a lost database)
             log.warning("agent reads: %s from the database; the API's handler answers", type(exc).__name__)
             if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-                self._resting_until = time.monotonic() + _REST_SECONDS
-                self.connections.discard()  # after a restart of PostgreSQL the idle ones are as dead as this one
+                self._resting_until = time.monotonic() + _REST_SECONDS  # its connections dropped the idle ones
             return None
         # Counted last, once this request is sure to be answered here: one passed on is counted by the views.
         if not ratelimit.spend_held(key.public_id, "requests"):

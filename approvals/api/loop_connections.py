@@ -50,18 +50,26 @@ class LoopConnections:
             self.discard()
             self._loop, self._slots = loop, asyncio.Semaphore(self.size)
         async with self._slots:
-            if self._idle:
-                aconnection = self._idle.pop()
-            else:
-                self._kwargs = self._kwargs or _connection_kwargs()
-                aconnection = await psycopg.AsyncConnection.connect(**self._kwargs)
+            aconnection = None
             try:
-                yield aconnection
-            finally:
-                if aconnection.closed or aconnection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    await aconnection.close()  # broken by an error: not for the next request
+                if self._idle:
+                    aconnection = self._idle.pop()
                 else:
-                    self._idle.append(aconnection)
+                    self._kwargs = self._kwargs or _connection_kwargs()
+                    aconnection = await psycopg.AsyncConnection.connect(**self._kwargs)
+                yield aconnection
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                self.discard()  # the server is out of reach or was restarted: the idle ones are as dead as this one
+                raise
+            finally:
+                if aconnection is not None:
+                    await self._put_back(aconnection)
+
+    async def _put_back(self, aconnection: psycopg.AsyncConnection) -> None:
+        if aconnection.closed or aconnection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            await aconnection.close()  # broken by an error: not for the next request
+        else:
+            self._idle.append(aconnection)
 
     def discard(self) -> None:
         """Close the idle connections (without a loop: libpq's own close)."""

@@ -65,8 +65,6 @@ async def _read_on_loop(principal, action_id, *, instead):
             action = await selectors.aread_action_for(aconnection, principal, action_id)
     except psycopg.Error as exc:
         log.warning("wait: %s from the database on the loop; read on a thread", type(exc).__name__)
-        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-            loop_connections.shared.discard()  # after a restart of PostgreSQL the idle ones are as dead as this one
         return await instead()
     return None if action is None else (action, present_action(action))
 

@@ -13,13 +13,13 @@ on the page). 0 marks each push at once, in the request, as before.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
 import time
 from datetime import datetime
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, connections
 
@@ -58,8 +58,8 @@ class DeliveredMarks:
 
     def __init__(self) -> None:
         self._start_empty()
-        os.register_at_fork(after_in_child=self._start_empty)  # a Celery child: its own notes and thread
-        atexit.register(self.flush)  # a server stopping marks what it delivered
+        # A Celery child: its own notes and thread. One that ends with notes left leaves them to the sweep.
+        os.register_at_fork(after_in_child=self._start_empty)
 
     def _start_empty(self) -> None:
         self._lock = threading.Lock()
@@ -100,3 +100,23 @@ class DeliveredMarks:
 
 
 delivered_marks = DeliveredMarks()
+
+
+async def lifespan(scope, receive, send) -> None:
+    """ASGI lifespan (config/asgi.py): a web process that stops marks what it noted, once its last request is
+    answered. uvicorn ends a process by raising the signal it was stopped with again, which runs no atexit hook."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await sync_to_async(_flush_and_close, thread_sensitive=False)()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _flush_and_close() -> None:
+    try:
+        delivered_marks.flush()
+    finally:
+        connections.close_all()

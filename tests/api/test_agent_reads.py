@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import connection, connections
 from django.test import override_settings
 from django.urls import resolve
 
@@ -489,10 +489,23 @@ def _open_wait_answer(action_id: str, key: str, decide) -> dict:
     async def scenario():
         waiting = asyncio.ensure_future(send_request(application, scope))
         await sync_to_async(wait_for_waiter, thread_sensitive=False)(action_id)
-        await sync_to_async(decide, thread_sensitive=False)()
+        await sync_to_async(_closing(decide), thread_sensitive=False)()
         return await asyncio.wait_for(waiting, 10)
 
     return asyncio.run(scenario())
+
+
+def _closing(work):
+    """``work`` on a thread of its own that closes its database connection after: left open, it would keep the test
+    database from being dropped at the end."""
+
+    def run():
+        try:
+            work()
+        finally:
+            connections.close_all()
+
+    return run
 
 
 def _read_by_the_views(action_id: str, key: str) -> bytes:

@@ -100,6 +100,26 @@ def test_sigterm_to_a_worker_mid_execution_finishes_it_and_loses_nothing(stack):
     print(f"\nworker SIGTERM mid-execution: exited 0 after {exit_seconds:.1f}s with the execution finished")
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_web_process_that_stops_marks_the_pushes_it_delivered(stack, workers):
+    """Pushes are marked delivered in batches (approvals/outbox/marks.py); a web process stopped between a push and its
+    batch marks it on the way out, alone or as one of uvicorn's workers (which end without running atexit)."""
+    env, target, started = stack
+    web, url = start_uvicorn({**env, "COUNTERSIGN_PUSH_MARK_MS": "5000"}, f"marks-web-{workers}", workers=workers)
+    started.append(web)
+    cast = make_cast(target.url, prefix=f"marks{workers}")
+    api = Api(url)
+    action_id = api.propose(cast.agent_keys[0], "/marks").json()["id"]
+    api.close()
+    push = OutboxMessage.objects.get(action_id=action_id, kind=OutboxMessage.Kind.PUSH)
+    assert push.delivered_at is None and push.claimed_until is not None  # noted; its batch is 5 s away
+
+    web.proc.send_signal(signal.SIGTERM)
+    assert web.proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
+    push.refresh_from_db()
+    assert push.delivered_at is not None and push.attempts == 1 and push.claimed_until is None
+
+
 # --- uvicorn ---------------------------------------------------------------------------------------------------
 
 # Idle timeouts of the proxies docs/deploy.md assumes in front of the web: nginx's keepalive_timeout for upstream
