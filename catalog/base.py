@@ -109,6 +109,11 @@ class ActionType:
     # unless a
     # type says otherwise: a project's own type that reads is gated too. Types without a credential never are.
     preview_reads: ClassVar[bool] = True
+    # Whether preview() is made from the params alone: no request, no file, no server, nothing it could wait on.
+    # A decision then computes it under the action's row lock, from the row it locked (one read of the action).
+    # False, the default, for every type whose preview may wait on something outside this process: a decision
+    # computes that one before taking the lock, so no row lock is ever held across I/O (approvals.services.reviews).
+    preview_offline: ClassVar[bool] = False
     # Whether the params may carry ``duration`` (ISO 8601 or seconds): Countersign then takes the change back
     # when it ends, with reverse() of what execution recorded (approvals.services.access). A time-boxed type's
     # reverse only ever removes what the action added.

@@ -70,6 +70,7 @@ class DecisionOnly(ActionType):
     )
     risk = Risk.MEDIUM
     executes = False
+    preview_offline = True
     params_schema = {
         "type": "object",
         "description": "Free-form: whatever the agent will do, as it wants reviewers to see it.",

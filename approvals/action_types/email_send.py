@@ -163,6 +163,7 @@ class EmailSend(ActionType):
         "Send one plain-text email from Countersign's address (COUNTERSIGN_EMAIL_FROM) through the configured "
         "mail server. Reviewers see the message exactly as it will be sent."
     )
+    preview_offline = True  # the message is built, not sent: no connection until execution
     risk = Risk.MEDIUM
     credential_kinds = ()
     idempotent = False

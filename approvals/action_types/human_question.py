@@ -22,6 +22,7 @@ class HumanQuestion(ActionType):
     )
     risk = Risk.LOW
     executes = False
+    preview_offline = True
     params_schema = {
         "type": "object",
         "properties": {

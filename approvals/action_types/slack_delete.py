@@ -44,6 +44,7 @@ class SlackDeleteMessage(SlackPostMessage):
         },
     }
     preview_reads = False
+    preview_offline = True
 
     def describe(self, params: dict[str, Any]) -> str:
         return f"Delete the message {shorten(params.get('ts') or '', 30)} in {shorten(params.get('channel') or '', 81)}"

@@ -150,23 +150,23 @@ def approve_action(
     override_reason = (override_reason or "").strip()
     if len(override_reason) > MAX_COMMENT:
         raise InvalidInput("Reason too long.", errors={"override_reason": [f"At most {MAX_COMMENT} characters."]})
-    seen = _seen_at_decision(action_id, reviewer, edited_params, via="approval")
-    if seen is not None and preview_fingerprint is not None and fingerprint(seen.shown) != preview_fingerprint:
-        raise TargetChanged(
-            "The target changed since you reviewed it; review the fresh preview and approve again.",
-            extra={"preview": preview_as_dict(seen.shown)},
-        )
     try:
-        return _approve(
+        return _with_preview(
+            functools.partial(
+                _approve,
+                action_id,
+                reviewer,
+                via,
+                comment,
+                edited_params,
+                preview_fingerprint=preview_fingerprint,
+                override_reason=override_reason,
+                authenticated_at=authenticated_at,
+            ),
             action_id,
             reviewer,
-            via,
-            comment,
             edited_params,
-            seen=seen,
-            fingerprint_checked=preview_fingerprint is not None,
-            override_reason=override_reason,
-            authenticated_at=authenticated_at,
+            via="approval",
         )
     except EditRefused as exc:
         # The approval rolled back; the refused edit is still a fact worth keeping (who tried what, and why not).
@@ -187,6 +187,11 @@ class _Seen:
     runs_params: dict[str, Any]
 
 
+class _PreviewWaits(Exception):
+    """Raised under the lock, before anything is written, when the action's preview may wait on something outside
+    this process (its type is not ``preview_offline``): the decision rolls back and starts again, the preview first."""
+
+
 _PENDING_CHECK = PreparedInstances(
     ActionRequest,
     lambda action_id: ActionRequest.objects.filter(id=action_id),
@@ -195,17 +200,55 @@ _PENDING_CHECK = PreparedInstances(
 )
 
 
+def _with_preview(
+    decide: Callable[..., ActionRequest], action_id, reviewer, edited_params: dict[str, Any] | None, *, via: str
+) -> ActionRequest:
+    """``decide(seen=..., preview_under_lock=...)``, given the previews of the decision.
+
+    First with ``preview_under_lock``: a preview made from the params alone is computed from the locked row (one
+    read of the action). A preview that may wait on the target (``_PreviewWaits``) is computed before a second
+    attempt, outside any transaction, so that no row lock is held across network I/O."""
+    try:
+        return decide(seen=None, preview_under_lock=True)
+    except _PreviewWaits:
+        return decide(seen=_seen_at_decision(action_id, reviewer, edited_params, via=via), preview_under_lock=False)
+
+
+def _seen_under_lock(
+    action: ActionRequest, edited_params: dict[str, Any] | None, *, via: str, seen: _Seen | None, under_lock: bool
+) -> _Seen | None:
+    """The decision's previews: ``seen`` (computed before the lock), or now from the locked ``action``."""
+    if not under_lock:
+        return seen
+    action_type = registry.get(action.action_type)
+    if action_type is None or not action_type.preview_offline:
+        raise _PreviewWaits
+    return _seen_of(action, edited_params, via=via)
+
+
 def _seen_at_decision(action_id, reviewer, edited_params: dict[str, Any] | None, *, via: str) -> _Seen | None:
     # Outside the transaction: reading the target is network I/O, and no row lock is held across it.
     action = _PENDING_CHECK.first(action_id=action_id)
     if action is None or not action.is_pending or review_refusal(reviewer, action):
         return None  # the locked read refuses it (404, 409, 403): nobody's decision reads the target for nothing
+    return _seen_of(action, edited_params, via=via)
+
+
+def _seen_of(action: ActionRequest, edited_params: dict[str, Any] | None, *, via: str) -> _Seen:
     shown = compute_preview(action.action_type, action.params, action=action, via=via)
     runs_params = edited_params if edited_params is not None else action.effective_params
     if runs_params == action.params:
         return _Seen(shown=shown, runs=shown, runs_params=runs_params)
     runs = compute_preview(action.action_type, runs_params, action=action, via=via)
     return _Seen(shown=shown, runs=runs, runs_params=runs_params)
+
+
+def _refuse_if_target_changed(seen: _Seen | None, preview_fingerprint: str | None) -> None:
+    if seen is not None and preview_fingerprint is not None and fingerprint(seen.shown) != preview_fingerprint:
+        raise TargetChanged(
+            "The target changed since you reviewed it; review the fresh preview and approve again.",
+            extra={"preview": preview_as_dict(seen.shown)},
+        )
 
 
 def _refuse_if_will_fail(seen: _Seen | None, override_reason: str) -> None:
@@ -227,12 +270,14 @@ def _approve(
     edited_params: dict[str, Any] | None,
     *,
     seen: _Seen | None,
-    fingerprint_checked: bool,
+    preview_under_lock: bool,
+    preview_fingerprint: str | None,
     override_reason: str,
     authenticated_at: datetime | None = None,
 ) -> ActionRequest:
     with audited_atomic():
         action, policy_head = _locked_for_approval(action_id)
+        seen = _seen_under_lock(action, edited_params, via="approval", seen=seen, under_lock=preview_under_lock)
         refusal = review_refusal(reviewer, action)
         if refusal:
             raise NotAllowed(refusal)
@@ -244,6 +289,7 @@ def _approve(
         action_type = registry.get(action.action_type)
         if action_type is None:  # uninstalled since it was proposed: nothing could check or run it
             raise Conflict("This action type is no longer installed: reject the action, or install the type again.")
+        _refuse_if_target_changed(seen, preview_fingerprint)
         _refuse_if_will_fail(seen, override_reason)
         edits = None
         if edited_params is not None and edited_params != action.effective_params:
@@ -254,7 +300,7 @@ def _approve(
             edits = {"before": action.effective_params, "after": edited_params}
             action.edited_params = edited_params
             _apply_policy(action, outcome, actor=Actor.user(reviewer, via))
-        evidence = _evidence(action, seen, edits=edits, fingerprint_checked=fingerprint_checked)
+        evidence = _evidence(action, seen, edits=edits, fingerprint_checked=preview_fingerprint is not None)
         review = insert_with_events(
             Review(
                 action=action,
@@ -406,9 +452,17 @@ def reject_action(*, action_id, reviewer, via: str, reason: str) -> ActionReques
     if len(reason) > MAX_COMMENT:
         raise InvalidInput("Reason too long.", errors={"reason": [f"At most {MAX_COMMENT} characters."]})
     # A rejection keeps its evidence too (what the reviewer turned down); a failing preview never blocks it.
-    seen = _seen_at_decision(action_id, reviewer, None, via="rejection")
+    return _with_preview(
+        functools.partial(_reject, action_id, reviewer, via, reason), action_id, reviewer, None, via="rejection"
+    )
+
+
+def _reject(
+    action_id, reviewer, via: str, reason: str, *, seen: _Seen | None, preview_under_lock: bool
+) -> ActionRequest:
     with audited_atomic():
         action = _locked_pending(action_id)
+        seen = _seen_under_lock(action, None, via="rejection", seen=seen, under_lock=preview_under_lock)
         refusal = review_refusal(reviewer, action)
         if refusal:
             raise NotAllowed(refusal)

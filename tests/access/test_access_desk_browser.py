@@ -50,7 +50,9 @@ def test_the_countdown_runs_and_staff_end_access_early(page, web_server, idp, sc
     row.get_by_role("button", name=re.compile("End early")).click()
     expect(page.locator(".messages")).to_contain_text("Ending the access now")
     expect(page.locator(f"#access-{action.id}")).to_contain_text("being taken back")
-    assert AccessLease.objects.get(action=action).state == AccessLease.State.REVERTING
+    # Taken back by the reversal, which a Celery worker running beside the suite (started by an earlier test) may
+    # already have executed.
+    assert AccessLease.objects.get(action=action).state in (AccessLease.State.REVERTING, AccessLease.State.REVERTED)
     assert ActionRequest.objects.filter(reverts=action).count() == 1
 
 

@@ -11,14 +11,20 @@ import re
 import uuid
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from approvals.action_types.http_request import HttpRequest
+from approvals.errors import NotAllowed, NotPending, TargetChanged
 from approvals.models import ActionRequest
 from approvals.policies import store as policy_store
+from approvals.presentation.previews import compute_preview, fingerprint
 from approvals.services.credentials import create_credential
+from approvals.services.reviews import approve_action, reject_action
 from approvals.services.transitions import lock_action, lock_action_with_policy_head
+from audit.models import AuditEvent
 from config import prepared
 from config.prepared import update
 from tests.conftest import propose_body
@@ -52,12 +58,13 @@ def test_an_approval_reads_the_policy_head_in_the_statement_that_locks_the_actio
         answer = reviewer_api.post(f"/api/v1/actions/{pending[1]}/approve", {}, format="json")
     assert answer.status_code == 200 and answer.json()["status"] == "approved", answer.content
     sql = [q["sql"] for q in queries]
-    # The token with its user and the user's groups, the action (outside the transaction, for the preview), SAVEPOINT
-    # (a test's transaction), the action locked with the policy head, its reviews, the review with the action's
-    # UPDATE, the audit events and the outbox message (audit.chain's held writes), their seal, RELEASE: 8, where the
-    # groups on their own made 9, the review and the action on their own 11, the head read on its own 12 and the
-    # message on its own 13.
-    assert len(sql) == 8, [s[:90] for s in sql]
+    # The token with its user and the user's groups, SAVEPOINT (a test's transaction), the action locked with the
+    # policy head, its reviews, the review with the action's UPDATE, the audit events and the outbox message
+    # (audit.chain's held writes), their seal, RELEASE: 7, where a read of the action before the lock, for its preview,
+    # made 8 (decision.only's preview reads nothing: it is computed from the locked row), the groups on their own 9,
+    # the review and the action on their own 11, the head read on its own 12 and the message on its own 13.
+    assert len(sql) == 7, [s[:90] for s in sql]
+    assert sum('FROM "approvals_actionrequest"' in s for s in sql) == 1
     (written,) = [s for s in sql if 'INSERT INTO "approvals_review"' in s]
     assert 'UPDATE "approvals_actionrequest"' in written and "audit_unsealedevent" in written
     heads = [s for s in sql if "approvals_policyversion" in s]
@@ -85,6 +92,98 @@ def test_an_edited_approval_reads_the_head_once_too(agent_api, reviewer_api):
     assert ActionRequest.objects.get(id=action_id).edited_params == edited
     heads = [q["sql"] for q in queries if "approvals_policyversion" in q["sql"]]
     assert len(heads) == 1 and "FOR UPDATE" in heads[0], heads
+
+
+# --- the preview of a decision: under the lock only when it waits on nothing ----------------------------------------
+
+
+def _row_lock_seen_by_the_target(target, action: ActionRequest, path: str) -> list[bool]:
+    """Whether the action's row was locked when the target answered the preview's read, by another connection's
+    ``FOR UPDATE NOWAIT`` on it, one entry per read."""
+    seen: list[bool] = []
+    settings = connection.settings_dict
+
+    def answer(_request):
+        with psycopg.connect(
+            host=settings["HOST"],
+            port=settings["PORT"],
+            user=settings["USER"],
+            dbname=settings["NAME"],
+            autocommit=True,
+        ) as other:
+            try:
+                other.execute(
+                    "SELECT 1 FROM approvals_actionrequest WHERE id = %s FOR UPDATE NOWAIT", [action.id]
+                ).fetchall()
+                seen.append(False)
+            except psycopg.errors.LockNotAvailable:
+                seen.append(True)
+        return {"name": "Ann", "groups": ["staff"]}
+
+    target.resources[path] = answer
+    return seen
+
+
+def _put(agent, credential) -> ActionRequest:
+    params = {"credential": credential.name, "method": "PUT", "path": "/users/7", "json": {"name": "Ann", "x": 1}}
+    return propose(agent, "http.request", params=params)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("verdict", ["approve", "reject"])
+def test_a_preview_that_reads_the_target_is_read_with_no_lock_held_on_the_action(
+    agent, reviewer, target, credential, verdict
+):
+    action = _put(agent, credential)
+    locked = _row_lock_seen_by_the_target(target, action, "/users/7")
+    if verdict == "approve":
+        decided = approve_action(action_id=action.id, reviewer=reviewer, via="api")
+    else:
+        decided = reject_action(action_id=action.id, reviewer=reviewer, via="api", reason="no")
+    assert locked == [False]  # read once, and another writer could have taken the row meanwhile
+    assert "staff" in str(decided.reviews.get().evidence["preview"])  # what the target answered
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_type_that_says_its_preview_waits_on_nothing_is_previewed_under_the_lock(
+    agent, reviewer, target, credential, monkeypatch
+):
+    """What tells the two apart is the type's own word (ActionType.preview_offline): said wrongly, the lock is held
+    across the read, which the test above would see."""
+    monkeypatch.setattr(HttpRequest, "preview_offline", True)
+    action = _put(agent, credential)
+    locked = _row_lock_seen_by_the_target(target, action, "/users/7")
+    approve_action(action_id=action.id, reviewer=reviewer, via="api")
+    assert locked == [True]
+
+
+def test_an_outsiders_approval_of_a_type_that_reads_its_target_reads_nothing_and_is_audited_once(
+    agent, outsider, target, credential
+):
+    action = _put(agent, credential)
+    with pytest.raises(NotAllowed):
+        approve_action(action_id=action.id, reviewer=outsider, via="api")
+    assert target.requests == []
+    assert AuditEvent.objects.filter(verb="decision.refused", action_id=action.id).count() == 1
+    assert not action.reviews.exists()
+
+
+def test_a_changed_target_refuses_the_approval_after_a_decided_action_refuses_it(agent, reviewer, target, credential):
+    """The fingerprint is checked under the lock, after whether the action can still be decided: a reviewer late to an
+    approved action hears who approved it, not that the target changed."""
+    action = _put(agent, credential)
+    target.resources["/users/7"] = {"name": "Ann", "groups": ["staff"]}
+    seen = fingerprint(compute_preview("http.request", action.params))
+    target.resources["/users/7"] = {"name": "Ann", "groups": ["staff", "admins"]}
+    with pytest.raises(TargetChanged) as changed:
+        approve_action(action_id=action.id, reviewer=reviewer, via="api", preview_fingerprint=seen)
+    assert "admins" in str(changed.value.extra["preview"])
+    assert not action.reviews.exists()
+
+    fresh = fingerprint(compute_preview("http.request", action.params))
+    approve_action(action_id=action.id, reviewer=reviewer, via="api", preview_fingerprint=fresh)
+    with pytest.raises(NotPending, match="rita approved this"):
+        approve_action(action_id=action.id, reviewer=reviewer, via="api", preview_fingerprint=seen)
 
 
 @pytest.fixture
