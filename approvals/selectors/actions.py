@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import BooleanField, ExpressionWrapper, Field, OuterRef, Prefetch, QuerySet, Subquery, Value
+from django.db.models import BooleanField, ExpressionWrapper, Field, Prefetch, QuerySet, Subquery, Value
 
 from agents.authentication import key_and_agent_columns, key_from_row
 from agents.models import Agent, AgentKey
@@ -84,13 +84,10 @@ def _action_row(qs: QuerySet) -> QuerySet:
 
 
 def _one_action_row(qs: QuerySet, first: Sequence[str] = (), then: Sequence[Any] = ()) -> QuerySet:
-    """``_action_row`` and whether the action has reviews at all (its id if it has, else None), in the same
-    statement: a pending action (what an agent polls) has none, and then its reviews are not read. ``first``: columns
-    before those; ``then``: columns after them. A scalar subquery, never EXISTS: PostgreSQL may run an EXISTS over
-    many rows as one hashed scan of every review, and a first page is fifty rows of what may be an agent's hundred
-    thousand."""
-    reviewed = Subquery(Review.objects.filter(action_id=OuterRef("pk")).order_by().values("action_id")[:1])
-    return qs.annotate(reviewed=reviewed).values_list(*first, *_ACTION_COLUMNS, *_RELATED_COLUMNS, "reviewed", *then)
+    """``_action_row`` and whether the action has reviews at all (``has_reviews``, which the database keeps), in the
+    same statement: a pending action (what an agent polls) has none, and then its reviews are not read. ``first``:
+    columns before those; ``then``: columns after them."""
+    return qs.values_list(*first, *_ACTION_COLUMNS, *_RELATED_COLUMNS, "has_reviews", *then)
 
 
 _AGENTS_ACTION = PreparedQuery(
@@ -131,7 +128,7 @@ def read_action_for(principal, action_id) -> ActionRequest | None:
         return None
     *row, reviewed = row
     action = _action_from_row(tuple(row))
-    action.hold_reviews(reviews_with_counts(action.id) if reviewed is not None else [])
+    action.hold_reviews(reviews_with_counts(action.id) if reviewed else [])
     return action
 
 
@@ -143,7 +140,7 @@ async def aread_action_for(aconnection, principal, action_id) -> ActionRequest |
         return None
     *row, reviewed = row
     action = _action_from_row(tuple(row))
-    await ahold_reviews(aconnection, action, reviewed is not None)
+    await ahold_reviews(aconnection, action, reviewed)
     return action
 
 
@@ -179,7 +176,7 @@ async def aread_action_with_key(aconnection, public_id: str, action_id) -> tuple
     if row is None:
         return None
     *action_row, reviewed = row[_KEY_AND_AGENT_WIDTH:]
-    return key_from_row(row[:_KEY_AND_AGENT_WIDTH]), _action_from_row(tuple(action_row)), reviewed is not None
+    return key_from_row(row[:_KEY_AND_AGENT_WIDTH]), _action_from_row(tuple(action_row)), reviewed
 
 
 async def ahold_reviews(aconnection, action: ActionRequest, reviewed: bool) -> None:
@@ -313,7 +310,7 @@ async def afirst_page_with_key(
     key_row, *rows = await actions_query.arows(aconnection, **values) or [None]
     if not rows:  # no such key (no rows at all), or an empty page
         return None
-    reviewed = any(row[_ACTION_ROW_WIDTH] is not None for row in rows[:size])
+    reviewed = any(row[_ACTION_ROW_WIDTH] for row in rows[:size])
     reviews = await reviews_query.arows(aconnection, **values) if reviewed else []
     actions, more = _page([row[:_ACTION_ROW_WIDTH] for row in rows], reviews, size)
     return key_from_row(key_row[_ACTION_ROW_WIDTH + 1 :]), actions, more

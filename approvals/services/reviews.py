@@ -283,7 +283,7 @@ def _approve(
             raise NotAllowed(refusal)
         _require_pending(action)
         _require_fresh_authentication(action, authenticated_at, via=via, policy_head=policy_head)
-        reviews = reviews_with_counts(action.id)
+        reviews = reviews_with_counts(action.id) if action.has_reviews else []  # as of the lock: see the model
         if any(r.reviewer_id == reviewer.pk and r.withdrawn_at is None for r in reviews):
             raise Conflict("You have already reviewed this action; another reviewer must add the next approval.")
         action_type = registry.get(action.action_type)

@@ -18,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 
 from approvals.action_types.http_request import HttpRequest
 from approvals.errors import NotAllowed, NotPending, TargetChanged
-from approvals.models import ActionRequest
+from approvals.models import ActionRequest, Review
 from approvals.policies import store as policy_store
 from approvals.presentation.previews import compute_preview, fingerprint
 from approvals.services.credentials import create_credential
@@ -59,12 +59,14 @@ def test_an_approval_reads_the_policy_head_in_the_statement_that_locks_the_actio
     assert answer.status_code == 200 and answer.json()["status"] == "approved", answer.content
     sql = [q["sql"] for q in queries]
     # The token with its user and the user's groups, SAVEPOINT (a test's transaction), the action locked with the
-    # policy head, its reviews, the review with the action's UPDATE, the audit events and the outbox message
-    # (audit.chain's held writes), their seal, RELEASE: 7, where a read of the action before the lock, for its preview,
-    # made 8 (decision.only's preview reads nothing: it is computed from the locked row), the groups on their own 9,
-    # the review and the action on their own 11, the head read on its own 12 and the message on its own 13.
-    assert len(sql) == 7, [s[:90] for s in sql]
+    # policy head, the review with the action's UPDATE, the audit events and the outbox message (audit.chain's held
+    # writes), their seal, RELEASE: 6. The action has no reviews yet, which its row says (has_reviews), so they are
+    # not read: they made 7; a read of the action before the lock, for its preview, 8 (decision.only's preview reads
+    # nothing: it is computed from the locked row); the groups on their own 9, the review and the action on their own
+    # 11, the head read on its own 12 and the message on its own 13.
+    assert len(sql) == 6, [s[:90] for s in sql]
     assert sum('FROM "approvals_actionrequest"' in s for s in sql) == 1
+    assert not any('FROM "approvals_review"' in s for s in sql)
     (written,) = [s for s in sql if 'INSERT INTO "approvals_review"' in s]
     assert 'UPDATE "approvals_actionrequest"' in written and "audit_unsealedevent" in written
     heads = [s for s in sql if "approvals_policyversion" in s]
@@ -184,6 +186,43 @@ def test_a_changed_target_refuses_the_approval_after_a_decided_action_refuses_it
     approve_action(action_id=action.id, reviewer=reviewer, via="api", preview_fingerprint=fresh)
     with pytest.raises(NotPending, match="rita approved this"):
         approve_action(action_id=action.id, reviewer=reviewer, via="api", preview_fingerprint=seen)
+
+
+# --- whether an action has reviews: kept by the database ------------------------------------------------------------
+
+
+def test_the_first_review_marks_the_action_reviewed_whoever_writes_it(agent, reviewer, second_reviewer):
+    """A decision skips reading the reviews of an action whose row says it has none: so the row says so whatever
+    wrote the review, the services or anything else (a trigger, migration 0021)."""
+    by_service, by_orm, by_sql = (propose(agent) for _ in range(3))
+    assert not any(a.has_reviews for a in ActionRequest.objects.filter(id__in=[by_service.id, by_orm.id, by_sql.id]))
+
+    reject_action(action_id=by_service.id, reviewer=reviewer, via="api", reason="no")
+    Review.objects.create(action=by_orm, reviewer=reviewer, verdict=Review.Verdict.APPROVE, via="api")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO approvals_review (action_id, reviewer_id, verdict, via, comment, evidence, override_reason,"
+            " created_at) VALUES (%s, %s, 'approve', 'api', '', '{}', '', now())",
+            [by_sql.id, second_reviewer.pk],
+        )
+    for action in (by_service, by_orm, by_sql):
+        action.refresh_from_db()
+        assert action.has_reviews, action
+    assert not propose(agent).has_reviews  # and only those
+
+
+def test_a_withdrawn_approval_is_still_read_and_its_reviewer_may_approve_again(agent, reviewer, second_reviewer):
+    """An action whose only review was withdrawn still has reviews: the next decision reads them (a withdrawn approval
+    does not count, and does not stop its reviewer approving again)."""
+    policy_store.save_rule({"name": "two-people", "action_type": "*", "required_approvals": 2}, actor=CLI)
+    action = propose(agent)
+    approve_action(action_id=action.id, reviewer=reviewer, via="api")
+    Review.objects.filter(action=action).update(withdrawn_at=AT)
+    with CaptureQueriesContext(connection) as queries:
+        approve_action(action_id=action.id, reviewer=reviewer, via="api")
+    assert any('FROM "approvals_review"' in q["sql"] for q in queries)
+    approved = approve_action(action_id=action.id, reviewer=second_reviewer, via="api")
+    assert approved.status == "approved"
 
 
 @pytest.fixture

@@ -20,12 +20,13 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from approvals import services
-from approvals.errors import NotPending, ServiceError
+from approvals.errors import Conflict, NotPending, ServiceError
 from approvals.models import ActionRequest, ActionStatus, ExecutionGrant, OutboxMessage
 from approvals.outbox import dispatcher as outbox
+from approvals.policies import store as policy_store
 from audit.models import AuditEvent
 from tests.conftest import TARGET_SECRET
-from tests.factories import ProposalFactory
+from tests.factories import CLI, ProposalFactory
 from tests.support.servers import ROOT, VENV_BIN, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -130,6 +131,28 @@ def test_two_reviewers_approving_at_once_approve_once(agent, reviewer, second_re
         assert action.status == ActionStatus.APPROVED
         assert action.reviews.count() == 1
         assert decision_verbs(action.id) == ["action.approved"]
+        assert AuditEvent.objects.filter(action_id=action.id, verb="action.reviewed").count() == 1
+    assert_audit_chain_intact()
+
+
+def test_one_reviewer_approving_a_two_person_action_twice_at_once_counts_once(agent, reviewer):
+    """The attack: one reviewer sends the same approval through two doors at the same instant, so that each reads
+    "no reviews yet" (ActionRequest.has_reviews) before the other writes, and the two count as two people. The flag is
+    read with the row lock, which gives the row as the other decision committed it: the second is refused."""
+    policy_store.save_rule({"name": "two-people", "action_type": "*", "required_approvals": 2}, actor=CLI)
+    for _ in range(ROUNDS):
+        action = propose(agent)
+        assert action.required_approvals == 2
+        outcomes = race(
+            lambda a=action: services.approve_action(action_id=a.id, reviewer=reviewer, via="api"),
+            lambda a=action: services.approve_action(action_id=a.id, reviewer=reviewer, via="web"),
+        )
+        assert [o.ok for o in outcomes].count(True) == 1, outcomes
+        (refused,) = [o.error for o in outcomes if not o.ok]
+        assert isinstance(refused, Conflict) and "already reviewed" in refused.detail
+        action.refresh_from_db()
+        assert action.status == ActionStatus.PENDING and action.has_reviews
+        assert action.reviews.count() == 1
         assert AuditEvent.objects.filter(action_id=action.id, verb="action.reviewed").count() == 1
     assert_audit_chain_intact()
 
