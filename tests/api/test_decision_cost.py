@@ -126,9 +126,17 @@ def _row_lock_seen_by_the_target(target, action: ActionRequest, path: str) -> li
     return seen
 
 
-def _put(agent, credential) -> ActionRequest:
+def _put(agent, credential, *, approvals: int = 1) -> ActionRequest:
+    if approvals > 1:
+        policy_store.save_rule({"name": "people", "action_type": "*", "required_approvals": approvals}, actor=CLI)
     params = {"credential": credential.name, "method": "PUT", "path": "/users/7", "json": {"name": "Ann", "x": 1}}
     return propose(agent, "http.request", params=params)
+
+
+# Committed, so that another connection sees the row (and its lock): decided, an approved PUT would be executed by
+# the Celery worker an earlier test may have left running, while the test's database is emptied after it. Two
+# approvals wanted, the one approval leaves it pending.
+_COMMITTED_AND_PENDING = 2
 
 
 @pytest.mark.django_db(transaction=True)
@@ -136,7 +144,7 @@ def _put(agent, credential) -> ActionRequest:
 def test_a_preview_that_reads_the_target_is_read_with_no_lock_held_on_the_action(
     agent, reviewer, target, credential, verdict
 ):
-    action = _put(agent, credential)
+    action = _put(agent, credential, approvals=_COMMITTED_AND_PENDING)
     locked = _row_lock_seen_by_the_target(target, action, "/users/7")
     if verdict == "approve":
         decided = approve_action(action_id=action.id, reviewer=reviewer, via="api")
@@ -153,7 +161,7 @@ def test_a_type_that_says_its_preview_waits_on_nothing_is_previewed_under_the_lo
     """What tells the two apart is the type's own word (ActionType.preview_offline): said wrongly, the lock is held
     across the read, which the test above would see."""
     monkeypatch.setattr(HttpRequest, "preview_offline", True)
-    action = _put(agent, credential)
+    action = _put(agent, credential, approvals=_COMMITTED_AND_PENDING)
     locked = _row_lock_seen_by_the_target(target, action, "/users/7")
     approve_action(action_id=action.id, reviewer=reviewer, via="api")
     assert locked == [True]
