@@ -171,7 +171,8 @@ def test_rows_show_who_is_looking_and_who_claimed_and_new_proposals_are_announce
     expect(viewers).to_contain_text("sam looking")
 
     sam.get_by_role("button", name="Claim it").click()
-    expect(sam.locator("#claim-status")).to_contain_text("Assigned to you")
+    # A form's POST, its redirect and the page's new load: more than the default 5 s on a loaded CI machine.
+    expect(sam.locator("#claim-status")).to_contain_text("Assigned to you", timeout=LIVE)
     expect(row(page, action_id)).to_contain_text("claimed by sam", timeout=LIVE)
     expect(viewers).to_contain_text("sam looking")  # kept across the row's redraw
     screenshot(page, "live-queue-presence-claim.png", full_page=False)
