@@ -79,14 +79,11 @@ _ACTION_PK = ActionRequest._meta.pk
 _User = get_user_model()
 
 
-def _action_row(qs: QuerySet) -> QuerySet:
-    return qs.values_list(*_ACTION_COLUMNS, *_RELATED_COLUMNS)
-
-
 def _one_action_row(qs: QuerySet, first: Sequence[str] = (), then: Sequence[Any] = ()) -> QuerySet:
-    """``_action_row`` and whether the action has reviews at all (``has_reviews``, which the database keeps), in the
-    same statement: a pending action (what an agent polls) has none, and then its reviews are not read. ``first``:
-    columns before those; ``then``: columns after them."""
+    """The action's columns the API presents, what it shows of the agent, requester and reviewer group, and whether
+    the action has reviews at all (``has_reviews``, which the database keeps): a pending action (what an agent polls,
+    what a reviewer's queue lists) has none, and then its reviews are not read. ``first``: columns before those;
+    ``then``: columns after them."""
     return qs.values_list(*first, *_ACTION_COLUMNS, *_RELATED_COLUMNS, "has_reviews", *then)
 
 
@@ -261,7 +258,7 @@ def _first_page_queries(kind: str, by_status: bool, size: int) -> tuple[Prepared
         def page(**values) -> QuerySet:
             if kind == "agent key":
                 return _page_and_key(newest(**values), values["principal"], size + 1)
-            return _action_row(newest(**values))[: size + 1]
+            return _one_action_row(newest(**values))[: size + 1]
 
         fields = {"status": _STATUS_FIELD} if by_status else {}
         if kind in _PRINCIPAL_FIELD:
@@ -295,7 +292,9 @@ def first_page_for(principal, *, status: str | None, size: int) -> tuple[list[Ac
         values["status"] = status
     actions_query, reviews_query = _first_page_queries(kind, status is not None, size)
     rows = actions_query.rows(**values)
-    return _page(rows, reviews_query.rows(**values) if rows else [], size)
+    reviewed = any(row[_ACTION_ROW_WIDTH] for row in rows[:size])  # has_reviews: a page of new proposals has none
+    reviews = reviews_query.rows(**values) if reviewed else []
+    return _page([row[:_ACTION_ROW_WIDTH] for row in rows], reviews, size)
 
 
 async def afirst_page_with_key(

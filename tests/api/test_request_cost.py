@@ -398,6 +398,24 @@ def test_the_first_page_is_what_the_general_page_holds(agent, agent_api, reviewe
 
 
 @pytest.mark.django_db
+def test_a_reviewers_first_page_reads_reviews_only_when_a_row_has_some(agent_api, reviewer_api):
+    """A reviewer's queue of new proposals has no reviews: its rows say so (has_reviews), and none are read. Once one
+    of them is reviewed, the next page reads them and shows the review."""
+    ids = [agent_api.post("/api/v1/actions", propose_body(), format="json").json()["id"] for _ in range(3)]
+    reviewer_api.get("/api/v1/actions?status=pending")
+    with CaptureQueriesContext(connection) as queries:
+        page = reviewer_api.get("/api/v1/actions?status=pending").json()["results"]
+    assert [a["id"] for a in page] == ids[::-1]
+    assert not any('"approvals_review"' in q["sql"] for q in queries), [q["sql"][:80] for q in queries]
+
+    assert reviewer_api.post(f"/api/v1/actions/{ids[0]}/approve", {}, format="json").status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        page = reviewer_api.get("/api/v1/actions").json()["results"]
+    assert any('FROM "approvals_review"' in q["sql"] for q in queries)
+    assert [(a["id"], a["approvals"]) for a in page] == [(ids[2], 0), (ids[1], 0), (ids[0], 1)]
+
+
+@pytest.mark.django_db
 def test_a_proposal_decided_by_policy_is_written_once_in_its_decided_state(agent, agent_api, reviewer_api):
     _policy_effects(reviewer_api, agent_api)  # the rules: "ok" auto-approved, "no" denied
     for command, status in (("ok", "approved"), ("no", "rejected")):
