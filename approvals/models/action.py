@@ -153,8 +153,9 @@ class ActionRequest(models.Model):
     # the agent orders events by it, and a redelivery carries the same number.
     webhook_sequence = models.PositiveIntegerField(default=0, editable=False)
     # Whether a review of it was ever written: set by the database itself as the first one is (a trigger, migration
-    # 0021), whoever writes it. A decision reads it with the action's row lock, which gives the row as the last
-    # writer committed it, so a decision that finds it false skips reading the reviews, and so do the API's reads.
+    # 0021), whoever writes it, and never unset (a save() of an instance read before that review writes it back false).
+    # A decision reads it with the action's row lock, which gives the row as the last writer committed it, so a
+    # decision that finds it false skips reading the reviews, and so do the API's reads.
     has_reviews = models.BooleanField(default=False, db_default=False, editable=False)
 
     class Meta:

@@ -219,6 +219,19 @@ def test_the_first_review_marks_the_action_reviewed_whoever_writes_it(agent, rev
     assert not propose(agent).has_reviews  # and only those
 
 
+def test_a_save_of_an_instance_read_before_the_first_review_leaves_the_action_reviewed(agent, reviewer):
+    """The column is derived from the reviews, so nothing may write it back: an instance read before the review, saved
+    whole afterwards, would say "no reviews" of an action that has one, and the next decision would not see them."""
+    action = propose(agent)
+    stale = ActionRequest.objects.get(id=action.id)
+    Review.objects.create(action=action, reviewer=reviewer, verdict=Review.Verdict.APPROVE, via="api")
+    stale.summary = "Edited before the review was seen"
+    stale.save()
+    ActionRequest.objects.filter(id=action.id).update(has_reviews=False)
+    action.refresh_from_db()
+    assert action.has_reviews and action.summary == "Edited before the review was seen"
+
+
 def test_a_withdrawn_approval_is_still_read_and_its_reviewer_may_approve_again(agent, reviewer, second_reviewer):
     """An action whose only review was withdrawn still has reviews: the next decision reads them (a withdrawn approval
     does not count, and does not stop its reviewer approving again)."""
