@@ -314,6 +314,9 @@ def _approve(
             )
         )
         review.reviewer = reviewer
+        # Written with the action's own UPDATE when the decision makes one: the trigger that marks a reviewed action
+        # (migration 0021) then finds it marked and writes no second version of the row.
+        action.has_reviews = True
         # The reviews as of now: read under the lock above, plus this one; read again if an edit changed the rule
         # their ``counts`` were worked out under.
         action.hold_reviews(reviews_with_counts(action.id) if edits else [*reviews, review])
@@ -468,14 +471,21 @@ def _reject(
             raise NotAllowed(refusal)
         _require_pending(action)
         evidence = _evidence(action, seen, edits=None, fingerprint_checked=False)
-        Review.objects.create(
-            action=action,
-            reviewer=reviewer,
-            verdict=Review.Verdict.REJECT,
-            via=via,
-            comment=reason,
-            evidence=evidence,
+        # With the action's UPDATE and the events, in one statement (audit.chain); the action marked reviewed by that
+        # UPDATE, not by a second version of the row from the trigger (migration 0021).
+        review = insert_with_events(
+            Review(
+                action=action,
+                reviewer=reviewer,
+                verdict=Review.Verdict.REJECT,
+                via=via,
+                comment=reason,
+                evidence=evidence,
+            )
         )
+        if not action.has_reviews:  # as of the lock: this is its only review, and the push counts no approval
+            action.hold_reviews([review])
+        action.has_reviews = True
         action.decision_reason = reason
         transition(
             action,

@@ -78,6 +78,7 @@ def test_an_approval_reads_the_policy_head_in_the_statement_that_locks_the_actio
         "decided_at",
         "finished_at",
         "updated_at",
+        "has_reviews",  # by this UPDATE, so the trigger that would mark it (migration 0021) writes nothing
         "params",
         "context",
         "notify_channels",
@@ -217,6 +218,40 @@ def test_the_first_review_marks_the_action_reviewed_whoever_writes_it(agent, rev
         action.refresh_from_db()
         assert action.has_reviews, action
     assert not propose(agent).has_reviews  # and only those
+
+
+def _versions_written(table: str) -> int:
+    """Rows this transaction inserted plus row versions it updated in ``table``: PostgreSQL's own count of the
+    transaction so far (pg_stat_get_xact_*), kept as the statements run, not when statistics are next sent."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_stat_get_xact_tuples_inserted(%s::regclass) + pg_stat_get_xact_tuples_updated(%s::regclass)",
+            [table, table],
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject", "auto-approve"])
+def test_a_decision_writes_its_actions_row_once(agent, reviewer, decision):
+    """A decision marks its action reviewed with the UPDATE it makes anyway (and an auto-approved proposal with its
+    INSERT): the trigger that marks a reviewed action then has nothing to write, where it wrote the row a second time
+    in the same statement (a dead row version per decision, and its WAL). The mark is there all the same."""
+    if decision == "auto-approve":
+        policy_store.save_rule(
+            {"name": "auto", "agent": agent.name, "action_type": "decision.only", "effect": "auto_approve"}, actor=CLI
+        )
+    else:
+        action = propose(agent)
+    before = _versions_written("approvals_actionrequest")
+    if decision == "approve":
+        action = approve_action(action_id=action.id, reviewer=reviewer, via="api")
+    elif decision == "reject":
+        action = reject_action(action_id=action.id, reviewer=reviewer, via="api", reason="no")
+    else:
+        action = propose(agent)
+    assert _versions_written("approvals_actionrequest") - before == 1
+    action.refresh_from_db()
+    assert action.has_reviews and action.status == {"reject": "rejected"}.get(decision, "approved")
 
 
 def test_a_save_of_an_instance_read_before_the_first_review_leaves_the_action_reviewed(agent, reviewer):
