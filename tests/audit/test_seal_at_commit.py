@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import connection, transaction
 
 from audit import chain
@@ -157,7 +159,6 @@ def test_a_block_nested_in_a_longer_transaction_sees_its_seqs_at_once():
 
 def test_an_event_the_commit_cannot_link_rolls_back_the_change_it_records():
     """Fail closed at commit too: if linking the event fails there, the transaction and its change roll back."""
-    from django.contrib.auth.models import Group
     from django.db import IntegrityError
 
     with connection.cursor() as cursor:
@@ -174,3 +175,49 @@ def test_an_event_the_commit_cannot_link_rolls_back_the_change_it_records():
             cursor.execute(f"ALTER TABLE {AuditEvent._meta.db_table} DROP CONSTRAINT test_refuse_at_commit")
     assert not Group.objects.filter(name="made-by-the-refused-change").exists()
     assert not AuditEvent.objects.exists() and not UnsealedEvent.objects.exists()
+
+
+def test_several_events_of_one_commit_are_linked_in_the_order_they_happened():
+    """Each event's own call links it at the commit (migration 0003): in the order they were recorded, each after
+    the one before, whether the transaction recorded them in one statement or several."""
+    with transaction.atomic():
+        for n in range(3):
+            record_event(actor=Actor.system("test"), verb=f"test.{n}", object_type="t", object_id=str(n))
+        Group.objects.create(name="a statement between the events")
+        record_event(actor=Actor.system("test"), verb="test.3", object_type="t", object_id="3")
+    events = list(AuditEvent.objects.order_by("seq"))
+    assert [(e.seq, e.verb) for e in events] == [(n + 1, f"test.{n}") for n in range(4)]
+    assert all(later.prev_hash == earlier.hash for earlier, later in itertools.pairwise(events))
+    assert verify_log().checked == 4 and not UnsealedEvent.objects.exists()
+
+
+def test_a_chain_sealed_before_migration_0003_goes_on_after_it_and_back():
+    """An installation that upgrades: events the old seal linked and events the new one links are one chain, which
+    still verifies if the migration is reversed and more are linked by the old seal again."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    def migrate_audit_to(name: str) -> None:
+        executor = MigrationExecutor(connection)
+        executor.migrate([("audit", name)])
+
+    def recorded_once(verb: str) -> None:
+        with transaction.atomic():
+            record_event(actor=Actor.system("test"), verb=verb, object_type="t", object_id=verb)
+
+    migrate_audit_to("0002_seal_at_commit")
+    try:
+        recorded_once("test.sealed_by_0002")
+    finally:
+        migrate_audit_to("0003_seal_each_event_at_commit")
+    recorded_once("test.sealed_by_0003")
+    migrate_audit_to("0002_seal_at_commit")
+    try:
+        recorded_once("test.sealed_by_0002_again")
+    finally:
+        migrate_audit_to("0003_seal_each_event_at_commit")
+    assert list(AuditEvent.objects.order_by("seq").values_list("verb", flat=True)) == [
+        "test.sealed_by_0002",
+        "test.sealed_by_0003",
+        "test.sealed_by_0002_again",
+    ]
+    assert verify_log().broken is None and verify_log().checked == 3
