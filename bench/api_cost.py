@@ -137,6 +137,18 @@ def cpu_by_pid(pids: list[int]) -> dict[int, float]:
     return {pid: common.cpu_seconds([pid]) for pid in pids}
 
 
+def database_pids() -> list[int]:
+    """PostgreSQL's processes on this machine (the postmaster, its backends and helpers), found by name: their CPU
+    per request is what the database spends on it (with nothing else using the database during a round)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found.append(int(entry.name))
+    return found
+
+
 def approve_pool_size(fastest_req_per_s: float, seconds: float, connections: int) -> int:
     """How many pending actions a round of approvals needs: every request takes a fresh one, and the
     fastest endpoint measured so far bounds how fast approvals can go. At least 500/s's worth, above the approvals'
@@ -633,8 +645,10 @@ async def wait_hears_approval(base_url: str, fx: Fixtures, ids: list[str]) -> di
 def measure(base_url: str, request: Request, workers: list[int], **kw) -> dict[str, Any]:
     load = common.loadavg()
     before, driver_before = cpu_by_pid(workers), _children_cpu_seconds()
+    db_before = cpu_by_pid(database_pids())
     result = run_load(base_url, request, **kw)
     cpu = cpu_ms_per_request(before, cpu_by_pid(workers), result.ok)
+    db_cpu = cpu_ms_per_request(db_before, cpu_by_pid(list({*db_before, *database_pids()})), result.ok)
     # wrk's own CPU per request: the same work for every request of every build, so it moves only with the machine's
     # speed (a virtual machine's, which its host's load moves by half within minutes), measured over the round itself.
     driver = _children_cpu_seconds() - driver_before
@@ -642,6 +656,7 @@ def measure(base_url: str, request: Request, workers: list[int], **kw) -> dict[s
     return {
         **result.as_dict(),
         "web_cpu_ms_per_request": cpu,
+        "db_cpu_ms_per_request": db_cpu,
         "wrk_cpu_ms_per_request": wrk_ms,
         "load_before": load,
     }

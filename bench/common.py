@@ -187,13 +187,13 @@ def free_port() -> int:
 class Proc:
     """A subprocess in its own session (so stopping it stops its children), logging to var/bench/."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str]):
+    def __init__(self, name: str, args: list[str], env: dict[str, str], *, cwd: Path = ROOT):
         OUT.mkdir(parents=True, exist_ok=True)
         self.name, self.args, self.env = name, args, env
         self.log_path = OUT / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - open for the process's lifetime
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            args, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     @property
@@ -246,12 +246,15 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def start_web(env: dict[str, str], *, workers: int = WEB_WORKERS, name: str = "web") -> tuple[Proc, str]:
-    """uvicorn as the Procfile runs it, with ``workers`` processes; returns (process, base URL)."""
+def start_web(
+    env: dict[str, str], *, workers: int = WEB_WORKERS, name: str = "web", cwd: Path = ROOT
+) -> tuple[Proc, str]:
+    """uvicorn as the Procfile runs it, with ``workers`` processes, serving the checkout at ``cwd``; returns (process,
+    base URL)."""
     port = free_port()
     args = [str(VENV_BIN / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--no-access-log", "--workers", str(workers)]
-    web = Proc(name, args, env)
+    web = Proc(name, args, env, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     _wait_http(web, f"{url}/healthz", expected_children=workers if workers > 1 else 0)
     return web, url
