@@ -723,7 +723,8 @@ def main() -> None:
                     rounds[name][clients].append(row)
                     log(
                         f"{clients:>3} clients, round {i + 1}, {name}: {row['req_per_s']} req/s, p50 {row['p50_ms']} "
-                        f"ms, p99 {row['p99_ms']} ms, CPU {row['web_cpu_ms_per_request']} ms/req, errors "
+                        f"ms, p99 {row['p99_ms']} ms, CPU {row['web_cpu_ms_per_request']} ms/req (PostgreSQL "
+                        f"{row['db_cpu_ms_per_request']}), errors "
                         f"{row['errors']}{' (ran out of actions to approve)' if row.get('paths_exhausted') else ''} "
                         f"(load {row['load_before']}, wrk {row['wrk_cpu_ms_per_request']} ms/req)"
                     )
