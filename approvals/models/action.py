@@ -171,7 +171,9 @@ class ActionRequest(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["agent", "-created_at"], name="action_agent_created"),
+            # An agent's newest first, in the API's order to the last key: its first page reads that page's rows
+            # only, however long its history (with created_at alone, PostgreSQL read and sorted all of it).
+            models.Index(fields=["agent", "-created_at", "-id"], name="action_agent_newest"),
             models.Index(fields=["status", "-created_at"], name="action_status_created"),
             models.Index(fields=["status", "expires_at"], name="action_status_expires"),
             # The reviewer's desk (approvals.selectors.desk, approvals.selectors.dashboard; migration 0007_desk):

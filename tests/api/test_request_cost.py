@@ -37,6 +37,7 @@ from config import prepared
 from config.prepared import PreparedInstances, PreparedQuery, from_row, insert, update
 from tests.api.test_api import assert_problem
 from tests.conftest import CLI, propose_body, token_client
+from tests.factories import propose
 from tests.support.asgi import http_scope, send_request
 
 STAFF = Actor("user", "ada", "admin")
@@ -658,3 +659,48 @@ def test_the_agents_first_page_reads_its_key_once_not_with_every_row(agent, agen
     assert all(value is None for value in key_row[: width + 1]) and key_row[width + 1 :].count(None) < 5
     assert [str(row[0]) for row in rows] == made[::-1]
     assert all(value is None for row in rows for value in row[width + 1 :])
+
+
+def _actions_rows_read(plan: dict) -> int:
+    """Rows PostgreSQL read from the actions table, anywhere in an EXPLAIN (ANALYZE, FORMAT JSON) plan."""
+    own = (
+        plan.get("Actual Rows", 0) * plan.get("Actual Loops", 1)
+        if plan.get("Relation Name") == "approvals_actionrequest"
+        else 0
+    )
+    return own + sum(_actions_rows_read(child) for child in plan.get("Plans", []))
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="a PostgreSQL plan")
+def test_an_agents_first_page_reads_its_page_not_its_whole_history(agent, agent_key):
+    """An agent's list costs the same whatever its history: its first page reads the page's rows from the index in
+    the API's order (migration approvals 0022), where PostgreSQL read and sorted every action the agent ever made."""
+    from agents.keys import parse_key
+
+    template = propose(agent)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = 'approvals_actionrequest' ORDER BY ordinal_position"
+        )
+        columns = [row[0] for row in cursor.fetchall()]
+        fresh = {"id": "gen_random_uuid()", "created_at": "a.created_at - n * interval '1 second'"}
+        values = ", ".join(fresh.get(c, f'a."{c}"') for c in columns)
+        cursor.execute(
+            f"INSERT INTO approvals_actionrequest ({', '.join(columns)}) SELECT {values} "
+            "FROM approvals_actionrequest a, generate_series(1, 600) AS n WHERE a.id = %s",
+            [template.id],
+        )
+    page, _ = selectors._first_page_queries("agent key", False, 50)
+    compiled = page._compiled.get("default") or page._compile("default")
+    public_id = parse_key(agent_key).public_id
+    params = [
+        public_id if i in {position for position, _ in compiled.slots} else p for i, p in enumerate(compiled.params)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + compiled.sql, params)
+        (plan,) = cursor.fetchone()[0]
+    assert _actions_rows_read(plan["Plan"]) <= 51  # the page and one more, to know whether more follow
+    _key, *rows = page.rows(principal=public_id)
+    assert [row[0] for row in rows][:1] == [template.id] and len(rows) == 51
