@@ -357,3 +357,42 @@ def test_bench_instructions_is_the_difference_of_two_runs_per_request(monkeypatc
     monkeypatch.setattr(sys, "stdout", out)
     instructions.main()
     assert out.getvalue().startswith("read: 7.000 M instructions per request (20 and 100 requests")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--b", "API_THREADS=1", "--endpoints", "propose,nope"], "unknown endpoint nope"),
+        (["--b", "API_THREADS=1", "--endpoints", ","], "unknown endpoint (none)"),
+        ([], "A and B are the same"),
+        (["--a", "API_THREADS=1", "--b", "API_THREADS=1"], "A and B are the same"),
+        (["--b", "API_THREADS"], "--b: NAME=VALUE"),
+        (["--b-tree", "/tmp"], "not a Countersign checkout"),
+        (["--b", "API_THREADS=1", "--pairs", "0"], "must be positive"),
+    ],
+)
+def test_bench_ab_refuses_bad_input_before_starting_anything(args, message, monkeypatch, capsys):
+    from bench import ab
+
+    monkeypatch.setattr(ab.common, "prepare_database", lambda *a, **k: pytest.fail("touched a database on bad input"))
+    with pytest.raises(SystemExit):
+        ab.main(args)
+    assert message in capsys.readouterr().err
+
+
+def test_bench_ab_pairs_each_round_with_the_other_sides_next_to_it():
+    """B - A per pair, the pairs B won, and the ratio with each round's wrk CPU divided out (the machine's speed)."""
+    from bench import ab
+
+    def row(cpu: float, wrk: float, rate: float) -> dict:
+        return {"web_cpu_ms_per_request": cpu, "wrk_cpu_ms_per_request": wrk, "req_per_s": rate,
+                "db_cpu_ms_per_request": 1.0, "errors": 0}  # fmt: skip
+
+    # The machine twice as slow in the second pair: B is 10% cheaper in both, which the medians of the sides hide.
+    a = [row(3.0, 0.05, 400), row(6.0, 0.10, 200)]
+    b = [row(2.7, 0.05, 420), row(5.4, 0.10, 210)]
+    result = ab.compare({"a": a, "b": b})
+    assert result["b_won"] == 2 and result["pairs"] == 2
+    assert result["cpu_ms_b_minus_a"] == pytest.approx(-0.45)
+    assert result["b_over_a_per_wrk_cpu"] == pytest.approx(0.9)
+    assert result["req_per_s"] == {"a": 300.0, "b": 315.0}
