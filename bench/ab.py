@@ -64,14 +64,7 @@ def compare(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """The figures of one endpoint's rounds, A's and B's in pairs (the i-th of each ran next to each other)."""
     a, b = rows["a"], rows["b"]
     cpu = [(x["web_cpu_ms_per_request"], y["web_cpu_ms_per_request"]) for x, y in zip(a, b, strict=True)]
-    scaled = [
-        (
-            x["web_cpu_ms_per_request"] / x["wrk_cpu_ms_per_request"],
-            y["web_cpu_ms_per_request"] / y["wrk_cpu_ms_per_request"],
-        )
-        for x, y in zip(a, b, strict=True)
-        if x["wrk_cpu_ms_per_request"] and y["wrk_cpu_ms_per_request"]
-    ]
+    scaled = [(_per_wrk(x), _per_wrk(y)) for x, y in zip(a, b, strict=True) if _per_wrk(x) and _per_wrk(y)]
     return {
         "pairs": len(cpu),
         "cpu_ms": {"a": _median(x for x, _ in cpu), "b": _median(y for _, y in cpu)},
@@ -115,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     rounds: dict[str, dict[str, list[dict[str, Any]]]] = {name: {"a": [], "b": []} for name in args.endpoints}
     fastest = 1000.0  # approvals a second a pool is sized for (api_cost.approve_pool_size), raised as rounds go
 
-    def one_round(side: str, name: str, url: str, workers: list[int], seconds: float) -> dict[str, Any]:
+    def one_round(name: str, url: str, workers: list[int], seconds: float) -> dict[str, Any]:
         nonlocal fastest
         request, ids = requests[name], []
         if name == "approve":
@@ -137,14 +130,14 @@ def main(argv: list[str] | None = None) -> None:
             servers[side] = (url, web.children())
             log(f"{side.upper()}: {getattr(args, f'{side}_tree')} {getattr(args, side) or ''} at {url}")
         for name in args.endpoints:
-            for side, (url, workers) in servers.items():
-                one_round(side, name, url, workers, api_cost.WARMUP_SECONDS)
+            for url, workers in servers.values():
+                one_round(name, url, workers, api_cost.WARMUP_SECONDS)
         log("warmed up")
         for pair in range(args.pairs):
             for name in args.endpoints:
                 for side in ("a", "b") if pair % 2 == 0 else ("b", "a"):
                     url, workers = servers[side]
-                    row = one_round(side, name, url, workers, args.seconds)
+                    row = one_round(name, url, workers, args.seconds)
                     rounds[name][side].append(row)
                     log(
                         f"pair {pair + 1}, {name}, {side.upper()}: CPU {row['web_cpu_ms_per_request']} ms/req, "
