@@ -67,13 +67,21 @@ class PreparedQuery:
     def rows(self, using: str = "default", **values: Any) -> list[tuple]:
         compiled = self._compiled.get(using) or self._compile(using)
         connection = connections[using]
+        with connection.cursor() as cursor:
+            cursor.execute(compiled.sql, self._bound(compiled, connection, values))
+            fetched = cursor.fetchall()
+        return self._converted(compiled, fetched, connection)
+
+    def statement(self, using: str = "default", **values: Any) -> tuple[str, list[Any]]:
+        """The SQL and parameters ``rows`` would execute for ``values`` (to EXPLAIN it, say)."""
+        compiled = self._compiled.get(using) or self._compile(using)
+        return compiled.sql, self._bound(compiled, connections[using], values)
+
+    def _bound(self, compiled: _Compiled, connection: Any, values: dict[str, Any]) -> list[Any]:
         params = list(compiled.params)
         for position, name in compiled.slots:
             params[position] = self._fields[name].get_db_prep_value(values[name], connection, prepared=False)
-        with connection.cursor() as cursor:
-            cursor.execute(compiled.sql, params)
-            fetched = cursor.fetchall()
-        return self._converted(compiled, fetched, connection)
+        return params
 
     @staticmethod
     def _converted(compiled: _Compiled, fetched: Sequence[Sequence[Any]], connection: Any) -> list[tuple]:
@@ -102,10 +110,7 @@ class PreparedQuery:
         if compiled is None:
             compiled = await sync_to_async(self._compile, thread_sensitive=False)(using)
         connection = connections[using]
-        params = list(compiled.params)
-        for position, name in compiled.slots:
-            params[position] = self._fields[name].get_db_prep_value(values[name], connection, prepared=False)
-        cursor = await aconnection.execute(compiled.sql, params)
+        cursor = await aconnection.execute(compiled.sql, self._bound(compiled, connection, values))
         return self._converted(compiled, await cursor.fetchall(), connection)
 
     async def afirst(self, aconnection: Any, using: str = "default", **values: Any) -> tuple | None:

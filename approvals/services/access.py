@@ -35,7 +35,13 @@ from approvals.outbox import dispatcher as outbox
 from approvals.selectors.presenters import present_action
 from approvals.services.approval import complete_approval
 from approvals.services.proposals import Proposal, propose_action
-from approvals.services.transitions import approval_count, audit_action, lock_action, next_webhook_sequence
+from approvals.services.transitions import (
+    approval_count,
+    audit_action,
+    lock_action,
+    next_webhook_sequence,
+    write_review,
+)
 from audit.canonical import digest
 from audit.chain import Actor
 from catalog import registry
@@ -206,7 +212,9 @@ def _start_revert(lease: AccessLease, *, reason: str, actor: Actor, now: datetim
         },
     )
     _announce(original, "access.revert_started")
-    review = Review.objects.create(action=revert, reviewer=None, verdict=Review.Verdict.APPROVE, via=Review.Via.POLICY)
+    review = write_review(
+        revert, Review(action=revert, reviewer=None, verdict=Review.Verdict.APPROVE, via=Review.Via.POLICY)
+    )
     revert.hold_reviews([review])
     complete_approval(revert, actor=REVERT_POLICY, action_type=action_type)
     return revert

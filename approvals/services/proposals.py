@@ -24,7 +24,7 @@ from approvals.policies import rules as policies
 from approvals.policies.evaluation import Evaluation, evaluate
 from approvals.policies.store import HEAD_COLUMNS, PolicyHead, head_of
 from approvals.services.approval import complete_approval
-from approvals.services.transitions import audit_action, publish, transition
+from approvals.services.transitions import audit_action, publish, transition, write_review
 from audit.canonical import digest
 from audit.chain import Actor, audited_atomic, insert_with_events, record_refusal
 from catalog import registry
@@ -332,11 +332,10 @@ def _create(
         )
     elif decision.effect == policies.AUTO_APPROVE:
         # Written before its action's row, which the transition writes: foreign keys are checked at commit.
-        review = insert_with_events(
-            Review(action=action, reviewer=None, verdict=Review.Verdict.APPROVE, via=Review.Via.POLICY)
+        review = write_review(
+            action, Review(action=action, reviewer=None, verdict=Review.Verdict.APPROVE, via=Review.Via.POLICY)
         )
         action.hold_reviews([review])
-        action.has_reviews = True  # written so by the action's INSERT: the trigger (migration 0021) has nothing to do
         complete_approval(action, actor=policy_actor, action_type=action_type)
     else:
         insert_with_events(action)

@@ -47,9 +47,10 @@ from approvals.services.transitions import (
     lock_action_with_policy_head,
     publish,
     transition,
+    write_review,
 )
 from audit.canonical import digest
-from audit.chain import Actor, audited_atomic, insert_with_events, record_refusal
+from audit.chain import Actor, audited_atomic, record_refusal
 from catalog import registry
 from catalog.base import Preview
 from config.prepared import PreparedInstances
@@ -301,7 +302,8 @@ def _approve(
             action.edited_params = edited_params
             _apply_policy(action, outcome, actor=Actor.user(reviewer, via))
         evidence = _evidence(action, seen, edits=edits, fingerprint_checked=preview_fingerprint is not None)
-        review = insert_with_events(
+        review = write_review(
+            action,
             Review(
                 action=action,
                 reviewer=reviewer,
@@ -311,12 +313,9 @@ def _approve(
                 edited_params=edits and edited_params,
                 evidence=evidence,
                 override_reason=override_reason if seen is not None and seen.runs.will_fail else "",
-            )
+            ),
         )
         review.reviewer = reviewer
-        # Written with the action's own UPDATE when the decision makes one: the trigger that marks a reviewed action
-        # (migration 0021) then finds it marked and writes no second version of the row.
-        action.has_reviews = True
         # The reviews as of now: read under the lock above, plus this one; read again if an edit changed the rule
         # their ``counts`` were worked out under.
         action.hold_reviews(reviews_with_counts(action.id) if edits else [*reviews, review])
@@ -471,9 +470,9 @@ def _reject(
             raise NotAllowed(refusal)
         _require_pending(action)
         evidence = _evidence(action, seen, edits=None, fingerprint_checked=False)
-        # With the action's UPDATE and the events, in one statement (audit.chain); the action marked reviewed by that
-        # UPDATE, not by a second version of the row from the trigger (migration 0021).
-        review = insert_with_events(
+        only_review = not action.has_reviews  # as of the lock
+        review = write_review(
+            action,
             Review(
                 action=action,
                 reviewer=reviewer,
@@ -481,11 +480,10 @@ def _reject(
                 via=via,
                 comment=reason,
                 evidence=evidence,
-            )
+            ),
         )
-        if not action.has_reviews:  # as of the lock: this is its only review, and the push counts no approval
+        if only_review:  # the push counts no approval without reading the reviews back
             action.hold_reviews([review])
-        action.has_reviews = True
         action.decision_reason = reason
         transition(
             action,

@@ -71,6 +71,17 @@ def lock_action_with_policy_head(action_id: Any) -> tuple[ActionRequest, PolicyH
     return action, head_of(number, digest)
 
 
+def write_review(action: ActionRequest, review: Review) -> Review:
+    """Write ``review`` of ``action`` (with the transaction's other writes, audit.chain) and mark the action reviewed.
+
+    The database marks an action reviewed as its first review is written, whoever writes it (``has_reviews``, a
+    trigger of migration 0021). Marked here too, the action's own INSERT or UPDATE in this transaction writes it, and
+    the trigger finds nothing left to write: one version of the row per decision instead of two."""
+    insert_with_events(review)
+    action.has_reviews = True
+    return review
+
+
 def approval_count(action: ActionRequest) -> int:
     """Approvals that count: from someone eligible under the rule now in force (permissions.counted_approvals); of
     the reviews the action holds when its reviews were read or written in this transaction (hold_reviews)."""

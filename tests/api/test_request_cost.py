@@ -677,30 +677,16 @@ def test_an_agents_first_page_reads_its_page_not_its_whole_history(agent, agent_
     """An agent's list costs the same whatever its history: its first page reads the page's rows from the index in
     the API's order (migration approvals 0022), where PostgreSQL read and sorted every action the agent ever made."""
     from agents.keys import parse_key
+    from bench.api_cost import copy_pending
 
-    template = propose(agent)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
-            "AND table_name = 'approvals_actionrequest' ORDER BY ordinal_position"
-        )
-        columns = [row[0] for row in cursor.fetchall()]
-        fresh = {"id": "gen_random_uuid()", "created_at": "a.created_at - n * interval '1 second'"}
-        values = ", ".join(fresh.get(c, f'a."{c}"') for c in columns)
-        cursor.execute(
-            f"INSERT INTO approvals_actionrequest ({', '.join(columns)}) SELECT {values} "
-            "FROM approvals_actionrequest a, generate_series(1, 600) AS n WHERE a.id = %s",
-            [template.id],
-        )
+    copy_pending(str(propose(agent).id), 600)  # a history: copies of one proposal, each a microsecond older
     page, _ = selectors._first_page_queries("agent key", False, 50)
-    compiled = page._compiled.get("default") or page._compile("default")
     public_id = parse_key(agent_key).public_id
-    params = [
-        public_id if i in {position for position, _ in compiled.slots} else p for i, p in enumerate(compiled.params)
-    ]
+    sql, params = page.statement(principal=public_id)
     with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + compiled.sql, params)
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
         (plan,) = cursor.fetchone()[0]
     assert _actions_rows_read(plan["Plan"]) <= 51  # the page and one more, to know whether more follow
     _key, *rows = page.rows(principal=public_id)
-    assert [row[0] for row in rows][:1] == [template.id] and len(rows) == 51
+    newest = ActionRequest.objects.filter(agent=agent).order_by("-created_at", "-id").values_list("id", flat=True)
+    assert [row[0] for row in rows] == list(newest[:51])

@@ -396,3 +396,19 @@ def test_bench_ab_pairs_each_round_with_the_other_sides_next_to_it():
     assert result["cpu_ms_b_minus_a"] == pytest.approx(-0.45)
     assert result["b_over_a_per_wrk_cpu"] == pytest.approx(0.9)
     assert result["req_per_s"] == {"a": 300.0, "b": 315.0}
+
+
+@pytest.mark.django_db
+def test_bench_api_counts_the_cpu_of_the_database_serving_it():
+    """PostgreSQL's CPU per request is read from its processes on this machine: the backend serving this very
+    connection is among them."""
+    from django.db import connection
+
+    from bench.api_cost import database_pids
+
+    if connection.vendor != "postgresql" or connection.settings_dict["HOST"] not in ("127.0.0.1", "localhost", ""):
+        pytest.skip("a PostgreSQL server on this machine")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend,) = cursor.fetchone()
+    assert backend in database_pids()
