@@ -2,7 +2,8 @@
 
 MODE is ``propose``, ``floor`` or ``queue``, or one of the endpoints of ``make bench-api`` (bench/api_cost.py),
 on its database (``countersign_perf_api``) with the same fixtures: ``read``, ``list``, ``wait`` (an action
-already decided), ``approve`` (a different pending action each time), ``propose-auto``, ``propose-deny``.
+already decided), ``approve`` (a different pending action each time), ``propose-pending`` (bench-api's ``propose``),
+``propose-auto``, ``propose-deny``.
 
 Sends N requests one after another, on the benchmark database, and prints CPU and wall time per request. The
 API's endpoints go to ``config.asgi.application`` itself, as uvicorn hands it a request (the gateway and guard in
@@ -27,7 +28,7 @@ import time
 
 from bench import common
 
-API_MODES = ("read", "list", "wait", "approve", "propose-auto", "propose-deny")
+API_MODES = ("read", "list", "wait", "approve", "propose-pending", "propose-auto", "propose-deny")
 WARMUP = 10
 
 PROPOSAL = {
@@ -122,7 +123,7 @@ def _api_request(what: str, count: int):
     from tests.support.asgi import http_scope, send_request
 
     fx = api_cost.make_fixtures()
-    request = api_cost.requests_for(fx)[what]
+    request = api_cost.requests_for(fx)["propose" if what == "propose-pending" else what]
     paths = iter(api_cost.approve_paths(api_cost.copy_pending(fx.template_id, count))) if what == "approve" else None
     body = json.dumps(request.body).encode() if request.body is not None else b""
     headers = [

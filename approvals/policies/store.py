@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import yaml
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Subquery
 from django.utils import timezone
@@ -59,7 +60,7 @@ def _column(name: str) -> Field[Any, Any]:
 DEFAULTS = {field: _column(field).get_default() for field in FIELDS if field != "name"}
 
 _cache_lock = threading.Lock()
-_cache: dict[str, Any] = {"version": None, "rules": ()}
+_cache: dict[str, Any] = {"version": None, "rules": (), "groups": ()}
 
 
 def rule_from_row(row: PolicyRule | dict[str, Any]) -> Rule:
@@ -145,9 +146,20 @@ def active_rules(head: PolicyHead | None = None) -> tuple[int, tuple[Rule, ...]]
         if _cache["version"] == head:
             return head[0], _cache["rules"]
     rules = tuple(rule_from_row(r) for r in PolicyRule.objects.filter(enabled=True).order_by("position", "name"))
+    groups = tuple(dict.fromkeys(rule.reviewer_group for rule in rules if rule.reviewer_group))
     with _cache_lock:
-        _cache.update(version=head, rules=rules)
+        _cache.update(version=head, rules=rules, groups=groups)
     return head[0], rules
+
+
+def likely_reviewer_groups(limit: int) -> tuple[str, ...]:
+    """Up to ``limit`` names of groups a rule may route a proposal to, the default group first, by the rules this
+    process read last: for a caller that looks the groups up by name with a statement it makes anyway (a proposal,
+    approvals.services.proposals). Only a guess at which names to look up, never an answer: the rules in force may
+    have changed since, and the caller looks up any other name itself."""
+    with _cache_lock:
+        groups = _cache["groups"]
+    return tuple(dict.fromkeys((settings.COUNTERSIGN_DEFAULT_REVIEWER_GROUP, *groups)))[:limit]
 
 
 def snapshot() -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from approvals.errors import IdempotencyConflict, InvalidInput, NotAllowed
 from approvals.models import ActionRequest, ActionStatus, Review
 from approvals.policies import rules as policies
 from approvals.policies.evaluation import Evaluation, evaluate
-from approvals.policies.store import HEAD_COLUMNS, PolicyHead, head_of
+from approvals.policies.store import HEAD_COLUMNS, PolicyHead, head_of, likely_reviewer_groups
 from approvals.services.approval import complete_approval
 from approvals.services.transitions import audit_action, publish, transition, write_review
 from audit.canonical import digest
@@ -120,10 +120,11 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
         if existing is not None:
             return existing, False
 
+    groups: dict[str, int] = {}
     if action_type.name == MCP_TOOL_CALL:
         refusal, policy_head = capability_refusal(agent, action_type.name, proposal.params), None
     else:
-        grant, policy_head = _grant_and_policy_head(agent, action_type.name)
+        grant, policy_head, groups = _grant_policy_head_and_groups(agent, action_type.name)
         refusal = granted_refusal(agent, action_type.name, grant, proposal.params)
     if refusal:
         _record_refused(agent, action_type, refusal)
@@ -168,7 +169,7 @@ def propose_action(*, agent: Agent, proposal: Proposal) -> tuple[ActionRequest, 
         raise NotAllowed(refusal, errors={"params.duration": [refusal]})
     # Read (or made) before the transaction, which then sends nothing but its writes: one statement, its own
     # transaction (audit.chain.audited_atomic).
-    group = _reviewer_group(evaluation.decision.reviewer_group) if evaluation.decision.reviewer_group else None
+    group = _reviewer_group(evaluation.decision.reviewer_group, groups) if evaluation.decision.reviewer_group else None
     try:
         with audited_atomic():
             action = _create(agent, proposal, action_type, evaluation, request_digest, group)
@@ -220,37 +221,53 @@ def _existing_for_key(agent: Agent, key: str, request_digest: str) -> ActionRequ
     return existing
 
 
-# Every proposal reads the agent's grant of its action type and the policy head, both fresh: one statement, where each
-# was a round trip of its own (docs/BENCHMARKS.md, section 9). It stands on the agent's row, which authentication has
-# just read, so it answers one row whether the grant exists or not.
-_GRANT_AND_POLICY_HEAD = PreparedQuery(
-    lambda agent_id, action_type: Agent.objects.filter(pk=agent_id).values_list(
+# Every proposal reads the agent's grant of its action type, the policy head and the reviewer groups its rule is likely
+# to name, all fresh: one statement, where each was a round trip of its own (docs/BENCHMARKS.md, section 9). It stands
+# on the agent's row, which authentication has just read, so it answers one row whether the grant exists or not. The
+# groups are looked up by the names the rules last read in this process name (``likely_reviewer_groups``): a rule
+# naming any other group, or a group not there yet, is looked up (or made) on its own (``_reviewer_group``).
+_GROUP_SLOTS = 4
+_GROUP_NAME = Group._meta.get_field("name")
+_GRANT_POLICY_HEAD_AND_GROUPS = PreparedQuery(
+    lambda agent_id, action_type, **groups: Agent.objects.filter(pk=agent_id).values_list(
         *(Subquery(grants(OuterRef("pk"), action_type).values(column)[:1]) for column in GRANT_COLUMNS),
         *HEAD_COLUMNS,
+        *(Subquery(Group.objects.filter(name=name).values("id")[:1]) for name in groups.values()),
     ),
     agent_id=Agent._meta.pk,
     action_type=Capability._meta.get_field("action_type"),
+    **{f"group{slot}": _GROUP_NAME for slot in range(_GROUP_SLOTS)},
 )
 
 
-def _grant_and_policy_head(agent: Agent, action_type: str) -> tuple[Capability | None, PolicyHead | None]:
-    """(the agent's capability for ``action_type`` or None, the policy head's (number, digest)); a head of None (the
-    agent's row gone meanwhile) is read again by the policy store."""
-    row = _GRANT_AND_POLICY_HEAD.first(agent_id=agent.pk, action_type=action_type)
+def _grant_policy_head_and_groups(
+    agent: Agent, action_type: str
+) -> tuple[Capability | None, PolicyHead | None, dict[str, int]]:
+    """(the agent's capability for ``action_type`` or None, the policy head's (number, digest), the ids of the likely
+    reviewer groups that exist, by name); a head of None (the agent's row gone meanwhile) is read again by the policy
+    store."""
+    names = likely_reviewer_groups(_GROUP_SLOTS)
+    slots = {f"group{slot}": names[slot] if slot < len(names) else "" for slot in range(_GROUP_SLOTS)}
+    row = _GRANT_POLICY_HEAD_AND_GROUPS.first(agent_id=agent.pk, action_type=action_type, **slots)
     if row is None:
-        return None, None
-    *grant, number, digest_ = row
-    return granted(agent, action_type, grant), head_of(number, digest_)
+        return None, None, {}
+    width = len(GRANT_COLUMNS)
+    number, digest_ = row[width : width + 2]
+    # An unused slot's answer is left out with it (zip stops at the names).
+    groups = {name: id_ for name, id_ in zip(names, row[width + 2 :], strict=False) if id_ is not None}
+    return granted(agent, action_type, row[:width]), head_of(number, digest_), groups
 
 
-# The rule's reviewer group, on every proposal: found by a statement compiled once (config/prepared.py), made when a
-# rule names a group that does not exist yet.
+# The rule's reviewer group when the proposal's statement did not find it: by a statement compiled once
+# (config/prepared.py), made when a rule names a group that does not exist yet.
 _GROUP_BY_NAME = PreparedQuery(
-    lambda name: Group.objects.filter(name=name).values_list("id", "name")[:1], name=Group._meta.get_field("name")
+    lambda name: Group.objects.filter(name=name).values_list("id", "name")[:1], name=_GROUP_NAME
 )
 
 
-def _reviewer_group(name: str) -> Group:
+def _reviewer_group(name: str, found: dict[str, int]) -> Group:
+    if name in found:
+        return Group.from_db("default", ["id", "name"], (found[name], name))
     row = _GROUP_BY_NAME.first(name=name)
     return Group.from_db("default", ["id", "name"], row) if row else Group.objects.get_or_create(name=name)[0]
 

@@ -501,6 +501,57 @@ def test_a_proposal_reads_its_grant_and_the_policy_head_in_one_statement_fresh_e
     assert thawed.json()["status"] == "pending" and thawed.json()["policy"]["rule"] != "freeze"
 
 
+def _group_of(answer) -> Group:
+    assert answer.status_code == 201, answer.content
+    return ActionRequest.objects.select_related("reviewer_group").get(pk=answer.json()["id"]).reviewer_group
+
+
+@pytest.mark.django_db
+def test_a_proposal_finds_its_rules_reviewer_group_in_the_statement_of_its_grant(agent, agent_api):
+    """approvals.services.proposals: the groups the rules name are looked up by name with the grant and the policy
+    head, no statement of their own. By name, fresh: a group renamed and its name given to another, a group deleted
+    and a rule naming a group no rule named before each route the very next proposal to the group of that name."""
+    policy_store.save_rule(
+        {"name": "ops", "position": 1, "action_type": "decision.only", "reviewer_group": "ops"}, actor=STAFF
+    )
+    first = _group_of(agent_api.post("/api/v1/actions", propose_body(), format="json"))
+    assert first.name == "ops"  # not there before: made
+
+    def group_reads(answer_of):
+        with CaptureQueriesContext(connection) as queries:
+            group = _group_of(answer_of())
+        return group, [q["sql"] for q in queries if '"auth_group"' in q["sql"]]
+
+    group, reads = group_reads(lambda: agent_api.post("/api/v1/actions", propose_body(), format="json"))
+    assert group == first
+    assert len(reads) == 2 and "agents_capability" in reads[0], reads  # the proposal's one read, then _group_of's
+
+    Group.objects.filter(pk=first.pk).update(name="ops-retired")
+    successor = Group.objects.create(name="ops")
+    assert _group_of(agent_api.post("/api/v1/actions", propose_body(), format="json")) == successor
+    Group.objects.filter(pk=successor.pk).update(name="ops-retired-too")
+    Group.objects.create(name="ops").delete()  # made and deleted before any action named it
+    remade = _group_of(agent_api.post("/api/v1/actions", propose_body(), format="json"))
+    assert remade.name == "ops" and remade.pk not in (first.pk, successor.pk)
+
+    # More groups than the statement looks up: the rest are each looked up on their own, to the same effect.
+    for n in range(1, 7):
+        policy_store.save_rule(
+            {
+                "name": f"shift-{n}",
+                "position": 0,
+                "action_type": "decision.only",
+                "reviewer_group": f"shift-{n}",
+                "conditions": [{"path": "params.command", "op": "equals", "value": f"shift-{n}"}],
+            },
+            actor=STAFF,
+        )
+    for n in (*range(1, 7), *range(6, 0, -1)):
+        answer = agent_api.post("/api/v1/actions", propose_body(params={"command": f"shift-{n}"}), format="json")
+        assert _group_of(answer).name == f"shift-{n}"
+    assert _group_of(agent_api.post("/api/v1/actions", propose_body(), format="json")) == remade
+
+
 @pytest.mark.django_db
 def test_a_revoked_key_is_refused_on_the_next_request_and_audited(agent, agent_api):
     assert agent_api.get("/api/v1/actions").status_code == 200
