@@ -232,7 +232,7 @@ _GRANT_POLICY_HEAD_AND_GROUPS = PreparedQuery(
     lambda agent_id, action_type, **groups: Agent.objects.filter(pk=agent_id).values_list(
         *(Subquery(grants(OuterRef("pk"), action_type).values(column)[:1]) for column in GRANT_COLUMNS),
         *HEAD_COLUMNS,
-        *(Subquery(Group.objects.filter(name=name).values("id")[:1]) for name in groups.values()),
+        *(Subquery(Group.objects.filter(name=groups[f"group{slot}"]).values("id")[:1]) for slot in range(_GROUP_SLOTS)),
     ),
     agent_id=Agent._meta.pk,
     action_type=Capability._meta.get_field("action_type"),
