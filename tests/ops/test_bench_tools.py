@@ -412,3 +412,47 @@ def test_bench_api_counts_the_cpu_of_the_database_serving_it():
         cursor.execute("SELECT pg_backend_pid()")
         (backend,) = cursor.fetchone()
     assert backend in database_pids()
+
+
+@pytest.mark.parametrize("args", [["nope"], ["read"], ["approve", "ten"], ["approve", "0"], ["approve", "5", "6"]])
+def test_bench_layers_refuses_bad_input_before_touching_a_database(args, monkeypatch):
+    from bench import layers
+
+    monkeypatch.setattr(layers.common, "prepare_database", lambda *a, **k: pytest.fail("touched a database"))
+    with pytest.raises(SystemExit) as refused:
+        layers.main(args)
+    assert "usage: python -m bench.layers" in str(refused.value)
+
+
+def test_bench_layers_counts_each_layer_while_inside_and_puts_everything_back():
+    import agents.authentication
+    import approvals.services
+    from approvals.api.serializers import ProposalInput
+    from bench import layers
+
+    chosen = layers.layers_for("propose-pending")
+    before = (approvals.services.propose_action, agents.authentication.authenticate_agent_key, ProposalInput.is_valid)
+    spent = layers.Counter()
+    with layers.timed(chosen, spent):
+        assert agents.authentication.authenticate_agent_key("not a key") is None  # refused before any read
+        assert ProposalInput(data={}).is_valid() is False
+        assert approvals.services.propose_action is not before[0]
+    assert set(spent) == {"authentication", "validation (serializer)"}
+    after = (approvals.services.propose_action, agents.authentication.authenticate_agent_key, ProposalInput.is_valid)
+    assert after == before and "is_valid" not in vars(ProposalInput)  # inherited before, inherited again
+
+
+def test_bench_layers_gives_each_layer_less_the_layers_directly_inside_it():
+    from bench import layers
+
+    chosen = layers.layers_for("approve")
+    spent = {"the request's thread": 3.0, "DRF's dispatch": 2.5, "authentication": 0.3, "the view": 2.0,
+             "validation (serializer)": 0.1, "the service (approve_action)": 1.5}  # fmt: skip
+    rows = dict(layers.exclusive(4.0, spent, chosen))
+    assert rows["the whole request (the process)"] == 4.0
+    assert rows["the event loop's side (the whole less the thread)"] == pytest.approx(1.0)
+    assert rows["the request's thread (less the layers inside)"] == pytest.approx(0.5)
+    assert rows["DRF's dispatch (less the layers inside)"] == pytest.approx(0.2)
+    assert rows["the view (less the layers inside)"] == pytest.approx(0.4)
+    assert rows["authentication"] == 0.3 and rows["the service (approve_action)"] == 1.5
+    assert sum(value for what, value in rows.items() if what != "the whole request (the process)") == pytest.approx(4.0)
