@@ -112,9 +112,9 @@ def main(argv: list[str]) -> None:
     os.environ["DB_POOL"] = common.DB_POOL  # the server's pool, as bench.profile runs the API's endpoints
     common._OVERRIDDEN.discard("DB_POOL")
     common.setup_django(api_cost.DATABASE_URL)
-    from bench.profile import _api_request
+    from bench.profile import api_request
 
-    one = _api_request(mode, n + WARMUP)
+    one = api_request(mode, n + WARMUP)
     layers = layers_for(mode)
     spent: Counter = Counter()
 

@@ -73,7 +73,7 @@ def main() -> None:
 
         asyncio.run(_login(client, user))
     elif what in API_MODES:
-        one = _api_request(what, n + WARMUP)
+        one = api_request(what, n + WARMUP)
     else:
         owner = common.user("bench-owner")
         common.reviewers_group()
@@ -111,7 +111,7 @@ def main() -> None:
     print(f"{what}: {n} requests, {1000 * cpu / n:.2f} ms CPU and {1000 * wall / n:.2f} ms wall per request")
 
 
-def _api_request(what: str, count: int):
+def api_request(what: str, count: int):
     """One request of ``make bench-api``'s endpoint ``what`` (its fixtures, made here), as a coroutine factory that
     hands it to the ASGI application the way uvicorn does."""
     import json
