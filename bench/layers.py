@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 import sys
 import time
 from collections import Counter
@@ -21,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from bench import common
+from bench import profile
 
 MODES = ("propose-pending", "propose-auto", "propose-deny", "approve")
 WARMUP = 50
@@ -106,15 +105,8 @@ def main(argv: list[str]) -> None:
     if mode not in MODES or len(argv) > 2 or (len(argv) == 2 and not (argv[1].isdigit() and int(argv[1]) > 0)):
         raise SystemExit(f"usage: python -m bench.layers [{'|'.join(MODES)}] [N]")
     n = int(argv[1]) if len(argv) == 2 else 2000
-    from bench import api_cost
-
-    common.prepare_database(api_cost.DATABASE_URL)
-    os.environ["DB_POOL"] = common.DB_POOL  # the server's pool, as bench.profile runs the API's endpoints
-    common._OVERRIDDEN.discard("DB_POOL")
-    common.setup_django(api_cost.DATABASE_URL)
-    from bench.profile import api_request
-
-    one = api_request(mode, n + WARMUP)
+    profile.setup_api()
+    one = profile.api_request(mode, n + WARMUP)
     layers = layers_for(mode)
     spent: Counter = Counter()
 

@@ -49,12 +49,7 @@ def main() -> None:
 
         common.setup_django(database_url(1_000_000))
     elif what in API_MODES:
-        from bench import api_cost
-
-        common.prepare_database(api_cost.DATABASE_URL)
-        os.environ["DB_POOL"] = common.DB_POOL  # the server's pool: without it each request connects anew
-        common._OVERRIDDEN.discard("DB_POOL")
-        common.setup_django(api_cost.DATABASE_URL)
+        setup_api()
     else:
         common.prepare_database()
         common.setup_django()
@@ -109,6 +104,16 @@ def main() -> None:
         profiler.stop()
         print(profiler.output_text(unicode=False, color=False))
     print(f"{what}: {n} requests, {1000 * cpu / n:.2f} ms CPU and {1000 * wall / n:.2f} ms wall per request")
+
+
+def setup_api() -> None:
+    """Django on ``make bench-api``'s database, with the server's connection pool, for ``api_request``."""
+    from bench import api_cost
+
+    common.prepare_database(api_cost.DATABASE_URL)
+    os.environ["DB_POOL"] = common.DB_POOL  # the server's pool: without it each request connects anew
+    common._OVERRIDDEN.discard("DB_POOL")
+    common.setup_django(api_cost.DATABASE_URL)
 
 
 def api_request(what: str, count: int):

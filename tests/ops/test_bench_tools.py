@@ -418,7 +418,7 @@ def test_bench_api_counts_the_cpu_of_the_database_serving_it():
 def test_bench_layers_refuses_bad_input_before_touching_a_database(args, monkeypatch):
     from bench import layers
 
-    monkeypatch.setattr(layers.common, "prepare_database", lambda *a, **k: pytest.fail("touched a database"))
+    monkeypatch.setattr(layers.profile, "setup_api", lambda: pytest.fail("touched a database"))
     with pytest.raises(SystemExit) as refused:
         layers.main(args)
     assert "usage: python -m bench.layers" in str(refused.value)
