@@ -15,12 +15,14 @@ class AgentKeyThrottle(BaseThrottle):
         self._retry_after = None
         if not isinstance(request.auth, AgentKey):
             return True
-        scopes = ["requests"]
-        extra = getattr(view, "agent_rate_scopes", {}).get(request.method)
-        if extra:
-            scopes.append(extra)
-        self._retry_after = hit(request.auth.public_id, *scopes)
+        self._retry_after = hit(request.auth.public_id, *self.scopes(type(view), request.method))
         return self._retry_after is None
+
+    @staticmethod
+    def scopes(view_class: type, method: str) -> list[str]:
+        """What a request with ``method`` to ``view_class`` counts against (also approvals.api.agent_proposals)."""
+        extra = getattr(view_class, "agent_rate_scopes", {}).get(method)
+        return ["requests", extra] if extra else ["requests"]
 
     def wait(self) -> float | None:
         return self._retry_after

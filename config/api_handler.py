@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
@@ -21,6 +22,8 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import FileResponse, HttpRequest, HttpResponseBase
 from django.urls import set_script_prefix
+
+T = TypeVar("T")
 
 
 class APIHandler(ASGIHandler):
@@ -52,6 +55,7 @@ class APIHandler(ASGIHandler):
     def __init__(self, *, threads: int = 0, long_polls: re.Pattern[str] | None = None) -> None:
         super().__init__()
         self._idle: list[ThreadPoolExecutor] = []
+        self._crossings: dict[Callable, Callable] = {}
         self.threads = threads
         self.long_polls = long_polls
         self._turns: asyncio.Semaphore | None = None
@@ -60,12 +64,12 @@ class APIHandler(ASGIHandler):
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        executor = self._idle.pop() if self._idle else ThreadPoolExecutor(max_workers=1, thread_name_prefix="api")
-        try:
-            async with ThreadSensitiveContext(executor=executor):
-                await self.handle(scope, receive, send)
-        finally:
-            self._idle.append(executor)
+        async with self.kept_thread():
+            await self.handle(scope, receive, send)
+
+    def kept_thread(self) -> KeptThread:
+        """Within it, the request's synchronous part runs on a thread an earlier request finished with."""
+        return KeptThread(self._idle)
 
     async def handle(self, scope, receive, send):
         # Django 5.2's ASGIHandler.handle, but for the crossings (see the class); keep it in step when Django changes.
@@ -117,9 +121,15 @@ class APIHandler(ASGIHandler):
         body_file.close()
 
     async def _respond(self, request: HttpRequest, scope: dict) -> HttpResponseBase:
-        respond = sync_to_async(self._respond_on_thread, thread_sensitive=True)
+        return await self.in_turn(scope, self._respond_on_thread, request, scope)
+
+    async def in_turn(self, scope: dict, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` on the request's thread (``kept_thread``), in a turn unless the path is a long poll."""
+        run = self._crossings.get(work)
+        if run is None:  # made once per function: making a crossing cost a tenth of one
+            run = self._crossings[work] = sync_to_async(work, thread_sensitive=True)
         if not self.threads or (self.long_polls is not None and self.long_polls.fullmatch(scope["path"])):
-            return await respond(request, scope)
+            return await run(*args)
         turns = self._turns_of_this_loop()
         await turns.acquire()
         held = True
@@ -132,7 +142,7 @@ class APIHandler(ASGIHandler):
 
         timer = asyncio.get_running_loop().call_later(self.HOLD_SECONDS, give_back)
         try:
-            return await respond(request, scope)
+            return await run(*args)
         finally:
             timer.cancel()
             give_back()
@@ -166,6 +176,31 @@ class APIHandler(ASGIHandler):
             super().load_middleware(is_async=False)
         finally:
             settings.MIDDLEWARE = everything
+
+
+class KeptThread:
+    """An async context: a request's synchronous part within it runs on a thread from ``idle`` (one made if none is
+    idle), which goes back to ``idle`` at the end."""
+
+    __slots__ = ("context", "executor", "idle")
+
+    def __init__(self, idle: list[ThreadPoolExecutor]) -> None:
+        self.idle = idle
+
+    async def __aenter__(self) -> None:
+        self.executor = self.idle.pop() if self.idle else ThreadPoolExecutor(max_workers=1, thread_name_prefix="api")
+        self.context = ThreadSensitiveContext(executor=self.executor)
+        try:
+            await self.context.__aenter__()
+        except BaseException:
+            self.idle.append(self.executor)
+            raise
+
+    async def __aexit__(self, *exc_info) -> None:
+        try:
+            await self.context.__aexit__(*exc_info)
+        finally:
+            self.idle.append(self.executor)
 
 
 def route_api(api_app: Any, site_app: Any, *, prefixes: tuple[str, ...]) -> Any:

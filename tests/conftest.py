@@ -48,7 +48,7 @@ def _agent_reads_connections_closed():
     yield
     asgi = sys.modules.get("config.asgi")
     if asgi is not None:
-        asgi.api_asgi_app.connections.discard()
+        asgi.agent_reads.connections.discard()
     shared = sys.modules.get("approvals.api.loop_connections")
     if shared is not None:
         shared.shared.discard()  # the wait's reads after a change (approvals.api.wait)

@@ -47,7 +47,7 @@ _PATH = re.compile(rf"/api/v1/actions(?:/(?P<action_id>{_UUID})(?P<wait>/wait)?)
 # What each read may be asked, each at most once; anything else (a cursor, DRF's ?format=) is the views' to answer.
 _QUERY = {"read": frozenset(), "wait": frozenset({"timeout", "until"}), "list": frozenset({"limit", "status"})}
 # DRF's content negotiation with the API's one renderer: these choose it, compact. Others (indent=, text/html) go on.
-_ACCEPT = frozenset({None, "*/*", "application/json"})
+ACCEPTED = frozenset({None, "*/*", "application/json"})
 # After the database could not be reached, the views answer alone (their 503, or their pool's recovery) for a while.
 _REST_SECONDS = 5.0
 
@@ -58,11 +58,11 @@ class AgentReads:
 
     def __init__(self, handler: ASGIHandler, connections: loop_connections.LoopConnections | None = None) -> None:
         self.handler = handler
-        self.enabled = loop_connections.usable() and _answerable_here()
+        self.enabled = loop_connections.usable() and answerable_here()
         self.connections = connections or loop_connections.LoopConnections(settings.AGENT_READS_CONNECTIONS)
         self._resting_until = 0.0
         self._security = SecurityMiddleware(lambda request: None)
-        self._allow = {"read": _allowed_methods(ActionDetailView), "list": _allowed_methods(ActionsView)}
+        self._allow = {"read": allowed_methods(ActionDetailView), "list": allowed_methods(ActionsView)}
 
     async def __call__(self, scope, receive, send) -> None:
         if self.enabled and scope["type"] == "http" and scope["method"] == "GET":
@@ -79,7 +79,7 @@ class AgentReads:
         # it), its query string, its host and scheme.
         request = ASGIRequest(scope, io.BytesIO())  # a GET's body is not read
         accept = request.META.get("HTTP_ACCEPT")
-        if "HTTP_COOKIE" in request.META or (accept.strip() if accept is not None else None) not in _ACCEPT:
+        if "HTTP_COOKIE" in request.META or (accept.strip() if accept is not None else None) not in ACCEPTED:
             return False
         try:
             query = request.GET
@@ -160,21 +160,21 @@ class AgentReads:
         return render_json(answer)
 
 
-def _allowed_methods(view_class: type) -> str:
+def allowed_methods(view_class: type) -> str:
     """The Allow header DRF's view answers with (a view set up for a request also takes HEAD)."""
     view = view_class()
     view.setup(None)
     return ", ".join(view.allowed_methods)
 
 
-def _answerable_here() -> bool:
+def answerable_here() -> bool:
     """The API's authentication and throttling as settings.REST_FRAMEWORK ships them: an agent key first, counted by
     AgentKeyThrottle alone."""
     rest = settings.REST_FRAMEWORK
-    return rest.get("DEFAULT_AUTHENTICATION_CLASSES", [None])[0] == _dotted(AgentKeyAuthentication) and list(
+    return rest.get("DEFAULT_AUTHENTICATION_CLASSES", [None])[0] == dotted(AgentKeyAuthentication) and list(
         rest.get("DEFAULT_THROTTLE_CLASSES", [])
-    ) == [_dotted(AgentKeyThrottle)]
+    ) == [dotted(AgentKeyThrottle)]
 
 
-def _dotted(cls: type) -> str:
+def dotted(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"

@@ -228,26 +228,30 @@ class ActionsView(APIView):
     def post(self, request):
         if not IsAgent().has_permission(request, self):
             self.permission_denied(request, message="Only agents propose actions.")
-        data = request.data
-        if not isinstance(data, dict):
-            raise ValidationError({"body": ["Expected a JSON object."]})
-        header_key = request.headers.get("Idempotency-Key")
-        if header_key is not None and not header_key.strip():
-            # An empty header is a key that failed to be made (`$(uuidgen)` with no uuidgen): ignoring it would
-            # propose without the idempotency the caller asked for, and a retry would propose twice.
-            raise ValidationError({"Idempotency-Key": ["Empty. Send a unique key (a UUID), or no header at all."]})
-        if header_key and "idempotency_key" not in data:
-            data = {**data, "idempotency_key": header_key}
-        serializer = ProposalInput(data=data)
-        serializer.is_valid(raise_exception=True)
-        action, created = services.propose_action(
-            agent=request.user, proposal=services.Proposal(**serializer.validated_data)
-        )
-        # A new action was written by this request and holds its reviews (none, or the policy's approval): present
-        # it as committed instead of reading it back, which was a fifth of a proposal's cost (docs/BENCHMARKS.md).
-        if not created:
-            action = selectors.read_action_for(request.user, action.id)
-        return Response(present_action(action), status=http.HTTP_201_CREATED if created else http.HTTP_200_OK)
+        body, status = propose(request.user, request.data, request.headers.get("Idempotency-Key"))
+        return Response(body, status=status)
+
+
+def propose(agent: Agent, data, header_key: str | None) -> tuple[dict, int]:
+    """An agent's proposal from its parsed body and its ``Idempotency-Key`` header: the presented action and 201 (made)
+    or 200 (the key's earlier action). Raises what the API answers as a problem. ActionsView.post's, and
+    approvals.api.agent_proposals' for the proposals it takes."""
+    if not isinstance(data, dict):
+        raise ValidationError({"body": ["Expected a JSON object."]})
+    if header_key is not None and not header_key.strip():
+        # An empty header is a key that failed to be made (`$(uuidgen)` with no uuidgen): ignoring it would
+        # propose without the idempotency the caller asked for, and a retry would propose twice.
+        raise ValidationError({"Idempotency-Key": ["Empty. Send a unique key (a UUID), or no header at all."]})
+    if header_key and "idempotency_key" not in data:
+        data = {**data, "idempotency_key": header_key}
+    serializer = ProposalInput(data=data)
+    serializer.is_valid(raise_exception=True)
+    action, created = services.propose_action(agent=agent, proposal=services.Proposal(**serializer.validated_data))
+    # A new action was written by this request and holds its reviews (none, or the policy's approval): present
+    # it as committed instead of reading it back, which was a fifth of a proposal's cost (docs/BENCHMARKS.md).
+    if not created:
+        action = selectors.read_action_for(agent, action.id)
+    return present_action(action), http.HTTP_201_CREATED if created else http.HTTP_200_OK
 
 
 def _visible_action(request, action_id):

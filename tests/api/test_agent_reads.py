@@ -474,7 +474,8 @@ def test_the_shortcut_is_off_where_it_could_not_answer_as_the_views_do(settings)
 def test_the_served_application_puts_the_shortcut_before_the_apis_handler():
     from config import asgi
 
-    assert isinstance(asgi.api_asgi_app, AgentReads) and asgi.api_asgi_app.handler is asgi.api_handler
+    assert isinstance(asgi.agent_reads, AgentReads) and asgi.agent_reads.handler is asgi.api_handler
+    assert asgi.api_asgi_app.app is asgi.agent_reads  # behind the proposals' shortcut (approvals.api.agent_proposals)
 
 
 # --- a wait's reads after a change (approvals.api.wait), on the same loop connections ---------------------------------

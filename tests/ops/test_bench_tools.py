@@ -427,19 +427,30 @@ def test_bench_layers_refuses_bad_input_before_touching_a_database(args, monkeyp
 def test_bench_layers_counts_each_layer_while_inside_and_puts_everything_back():
     import agents.authentication
     import approvals.services
+    from approvals.api import views
+    from approvals.api.agent_proposals import AgentProposals
     from approvals.api.serializers import ProposalInput
     from bench import layers
 
     chosen = layers.layers_for("propose-pending")
-    before = (approvals.services.propose_action, agents.authentication.authenticate_agent_key, ProposalInput.is_valid)
+
+    def now():
+        return (
+            approvals.services.propose_action,
+            agents.authentication.authenticate_agent_key,
+            ProposalInput.is_valid,
+            views.propose,
+            AgentProposals._propose,
+        )
+
+    before = now()
     spent = layers.Counter()
     with layers.timed(chosen, spent):
         assert agents.authentication.authenticate_agent_key("not a key") is None  # refused before any read
         assert ProposalInput(data={}).is_valid() is False
-        assert approvals.services.propose_action is not before[0]
+        assert all(wrapped is not original for wrapped, original in zip(now(), before, strict=True))
     assert set(spent) == {"authentication", "validation (serializer)"}
-    after = (approvals.services.propose_action, agents.authentication.authenticate_agent_key, ProposalInput.is_valid)
-    assert after == before and "is_valid" not in vars(ProposalInput)  # inherited before, inherited again
+    assert now() == before and "is_valid" not in vars(ProposalInput)  # inherited before, inherited again
 
 
 def test_bench_layers_gives_each_layer_less_the_layers_directly_inside_it():
