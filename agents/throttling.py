@@ -12,17 +12,17 @@ class AgentKeyThrottle(BaseThrottle):
     """Every agent request counts against ``requests``; a view may add a scope (``agent_rate_scope``)."""
 
     def allow_request(self, request, view) -> bool:
-        self._retry_after = None
-        if not isinstance(request.auth, AgentKey):
-            return True
-        self._retry_after = hit(request.auth.public_id, *self.scopes(type(view), request.method))
+        self._retry_after = retry_after(request.auth, type(view), request.method)
         return self._retry_after is None
-
-    @staticmethod
-    def scopes(view_class: type, method: str) -> list[str]:
-        """What a request with ``method`` to ``view_class`` counts against (also approvals.api.agent_proposals)."""
-        extra = getattr(view_class, "agent_rate_scopes", {}).get(method)
-        return ["requests", extra] if extra else ["requests"]
 
     def wait(self) -> float | None:
         return self._retry_after
+
+
+def retry_after(auth, view_class: type, method: str) -> float | None:
+    """Seconds until a request with ``method`` to ``view_class``, made with ``auth``, is within its budgets, or None
+    (now; and always for anything but an agent key). AgentKeyThrottle's, and approvals.api.plain_writes'."""
+    if not isinstance(auth, AgentKey):
+        return None
+    extra = getattr(view_class, "agent_rate_scopes", {}).get(method)
+    return hit(auth.public_id, "requests", extra) if extra else hit(auth.public_id, "requests")

@@ -5,8 +5,8 @@ MODE is one of ``bench.profile``'s writes (``propose-pending``, the default, ``p
 sends them. Each layer's functions are wrapped to add up the CPU time of the thread that runs them
 (``time.thread_time``); the request's whole CPU is the process's. Printed per request: the whole, the event loop's
 side (the whole less the request's thread), and each layer less the layers inside it (docs/BENCHMARKS.md, section 9,
-twelfth and thirteenth sessions). A proposal's layers are those of approvals.api.agent_proposals, which takes it; an
-approval's those of Django's handler and DRF. The machine's speed moves the figures; their shares move less.
+twelfth and thirteenth sessions): those of approvals.api.plain_writes, which takes both writes. The machine's speed
+moves the figures; their shares move less.
 """
 
 from __future__ import annotations
@@ -35,31 +35,20 @@ class Layer:
 
 
 def layers_for(mode: str) -> tuple[Layer, ...]:
-    if mode != "approve":
-        # An agent's proposal is taken by approvals.api.agent_proposals: one crossing, the view's parts in its order.
-        return (
-            Layer("the request's thread", "approvals.api.agent_proposals:AgentProposals._respond_on_thread"),
-            Layer(
-                "the shortcut's order (rate limit, parsing)",
-                "approvals.api.agent_proposals:AgentProposals._propose",
-                "the request's thread",
-            ),
-            Layer(
-                "authentication",
-                "agents.authentication:authenticate_agent_key",
-                "the shortcut's order (rate limit, parsing)",
-            ),
-            Layer("views.propose", "approvals.api.views:propose", "the shortcut's order (rate limit, parsing)"),
-            Layer("validation (serializer)", "approvals.api.serializers:ProposalInput.is_valid", "views.propose"),
-            Layer("the service (propose_action)", "approvals.services:propose_action", "views.propose"),
-        )
+    # Both writes are taken by approvals.api.plain_writes: one crossing, the view's parts in DRF's order.
+    view, serializer, service, auth = (
+        ("approve", "ApproveInput", "approve_action", "approvals.api.authentication:authenticate_reviewer_token")
+        if mode == "approve"
+        else ("propose", "ProposalInput", "propose_action", "agents.authentication:authenticate_agent_key")
+    )
+    order, view_part = "the shortcut's order (rate limit, parsing)", f"views.{view}"
     return (
-        Layer("the request's thread", "config.api_handler:APIHandler._respond_on_thread"),
-        Layer("DRF's dispatch", "rest_framework.views:APIView.dispatch", "the request's thread"),
-        Layer("authentication", "approvals.api.authentication:authenticate_reviewer_token", "DRF's dispatch"),
-        Layer("the view", "approvals.api.views:ApproveView.post", "DRF's dispatch"),
-        Layer("validation (serializer)", "approvals.api.serializers:ApproveInput.is_valid", "the view"),
-        Layer("the service (approve_action)", "approvals.services:approve_action", "the view"),
+        Layer("the request's thread", "approvals.api.plain_writes:PlainWrites._respond_on_thread"),
+        Layer(order, "approvals.api.plain_writes:PlainWrites._act", "the request's thread"),
+        Layer("authentication", auth, order),
+        Layer(view_part, f"approvals.api.views:{view}", order),
+        Layer("validation (serializer)", f"approvals.api.serializers:{serializer}.is_valid", view_part),
+        Layer(f"the service ({service})", f"approvals.services:{service}", view_part),
     )
 
 

@@ -23,14 +23,14 @@ from config.api_handler import APIHandler, route_api  # noqa: E402
 api_handler = APIHandler(threads=settings.API_THREADS, long_polls=LONG_POLL_PATH)
 
 from approvals.api import loop_connections  # noqa: E402
-from approvals.api.agent_proposals import AgentProposals  # noqa: E402
 from approvals.api.agent_reads import AgentReads  # noqa: E402
+from approvals.api.plain_writes import PlainWrites  # noqa: E402
 
-# An agent's plain polling reads are answered on the event loop, its plain proposals with one crossing to the API
-# handler's thread; everything else by the API's handler. The loop's connections are shared with the wait's reads
-# after a change (approvals.api.wait).
+# An agent's plain polling reads are answered on the event loop; its plain proposals and a reviewer's plain
+# approvals with one crossing to the API handler's thread; everything else by the API's handler. The loop's
+# connections are shared with the wait's reads after a change (approvals.api.wait).
 agent_reads = AgentReads(api_handler, connections=loop_connections.shared)
-api_asgi_app = AgentProposals(agent_reads, handler=api_handler)
+api_asgi_app = PlainWrites(agent_reads, handler=api_handler)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

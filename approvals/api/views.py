@@ -235,7 +235,7 @@ class ActionsView(APIView):
 def propose(agent: Agent, data, header_key: str | None) -> tuple[dict, int]:
     """An agent's proposal from its parsed body and its ``Idempotency-Key`` header: the presented action and 201 (made)
     or 200 (the key's earlier action). Raises what the API answers as a problem. ActionsView.post's, and
-    approvals.api.agent_proposals' for the proposals it takes."""
+    approvals.api.plain_writes' for the proposals it takes."""
     if not isinstance(data, dict):
         raise ValidationError({"body": ["Expected a JSON object."]})
     if header_key is not None and not header_key.strip():
@@ -291,22 +291,28 @@ class ApproveView(APIView):
         responses={200: ActionOutput, **_problems(400, 401, 403, 404, 409)},
     )
     def post(self, request, action_id):
-        # No visibility pre-check: a reviewer outside the action's group gets the service's 403, as API.md says.
-        serializer = ApproveInput(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        action = services.approve_action(
-            action_id=action_id,
-            reviewer=request.user,
-            via=Review.Via.API,
-            comment=serializer.validated_data["comment"],
-            edited_params=serializer.validated_data.get("params"),
-            preview_fingerprint=serializer.validated_data.get("preview_fingerprint"),
-            override_reason=serializer.validated_data["override_reason"],
-        )
-        # Presented as the approval left it (it holds its reviews): the reviewer sees what they just did, even when
-        # an edit moved the action to a group they are not in (``uncounted_approvals`` says their approval does not
-        # count under the rule now in force).
-        return Response(present_action(action))
+        return Response(approve(request.user, action_id, request.data))
+
+
+def approve(reviewer, action_id: uuid.UUID, data) -> dict:
+    """A reviewer's approval from its parsed body: the presented action. Raises what the API answers as a problem.
+    ApproveView.post's, and approvals.api.plain_writes' for the approvals it takes."""
+    # No visibility pre-check: a reviewer outside the action's group gets the service's 403, as API.md says.
+    serializer = ApproveInput(data=data)
+    serializer.is_valid(raise_exception=True)
+    action = services.approve_action(
+        action_id=action_id,
+        reviewer=reviewer,
+        via=Review.Via.API,
+        comment=serializer.validated_data["comment"],
+        edited_params=serializer.validated_data.get("params"),
+        preview_fingerprint=serializer.validated_data.get("preview_fingerprint"),
+        override_reason=serializer.validated_data["override_reason"],
+    )
+    # Presented as the approval left it (it holds its reviews): the reviewer sees what they just did, even when
+    # an edit moved the action to a group they are not in (``uncounted_approvals`` says their approval does not
+    # count under the rule now in force).
+    return present_action(action)
 
 
 class WithdrawView(APIView):

@@ -475,7 +475,7 @@ def test_the_served_application_puts_the_shortcut_before_the_apis_handler():
     from config import asgi
 
     assert isinstance(asgi.agent_reads, AgentReads) and asgi.agent_reads.handler is asgi.api_handler
-    assert asgi.api_asgi_app.app is asgi.agent_reads  # behind the proposals' shortcut (approvals.api.agent_proposals)
+    assert asgi.api_asgi_app.app is asgi.agent_reads  # behind the writes' shortcut (approvals.api.plain_writes)
 
 
 # --- a wait's reads after a change (approvals.api.wait), on the same loop connections ---------------------------------

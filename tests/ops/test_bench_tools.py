@@ -428,7 +428,7 @@ def test_bench_layers_counts_each_layer_while_inside_and_puts_everything_back():
     import agents.authentication
     import approvals.services
     from approvals.api import views
-    from approvals.api.agent_proposals import AgentProposals
+    from approvals.api.plain_writes import PlainWrites
     from approvals.api.serializers import ProposalInput
     from bench import layers
 
@@ -440,7 +440,7 @@ def test_bench_layers_counts_each_layer_while_inside_and_puts_everything_back():
             agents.authentication.authenticate_agent_key,
             ProposalInput.is_valid,
             views.propose,
-            AgentProposals._propose,
+            PlainWrites._act,
         )
 
     before = now()
@@ -457,13 +457,14 @@ def test_bench_layers_gives_each_layer_less_the_layers_directly_inside_it():
     from bench import layers
 
     chosen = layers.layers_for("approve")
-    spent = {"the request's thread": 3.0, "DRF's dispatch": 2.5, "authentication": 0.3, "the view": 2.0,
+    order = "the shortcut's order (rate limit, parsing)"
+    spent = {"the request's thread": 3.0, order: 2.5, "authentication": 0.3, "views.approve": 2.0,
              "validation (serializer)": 0.1, "the service (approve_action)": 1.5}  # fmt: skip
     rows = dict(layers.exclusive(4.0, spent, chosen))
     assert rows["the whole request (the process)"] == 4.0
     assert rows["the event loop's side (the whole less the thread)"] == pytest.approx(1.0)
     assert rows["the request's thread (less the layers inside)"] == pytest.approx(0.5)
-    assert rows["DRF's dispatch (less the layers inside)"] == pytest.approx(0.2)
-    assert rows["the view (less the layers inside)"] == pytest.approx(0.4)
+    assert rows[order + " (less the layers inside)"] == pytest.approx(0.2)
+    assert rows["views.approve (less the layers inside)"] == pytest.approx(0.4)
     assert rows["authentication"] == 0.3 and rows["the service (approve_action)"] == 1.5
     assert sum(value for what, value in rows.items() if what != "the whole request (the process)") == pytest.approx(4.0)

@@ -1,9 +1,9 @@
-"""An agent's proposal answered with one crossing to a kept thread (approvals.api.agent_proposals) answers what the
-API's Django handler answers, status, headers and body, refusals and their audit records included; and every request
-it does not fully understand goes to the handler untouched.
+"""An agent's proposal and a reviewer's approval answered with one crossing to a kept thread
+(approvals.api.plain_writes) answer what the API's Django handler answers, status, headers and body, refusals and their
+audit records included; and every request it does not fully understand goes to the handler untouched.
 
-Each request here is sent twice, once to ``AgentProposals`` in front of the API's handler and once to the handler
-alone, with the same X-Request-ID; ``reached`` counts what AgentProposals passed on. A proposal makes a new action
+Each request here is sent twice, once to ``PlainWrites`` in front of the API's handler and once to the handler
+alone, with the same X-Request-ID; ``reached`` counts what PlainWrites passed on. A proposal makes a new action
 each time, so where its answer names the new action (its id, its times) those are masked before comparing.
 """
 
@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,15 +23,15 @@ from django.test import override_settings
 from agents import ratelimit
 from agents.models import AgentKey
 from approvals import services
-from approvals.api.agent_proposals import AgentProposals
-from approvals.models import ActionRequest, ActionStatus
+from approvals.api.plain_writes import PlainWrites
+from approvals.models import ActionRequest, ActionStatus, ReviewerToken
 from approvals.policies import store as policy_store
 from audit import chain as audit_chain
 from audit.chain import verify_log
 from audit.models import AuditEvent, RefusalTally
 from config.api_handler import APIHandler
 from tests.conftest import CLI, propose_body
-from tests.factories import AgentFactory
+from tests.factories import AgentFactory, propose
 from tests.support.asgi import http_scope, send_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,7 +47,7 @@ def _plain_http_and_fresh_batches(settings, monkeypatch):
 
 
 class Reached:
-    """The API's handler, noting each request AgentProposals passes on to it."""
+    """The API's handler, noting each request PlainWrites passes on to it."""
 
     def __init__(self, handler: APIHandler) -> None:
         self.handler = handler
@@ -59,10 +60,10 @@ class Reached:
 
 @pytest.fixture
 def proposals():
-    """AgentProposals before a handler of its own, both made under the settings in force."""
+    """PlainWrites before a handler of its own, both made under the settings in force."""
     handler = APIHandler(threads=2)
     reached = Reached(handler)
-    app = AgentProposals(reached, handler=handler)
+    app = PlainWrites(reached, handler=handler)
     assert app.enabled
     return app, reached
 
@@ -86,10 +87,19 @@ _NEW_EACH_TIME = re.compile(
 
 
 def both(
-    proposals, body, headers: dict[str, str | None] | None = None, *, path=PATH, query="", method="POST", mask=None
+    proposals,
+    body,
+    headers: dict[str, str | None] | None = None,
+    *,
+    path=PATH,
+    query="",
+    method="POST",
+    mask=None,
+    alone_path=None,
 ) -> tuple[dict, bool]:
-    """(the answer, whether AgentProposals passed the request on), after checking the handler alone answers the same.
-    ``body``: JSON to send, or bytes as they are. ``mask``: a pattern blanked in both bodies before comparing."""
+    """(the answer, whether PlainWrites passed the request on), after checking the handler alone answers the same.
+    ``body``: JSON to send, or bytes as they are. ``mask``: a pattern blanked in both bodies before comparing.
+    ``alone_path``: where the handler alone is sent it (another action to approve), if not ``path``."""
     app, reached = proposals
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     before = reached.count
@@ -97,9 +107,8 @@ def both(
     async def run():
         fast = await send_request(app, _scope(raw, headers or {}, path=path, query=query, method=method), raw)
         passed_on = reached.count > before
-        alone = await send_request(
-            reached.handler, _scope(raw, headers or {}, path=path, query=query, method=method), raw
-        )
+        alone_scope = _scope(raw, headers or {}, path=alone_path or path, query=query, method=method)
+        alone = await send_request(reached.handler, alone_scope, raw)
         return fast, passed_on, alone
 
     fast, passed_on, alone = asyncio.run(run())
@@ -324,6 +333,151 @@ def test_a_lost_database_and_a_bug_are_answered_as_the_handler_answers_them(
     assert len(logged) >= 2  # once for each way in
 
 
+# --- approvals -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def reviewer_token(reviewer) -> str:
+    return ReviewerToken.issue(reviewer)[1]
+
+
+def token(raw: str) -> dict[str, str]:
+    return {"authorization": f"Token {raw}"}
+
+
+def approve_path(action) -> str:
+    return f"/api/v1/actions/{action.id}/approve"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"comment": "fine"}, {"params": {"command": "restart", "service": "billing", "x": 1}, "comment": "edited"}],
+    ids=["plain", "comment", "edited"],
+)
+def test_an_approval_is_answered_here_as_the_view_answers_it(proposals, agent, reviewer, reviewer_token, body):
+    here, there = propose(agent), propose(agent)
+    answer, passed_on = both(
+        proposals,
+        body,
+        token(reviewer_token),
+        path=approve_path(here),
+        alone_path=approve_path(there),
+        mask=_NEW_EACH_TIME,
+    )
+    assert answer["status"] == 200 and not passed_on
+    assert ("allow", "POST, OPTIONS") in answer["headers"]
+    for action in (here, there):
+        action.refresh_from_db()
+        assert action.status == ActionStatus.APPROVED
+        assert action.reviews.get().reviewer == reviewer
+    assert verify_log().broken is None
+
+
+def test_an_approval_again_is_the_same_conflict(proposals, agent, reviewer_token):
+    action = propose(agent)
+    first, passed_on = both(
+        proposals,
+        {},
+        token(reviewer_token),
+        path=approve_path(action),
+        alone_path=approve_path(propose(agent)),
+        mask=_NEW_EACH_TIME,
+    )
+    assert first["status"] == 200 and not passed_on
+    again, passed_on = both(proposals, {"comment": "twice"}, token(reviewer_token), path=approve_path(action))
+    assert again["status"] == 409 and not passed_on
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"comment": "x" * 2001}, 400),
+        ({"params": "restart"}, 400),
+        (b"[]", 400),
+        (b"{nope", 400),
+    ],
+    ids=["long-comment", "params-not-object", "array", "not-json"],
+)
+def test_a_bad_approval_is_the_same_problem_and_decides_nothing(proposals, agent, reviewer_token, body, status):
+    action = propose(agent)
+    answer, passed_on = both(proposals, body, token(reviewer_token), path=approve_path(action))
+    assert answer["status"] == status and not passed_on
+    action.refresh_from_db()
+    assert action.status == ActionStatus.PENDING
+
+
+def test_an_approval_of_no_such_action_is_the_same_404(proposals, reviewer_token):
+    answer, passed_on = both(proposals, {}, token(reviewer_token), path=f"/api/v1/actions/{uuid.uuid4()}/approve")
+    assert answer["status"] == 404 and not passed_on
+
+
+def test_a_reviewer_outside_the_actions_group_is_refused_the_same_way(proposals, agent, outsider):
+    action = propose(agent)
+    raw = ReviewerToken.issue(outsider)[1]
+    answer, passed_on = both(proposals, {}, token(raw), path=approve_path(action))
+    assert answer["status"] == 403 and not passed_on
+    action.refresh_from_db()
+    assert action.status == ActionStatus.PENDING
+
+
+@pytest.mark.parametrize("how", ["revoked", "forged", "deactivated", "malformed"])
+def test_a_reviewer_token_that_does_not_authenticate_is_the_same_401(proposals, agent, reviewer, how):
+    action = propose(agent)
+    issued, raw = ReviewerToken.issue(reviewer)
+    if how == "revoked":
+        ReviewerToken.objects.filter(pk=issued.pk).update(revoked_at=datetime.now(UTC))
+    elif how == "forged":
+        raw = raw[:-4] + ("aaaa" if not raw.endswith("aaaa") else "bbbb")
+    elif how == "deactivated":
+        type(reviewer).objects.filter(pk=reviewer.pk).update(is_active=False)
+    else:
+        raw = "csr_nope"
+    answer, passed_on = both(proposals, {}, token(raw), path=approve_path(action))
+    assert answer["status"] == 401 and not passed_on
+    assert ("www-authenticate", 'Bearer realm="countersign"') in answer["headers"]
+    action.refresh_from_db()
+    assert action.status == ActionStatus.PENDING
+
+
+def test_an_agent_key_on_the_approval_is_left_to_the_view_which_refuses_and_audits_it(proposals, agent, agent_key):
+    # The confused deputy: the agent reaching for a reviewer's power with its own key, through the shortcut's door.
+    action = propose(agent)
+    answer, passed_on = both(proposals, {}, bearer(agent_key), path=approve_path(action))
+    assert answer["status"] == 403 and passed_on
+    action.refresh_from_db()
+    assert action.status == ActionStatus.PENDING
+    refused = [e for e in AuditEvent.objects.filter(agent_name=agent.name) if "refused" in e.verb]
+    tallied = RefusalTally.objects.filter(actor=agent.name).values_list("count", flat=True)
+    assert refused and len(refused) + sum(tallied) >= 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "path"),
+    [
+        ({"cookie": "sessionid=nothing"}, None),
+        ({"content-length": "0"}, None),
+        ({}, "upper"),
+    ],
+    ids=["cookie", "empty-body", "upper-case-id"],
+)
+def test_an_approval_the_view_reads_its_own_way_is_the_handlers(proposals, agent, reviewer_token, headers, path):
+    here, there = propose(agent), propose(agent)
+
+    def where(action) -> str:
+        return approve_path(action) if path is None else f"/api/v1/actions/{str(action.id).upper()}/approve"
+
+    body = b"" if headers.get("content-length") == "0" else b"{}"
+    answer, passed_on = both(
+        proposals,
+        body,
+        {**token(reviewer_token), **headers},
+        path=where(here),
+        alone_path=where(there),
+        mask=_NEW_EACH_TIME,
+    )
+    assert passed_on and answer["status"] == (404 if path else 200)
+
+
 # --- what is left to the handler ----------------------------------------------------------------------------------
 
 
@@ -378,20 +532,20 @@ def test_an_empty_body_is_the_handlers(proposals, agent_key):
 def test_the_shortcut_stands_aside_when_the_api_is_configured_otherwise(settings):
     rest = settings.REST_FRAMEWORK
     settings.REST_FRAMEWORK = {**rest, "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"]}
-    assert not AgentProposals(None, handler=APIHandler()).enabled
+    assert not PlainWrites(None, handler=APIHandler()).enabled
     settings.REST_FRAMEWORK = {**rest, "EXCEPTION_HANDLER": "rest_framework.views.exception_handler"}
-    assert not AgentProposals(None, handler=APIHandler()).enabled
+    assert not PlainWrites(None, handler=APIHandler()).enabled
     settings.REST_FRAMEWORK = {**rest, "DEFAULT_THROTTLE_CLASSES": []}
-    assert not AgentProposals(None, handler=APIHandler()).enabled
+    assert not PlainWrites(None, handler=APIHandler()).enabled
 
 
 # --- the served application ----------------------------------------------------------------------------------------
 
 
-def test_the_served_application_answers_proposals_before_the_reads_and_the_handler():
+def test_the_served_application_answers_writes_before_the_reads_and_the_handler():
     from config import asgi
 
-    assert isinstance(asgi.api_asgi_app, AgentProposals)
+    assert isinstance(asgi.api_asgi_app, PlainWrites)
     assert asgi.api_asgi_app.handler is asgi.api_handler and asgi.api_asgi_app.app is asgi.agent_reads
 
 
