@@ -12,6 +12,7 @@ from django.core.cache import cache
 from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
+from agents import ratelimit
 from approvals.models import ReviewerToken
 from approvals.services.containment import BANNER_CACHE_KEY
 from approvals.services.credentials import create_credential
@@ -52,6 +53,15 @@ def _agent_reads_connections_closed():
     shared = sys.modules.get("approvals.api.loop_connections")
     if shared is not None:
         shared.shared.discard()  # the wait's reads after a change (approvals.api.wait)
+
+
+@pytest.fixture
+def plain_http_and_fresh_batches(settings, monkeypatch):
+    """For requests sent straight to the API's ASGI shortcuts: plain HTTP to localhost, and no rate-limit batch held
+    over from another test (agents.ratelimit)."""
+    settings.ALLOWED_HOSTS = ["localhost", "testserver"]
+    settings.SECURE_SSL_REDIRECT = False
+    monkeypatch.setattr(ratelimit, "_held", {})
 
 
 @pytest.fixture

@@ -9,13 +9,14 @@ audit events, as the CLI and the admin make them. Actions are proposed through
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import factory
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 
-from agents.models import Agent
+from agents.models import Agent, AgentKey
 from agents.services import create_agent
 from approvals.models import ActionRequest
 from approvals.services import Proposal, propose_action
@@ -76,6 +77,25 @@ class AgentFactory(factory.django.DjangoModelFactory):
         agent, _, raw = create_agent(name=name, owner=owner, actor=actor, allow=allow, description=description)
         agent.raw_key = raw
         return agent
+
+
+KEY_REFUSALS = ("revoked", "frozen", "disabled", "expired")
+
+
+def refuse_keys(agent: Agent, how: str) -> None:
+    """``agent``'s keys refused from now on, one of ``KEY_REFUSALS``: revoked or expired (the keys), frozen by an
+    incident or disabled (the agent)."""
+    now = datetime.now(UTC)
+    if how == "revoked":
+        AgentKey.objects.filter(agent=agent).update(revoked_at=now)
+    elif how == "expired":
+        AgentKey.objects.filter(agent=agent).update(expires_at=now - timedelta(seconds=1))
+    elif how == "frozen":
+        Agent.objects.filter(id=agent.id).update(frozen_at=now, frozen_reason="incident")
+    elif how == "disabled":
+        Agent.objects.filter(id=agent.id).update(is_active=False)
+    else:
+        raise ValueError(f"not one of {KEY_REFUSALS}: {how!r}")
 
 
 def propose_body(**overrides: Any) -> dict[str, Any]:

@@ -68,20 +68,22 @@ class Write:
     act: Callable[[Any, re.Match[str], Any, ASGIRequest], tuple[dict, int]]
 
 
+def _propose(agent, match: re.Match[str], data, request: ASGIRequest) -> tuple[dict, int]:
+    return views.propose(agent, data, request.headers.get("Idempotency-Key"))
+
+
+def _approve(reviewer, match: re.Match[str], data, request: ASGIRequest) -> tuple[dict, int]:
+    return views.approve(reviewer, uuid.UUID(match["action_id"]), data), 200
+
+
 WRITES = (
-    Write(
-        re.compile("/api/v1/actions"),
-        "bearer",
-        AgentKeyAuthentication(),
-        views.ActionsView,
-        lambda agent, match, data, request: views.propose(agent, data, request.headers.get("Idempotency-Key")),
-    ),
+    Write(re.compile("/api/v1/actions"), "bearer", AgentKeyAuthentication(), views.ActionsView, _propose),
     Write(
         re.compile(rf"/api/v1/actions/(?P<action_id>{_UUID})/approve"),
         "token",
         ReviewerTokenAuthentication(),
         views.ApproveView,
-        lambda reviewer, match, data, request: (views.approve(reviewer, uuid.UUID(match["action_id"]), data), 200),
+        _approve,
     ),
 )
 

@@ -34,38 +34,16 @@ from audit import chain as audit_chain
 from audit.models import AuditEvent, RefusalTally
 from config.api_handler import APIHandler
 from tests.conftest import CLI, propose_body
-from tests.factories import AgentFactory, propose
-from tests.support.asgi import http_scope, send_request
+from tests.factories import KEY_REFUSALS, AgentFactory, propose, refuse_keys
+from tests.support.asgi import Reached, http_scope, send_request
 from tests.support.waiting import wait_for_waiter
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _plain_http_and_fresh_batches(settings, monkeypatch):
-    settings.ALLOWED_HOSTS = ["localhost", "testserver"]
-    settings.SECURE_SSL_REDIRECT = False
-    monkeypatch.setattr(ratelimit, "_held", {})
-
-
-class Reached:
-    """The API's handler, noting each request AgentReads passes on to it."""
-
-    def __init__(self) -> None:
-        self.handler = APIHandler()
-        self.count = 0
-
-    async def __call__(self, scope, receive, send):
-        self.count += 1
-        await self.handler(scope, receive, send)
-
-    def __getattr__(self, name):
-        return getattr(self.handler, name)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("plain_http_and_fresh_batches")]
 
 
 def _reads() -> tuple[AgentReads, Reached]:
     """AgentReads before a handler of its own, both made under the settings in force (middleware reads them once)."""
-    reached = Reached()
+    reached = Reached(APIHandler())
     _MADE.append(AgentReads(reached))
     return _MADE[-1], reached
 
@@ -262,22 +240,14 @@ def _refusals(agent) -> list[str]:
     return list(AuditEvent.objects.filter(verb="access.refused", agent_name=agent.name).values_list("data", flat=True))
 
 
-@pytest.mark.parametrize("how", ["revoked", "frozen", "disabled", "expired"])
+@pytest.mark.parametrize("how", KEY_REFUSALS)
 def test_a_refused_key_is_refused_by_the_views_and_audited_on_the_very_next_read(reads, polling, how, monkeypatch):
     agent, key, pending, _ = polling
     minute = datetime.now(UTC).replace(second=0, microsecond=0)
     monkeypatch.setattr(audit_chain, "_refusal_minute", lambda: minute)  # the four refusals fall in one minute
     answer, passed_on = both(reads, f"/api/v1/actions/{pending}", headers=bearer(key))
     assert answer["status"] == 200 and not passed_on
-    now = datetime.now(UTC)
-    if how == "revoked":
-        AgentKey.objects.filter(agent=agent).update(revoked_at=now)
-    elif how == "expired":
-        AgentKey.objects.filter(agent=agent).update(expires_at=now - timedelta(seconds=1))
-    elif how == "frozen":
-        type(agent).objects.filter(id=agent.id).update(frozen_at=now, frozen_reason="incident")
-    else:
-        type(agent).objects.filter(id=agent.id).update(is_active=False)
+    refuse_keys(agent, how)
     for path, query in [(f"/api/v1/actions/{pending}", ""), (f"/api/v1/actions/{pending}/wait", "timeout=0")]:
         answer, passed_on = both(reads, path, query, bearer(key))
         assert answer["status"] == 401 and passed_on

@@ -20,7 +20,6 @@ import pytest
 from django import db
 from django.test import override_settings
 
-from agents import ratelimit
 from agents.models import AgentKey
 from approvals import services
 from approvals.api.plain_writes import PlainWrites
@@ -31,31 +30,12 @@ from audit.chain import verify_log
 from audit.models import AuditEvent, RefusalTally
 from config.api_handler import APIHandler
 from tests.conftest import CLI, propose_body
-from tests.factories import AgentFactory, propose
-from tests.support.asgi import http_scope, send_request
+from tests.factories import KEY_REFUSALS, AgentFactory, propose, refuse_keys
+from tests.support.asgi import Reached, http_scope, send_request
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("plain_http_and_fresh_batches")]
 
 PATH = "/api/v1/actions"
-
-
-@pytest.fixture(autouse=True)
-def _plain_http_and_fresh_batches(settings, monkeypatch):
-    settings.ALLOWED_HOSTS = ["localhost", "testserver"]
-    settings.SECURE_SSL_REDIRECT = False
-    monkeypatch.setattr(ratelimit, "_held", {})
-
-
-class Reached:
-    """The API's handler, noting each request PlainWrites passes on to it."""
-
-    def __init__(self, handler: APIHandler) -> None:
-        self.handler = handler
-        self.count = 0
-
-    async def __call__(self, scope, receive, send):
-        self.count += 1
-        await self.handler(scope, receive, send)
 
 
 @pytest.fixture
@@ -261,19 +241,11 @@ def test_a_type_the_agent_may_not_propose_is_refused_the_same_way_and_audited(pr
     assert len(refused) == 1 and sum(tallied) == 2  # both sends refused: one event, the second counted against it
 
 
-@pytest.mark.parametrize("how", ["revoked", "frozen", "disabled", "expired"])
+@pytest.mark.parametrize("how", KEY_REFUSALS)
 def test_a_refused_key_is_refused_here_and_audited(proposals, agent, agent_key, how, monkeypatch):
     minute = datetime.now(UTC).replace(second=0, microsecond=0)
     monkeypatch.setattr(audit_chain, "_refusal_minute", lambda: minute)
-    now = datetime.now(UTC)
-    if how == "revoked":
-        AgentKey.objects.filter(agent=agent).update(revoked_at=now)
-    elif how == "expired":
-        AgentKey.objects.filter(agent=agent).update(expires_at=now - timedelta(seconds=1))
-    elif how == "frozen":
-        type(agent).objects.filter(id=agent.id).update(frozen_at=now, frozen_reason="incident")
-    else:
-        type(agent).objects.filter(id=agent.id).update(is_active=False)
+    refuse_keys(agent, how)
     answer, passed_on = both(proposals, propose_body(), bearer(agent_key))
     assert answer["status"] == 401 and not passed_on
     assert ("www-authenticate", 'Bearer realm="countersign"') in answer["headers"]
