@@ -42,8 +42,8 @@ from config.request_id import HEADER, bind_request_id, get_request_id, log_reque
 
 log = logging.getLogger(__name__)
 
-_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # Django's <uuid:> converter
-_PATH = re.compile(rf"/api/v1/actions(?:/(?P<action_id>{_UUID})(?P<wait>/wait)?)?")
+UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # Django's <uuid:> converter (also plain_writes)
+_PATH = re.compile(rf"/api/v1/actions(?:/(?P<action_id>{UUID})(?P<wait>/wait)?)?")
 # What each read may be asked, each at most once; anything else (a cursor, DRF's ?format=) is the views' to answer.
 _QUERY = {"read": frozenset(), "wait": frozenset({"timeout", "until"}), "list": frozenset({"limit", "status"})}
 # DRF's content negotiation with the API's one renderer: these choose it, compact. Others (indent=, text/html) go on.
@@ -167,13 +167,29 @@ def allowed_methods(view_class: type) -> str:
     return ", ".join(view.allowed_methods)
 
 
+# The API chain's middleware as shipped (settings.API_MIDDLEWARE), whose part for an agent's plain request the
+# shortcuts do themselves (the request id, SecurityMiddleware's headers; no session, no other method, a lost
+# database as DatabaseUnavailableMiddleware answers it). A chain with anything else added keeps every request.
+STANDS_IN_FOR = (
+    "config.request_id.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "approvals.sso.middleware.SessionMaxAgeMiddleware",
+    "approvals.web.middleware.MethodNotAllowedMiddleware",
+    "approvals.web.middleware.DatabaseUnavailableMiddleware",
+)
+
+
 def answerable_here() -> bool:
-    """The API's authentication and throttling as settings.REST_FRAMEWORK ships them: an agent key first, counted by
-    AgentKeyThrottle alone."""
+    """The API's middleware, authentication and throttling as shipped: the chain the shortcuts stand in for, an agent
+    key first, counted by AgentKeyThrottle alone (also approvals.api.plain_writes)."""
     rest = settings.REST_FRAMEWORK
-    return rest.get("DEFAULT_AUTHENTICATION_CLASSES", [None])[0] == dotted(AgentKeyAuthentication) and list(
-        rest.get("DEFAULT_THROTTLE_CLASSES", [])
-    ) == [dotted(AgentKeyThrottle)]
+    return (
+        tuple(settings.API_MIDDLEWARE) == STANDS_IN_FOR
+        and rest.get("DEFAULT_AUTHENTICATION_CLASSES", [None])[0] == dotted(AgentKeyAuthentication)
+        and list(rest.get("DEFAULT_THROTTLE_CLASSES", [])) == [dotted(AgentKeyThrottle)]
+    )
 
 
 def dotted(cls: type) -> str:

@@ -52,8 +52,6 @@ from approvals.web.middleware import DatabaseUnavailableMiddleware
 from config.api_handler import APIHandler
 from config.request_id import HEADER, bind_request_id, get_request_id, log_request, reset_request_id
 
-_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # Django's <uuid:> converter
-
 
 @dataclass(frozen=True)
 class Write:
@@ -79,7 +77,7 @@ def _approve(reviewer, match: re.Match[str], data, request: ASGIRequest) -> tupl
 WRITES = (
     Write(re.compile("/api/v1/actions"), "bearer", AgentKeyAuthentication(), views.ActionsView, _propose),
     Write(
-        re.compile(rf"/api/v1/actions/(?P<action_id>{_UUID})/approve"),
+        re.compile(rf"/api/v1/actions/(?P<action_id>{agent_reads.UUID})/approve"),
         "token",
         ReviewerTokenAuthentication(),
         views.ApproveView,

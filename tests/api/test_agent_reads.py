@@ -441,6 +441,12 @@ def test_the_shortcut_is_off_where_it_could_not_answer_as_the_views_do(settings)
     assert not AgentReads(APIHandler()).enabled  # a throttle it does not count
 
 
+def test_the_shortcut_is_off_where_the_apis_chain_has_middleware_it_would_skip(settings):
+    assert AgentReads(APIHandler()).enabled
+    settings.API_MIDDLEWARE = [*settings.API_MIDDLEWARE, "django.middleware.common.CommonMiddleware"]
+    assert not AgentReads(APIHandler()).enabled
+
+
 def test_the_served_application_puts_the_shortcut_before_the_apis_handler():
     from config import asgi
 

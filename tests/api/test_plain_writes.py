@@ -509,6 +509,11 @@ def test_the_shortcut_stands_aside_when_the_api_is_configured_otherwise(settings
     assert not PlainWrites(None, handler=APIHandler()).enabled
     settings.REST_FRAMEWORK = {**rest, "DEFAULT_THROTTLE_CLASSES": []}
     assert not PlainWrites(None, handler=APIHandler()).enabled
+    settings.REST_FRAMEWORK = rest
+    assert PlainWrites(None, handler=APIHandler()).enabled
+    # A middleware added to the API's chain, which the shortcut would skip: every request goes through the chain.
+    settings.API_MIDDLEWARE = [*settings.API_MIDDLEWARE, "django.middleware.common.CommonMiddleware"]
+    assert not PlainWrites(None, handler=APIHandler()).enabled
 
 
 # --- the served application ----------------------------------------------------------------------------------------
@@ -517,7 +522,7 @@ def test_the_shortcut_stands_aside_when_the_api_is_configured_otherwise(settings
 def test_the_served_application_answers_writes_before_the_reads_and_the_handler():
     from config import asgi
 
-    assert isinstance(asgi.api_asgi_app, PlainWrites)
+    assert isinstance(asgi.api_asgi_app, PlainWrites) and asgi.api_asgi_app.enabled and asgi.agent_reads.enabled
     assert asgi.api_asgi_app.handler is asgi.api_handler and asgi.api_asgi_app.app is asgi.agent_reads
 
 
