@@ -9,7 +9,7 @@ from agents.ratelimit import hit
 
 
 class AgentKeyThrottle(BaseThrottle):
-    """Every agent request counts against ``requests``; a view may add a scope (``agent_rate_scope``)."""
+    """Every agent request counts against ``requests``; a view may add a scope for a method (``agent_rate_scopes``)."""
 
     def allow_request(self, request, view) -> bool:
         self._retry_after = retry_after(request.auth, type(view), request.method)

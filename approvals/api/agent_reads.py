@@ -29,25 +29,21 @@ from django.http import HttpResponse
 from django.middleware.security import SecurityMiddleware
 
 from agents import ratelimit
-from agents.authentication import AgentKeyAuthentication, bearer_credentials, nothing_to_write
+from agents.authentication import bearer_credentials, nothing_to_write
 from agents.keys import parse_key
-from agents.throttling import AgentKeyThrottle
-from approvals.api import loop_connections, wait
+from approvals.api import loop_connections, shortcuts, wait
 from approvals.api.renderers import render_json
 from approvals.api.views import ActionDetailView, ActionsView, NewestFirst
 from approvals.models import ActionStatus
 from approvals.selectors import actions as selectors
 from approvals.selectors.presenters import present_action
-from config.request_id import HEADER, bind_request_id, get_request_id, log_request, reset_request_id
+from config.request_id import HEADER, bind_request_id, reset_request_id
 
 log = logging.getLogger(__name__)
 
-UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # Django's <uuid:> converter (also plain_writes)
-_PATH = re.compile(rf"/api/v1/actions(?:/(?P<action_id>{UUID})(?P<wait>/wait)?)?")
+_PATH = re.compile(rf"/api/v1/actions(?:/(?P<action_id>{shortcuts.UUID})(?P<wait>/wait)?)?")
 # What each read may be asked, each at most once; anything else (a cursor, DRF's ?format=) is the views' to answer.
 _QUERY = {"read": frozenset(), "wait": frozenset({"timeout", "until"}), "list": frozenset({"limit", "status"})}
-# DRF's content negotiation with the API's one renderer: these choose it, compact. Others (indent=, text/html) go on.
-ACCEPTED = frozenset({None, "*/*", "application/json"})
 # After the database could not be reached, the views answer alone (their 503, or their pool's recovery) for a while.
 _REST_SECONDS = 5.0
 
@@ -58,11 +54,14 @@ class AgentReads:
 
     def __init__(self, handler: ASGIHandler, connections: loop_connections.LoopConnections | None = None) -> None:
         self.handler = handler
-        self.enabled = loop_connections.usable() and answerable_here()
+        self.enabled = loop_connections.usable() and shortcuts.answerable_here()
         self.connections = connections or loop_connections.LoopConnections(settings.AGENT_READS_CONNECTIONS)
         self._resting_until = 0.0
         self._security = SecurityMiddleware(lambda request: None)
-        self._allow = {"read": allowed_methods(ActionDetailView), "list": allowed_methods(ActionsView)}
+        self._allow = {
+            "read": shortcuts.allowed_methods(ActionDetailView),
+            "list": shortcuts.allowed_methods(ActionsView),
+        }
 
     async def __call__(self, scope, receive, send) -> None:
         if self.enabled and scope["type"] == "http" and scope["method"] == "GET":
@@ -78,8 +77,7 @@ class AgentReads:
         # The request as the views would see it: its headers (a header sent twice reads as one, joined, as DRF reads
         # it), its query string, its host and scheme.
         request = ASGIRequest(scope, io.BytesIO())  # a GET's body is not read
-        accept = request.META.get("HTTP_ACCEPT")
-        if "HTTP_COOKIE" in request.META or (accept.strip() if accept is not None else None) not in ACCEPTED:
+        if not shortcuts.plain_head(request):
             return False
         try:
             query = request.GET
@@ -101,10 +99,7 @@ class AgentReads:
             response = HttpResponse(body, content_type="application/json")
             if kind in self._allow:  # DRF's views say which methods they take; the wait view is Django's own
                 response["Allow"] = self._allow[kind]
-            response[HEADER] = get_request_id()
-            self._security.process_response(request, response)
-            await self.handler.send_response(response, send)
-            log_request("GET", request.path, 200, started)
+            await shortcuts.send_answer(self.handler, self._security, request, response, send, started)
             return True
         finally:
             reset_request_id(token)
@@ -158,39 +153,3 @@ class AgentReads:
         if not ratelimit.spend_held(key.public_id, "requests"):
             return None
         return render_json(answer)
-
-
-def allowed_methods(view_class: type) -> str:
-    """The Allow header DRF's view answers with (a view set up for a request also takes HEAD)."""
-    view = view_class()
-    view.setup(None)
-    return ", ".join(view.allowed_methods)
-
-
-# The API chain's middleware as shipped (settings.API_MIDDLEWARE), whose part for an agent's plain request the
-# shortcuts do themselves (the request id, SecurityMiddleware's headers; no session, no other method, a lost
-# database as DatabaseUnavailableMiddleware answers it). A chain with anything else added keeps every request.
-STANDS_IN_FOR = (
-    "config.request_id.RequestIdMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "approvals.sso.middleware.SessionMaxAgeMiddleware",
-    "approvals.web.middleware.MethodNotAllowedMiddleware",
-    "approvals.web.middleware.DatabaseUnavailableMiddleware",
-)
-
-
-def answerable_here() -> bool:
-    """The API's middleware, authentication and throttling as shipped: the chain the shortcuts stand in for, an agent
-    key first, counted by AgentKeyThrottle alone (also approvals.api.plain_writes)."""
-    rest = settings.REST_FRAMEWORK
-    return (
-        tuple(settings.API_MIDDLEWARE) == STANDS_IN_FOR
-        and rest.get("DEFAULT_AUTHENTICATION_CLASSES", [None])[0] == dotted(AgentKeyAuthentication)
-        and list(rest.get("DEFAULT_THROTTLE_CLASSES", [])) == [dotted(AgentKeyThrottle)]
-    )
-
-
-def dotted(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"

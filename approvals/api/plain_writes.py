@@ -42,7 +42,7 @@ from rest_framework.views import APIView
 
 from agents.authentication import AgentKeyAuthentication
 from agents.throttling import retry_after
-from approvals.api import agent_reads, views
+from approvals.api import shortcuts, views
 from approvals.api.authentication import ReviewerTokenAuthentication
 from approvals.api.parsers import StrictJSONParser
 from approvals.api.problems import PROBLEM_CONTENT_TYPE, problem_exception_handler
@@ -50,7 +50,7 @@ from approvals.api.renderers import render_json
 from approvals.errors import ServiceError
 from approvals.web.middleware import DatabaseUnavailableMiddleware
 from config.api_handler import APIHandler
-from config.request_id import HEADER, bind_request_id, get_request_id, log_request, reset_request_id
+from config.request_id import HEADER, bind_request_id, reset_request_id
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def _approve(reviewer, match: re.Match[str], data, request: ASGIRequest) -> tupl
 WRITES = (
     Write(re.compile("/api/v1/actions"), "bearer", AgentKeyAuthentication(), views.ActionsView, _propose),
     Write(
-        re.compile(rf"/api/v1/actions/(?P<action_id>{agent_reads.UUID})/approve"),
+        re.compile(rf"/api/v1/actions/(?P<action_id>{shortcuts.UUID})/approve"),
         "token",
         ReviewerTokenAuthentication(),
         views.ApproveView,
@@ -98,7 +98,7 @@ class PlainWrites:
         # DRF's WWW-Authenticate is its first authentication class's, whichever one refused.
         self._challenge = AgentKeyAuthentication().authenticate_header(None)
         self._parser = StrictJSONParser()
-        self._allow = {write.view: agent_reads.allowed_methods(write.view) for write in WRITES}
+        self._allow = {write.view: shortcuts.allowed_methods(write.view) for write in WRITES}
 
     async def __call__(self, scope, receive, send) -> None:
         if self.enabled and scope["type"] == "http" and scope["method"] == "POST":
@@ -118,15 +118,13 @@ class PlainWrites:
             return None
         request = ASGIRequest(scope, None)  # the body is read once the request is taken
         meta = request.META
-        accept = meta.get("HTTP_ACCEPT")
         scheme, _, _ = authentication.get_authorization_header(request).partition(b" ")
         if (
             scheme.lower().decode("latin-1") != write.scheme
-            or "HTTP_COOKIE" in meta
+            or not shortcuts.plain_head(request)
             or "HTTP_TRANSFER_ENCODING" in meta
             or meta.get("CONTENT_TYPE") != "application/json"
             or not _positive(meta.get("CONTENT_LENGTH"))
-            or (accept.strip() if accept is not None else None) not in agent_reads.ACCEPTED
         ):
             return None
         try:
@@ -151,10 +149,7 @@ class PlainWrites:
                     response = await self.handler.in_turn(
                         scope, self._respond_on_thread, request, write, match, body_file
                     )
-            response[HEADER] = get_request_id()
-            self._security.process_response(request, response)
-            await self.handler.send_response(response, send)
-            log_request("POST", request.path, response.status_code, started)
+            await shortcuts.send_answer(self.handler, self._security, request, response, send, started)
         finally:
             reset_request_id(token)
 
@@ -192,7 +187,6 @@ class PlainWrites:
         wait = retry_after(auth, write.view, "POST")
         if wait is not None:
             raise exceptions.Throttled(wait)
-        body_file.seek(0)
         return write.act(principal, match, self._parser.parse(body_file), request)
 
     def _problem(self, exc: Exception, write: Write) -> HttpResponse:
@@ -220,8 +214,8 @@ def _answerable_here() -> bool:
     rest = settings.REST_FRAMEWORK
     classes = list(rest.get("DEFAULT_AUTHENTICATION_CLASSES", []))
     return (
-        agent_reads.answerable_here()
-        and classes[1:2] == [agent_reads.dotted(ReviewerTokenAuthentication)]
-        and list(rest.get("DEFAULT_PARSER_CLASSES", [])) == [agent_reads.dotted(StrictJSONParser)]
-        and rest.get("EXCEPTION_HANDLER") == agent_reads.dotted(problem_exception_handler)
+        shortcuts.answerable_here()
+        and classes[1:2] == [shortcuts.dotted(ReviewerTokenAuthentication)]
+        and list(rest.get("DEFAULT_PARSER_CLASSES", [])) == [shortcuts.dotted(StrictJSONParser)]
+        and rest.get("EXCEPTION_HANDLER") == shortcuts.dotted(problem_exception_handler)
     )

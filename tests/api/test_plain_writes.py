@@ -542,3 +542,38 @@ def test_concurrent_retries_of_one_proposal_make_one_action(agent, agent_key):
     assert len({json.loads(a["body"])["id"] for a in answers}) == 1
     assert ActionRequest.objects.filter(agent=agent).count() == 1
     assert verify_log().broken is None
+
+
+def test_concurrent_approvals_of_one_action_decide_it_once(agent, reviewer, second_reviewer):
+    # Two reviewers approving one action at the same moment, both through the served application's shortcut.
+    from config.asgi import application
+
+    action = propose(agent)
+    tokens = [ReviewerToken.issue(person)[1] for person in (reviewer, second_reviewer)]
+    raw = b"{}"
+
+    async def run():
+        scopes = [_scope(raw, token(t), path=approve_path(action), query="", method="POST") for t in tokens]
+        return await asyncio.gather(*(send_request(application, scope, raw) for scope in scopes))
+
+    answers = asyncio.run(run())
+    assert sorted(a["status"] for a in answers) == [200, 409]
+    action.refresh_from_db()
+    assert action.status == ActionStatus.APPROVED and action.reviews.count() == 1
+    assert verify_log().broken is None
+
+
+def test_a_client_that_hangs_up_before_its_body_gets_nothing_written(proposals, agent, agent_key):
+    app, reached = proposals
+    raw = json.dumps(propose_body()).encode()
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(_scope(raw, bearer(agent_key), path=PATH, query="", method="POST"), receive, send))
+    assert sent == [] and reached.count == 0
+    assert not ActionRequest.objects.filter(agent=agent).exists()
