@@ -370,17 +370,15 @@ def reviewer_token(reviewer) -> str:
 
 
 def session_cookie(user_obj) -> str:
-    """A logged-in session for ``user_obj`` (as the login view makes it), as a Cookie header value."""
+    """A signed-in session for ``user_obj`` (through Django's login, with the configured backend, its signals and
+    what they record), as a Cookie header value. A session made by hand named a backend no longer configured once
+    sign-in moved to approvals.sso: pages and sockets took it for nobody."""
     from django.conf import settings
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
+    from django.test import Client
 
-    store = SessionStore()
-    store[SESSION_KEY] = str(user_obj.pk)
-    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    store[HASH_SESSION_KEY] = user_obj.get_session_auth_hash()
-    store.create()
-    return f"{settings.SESSION_COOKIE_NAME}={store.session_key}"
+    client = Client()
+    client.force_login(user_obj)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
 
 
 # --- figures ------------------------------------------------------------------------------------------

@@ -468,3 +468,42 @@ def test_bench_layers_gives_each_layer_less_the_layers_directly_inside_it():
     assert rows["views.approve (less the layers inside)"] == pytest.approx(0.4)
     assert rows["authentication"] == 0.3 and rows["the service (approve_action)"] == 1.5
     assert sum(value for what, value in rows.items() if what != "the whole request (the process)") == pytest.approx(4.0)
+
+
+@pytest.mark.django_db(transaction=True)  # the socket's consumer reads the session from another thread
+@pytest.mark.parametrize("staff", [False, True])
+def test_the_benchmarks_signed_in_session_opens_the_queue_page_and_the_reviewers_socket(reviewers_group, staff):
+    # bench-push's 200 sockets and bench-history's pages sign in this way: a session the site takes for nobody sends
+    # the pages to the log-in form and closes every socket, and `make bench` stops at its second benchmark.
+    from asgiref.sync import async_to_sync
+    from asgiref.testing import ApplicationCommunicator
+    from django.test import Client, override_settings
+
+    from bench import common
+    from config.asgi import application
+
+    person = common.user("bench-reviewer-000", group=None if staff else reviewers_group, staff=staff)
+    cookie = common.session_cookie(person)
+    with override_settings(ALLOWED_HOSTS=["localhost", "testserver"], SECURE_SSL_REDIRECT=False):
+        page = Client(HTTP_COOKIE=cookie).get("/")
+        assert page.status_code == 200 and page.context["user"] == person
+
+        async def first_answer() -> dict:
+            scope = {
+                "type": "websocket",
+                "path": "/ws/events/",
+                "raw_path": b"/ws/events/",
+                "query_string": b"",
+                "headers": [(b"origin", b"http://localhost"), (b"host", b"localhost"), (b"cookie", cookie.encode())],
+                "subprotocols": [],
+                "client": ("127.0.0.1", 5000),
+                "server": ("127.0.0.1", 80),
+            }
+            communicator = ApplicationCommunicator(application, scope)
+            await communicator.send_input({"type": "websocket.connect"})
+            answer = await communicator.receive_output(timeout=5)
+            await communicator.send_input({"type": "websocket.disconnect", "code": 1000})
+            await communicator.wait(timeout=5)
+            return answer
+
+        assert async_to_sync(first_answer)() == {"type": "websocket.accept", "subprotocol": None}
