@@ -10,7 +10,8 @@ requests per page after a warm-up, alternating between the sizes so that both se
 shared, and its load moves), as a reviewer of the default group (pages filter by group), as staff (no
 filter) and as an agent (its own actions). Then each page's SQL is captured and EXPLAIN ANALYZEd in each
 database; plans land in var/bench/history-plans-<size>.txt and any sequential scan of the actions, reviews
-or audit table is reported. Targets: p50 <= 50 ms at both sizes; 1M p50 <= 1.2 x the 10k p50.
+or audit table (of at least ``SCANNED_AT_LEAST`` rows) is reported. Targets: p50 <= 50 ms at both sizes; 1M
+p50 <= 1.2 x the 10k p50.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ PAGES = [
 ]
 HEADLINE = ("queue page", "API list")
 SCANNED_TABLES = ("approvals_actionrequest", "approvals_review", "approvals_auditevent")
+# A table of a few pages is read whole by PostgreSQL's choice, rightly: the seeded history has no audit events (the
+# fixtures' few), so its history page's scan of them is not one of a large table.
+SCANNED_AT_LEAST = 10_000
 
 
 def database_url(size: int) -> str:
@@ -153,7 +157,12 @@ def explain_pages(size: int) -> dict:
     users = {"reviewer": User.objects.get(username="bench-history-reviewer")}
     users["staff"] = User.objects.get(username="bench-history-staff")
     agent_key = json.loads((OUT / f"history-fixtures-{size}.json").read_text())["api"]["agent"]
-    out: list[str] = []
+    rows = {}
+    with connection.cursor() as cursor:
+        for table in SCANNED_TABLES:
+            cursor.execute(f"SELECT count(*) FROM {table}")  # the names are ours
+            rows[table] = cursor.fetchone()[0]
+    out: list[str] = [f"rows: {rows}\n"]
     scans: list[str] = []
     counts = {}
     for name, who, path in PAGES:
@@ -177,7 +186,7 @@ def explain_pages(size: int) -> dict:
                 plan = "\n".join(row[0] for row in cursor.fetchall())
             out.append(f"{sql}\n\n{plan}\n\n")
             for table in SCANNED_TABLES:
-                if f"Seq Scan on {table}" in plan:
+                if f"Seq Scan on {table}" in plan and rows[table] >= SCANNED_AT_LEAST:
                     scans.append(f"{name}: Seq Scan on {table}")
     path = OUT / f"history-plans-{size}.txt"
     path.write_text("\n".join(out))

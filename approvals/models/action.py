@@ -184,6 +184,10 @@ class ActionRequest(models.Model):
             models.Index(fields=["created_at", "id"], name="action_desk_all_created"),
             models.Index(fields=["reviewer_group", "created_at", "id"], name="action_desk_group_all_created"),
             models.Index(fields=["status", "expires_at", "id"], name="action_desk_expires"),
+            # The queue's default sort (expiring soonest) across every status, a group's and staff's: without them
+            # PostgreSQL read and sorted the whole history for a page (migration 0023_desk_expiry_all_statuses).
+            models.Index(fields=["reviewer_group", "expires_at", "id"], name="action_desk_group_all_expires"),
+            models.Index(fields=["expires_at", "id"], name="action_desk_all_expires"),
             models.Index(
                 models.F("status"),
                 models.OrderBy(RISK_RANK, descending=True),

@@ -39,6 +39,7 @@ from tests.api.test_api import assert_problem
 from tests.conftest import CLI, propose_body, token_client
 from tests.factories import propose
 from tests.support.asgi import http_scope, send_request
+from tests.support.plans import analyzed_plan, rows_read
 
 STAFF = Actor("user", "ada", "admin")
 
@@ -712,16 +713,6 @@ def test_the_agents_first_page_reads_its_key_once_not_with_every_row(agent, agen
     assert all(value is None for row in rows for value in row[width + 1 :])
 
 
-def _actions_rows_read(plan: dict) -> int:
-    """Rows PostgreSQL read from the actions table, anywhere in an EXPLAIN (ANALYZE, FORMAT JSON) plan."""
-    own = (
-        plan.get("Actual Rows", 0) * plan.get("Actual Loops", 1)
-        if plan.get("Relation Name") == "approvals_actionrequest"
-        else 0
-    )
-    return own + sum(_actions_rows_read(child) for child in plan.get("Plans", []))
-
-
 @pytest.mark.django_db
 @pytest.mark.skipif("connection.vendor != 'postgresql'", reason="a PostgreSQL plan")
 def test_an_agents_first_page_reads_its_page_not_its_whole_history(agent, agent_key):
@@ -734,10 +725,7 @@ def test_an_agents_first_page_reads_its_page_not_its_whole_history(agent, agent_
     page, _ = selectors._first_page_queries("agent key", False, 50)
     public_id = parse_key(agent_key).public_id
     sql, params = page.statement(principal=public_id)
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
-        (plan,) = cursor.fetchone()[0]
-    assert _actions_rows_read(plan["Plan"]) <= 51  # the page and one more, to know whether more follow
+    assert rows_read(analyzed_plan(sql, params)) <= 51  # the page and one more, to know whether more follow
     _key, *rows = page.rows(principal=public_id)
     newest = ActionRequest.objects.filter(agent=agent).order_by("-created_at", "-id").values_list("id", flat=True)
     assert [row[0] for row in rows] == list(newest[:51])
