@@ -476,11 +476,11 @@ def test_the_benchmarks_signed_in_session_opens_the_queue_page_and_the_reviewers
     # bench-push's 200 sockets and bench-history's pages sign in this way: a session the site takes for nobody sends
     # the pages to the log-in form and closes every socket, and `make bench` stops at its second benchmark.
     from asgiref.sync import async_to_sync
-    from asgiref.testing import ApplicationCommunicator
     from django.test import Client, override_settings
 
     from bench import common
     from config.asgi import application
+    from tests.support.asgi import first_socket_answer
 
     person = common.user("bench-reviewer-000", group=None if staff else reviewers_group, staff=staff)
     cookie = common.session_cookie(person)
@@ -488,22 +488,5 @@ def test_the_benchmarks_signed_in_session_opens_the_queue_page_and_the_reviewers
         page = Client(HTTP_COOKIE=cookie).get("/")
         assert page.status_code == 200 and page.context["user"] == person
 
-        async def first_answer() -> dict:
-            scope = {
-                "type": "websocket",
-                "path": "/ws/events/",
-                "raw_path": b"/ws/events/",
-                "query_string": b"",
-                "headers": [(b"origin", b"http://localhost"), (b"host", b"localhost"), (b"cookie", cookie.encode())],
-                "subprotocols": [],
-                "client": ("127.0.0.1", 5000),
-                "server": ("127.0.0.1", 80),
-            }
-            communicator = ApplicationCommunicator(application, scope)
-            await communicator.send_input({"type": "websocket.connect"})
-            answer = await communicator.receive_output(timeout=5)
-            await communicator.send_input({"type": "websocket.disconnect", "code": 1000})
-            await communicator.wait(timeout=5)
-            return answer
-
-        assert async_to_sync(first_answer)() == {"type": "websocket.accept", "subprotocol": None}
+        answer = async_to_sync(first_socket_answer)(application, cookie, origin="http://localhost")
+        assert answer == {"type": "websocket.accept", "subprotocol": None}

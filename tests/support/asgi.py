@@ -1,9 +1,12 @@
-"""An HTTP request sent straight to an ASGI application, as a server hands it one: no network, no test client."""
+"""An HTTP request or a websocket handshake sent straight to an ASGI application, as a server hands it one: no
+network, no test client."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+from asgiref.testing import ApplicationCommunicator
 
 
 def http_scope(
@@ -51,6 +54,27 @@ async def send_request(app: Any, scope: dict[str, Any], body: bytes = b"") -> di
             answer["body"] += message.get("body", b"")
 
     await app(scope, receive, send)
+    return answer
+
+
+async def first_socket_answer(app: Any, cookie: str, *, origin: str, host: str = "localhost") -> dict[str, Any]:
+    """The first message ``app`` answers a reviewer's socket (``/ws/events/``) with: ``websocket.accept``, or
+    ``websocket.close`` and its code. The client then hangs up."""
+    scope = {
+        "type": "websocket",
+        "path": "/ws/events/",
+        "raw_path": b"/ws/events/",
+        "query_string": b"",
+        "headers": [(b"origin", origin.encode()), (b"host", host.encode()), (b"cookie", cookie.encode())],
+        "subprotocols": [],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+    }
+    communicator = ApplicationCommunicator(app, scope)
+    await communicator.send_input({"type": "websocket.connect"})
+    answer = await communicator.receive_output(timeout=5)
+    await communicator.send_input({"type": "websocket.disconnect", "code": 1000})
+    await communicator.wait(timeout=5)
     return answer
 
 

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 from asgiref.sync import async_to_sync
-from asgiref.testing import ApplicationCommunicator
 from django.test import Client, override_settings
 
 from approvals.models import ActionRequest, ActionStatus
 from config.asgi import application
 from tests.conftest import propose_body
+from tests.support.asgi import first_socket_answer
 from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -89,28 +89,13 @@ def test_a_correct_log_in_works(reviewer):
 def test_websockets_from_another_origin_are_refused(reviewer):
     client = Client()
     client.force_login(reviewer)
-    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
 
-    async def first_answer(origin: bytes) -> str:
-        scope = {
-            "type": "websocket",
-            "path": "/ws/events/",
-            "raw_path": b"/ws/events/",
-            "query_string": b"",
-            "headers": [(b"origin", origin), (b"host", b"localhost"), (b"cookie", cookie)],
-            "subprotocols": [],
-            "client": ("127.0.0.1", 5000),
-            "server": ("127.0.0.1", 80),
-        }
-        communicator = ApplicationCommunicator(application, scope)
-        await communicator.send_input({"type": "websocket.connect"})
-        answer = await communicator.receive_output(timeout=5)
-        await communicator.send_input({"type": "websocket.disconnect", "code": 1000})
-        await communicator.wait(timeout=5)
-        return answer["type"]
+    def first_answer(origin: str) -> str:
+        return async_to_sync(first_socket_answer)(application, cookie, origin=origin)["type"]
 
-    assert async_to_sync(first_answer)(b"https://evil.example") == "websocket.close"
-    assert async_to_sync(first_answer)(b"http://localhost") == "websocket.accept"
+    assert first_answer("https://evil.example") == "websocket.close"
+    assert first_answer("http://localhost") == "websocket.accept"
 
 
 def test_check_deploy_is_clean_with_production_settings(tmp_path):
