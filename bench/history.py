@@ -157,7 +157,7 @@ def explain_pages(size: int) -> dict:
     users = {"reviewer": User.objects.get(username="bench-history-reviewer")}
     users["staff"] = User.objects.get(username="bench-history-staff")
     agent_key = json.loads((OUT / f"history-fixtures-{size}.json").read_text())["api"]["agent"]
-    rows = {}
+    rows: dict[str, int] = {}
     with connection.cursor() as cursor:
         for table in SCANNED_TABLES:
             cursor.execute(f"SELECT count(*) FROM {table}")  # the names are ours
